@@ -1,0 +1,1 @@
+//! Activity events, the batched writer, stores, retention and queries.

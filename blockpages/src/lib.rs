@@ -1,0 +1,1 @@
+//! Block, warn, inspection and error pages.

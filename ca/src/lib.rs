@@ -1,0 +1,1 @@
+//! Root CA loading, generation and export; leaf minting; the leaf cache.

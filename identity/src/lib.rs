@@ -1,0 +1,1 @@
+//! Tenants' keys, device tokens, signed cookies and tickets, correlation hints.

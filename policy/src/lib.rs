@@ -1,0 +1,1 @@
+//! Policy model, domain and URL matching, categories and feeds, decisions.

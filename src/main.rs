@@ -1,0 +1,40 @@
+//! `swg`, the secure web gateway: command-line entry point.
+//!
+//! `swg serve` runs the gateway; the other subcommands manage the root CA and
+//! check policies offline. Each subcommand lives in its own module under
+//! `commands/`.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of the `swg` binary.
+#[derive(Debug, Parser)]
+#[command(name = "swg", version, about = "Cloud secure web gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(commands::serve::ServeArgs),
+    /// Manage the root CA.
+    #[command(subcommand)]
+    Ca(commands::ca::CaCommand),
+    /// Check and explain policy files offline.
+    #[command(subcommand)]
+    Policy(commands::policy::PolicyCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Ca(command) => commands::ca::run(command),
+        Command::Policy(command) => commands::policy::run(command),
+    }
+}
