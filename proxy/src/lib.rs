@@ -1,0 +1,1 @@
+//! The inspection proxy: TLS landing, plain-HTTP landing, explicit proxy, upstream client.

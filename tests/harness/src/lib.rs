@@ -1,0 +1,1 @@
+//! Test harness shared by swg's tests: headless Chromium over the DevTools protocol.
