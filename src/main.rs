@@ -4,7 +4,12 @@
 //! check policies offline. Each subcommand lives in its own module under
 //! `commands/`.
 
+mod app;
 mod commands;
+mod config;
+mod logging;
+mod operations;
+mod shutdown;
 
 use std::process::ExitCode;
 

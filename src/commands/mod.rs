@@ -3,3 +3,11 @@
 pub(crate) mod ca;
 pub(crate) mod policy;
 pub(crate) mod serve;
+
+use std::process::ExitCode;
+
+/// Prints `error` on standard error and returns the failure exit code.
+pub(crate) fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::FAILURE
+}

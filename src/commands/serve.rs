@@ -2,12 +2,42 @@
 
 use std::process::ExitCode;
 
+use crate::app::App;
+use crate::config::ConfigArgs;
+
 /// Options of `swg serve`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {}
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
 
 /// Runs the gateway until SIGTERM or Ctrl-C.
-pub(crate) fn run(_args: ServeArgs) -> ExitCode {
-    eprintln!("error: swg serve is not built yet");
-    ExitCode::FAILURE
+pub(crate) fn run(args: ServeArgs) -> ExitCode {
+    crate::logging::init();
+
+    let (config, path) = match args.config.load() {
+        Ok(loaded) => loaded,
+        Err(error) => return super::fail(&error),
+    };
+    match &path {
+        Some(path) => tracing::info!(config = %path.display(), "read configuration"),
+        None => tracing::info!("no configuration file; using defaults"),
+    }
+
+    let app = match App::build(config) {
+        Ok(app) => app,
+        Err(error) => return super::fail(&error),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return super::fail(&error),
+    };
+    match runtime.block_on(app.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => super::fail(&error),
+    }
 }

@@ -1,0 +1,190 @@
+//! The gateway as one value: configuration, the metrics registry, the root
+//! CA, the leaf cache and the shutdown token that every listener takes.
+//!
+//! [`App::build`] does everything that can fail before any port opens;
+//! [`App::run`] binds the listeners, marks the gateway ready, and returns
+//! once a signal has stopped them all. A new listener is one more field (or
+//! argument) here and one more task in [`App::run`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use swg_ca::store::{self, CaFiles, CaOrigin};
+use swg_ca::{LeafCache, RootCa};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::operations::{self, OperationsState, Readiness};
+
+/// How long open connections may take to finish after a shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// The data folder could not be created.
+    #[error("cannot create data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The root CA could not be loaded or generated.
+    #[error(transparent)]
+    Ca(#[from] swg_ca::CaError),
+    /// The leaf cache could not be built.
+    #[error(transparent)]
+    LeafCache(#[from] swg_ca::LeafCacheError),
+    /// A listener could not bind its address.
+    #[error("cannot listen on {address} for the {listener} listener: {source}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// The configured address.
+        address: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The root CA could not sign a test leaf.
+    #[error("the root CA cannot sign leaf certificates: {0}")]
+    LeafCheck(swg_ca::LeafError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The running gateway's shared parts.
+#[derive(Debug)]
+pub(crate) struct App {
+    /// The validated configuration.
+    pub(crate) config: Config,
+    /// The process's one metrics registry; components register into it.
+    pub(crate) registry: Registry,
+    /// The root CA that signs leaves.
+    pub(crate) root: Arc<RootCa>,
+    /// Leaves for every TLS listener (proxy, DoH, console).
+    pub(crate) leaves: Arc<LeafCache>,
+    /// Cancelled on SIGTERM or Ctrl-C; every listener stops accepting then.
+    pub(crate) shutdown: CancellationToken,
+    /// Reported by `/readyz`.
+    pub(crate) readiness: Readiness,
+}
+
+impl App {
+    /// Creates the data folder, loads or generates the root CA and builds
+    /// the leaf cache.
+    pub(crate) fn build(config: Config) -> Result<Self, StartError> {
+        create_data_dir(&config.data_dir)?;
+
+        let files = CaFiles::new(&config.ca, &config.data_dir);
+        let (root, origin) = store::load_or_generate(&config.ca, &files)?;
+        match origin {
+            CaOrigin::Generated => tracing::info!(
+                cert = %files.cert.display(),
+                key = %files.key.display(),
+                subject = root.subject(),
+                key_type = %root.key_algorithm(),
+                sha256 = root.fingerprint_hex(),
+                "generated a new root CA; install it on devices with `swg ca export`"
+            ),
+            CaOrigin::Loaded => tracing::info!(
+                cert = %files.cert.display(),
+                subject = root.subject(),
+                key_type = %root.key_algorithm(),
+                sha256 = root.fingerprint_hex(),
+                not_after = %root.not_after(),
+                "loaded the root CA"
+            ),
+        }
+        let root = Arc::new(root);
+
+        let registry = Registry::new();
+        let leaves = Arc::new(LeafCache::new(Arc::clone(&root), &config.leaf, &registry)?);
+
+        Ok(Self {
+            config,
+            registry,
+            root,
+            leaves,
+            shutdown: CancellationToken::new(),
+            readiness: Readiness::default(),
+        })
+    }
+
+    /// Binds every listener, serves until SIGTERM or Ctrl-C, then waits for
+    /// the listeners to drain.
+    pub(crate) async fn run(self) -> Result<(), StartError> {
+        self.check_leaf_signing()?;
+        crate::shutdown::cancel_on_signal(self.shutdown.clone()).map_err(StartError::Signals)?;
+
+        let address = self.config.operations.listen;
+        let listener = operations::bind(address)
+            .await
+            .map_err(|source| StartError::Bind {
+                listener: "operations",
+                address,
+                source,
+            })?;
+        let bound = listener.local_addr().unwrap_or(address);
+        tracing::info!(listen = %bound, "operations listener started (/healthz, /readyz, /metrics)");
+
+        let mut tasks = JoinSet::new();
+        let state = OperationsState {
+            registry: self.registry.clone(),
+            readiness: self.readiness.clone(),
+        };
+        tasks.spawn(operations::serve(
+            listener,
+            state,
+            self.shutdown.clone(),
+            DRAIN_DEADLINE,
+        ));
+
+        self.readiness.set(true);
+        tracing::info!("swg is ready");
+        self.shutdown.cancelled().await;
+        self.readiness.set(false);
+
+        while let Some(result) = tasks.join_next().await {
+            if let Err(error) = result {
+                tracing::error!(%error, "a listener task failed during shutdown");
+            }
+        }
+        tracing::info!("swg stopped");
+        Ok(())
+    }
+}
+
+impl App {
+    /// Mints one leaf before opening any port, so a CA key that cannot sign
+    /// stops the start instead of failing every handshake later.
+    fn check_leaf_signing(&self) -> Result<(), StartError> {
+        self.leaves
+            .get("localhost")
+            .map_err(StartError::LeafCheck)?;
+        tracing::debug!(
+            ca = self.root.fingerprint_hex(),
+            "leaf signing check passed"
+        );
+        Ok(())
+    }
+}
+
+fn create_data_dir(path: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+
+    // The folder holds the CA key and other secrets, so only the owner may
+    // list it. An existing folder keeps its mode.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StartError::DataDir {
+            path: path.to_owned(),
+            source,
+        })
+}

@@ -1,0 +1,252 @@
+//! `swg.toml`: the configuration file, one section per component.
+//!
+//! Every section is a struct with `#[serde(default, deny_unknown_fields)]`,
+//! so a missing file or section means the documented defaults, and a
+//! misspelled key is an error that names the file, line and column. Adding a
+//! component's section is one field here plus its `validate()` call.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Name of the configuration file read from the working directory when
+/// `--config` is not given.
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "swg.toml";
+
+/// Default data folder, relative to the working directory.
+pub(crate) const DEFAULT_DATA_DIR: &str = "swg-data";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Folder for the generated root CA, secrets and the embedded store.
+    pub(crate) data_dir: PathBuf,
+    /// `[ca]`: the root CA.
+    pub(crate) ca: swg_ca::CaConfig,
+    /// `[leaf]`: leaf certificates and their cache.
+    pub(crate) leaf: swg_ca::LeafConfig,
+    /// `[operations]`: the health and metrics listener.
+    pub(crate) operations: OperationsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            ca: swg_ca::CaConfig::default(),
+            leaf: swg_ca::LeafConfig::default(),
+            operations: OperationsConfig::default(),
+        }
+    }
+}
+
+/// The `[operations]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct OperationsConfig {
+    /// Address of the listener serving `/healthz`, `/readyz` and `/metrics`.
+    /// Port 0 picks a free port, which is logged.
+    pub(crate) listen: SocketAddr,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    /// The file named with `--config` could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is outside its allowed range.
+    #[error("{path}: {source}")]
+    Invalid {
+        /// The file, or `defaults` when no file was read.
+        path: String,
+        /// The key and its allowed range.
+        source: swg_ca::ConfigError,
+    },
+}
+
+/// Where the configuration came from and where the data folder is.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct ConfigArgs {
+    /// Configuration file [default: ./swg.toml if it exists].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data folder for the root CA and other state; overrides `data_dir`
+    /// in the configuration file [default: ./swg-data].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Reads the configuration file (the one given, or `./swg.toml` if it
+    /// exists, or none), applies command-line overrides and validates it.
+    pub(crate) fn load(&self) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()),
+        };
+
+        let mut config = match &path {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+
+        let source = path
+            .as_ref()
+            .map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        config
+            .validate()
+            .map_err(|source_error| ConfigError::Invalid {
+                path: source,
+                source: source_error,
+            })?;
+        Ok((config, path))
+    }
+}
+
+impl Config {
+    /// Reads and parses `path` (no validation).
+    pub(crate) fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses TOML text; `path` names it in errors.
+    pub(crate) fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|error| {
+            let (line, column) = error
+                .span()
+                .map_or((1, 1), |span| line_and_column(text, span.start));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: error.message().trim_end().to_owned(),
+            }
+        })
+    }
+
+    /// Checks every section's values.
+    pub(crate) fn validate(&self) -> Result<(), swg_ca::ConfigError> {
+        self.ca.validate()?;
+        self.leaf.validate()?;
+        Ok(())
+    }
+}
+
+/// Converts a byte offset into a 1-based line and column (in characters).
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let config = Config::from_toml("", Path::new("swg.toml")).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("swg-data"));
+        assert_eq!(config.operations.listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(config.leaf.validity_days, 30);
+        assert_eq!(config.leaf.cache_entries, 100_000);
+        assert_eq!(config.ca.key_type, swg_ca::KeyType::EcdsaP256);
+    }
+
+    #[test]
+    fn every_section_parses() {
+        let text = r#"
+data_dir = "/var/lib/swg"
+
+[ca]
+key_type = "rsa-3072"
+common_name = "Example Root"
+organization = "Example"
+
+[leaf]
+validity_days = 90
+cache_entries = 5000
+
+[operations]
+listen = "[::1]:9191"
+"#;
+        let config = Config::from_toml(text, Path::new("swg.toml")).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/swg"));
+        assert_eq!(config.ca.key_type, swg_ca::KeyType::Rsa3072);
+        assert_eq!(config.ca.common_name, "Example Root");
+        assert_eq!(config.leaf.validity_days, 90);
+        assert_eq!(config.leaf.cache_entries, 5000);
+        assert_eq!(config.operations.listen, "[::1]:9191".parse().unwrap());
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let text = "data_dir = \"x\"\n\n[leaf]\nvalidity_dayz = 3\n";
+        let error = Config::from_toml(text, Path::new("/etc/swg.toml")).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("/etc/swg.toml:4:1: unknown field `validity_dayz`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn small_rsa_key_type_is_rejected_at_its_line() {
+        let text = "[ca]\nkey_type = \"rsa-1024\"\n";
+        let message = Config::from_toml(text, Path::new("swg.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("swg.toml:2:"), "{message}");
+        assert!(message.contains("1024 bits are too weak"), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let text = "[operations]\nlisten = \"not an address\"\n";
+        let message = Config::from_toml(text, Path::new("swg.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("swg.toml:2:10:"), "{message}");
+    }
+}
