@@ -1,0 +1,277 @@
+//! The `[dns]` section of `swg.toml`.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::upstream::UpstreamAddr;
+
+/// What an app (not a browser) gets for a blocked name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AppBlockAnswer {
+    /// `0.0.0.0` for A and `::` for AAAA, so the app fails fast on connect.
+    #[default]
+    Zero,
+    /// NXDOMAIN.
+    Nxdomain,
+}
+
+/// Resolver configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Address of the DoH (HTTPS) listener.
+    pub doh_listen: SocketAddr,
+    /// Address of the plain DNS UDP listener.
+    pub udp_listen: SocketAddr,
+    /// Address of the plain DNS TCP listener.
+    pub tcp_listen: SocketAddr,
+    /// Host name the DoH listener presents a certificate for.
+    pub doh_host: String,
+    /// Upstream resolvers as `udp://IP:PORT`, `tcp://IP:PORT` or `IP[:PORT]` (UDP with
+    /// TCP retry on truncation). Empty: the `nameserver` lines of `/etc/resolv.conf`.
+    pub upstreams: Vec<String>,
+    /// Maximum number of upstream answers in the shared cache.
+    pub cache_size: u64,
+    /// Public IPv4 address of the inspection proxy, the A answer for steered names.
+    pub proxy_ipv4: Ipv4Addr,
+    /// Public IPv6 address of the proxy; absent: AAAA for steered names is empty NOERROR.
+    pub proxy_ipv6: Option<Ipv6Addr>,
+    /// TTL in seconds of steered and blocked answers (1..=60).
+    pub steer_ttl_secs: u32,
+    /// What apps get for a blocked name: `zero` or `nxdomain`.
+    pub app_block_answer: AppBlockAnswer,
+    /// Time in milliseconds to wait for one upstream answer before trying the next upstream.
+    pub upstream_timeout_ms: u64,
+    /// Seconds a TCP or DoH connection may stay idle (no query in flight or arriving).
+    pub idle_timeout_secs: u64,
+    /// Seconds allowed to read one TCP message or one HTTP request head once it started.
+    pub read_timeout_secs: u64,
+    /// Maximum number of open TCP plus DoH connections.
+    pub max_connections: usize,
+    /// Maximum number of queries in flight on one TCP or DoH connection.
+    pub max_queries_per_connection: usize,
+    /// Maximum number of queries in flight across all listeners.
+    pub max_queries_in_flight: usize,
+    /// Queries per second allowed from one source address over plain UDP (0: no limit).
+    pub udp_rate_limit_qps: u32,
+    /// Burst size of the per-source UDP rate limit.
+    pub udp_rate_limit_burst: u32,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            doh_listen: SocketAddr::from(([127, 0, 0, 1], 8053)),
+            udp_listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
+            tcp_listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
+            doh_host: "localhost".to_owned(),
+            upstreams: Vec::new(),
+            cache_size: 200_000,
+            proxy_ipv4: Ipv4Addr::LOCALHOST,
+            proxy_ipv6: Some(Ipv6Addr::LOCALHOST),
+            steer_ttl_secs: 60,
+            app_block_answer: AppBlockAnswer::Zero,
+            upstream_timeout_ms: 2_000,
+            idle_timeout_secs: 30,
+            read_timeout_secs: 5,
+            max_connections: 4_096,
+            max_queries_per_connection: 64,
+            max_queries_in_flight: 8_192,
+            udp_rate_limit_qps: 500,
+            udp_rate_limit_burst: 1_000,
+        }
+    }
+}
+
+/// A `[dns]` key with a value outside its allowed range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A numeric key is out of range.
+    #[error("dns.{key} = {value} is out of range: allowed {allowed}")]
+    OutOfRange {
+        /// The key, e.g. `steer_ttl_secs`.
+        key: &'static str,
+        /// The configured value.
+        value: u64,
+        /// The allowed range in words.
+        allowed: &'static str,
+    },
+    /// An upstream entry cannot be parsed.
+    #[error("dns.upstreams entry {entry:?} is invalid: expected udp://IP:PORT, tcp://IP:PORT or IP[:PORT]")]
+    InvalidUpstream {
+        /// The entry as written.
+        entry: String,
+    },
+    /// `doh_host` is empty or not a DNS name.
+    #[error("dns.doh_host {0:?} is not a host name")]
+    InvalidDohHost(String),
+}
+
+impl DnsConfig {
+    /// Checks every key against its allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            "steer_ttl_secs",
+            self.steer_ttl_secs.into(),
+            1,
+            60,
+            "1..=60",
+        )?;
+        check(
+            "cache_size",
+            self.cache_size,
+            0,
+            100_000_000,
+            "0..=100000000",
+        )?;
+        check(
+            "upstream_timeout_ms",
+            self.upstream_timeout_ms,
+            50,
+            30_000,
+            "50..=30000",
+        )?;
+        check(
+            "idle_timeout_secs",
+            self.idle_timeout_secs,
+            1,
+            3_600,
+            "1..=3600",
+        )?;
+        check(
+            "read_timeout_secs",
+            self.read_timeout_secs,
+            1,
+            120,
+            "1..=120",
+        )?;
+        check(
+            "max_connections",
+            self.max_connections as u64,
+            1,
+            1_000_000,
+            "1..=1000000",
+        )?;
+        check(
+            "max_queries_per_connection",
+            self.max_queries_per_connection as u64,
+            1,
+            1_024,
+            "1..=1024",
+        )?;
+        check(
+            "max_queries_in_flight",
+            self.max_queries_in_flight as u64,
+            1,
+            1_000_000,
+            "1..=1000000",
+        )?;
+        if self.udp_rate_limit_qps > 0 {
+            check(
+                "udp_rate_limit_burst",
+                self.udp_rate_limit_burst.into(),
+                1,
+                u32::MAX.into(),
+                "at least 1 when udp_rate_limit_qps is set",
+            )?;
+        }
+
+        let host_ok = !self.doh_host.is_empty()
+            && self.doh_host.len() <= 253
+            && self.doh_host.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !host_ok {
+            return Err(ConfigError::InvalidDohHost(self.doh_host.clone()));
+        }
+
+        self.upstream_addrs()?;
+        Ok(())
+    }
+
+    /// Parses the `upstreams` entries (empty when the system resolver is meant).
+    pub fn upstream_addrs(&self) -> Result<Vec<UpstreamAddr>, ConfigError> {
+        self.upstreams
+            .iter()
+            .map(|entry| {
+                UpstreamAddr::parse(entry).ok_or_else(|| ConfigError::InvalidUpstream {
+                    entry: entry.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The upstream timeout as a `Duration`.
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    /// The idle timeout as a `Duration`.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The read timeout as a `Duration`.
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs(self.read_timeout_secs)
+    }
+}
+
+fn check(
+    key: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    allowed: &'static str,
+) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            key,
+            value,
+            allowed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        assert!(DnsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn steer_ttl_over_sixty_is_rejected() {
+        let config = DnsConfig {
+            steer_ttl_secs: 61,
+            ..DnsConfig::default()
+        };
+        let message = config.validate().err().map(|e| e.to_string());
+        assert_eq!(
+            message.as_deref(),
+            Some("dns.steer_ttl_secs = 61 is out of range: allowed 1..=60")
+        );
+    }
+
+    #[test]
+    fn bad_upstream_is_rejected() {
+        let config = DnsConfig {
+            upstreams: vec!["dns.example".to_owned()],
+            ..DnsConfig::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::InvalidUpstream { .. })
+        ));
+    }
+}

@@ -1,0 +1,573 @@
+//! The query handler shared by every listener: who asks, what the policy says, and the
+//! answer that results.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use crate::answer::{self, EdeCode};
+use crate::backends::{
+    AppTreatment, Client, ClientIdentifier, Decision, DnsPolicy, EventAction, EventSink, HintSink,
+    QueryEvent, SteerHint, TokenRejection, Verdict,
+};
+use crate::cache::CachingUpstream;
+use crate::config::{AppBlockAnswer, DnsConfig};
+use crate::context::{AppClass, QueryContext, CONTEXT_OPTION_CODE};
+use crate::metrics::DnsMetrics;
+use crate::wire::{self, Incoming, RejectReason, MAX_MESSAGE_LEN};
+
+/// Name browsers probe to learn whether the network wants them to keep DNS on the
+/// device; NXDOMAIN turns their built-in DoH off.
+const DOH_CANARY: &str = "use-application-dns.net";
+
+/// Names iCloud Private Relay probes; NXDOMAIN makes devices skip the relay.
+const PRIVATE_RELAY_CANARIES: [&str; 2] = ["mask.icloud.com", "mask-h2.icloud.com"];
+
+/// The listener a query arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain DNS over UDP.
+    Udp,
+    /// Plain DNS over TCP.
+    Tcp,
+    /// DNS over HTTPS.
+    Doh,
+}
+
+impl Transport {
+    /// Returns the label value used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Doh => "doh",
+        }
+    }
+}
+
+/// The services the resolver calls out to.
+#[derive(Clone)]
+pub struct Backends {
+    /// Identifies device tokens and location sources.
+    pub identifier: Arc<dyn ClientIdentifier>,
+    /// The tenants' policy.
+    pub policy: Arc<dyn DnsPolicy>,
+    /// Where activity events go.
+    pub events: Arc<dyn EventSink>,
+    /// Where correlation hints for the proxy go.
+    pub hints: Arc<dyn HintSink>,
+}
+
+/// The outcome of a DoH request.
+#[derive(Debug)]
+pub enum DohAnswer {
+    /// Missing or rejected device token: HTTP 401.
+    Unauthorized,
+    /// The body is not a DNS query that can be answered at all: HTTP 400.
+    BadRequest,
+    /// A DNS response and the `Cache-Control: max-age` for it.
+    Response {
+        /// The serialized DNS response.
+        body: Vec<u8>,
+        /// Seconds the HTTP response may be cached.
+        max_age: u32,
+    },
+}
+
+/// What the resolver did with one query, for metrics and events.
+struct Outcome {
+    response: Message,
+    /// `None` for queries that are never logged (exceptions, bypassed apps).
+    event: Option<(EventAction, Decision, String)>,
+    /// Metric label of the action.
+    label: &'static str,
+}
+
+/// Who asked one query and with which app.
+struct Asker<'a> {
+    client: &'a Client,
+    source: IpAddr,
+    context: QueryContext,
+    transport: Transport,
+}
+
+/// The query handler shared by the UDP, TCP and DoH listeners.
+pub struct Resolver {
+    config: Arc<DnsConfig>,
+    upstream: CachingUpstream,
+    backends: Backends,
+    metrics: DnsMetrics,
+}
+
+impl Resolver {
+    /// Creates the handler.
+    pub fn new(
+        config: Arc<DnsConfig>,
+        upstream: CachingUpstream,
+        backends: Backends,
+        metrics: DnsMetrics,
+    ) -> Self {
+        Resolver {
+            config,
+            upstream,
+            backends,
+            metrics,
+        }
+    }
+
+    /// The metrics the resolver and its listeners update.
+    pub fn metrics(&self) -> &DnsMetrics {
+        &self.metrics
+    }
+
+    /// Answers a plain DNS message from `source`; `None` means send nothing.
+    pub async fn answer_plain(
+        &self,
+        bytes: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let query = match wire::read_query(bytes) {
+            Incoming::Query(query) => query,
+            Incoming::Reject(response, reason) => {
+                self.metrics
+                    .refused
+                    .with_label_values(&[reject_label(reason)])
+                    .inc();
+                return wire::encode_response(&response, wire::CLASSIC_UDP_LIMIT);
+            }
+            Incoming::Drop(reason) => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                return None;
+            }
+        };
+        let limit = match transport {
+            Transport::Udp => wire::udp_limit(&query),
+            Transport::Tcp | Transport::Doh => MAX_MESSAGE_LEN,
+        };
+
+        let Some(client) = self.backends.identifier.identify_source(source.ip()) else {
+            self.metrics
+                .refused
+                .with_label_values(&["unknown_source"])
+                .inc();
+            tracing::debug!(client = %source, "refused query from a source outside every location");
+            let response = answer::code_response(&query, ResponseCode::Refused);
+            return wire::encode_response(&response, limit);
+        };
+
+        // Over plain DNS the location is the identity, so only the bundle id is taken
+        // from the context option; a class hint or private IP could be anyone's claim.
+        let context = QueryContext {
+            bundle_id: read_context(&query).bundle_id,
+            ..QueryContext::default()
+        };
+        let asker = Asker {
+            client: &client,
+            source: source.ip(),
+            context,
+            transport,
+        };
+        let response = self.answer(&query, &asker).await;
+        wire::encode_response(&response, limit)
+    }
+
+    /// Answers a DoH request carrying `token` (the bearer token, if any).
+    pub async fn answer_doh(
+        &self,
+        bytes: &[u8],
+        source: SocketAddr,
+        token: Option<&str>,
+    ) -> DohAnswer {
+        let client = match token.map(|token| self.backends.identifier.identify_token(token)) {
+            Some(Ok(client)) => client,
+            Some(Err(rejection)) => {
+                self.metrics
+                    .refused
+                    .with_label_values(&[token_label(rejection)])
+                    .inc();
+                return DohAnswer::Unauthorized;
+            }
+            None => {
+                self.metrics
+                    .refused
+                    .with_label_values(&["missing_token"])
+                    .inc();
+                return DohAnswer::Unauthorized;
+            }
+        };
+
+        let query = match wire::read_query(bytes) {
+            Incoming::Query(query) => query,
+            Incoming::Reject(response, reason) => {
+                self.metrics
+                    .refused
+                    .with_label_values(&[reject_label(reason)])
+                    .inc();
+                return match wire::encode_response(&response, MAX_MESSAGE_LEN) {
+                    Some(body) => DohAnswer::Response { body, max_age: 0 },
+                    None => DohAnswer::BadRequest,
+                };
+            }
+            Incoming::Drop(reason) => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                return DohAnswer::BadRequest;
+            }
+        };
+
+        let asker = Asker {
+            client: &client,
+            source: source.ip(),
+            context: read_context(&query),
+            transport: Transport::Doh,
+        };
+        let response = self.answer(&query, &asker).await;
+        let max_age = wire::min_ttl(&response).unwrap_or(0);
+        match wire::encode_response(&response, MAX_MESSAGE_LEN) {
+            Some(body) => DohAnswer::Response { body, max_age },
+            None => DohAnswer::BadRequest,
+        }
+    }
+
+    /// Answers one identified query and records its event and metric.
+    async fn answer(&self, query: &Message, asker: &Asker<'_>) -> Message {
+        let Some(question) = query.queries.first() else {
+            return answer::code_response(query, ResponseCode::FormErr);
+        };
+        let name = normalize(question.name());
+        let app = asker.context.bundle_id.as_deref();
+        let treatment =
+            self.backends
+                .policy
+                .classify_app(asker.client, app, asker.context.class_hint);
+
+        let (outcome, class) = match treatment {
+            AppTreatment::Bypassed => (self.unfiltered(query, question).await, AppClass::Unknown),
+            AppTreatment::Filtered(class) => (
+                self.filter(query, question, &name, class, asker).await,
+                class,
+            ),
+        };
+
+        self.metrics
+            .queries
+            .with_label_values(&[asker.transport.as_str(), outcome.label])
+            .inc();
+        if let Some((action, decision, reason)) = outcome.event {
+            tracing::debug!(tenant = %asker.client.tenant, domain = %name, action = action.as_str(), %reason, "answered query");
+            self.backends.events.record(QueryEvent {
+                time: SystemTime::now(),
+                client: asker.client.clone(),
+                app: asker.context.bundle_id.clone(),
+                class,
+                client_ip: asker.source,
+                private_ip: asker.context.private_ip,
+                domain: name,
+                query_type: question.query_type().to_string(),
+                category: decision.category,
+                rule: decision.rule,
+                action,
+                reason,
+            });
+        }
+        outcome.response
+    }
+
+    /// Resolves with no policy and no event (domain exceptions, bypassed apps).
+    async fn unfiltered(&self, query: &Message, question: &Query) -> Outcome {
+        let response = match self.upstream.resolve(question).await {
+            Ok(upstream) => answer::upstream_response(query, upstream),
+            Err(_) => answer::code_response(query, ResponseCode::ServFail),
+        };
+        Outcome {
+            response,
+            event: None,
+            label: "unfiltered",
+        }
+    }
+
+    async fn filter(
+        &self,
+        query: &Message,
+        question: &Query,
+        name: &str,
+        class: AppClass,
+        asker: &Asker<'_>,
+    ) -> Outcome {
+        let client = asker.client;
+        let app = asker.context.bundle_id.as_deref();
+
+        if let Some(outcome) = self.canary(query, name, client) {
+            return outcome;
+        }
+        if question.query_type() == RecordType::ANY {
+            let response = answer::any_response(query, question.name());
+            return logged(
+                response,
+                EventAction::Allow,
+                Decision::allow(),
+                "ANY answered per RFC 8482",
+            );
+        }
+
+        let first = self.backends.policy.decide(client, app, class, name);
+        if first.verdict == Verdict::Exception {
+            return self.unfiltered(query, question).await;
+        }
+
+        // A blocked query name needs no upstream answer: nothing in it can change that.
+        let upstream = if first.verdict == Verdict::Block {
+            None
+        } else {
+            match self.upstream.resolve(question).await {
+                Ok(upstream) => Some(upstream),
+                Err(error) => {
+                    tracing::debug!(domain = %name, %error, "upstream resolution failed");
+                    let response = answer::code_response(query, ResponseCode::ServFail);
+                    return logged(
+                        response,
+                        EventAction::Allow,
+                        first,
+                        "upstream resolution failed",
+                    );
+                }
+            }
+        };
+
+        let (decision, reason) = match &upstream {
+            Some(upstream) => self.worst_in_chain(client, app, class, name, first, upstream),
+            None => (first, format!("blocked name {name}")),
+        };
+
+        if let Some(upstream) = &upstream {
+            if let Some(address) = self.excepted_address(client, upstream) {
+                let response = answer::upstream_response(query, upstream.clone());
+                let reason = format!("address {address} is in an IP exception");
+                return Outcome {
+                    response,
+                    event: Some((EventAction::BypassIp, decision, reason)),
+                    label: EventAction::BypassIp.as_str(),
+                };
+            }
+        }
+
+        self.apply(
+            query, question, name, class, decision, reason, upstream, asker,
+        )
+    }
+
+    /// Answers the canary names that switch browsers' and Apple's bypasses off.
+    fn canary(&self, query: &Message, name: &str, client: &Client) -> Option<Outcome> {
+        let relay = PRIVATE_RELAY_CANARIES.contains(&name);
+        if name != DOH_CANARY && !(relay && self.backends.policy.blocks_private_relay(client)) {
+            return None;
+        }
+        let response = answer::code_response(query, ResponseCode::NXDomain);
+        let reason = if relay {
+            "iCloud Private Relay canary"
+        } else {
+            "application DoH canary"
+        };
+        Some(logged(
+            response,
+            EventAction::Block,
+            Decision {
+                verdict: Verdict::Block,
+                category: None,
+                rule: None,
+            },
+            reason,
+        ))
+    }
+
+    /// Decides every name in the upstream CNAME chain; the worst verdict wins.
+    fn worst_in_chain(
+        &self,
+        client: &Client,
+        app: Option<&str>,
+        class: AppClass,
+        name: &str,
+        first: Decision,
+        upstream: &Message,
+    ) -> (Decision, String) {
+        let mut worst = first;
+        let mut worst_name = name.to_owned();
+        for record in &upstream.answers {
+            let RData::CNAME(target) = &record.data else {
+                continue;
+            };
+            for chained in [normalize(&record.name), normalize(&target.0)] {
+                if chained == name || chained == worst_name {
+                    continue;
+                }
+                let decision = self.backends.policy.decide(client, app, class, &chained);
+                if decision.verdict > worst.verdict {
+                    worst = decision;
+                    worst_name = chained;
+                }
+            }
+        }
+        let reason = if worst_name == name {
+            format!("{} {name}", worst.verdict.as_str())
+        } else {
+            format!(
+                "{} name in CNAME chain: {worst_name}",
+                worst.verdict.as_str()
+            )
+        };
+        (worst, reason)
+    }
+
+    fn excepted_address(&self, client: &Client, upstream: &Message) -> Option<IpAddr> {
+        upstream.answers.iter().find_map(|record| {
+            let address = match &record.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+                _ => return None,
+            };
+            self.backends
+                .policy
+                .is_ip_exception(client, address)
+                .then_some(address)
+        })
+    }
+
+    /// Turns a decision into an answer for the app class (browsers are steered to the
+    /// proxy for every allowed, suspicious or blocked name; apps only for suspicious ones).
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        query: &Message,
+        question: &Query,
+        name: &str,
+        class: AppClass,
+        decision: Decision,
+        reason: String,
+        upstream: Option<Message>,
+        asker: &Asker<'_>,
+    ) -> Outcome {
+        let browser = class == AppClass::Browser;
+        let trusted = class == AppClass::TrustedApp;
+        let action = match decision.verdict {
+            Verdict::Exception | Verdict::Allow if browser => EventAction::Inspect,
+            Verdict::Exception | Verdict::Allow => EventAction::Allow,
+            Verdict::Inspect if trusted => EventAction::Allow,
+            Verdict::Inspect => EventAction::Inspect,
+            Verdict::Warn if browser => EventAction::Warn,
+            Verdict::Warn | Verdict::Block => EventAction::Block,
+        };
+        let steer = browser || action == EventAction::Inspect;
+
+        // Names that do not resolve stay that way: there is nothing to steer or block.
+        if let Some(upstream) = &upstream {
+            if upstream.metadata.response_code != ResponseCode::NoError
+                || action == EventAction::Allow
+            {
+                let response = answer::upstream_response(query, upstream.clone());
+                return logged(response, EventAction::Allow, decision, &reason);
+            }
+        }
+
+        let ttl = self.config.steer_ttl_secs;
+        let query_type = question.query_type();
+        let owner = question.name();
+        let mut response = answer::base_response(query);
+        if steer {
+            response.answers = match (query_type, upstream) {
+                (RecordType::A | RecordType::AAAA | RecordType::HTTPS | RecordType::SVCB, _)
+                | (_, None) => answer::steered_records(
+                    owner,
+                    query_type,
+                    ttl,
+                    self.config.proxy_ipv4,
+                    self.config.proxy_ipv6,
+                ),
+                // Other types (TXT, MX...) carry no address a browser connects to.
+                (_, Some(upstream)) => upstream.answers,
+            };
+            self.backends.hints.record(SteerHint {
+                client_ip: asker.source,
+                host: name.to_owned(),
+                client: asker.client.clone(),
+                app: asker.context.bundle_id.clone(),
+                class,
+            });
+        } else if self.config.app_block_answer == AppBlockAnswer::Nxdomain {
+            response.metadata.response_code = ResponseCode::NXDomain;
+        } else {
+            response.answers = answer::zero_records(owner, query_type, ttl);
+        }
+
+        let ede = if action == EventAction::Block {
+            EdeCode::Blocked
+        } else {
+            EdeCode::Filtered
+        };
+        let text = answer::ede_text(
+            action.as_str(),
+            decision.category.as_deref(),
+            decision.rule.as_deref(),
+        );
+        answer::add_ede(&mut response, ede, &text);
+        logged(response, action, decision, &reason)
+    }
+}
+
+fn logged(response: Message, action: EventAction, decision: Decision, reason: &str) -> Outcome {
+    Outcome {
+        response,
+        event: Some((action, decision, reason.to_owned())),
+        label: action.as_str(),
+    }
+}
+
+/// Lower-case A-label form of a name with no trailing dot, as policy matching expects.
+pub fn normalize(name: &Name) -> String {
+    let mut text = name.to_lowercase().to_ascii();
+    if text.ends_with('.') {
+        text.pop();
+    }
+    text
+}
+
+/// Reads the context option of a query; an absent or invalid option gives an empty
+/// context (an invalid one is logged, since only a broken agent sends it).
+fn read_context(query: &Message) -> QueryContext {
+    let Some(edns) = &query.edns else {
+        return QueryContext::default();
+    };
+    match edns.option(EdnsCode::from(CONTEXT_OPTION_CODE)) {
+        Some(EdnsOption::Unknown(_, value)) => {
+            QueryContext::decode(value).unwrap_or_else(|error| {
+                tracing::debug!(%error, "ignored invalid context option");
+                QueryContext::default()
+            })
+        }
+        _ => QueryContext::default(),
+    }
+}
+
+fn reject_label(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::Malformed => "malformed",
+        RejectReason::NotImplemented => "not_implemented",
+    }
+}
+
+fn token_label(rejection: TokenRejection) -> &'static str {
+    match rejection {
+        TokenRejection::Invalid => "invalid_token",
+        TokenRejection::Expired => "expired_token",
+        TokenRejection::Revoked => "revoked_token",
+    }
+}

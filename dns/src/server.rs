@@ -1,0 +1,215 @@
+//! Binding the listeners and starting the resolver.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::server::ResolvesServerCert;
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::cache::CachingUpstream;
+use crate::config::{ConfigError, DnsConfig};
+use crate::doh::{serve_doh, DohLimits};
+use crate::metrics::DnsMetrics;
+use crate::ratelimit::RateLimiter;
+use crate::resolver::{Backends, Resolver};
+use crate::tcp::{serve_tcp, TcpLimits};
+use crate::udp::serve_udp;
+use crate::upstream::{system_upstreams, UpstreamError, Upstreams};
+
+/// Why the resolver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The `[dns]` section is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No upstream resolver could be found.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// `udp`, `tcp` or `doh`.
+        transport: &'static str,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The metrics could not be registered (usually: registered twice).
+    #[error("cannot register DNS metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The running resolver: its listeners and their bound addresses.
+pub struct DnsServer {
+    resolver: Arc<Resolver>,
+    udp_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    doh_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Binds the UDP, TCP and (with `certificates`) DoH listeners and starts serving.
+    ///
+    /// `certificates` supplies the DoH listener's certificate for `doh_host`; without
+    /// it only plain DNS is served. With no configured upstreams the `nameserver`
+    /// lines of `/etc/resolv.conf` are used.
+    pub async fn start(
+        config: DnsConfig,
+        backends: Backends,
+        certificates: Option<Arc<dyn ResolvesServerCert>>,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, ServerError> {
+        config.validate()?;
+        let metrics = DnsMetrics::new(registry)?;
+        let mut upstream_addrs = config.upstream_addrs()?;
+        if upstream_addrs.is_empty() {
+            upstream_addrs = system_upstreams(Path::new("/etc/resolv.conf"))?;
+        }
+        let upstreams = Upstreams::new(upstream_addrs, config.upstream_timeout(), metrics.clone())?;
+        let upstream = CachingUpstream::new(upstreams, config.cache_size, metrics.clone());
+
+        let config = Arc::new(config);
+        let resolver = Arc::new(Resolver::new(config.clone(), upstream, backends, metrics));
+        let in_flight = Arc::new(Semaphore::new(config.max_queries_in_flight));
+        let connections = Arc::new(Semaphore::new(config.max_connections));
+        let limiter =
+            RateLimiter::new(config.udp_rate_limit_qps, config.udp_rate_limit_burst).map(Arc::new);
+        let mut tasks = Vec::new();
+
+        let udp = UdpSocket::bind(config.udp_listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                transport: "udp",
+                addr: config.udp_listen,
+                source,
+            })?;
+        let udp_addr = udp.local_addr().unwrap_or(config.udp_listen);
+        let udp = Arc::new(udp);
+        // Several receive loops on one socket keep every core busy under load.
+        let receivers = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(8);
+        for _ in 0..receivers {
+            tasks.push(tokio::spawn(serve_udp(
+                udp.clone(),
+                resolver.clone(),
+                in_flight.clone(),
+                limiter.clone(),
+            )));
+        }
+
+        let tcp_addr_wanted = if config.tcp_listen == config.udp_listen {
+            udp_addr
+        } else {
+            config.tcp_listen
+        };
+        let tcp = TcpListener::bind(tcp_addr_wanted)
+            .await
+            .map_err(|source| ServerError::Bind {
+                transport: "tcp",
+                addr: config.tcp_listen,
+                source,
+            })?;
+        let tcp_addr = tcp.local_addr().unwrap_or(config.tcp_listen);
+        let tcp_limits = TcpLimits {
+            idle_timeout: config.idle_timeout(),
+            read_timeout: config.read_timeout(),
+            max_queries_per_connection: config.max_queries_per_connection,
+        };
+        tasks.push(tokio::spawn(serve_tcp(
+            tcp,
+            resolver.clone(),
+            connections.clone(),
+            in_flight.clone(),
+            tcp_limits,
+        )));
+
+        let mut doh_addr = None;
+        if let Some(certificates) = certificates {
+            let listener = TcpListener::bind(config.doh_listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    transport: "doh",
+                    addr: config.doh_listen,
+                    source,
+                })?;
+            doh_addr = Some(listener.local_addr().unwrap_or(config.doh_listen));
+            let mut tls = ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| ServerError::Bind {
+                transport: "doh",
+                addr: config.doh_listen,
+                source: std::io::Error::other(error),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(certificates);
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            let limits = DohLimits {
+                idle_timeout: config.idle_timeout(),
+                read_timeout: config.read_timeout(),
+                max_queries_per_connection: config.max_queries_per_connection,
+            };
+            let acceptor = TlsAcceptor::from(Arc::new(tls));
+            tasks.push(tokio::spawn(serve_doh(
+                listener,
+                acceptor,
+                resolver.clone(),
+                connections,
+                in_flight,
+                limits,
+            )));
+        }
+
+        tracing::info!(udp = %udp_addr, tcp = %tcp_addr, doh = ?doh_addr, "DNS resolver listening");
+        Ok(DnsServer {
+            resolver,
+            udp_addr,
+            tcp_addr,
+            doh_addr,
+            tasks,
+        })
+    }
+
+    /// The bound UDP address (useful when the configuration asked for port 0).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+
+    /// The bound TCP address.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The bound DoH address, if DoH is served.
+    pub fn doh_addr(&self) -> Option<SocketAddr> {
+        self.doh_addr
+    }
+
+    /// The query handler, for callers that answer queries themselves.
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
+    }
+
+    /// Stops accepting connections and packets. Connections already open finish their
+    /// queries in flight.
+    pub fn stop_accepting(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop_accepting();
+    }
+}
