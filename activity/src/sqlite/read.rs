@@ -1,0 +1,370 @@
+//! Queries: pages of events, per-day totals, top lists and a device's recent blocks.
+
+use std::str::FromStr;
+
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use time::{Date, Duration, OffsetDateTime};
+
+use super::write::{unix_ms, CATEGORY_SEPARATOR};
+#[cfg(test)]
+use super::write::unix_day;
+use crate::error::ActivityError;
+use crate::event::{Action, Event};
+use crate::query::{Cursor, DailyTotal, Page, Query, TopEntry, MAX_PAGE_SIZE};
+use crate::request_id::RequestId;
+
+/// Columns read into an [`Event`] by [`event_from_row`], in its order.
+const EVENT_COLUMNS: &str = "e.id, e.time_ms, e.user, e.device, e.discovery, e.app, e.app_class, e.client_ip, \
+     e.device_ip, e.via, e.request, e.categories, e.policy, e.rule, e.action, e.reason, e.request_id";
+
+/// Julian day number of 1970-01-01, to turn Unix days into dates.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
+/// How far back the device's activity list reaches.
+const DEVICE_RECENT_DAYS: i64 = 30;
+
+/// A statement with its parameters.
+struct Statement {
+    sql: String,
+    params: Vec<Value>,
+}
+
+pub(super) fn query(conn: &Connection, query: &Query) -> Result<Page, ActivityError> {
+    let Some(statement) = build_query(conn, query)? else {
+        return Ok(Page { events: Vec::new(), next_cursor: None });
+    };
+    let page_size = query.page_size();
+
+    let mut prepared = conn.prepare(&statement.sql)?;
+    let mut rows = prepared.query(params_from_iter(statement.params))?;
+    let mut events = Vec::with_capacity(page_size);
+    let mut last = None;
+    let mut more = false;
+    while let Some(row) = rows.next()? {
+        if events.len() == page_size {
+            more = true;
+            break;
+        }
+        let (id, time_ms, event) = event_from_row(row, &query.tenant)?;
+        last = Some(Cursor::after(time_ms, id));
+        events.push(event);
+    }
+
+    Ok(Page { events, next_cursor: if more { last } else { None } })
+}
+
+pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>, ActivityError> {
+    // The plan is the same whether or not the tenant exists, but building the
+    // statement needs ids, so stand in 0 when a name is unknown.
+    let statement = build_statement(query, tenant_id(conn, &query.tenant)?.unwrap_or(0), 0);
+    let mut prepared = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))?;
+    let lines = prepared
+        .query_map(params_from_iter(statement.params), |row| row.get::<_, String>(3))?
+        .collect::<Result<_, _>>()?;
+    Ok(lines)
+}
+
+/// Builds the statement for `query`, or returns none when the tenant or category
+/// has never been stored, so nothing can match.
+fn build_query(conn: &Connection, query: &Query) -> Result<Option<Statement>, ActivityError> {
+    let Some(tenant_id) = tenant_id(conn, &query.tenant)? else {
+        return Ok(None);
+    };
+    let category_id = match &query.category {
+        Some(name) => match category_id(conn, &name.to_lowercase())? {
+            Some(id) => id,
+            None => return Ok(None),
+        },
+        None => 0,
+    };
+    Ok(Some(build_statement(query, tenant_id, category_id)))
+}
+
+/// Builds the SQL for `query`.
+///
+/// The statement names the index to walk instead of leaving the choice to SQLite,
+/// whose planner has no statistics on a fresh store and may pick the time index for
+/// a filter that a narrower index serves. The most selective filter present drives:
+/// device, then user, then category, then app, then action, then time alone. Every
+/// index ends in `time_ms` and the row id, so rows come out in page order without
+/// sorting and the walk stops after one page. Pages continue with a keyset
+/// condition on `(time_ms, id)` rather than an OFFSET.
+fn build_statement(query: &Query, tenant_id: i64, category_id: i64) -> Statement {
+    let driving_index = if query.device.is_some() {
+        Some("events_by_device")
+    } else if query.user.is_some() {
+        Some("events_by_user")
+    } else if query.category.is_some() {
+        None
+    } else if query.app.is_some() {
+        Some("events_by_app")
+    } else if query.action.is_some() {
+        Some("events_by_action")
+    } else {
+        Some("events_by_time")
+    };
+
+    let mut statement = Statement { sql: String::new(), params: vec![Value::Integer(tenant_id)] };
+    let (time_column, id_column) = match driving_index {
+        Some(index) => {
+            statement.sql = format!("SELECT {EVENT_COLUMNS} FROM events e INDEXED BY {index} WHERE e.tenant_id = ?1");
+            ("e.time_ms", "e.id")
+        }
+        None => {
+            // CROSS JOIN keeps event_categories as the outer loop.
+            statement.sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM event_categories c CROSS JOIN events e \
+                 ON e.id = c.event_id AND e.time_ms = c.time_ms WHERE c.tenant_id = ?1"
+            );
+            statement.push(" AND c.category_id = #", Value::Integer(category_id));
+            ("c.time_ms", "c.event_id")
+        }
+    };
+
+    statement.push(&format!(" AND {time_column} >= #"), Value::Integer(unix_ms(query.from)));
+    statement.push(&format!(" AND {time_column} < #"), Value::Integer(unix_ms(query.to)));
+    if let Some(cursor) = query.cursor {
+        let time_index = statement.push(&format!(" AND {time_column} <= #"), Value::Integer(cursor.time_ms));
+        statement.push(&format!(" AND ({time_column} < ?{time_index} OR {id_column} < #)"), Value::Integer(cursor.id));
+    }
+    if let Some(user) = &query.user {
+        statement.push(" AND e.user = #", Value::Text(user.clone()));
+    }
+    if let Some(device) = &query.device {
+        statement.push(" AND e.device = #", Value::Text(device.clone()));
+    }
+    if let Some(action) = query.action {
+        statement.push(" AND e.action = #", Value::Text(action.as_str().to_owned()));
+    }
+    if let Some(app) = &query.app {
+        statement.push(" AND e.app = #", Value::Text(app.clone()));
+    }
+    if query.category.is_some() && driving_index.is_some() {
+        statement.push(
+            " AND EXISTS (SELECT 1 FROM event_categories c WHERE c.tenant_id = ?1 AND c.category_id = # \
+             AND c.time_ms = e.time_ms AND c.event_id = e.id)",
+            Value::Integer(category_id),
+        );
+    }
+    if let Some(domain) = &query.domain {
+        // Hosts are stored in lowercase; instr avoids LIKE's wildcard characters.
+        statement.push(" AND instr(e.host, #) > 0", Value::Text(domain.trim().to_lowercase()));
+    }
+    // One row beyond the page tells whether another page follows.
+    statement.push(
+        &format!(" ORDER BY {time_column} DESC, {id_column} DESC LIMIT #"),
+        Value::Integer(query.page_size() as i64 + 1),
+    );
+    statement
+}
+
+impl Statement {
+    /// Appends `condition` with its `#` replaced by a new parameter holding `value`,
+    /// and returns that parameter's number.
+    fn push(&mut self, condition: &str, value: Value) -> usize {
+        self.params.push(value);
+        let number = self.params.len();
+        self.sql.push_str(&condition.replace('#', &format!("?{number}")));
+        number
+    }
+}
+
+pub(super) fn daily_totals(
+    conn: &Connection,
+    tenant: &str,
+    from: Date,
+    to: Date,
+) -> Result<Vec<DailyTotal>, ActivityError> {
+    let Some(tenant_id) = tenant_id(conn, tenant)? else {
+        return Ok(Vec::new());
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT day, action, count FROM daily_actions \
+         WHERE tenant_id = ?1 AND day BETWEEN ?2 AND ?3 ORDER BY day, action",
+    )?;
+    let mut rows = statement.query(params![tenant_id, unix_day_of(from), unix_day_of(to)])?;
+    let mut totals = Vec::new();
+    while let Some(row) = rows.next()? {
+        let day: i64 = row.get(0)?;
+        let action: String = row.get(1)?;
+        let count: i64 = row.get(2)?;
+        totals.push(DailyTotal {
+            day: date_of_unix_day(day)?,
+            action: parse_column(&action, "action", day)?,
+            count: count.max(0) as u64,
+        });
+    }
+    Ok(totals)
+}
+
+pub(super) fn top_blocked_domains(
+    conn: &Connection,
+    tenant: &str,
+    from: Date,
+    to: Date,
+    limit: usize,
+) -> Result<Vec<TopEntry>, ActivityError> {
+    top_entries(
+        conn,
+        tenant,
+        "SELECT host, sum(count) AS total FROM daily_blocked_hosts \
+         WHERE tenant_id = ?1 AND day BETWEEN ?2 AND ?3 \
+         GROUP BY host ORDER BY total DESC, host LIMIT ?4",
+        from,
+        to,
+        limit,
+    )
+}
+
+pub(super) fn top_blocked_categories(
+    conn: &Connection,
+    tenant: &str,
+    from: Date,
+    to: Date,
+    limit: usize,
+) -> Result<Vec<TopEntry>, ActivityError> {
+    top_entries(
+        conn,
+        tenant,
+        "SELECT c.name, sum(d.count) AS total FROM daily_blocked_categories d \
+         JOIN categories c ON c.id = d.category_id \
+         WHERE d.tenant_id = ?1 AND d.day BETWEEN ?2 AND ?3 \
+         GROUP BY c.name ORDER BY total DESC, c.name LIMIT ?4",
+        from,
+        to,
+        limit,
+    )
+}
+
+fn top_entries(
+    conn: &Connection,
+    tenant: &str,
+    sql: &str,
+    from: Date,
+    to: Date,
+    limit: usize,
+) -> Result<Vec<TopEntry>, ActivityError> {
+    let Some(tenant_id) = tenant_id(conn, tenant)? else {
+        return Ok(Vec::new());
+    };
+    let limit = limit.clamp(1, MAX_PAGE_SIZE) as i64;
+    let mut statement = conn.prepare_cached(sql)?;
+    let entries = statement
+        .query_map(params![tenant_id, unix_day_of(from), unix_day_of(to), limit], |row| {
+            Ok(TopEntry { name: row.get(0)?, count: row.get::<_, i64>(1)?.max(0) as u64 })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(entries)
+}
+
+pub(super) fn device_recent(
+    conn: &Connection,
+    tenant: &str,
+    device: &str,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<Event>, ActivityError> {
+    let Some(tenant_id) = tenant_id(conn, tenant)? else {
+        return Ok(Vec::new());
+    };
+    let from = now - Duration::days(DEVICE_RECENT_DAYS);
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events e \
+         WHERE e.tenant_id = ?1 AND e.device = ?2 AND e.time_ms >= ?3 AND e.time_ms <= ?4 \
+         AND e.action IN ('block', 'warn') ORDER BY e.time_ms DESC, e.id DESC LIMIT ?5"
+    ))?;
+    let mut rows = statement.query(params![
+        tenant_id,
+        device,
+        unix_ms(from),
+        unix_ms(now),
+        limit.clamp(1, MAX_PAGE_SIZE) as i64
+    ])?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next()? {
+        events.push(event_from_row(row, tenant)?.2);
+    }
+    Ok(events)
+}
+
+fn tenant_id(conn: &Connection, tenant: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM tenants WHERE name = ?1")?.query_row([tenant], |row| row.get(0)).optional()
+}
+
+fn category_id(conn: &Connection, category: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT id FROM categories WHERE name = ?1")?.query_row([category], |row| row.get(0)).optional()
+}
+
+/// Reads one row selected with [`EVENT_COLUMNS`] into `(id, time_ms, event)`.
+fn event_from_row(row: &Row<'_>, tenant: &str) -> Result<(i64, i64, Event), ActivityError> {
+    let id: i64 = row.get(0)?;
+    let time_ms: i64 = row.get(1)?;
+    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(time_ms) * 1_000_000)
+        .map_err(|_| invalid(id, "time_ms", time_ms.to_string()))?;
+    let categories: String = row.get(11)?;
+    let request_id: String = row.get(16)?;
+
+    let event = Event {
+        time,
+        tenant: tenant.to_owned(),
+        user: row.get(2)?,
+        device: row.get(3)?,
+        discovery: parse_column(&row.get::<_, String>(4)?, "discovery", id)?,
+        app: row.get(5)?,
+        app_class: parse_column(&row.get::<_, String>(6)?, "app_class", id)?,
+        client_ip: parse_optional(row.get(7)?, "client_ip", id)?,
+        device_ip: parse_optional(row.get(8)?, "device_ip", id)?,
+        via: parse_column(&row.get::<_, String>(9)?, "via", id)?,
+        request: row.get(10)?,
+        categories: if categories.is_empty() {
+            Vec::new()
+        } else {
+            categories.split(CATEGORY_SEPARATOR).map(str::to_owned).collect()
+        },
+        policy: row.get(12)?,
+        rule: row.get(13)?,
+        action: parse_column::<Action>(&row.get::<_, String>(14)?, "action", id)?,
+        reason: row.get(15)?,
+        request_id: parse_column::<RequestId>(&request_id, "request_id", id)?,
+    };
+    Ok((id, time_ms, event))
+}
+
+fn parse_column<T: FromStr>(text: &str, column: &'static str, id: i64) -> Result<T, ActivityError> {
+    text.parse().map_err(|_| invalid(id, column, text.to_owned()))
+}
+
+fn parse_optional<T: FromStr>(text: Option<String>, column: &'static str, id: i64) -> Result<Option<T>, ActivityError> {
+    text.map(|text| parse_column(&text, column, id)).transpose()
+}
+
+fn invalid(id: i64, column: &'static str, value: String) -> ActivityError {
+    ActivityError::InvalidRow { id, column, value }
+}
+
+fn unix_day_of(date: Date) -> i64 {
+    i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY
+}
+
+fn date_of_unix_day(day: i64) -> Result<Date, ActivityError> {
+    i32::try_from(day + UNIX_EPOCH_JULIAN_DAY)
+        .ok()
+        .and_then(|julian| Date::from_julian_day(julian).ok())
+        .ok_or_else(|| invalid(0, "day", day.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::date;
+
+    use super::*;
+
+    #[test]
+    fn unix_days_convert_to_dates_and_back() {
+        assert_eq!(unix_day_of(date!(1970 - 01 - 01)), 0);
+        assert_eq!(unix_day_of(date!(2026 - 12 - 04)), 20_791);
+        assert_eq!(date_of_unix_day(20_791).unwrap(), date!(2026 - 12 - 04));
+        assert_eq!(unix_day(unix_ms(date!(2026 - 12 - 04).midnight().assume_utc()) + 1), 20_791);
+    }
+}

@@ -1,0 +1,220 @@
+//! Inserting batches and deleting expired rows.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use time::OffsetDateTime;
+
+use super::WriterState;
+use crate::error::ActivityError;
+use crate::event::{Action, Event};
+use crate::host::request_host;
+
+/// Separates the categories stored in `events.categories`. Sanitizing removes
+/// control characters from category names, so it cannot occur inside one.
+pub(crate) const CATEGORY_SEPARATOR: char = '\u{1f}';
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, time_ms, user, device, discovery, app, app_class, \
+     client_ip, device_ip, via, request, host, categories, policy, rule, action, reason, request_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+const INSERT_EVENT_CATEGORY: &str =
+    "INSERT OR IGNORE INTO event_categories (tenant_id, category_id, time_ms, event_id) VALUES (?1, ?2, ?3, ?4)";
+const ADD_DAILY_ACTION: &str = "INSERT INTO daily_actions (tenant_id, day, action, count) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (tenant_id, day, action) DO UPDATE SET count = count + excluded.count";
+const ADD_DAILY_HOST: &str = "INSERT INTO daily_blocked_hosts (tenant_id, day, host, count) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (tenant_id, day, host) DO UPDATE SET count = count + excluded.count";
+const ADD_DAILY_CATEGORY: &str =
+    "INSERT INTO daily_blocked_categories (tenant_id, day, category_id, count) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (tenant_id, day, category_id) DO UPDATE SET count = count + excluded.count";
+
+/// Milliseconds since the Unix epoch, the unit of `time_ms`.
+pub(crate) fn unix_ms(time: OffsetDateTime) -> i64 {
+    (time.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Days since the Unix epoch in UTC, the unit of the `day` columns.
+pub(crate) fn unix_day(time_ms: i64) -> i64 {
+    time_ms.div_euclid(MS_PER_DAY)
+}
+
+/// Per-day counts gathered over one batch, written with one upsert per key.
+#[derive(Default)]
+struct DailyCounts {
+    actions: HashMap<(i64, i64, Action), i64>,
+    blocked_hosts: HashMap<(i64, i64, String), i64>,
+    blocked_categories: HashMap<(i64, i64, i64), i64>,
+}
+
+pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<(), ActivityError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let result = insert_in_transaction(state, events);
+    if result.is_err() {
+        // Ids cached during the failed transaction may name rows that were rolled back.
+        state.tenant_ids.clear();
+        state.category_ids.clear();
+    }
+    result
+}
+
+fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<(), ActivityError> {
+    let WriterState { conn, tenant_ids, category_ids } = state;
+    let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut daily = DailyCounts::default();
+    {
+        let mut insert_event = transaction.prepare_cached(INSERT_EVENT)?;
+        let mut insert_category = transaction.prepare_cached(INSERT_EVENT_CATEGORY)?;
+        for original in events {
+            let mut event = original.clone();
+            event.sanitize();
+
+            let tenant_id = lookup_id(&transaction, tenant_ids, "tenants", &event.tenant)?;
+            let time_ms = unix_ms(event.time);
+            let host = request_host(&event.request);
+            let categories = event.categories.join(&CATEGORY_SEPARATOR.to_string());
+            let event_id = insert_event.insert(params![
+                tenant_id,
+                time_ms,
+                event.user,
+                event.device,
+                event.discovery.as_str(),
+                event.app,
+                event.app_class.as_str(),
+                event.client_ip.map(|ip| ip.to_string()),
+                event.device_ip.map(|ip| ip.to_string()),
+                event.via.as_str(),
+                event.request,
+                host,
+                categories,
+                event.policy,
+                event.rule,
+                event.action.as_str(),
+                event.reason,
+                event.request_id.as_str(),
+            ])?;
+
+            let day = unix_day(time_ms);
+            *daily.actions.entry((tenant_id, day, event.action)).or_default() += 1;
+            let blocked = event.action == Action::Block;
+            if blocked {
+                *daily.blocked_hosts.entry((tenant_id, day, host)).or_default() += 1;
+            }
+            for category in &event.categories {
+                let category_id = lookup_id(&transaction, category_ids, "categories", category)?;
+                insert_category.execute(params![tenant_id, category_id, time_ms, event_id])?;
+                if blocked {
+                    *daily.blocked_categories.entry((tenant_id, day, category_id)).or_default() += 1;
+                }
+            }
+        }
+        write_daily_counts(&transaction, daily)?;
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+fn write_daily_counts(conn: &Connection, daily: DailyCounts) -> rusqlite::Result<()> {
+    let mut add_action = conn.prepare_cached(ADD_DAILY_ACTION)?;
+    for ((tenant_id, day, action), count) in daily.actions {
+        add_action.execute(params![tenant_id, day, action.as_str(), count])?;
+    }
+    let mut add_host = conn.prepare_cached(ADD_DAILY_HOST)?;
+    for ((tenant_id, day, host), count) in daily.blocked_hosts {
+        add_host.execute(params![tenant_id, day, host, count])?;
+    }
+    let mut add_category = conn.prepare_cached(ADD_DAILY_CATEGORY)?;
+    for ((tenant_id, day, category_id), count) in daily.blocked_categories {
+        add_category.execute(params![tenant_id, day, category_id, count])?;
+    }
+    Ok(())
+}
+
+/// Returns the id of `name` in the dictionary `table` (`tenants` or `categories`),
+/// adding it if missing.
+fn lookup_id(
+    conn: &Connection,
+    cache: &mut HashMap<String, i64>,
+    table: &'static str,
+    name: &str,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = cache.get(name) {
+        return Ok(*id);
+    }
+    let existing = conn
+        .prepare_cached(&format!("SELECT id FROM {table} WHERE name = ?1"))?
+        .query_row([name], |row| row.get(0))
+        .optional()?;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            conn.prepare_cached(&format!("INSERT INTO {table} (name) VALUES (?1)"))?.execute([name])?;
+            conn.last_insert_rowid()
+        }
+    };
+    cache.insert(name.to_owned(), id);
+    Ok(id)
+}
+
+/// Deletes up to `max_rows` expired events and up to `max_rows` expired category
+/// rows, plus the per-day counts of days before the cutoff day, in one transaction.
+pub(super) fn delete_older_than(
+    state: &mut WriterState,
+    cutoff: OffsetDateTime,
+    max_rows: usize,
+) -> Result<u64, ActivityError> {
+    let cutoff_ms = unix_ms(cutoff);
+    let max_rows = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX);
+    let transaction = state.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut deleted = 0u64;
+    {
+        // Deleting per tenant keeps every statement on an index range; a plain
+        // `time_ms < ?` across tenants would scan the whole table.
+        let tenant_ids: Vec<i64> = transaction
+            .prepare_cached("SELECT id FROM tenants")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut delete_events = transaction.prepare_cached(
+            "DELETE FROM events WHERE id IN \
+             (SELECT id FROM events WHERE tenant_id = ?1 AND time_ms < ?2 ORDER BY time_ms LIMIT ?3)",
+        )?;
+        for tenant_id in &tenant_ids {
+            let budget = max_rows - deleted as i64;
+            if budget <= 0 {
+                break;
+            }
+            deleted += delete_events.execute(params![tenant_id, cutoff_ms, budget])? as u64;
+        }
+
+        let category_ids: Vec<i64> = transaction
+            .prepare_cached("SELECT id FROM categories")?
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut delete_categories = transaction.prepare_cached(
+            "DELETE FROM event_categories WHERE (tenant_id, category_id, time_ms, event_id) IN \
+             (SELECT tenant_id, category_id, time_ms, event_id FROM event_categories \
+              WHERE tenant_id = ?1 AND category_id = ?2 AND time_ms < ?3 ORDER BY time_ms LIMIT ?4)",
+        )?;
+        let mut deleted_categories = 0i64;
+        'tenants: for tenant_id in &tenant_ids {
+            for category_id in &category_ids {
+                let budget = max_rows - deleted_categories;
+                if budget <= 0 {
+                    break 'tenants;
+                }
+                deleted_categories +=
+                    delete_categories.execute(params![tenant_id, category_id, cutoff_ms, budget])? as i64;
+            }
+        }
+        deleted += deleted_categories as u64;
+
+        let cutoff_day = unix_day(cutoff_ms);
+        for table in ["daily_actions", "daily_blocked_hosts", "daily_blocked_categories"] {
+            transaction.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [cutoff_day])?;
+        }
+    }
+    transaction.commit()?;
+    Ok(deleted)
+}

@@ -1,0 +1,150 @@
+//! The writer task: takes events off the queue in batches and stores each batch in
+//! one transaction on a blocking thread.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::event::Event;
+use crate::metrics::Metrics;
+use crate::store::ActivityStore;
+
+/// Requests from [`crate::ActivityLog`] to the writer task.
+pub(crate) enum Control {
+    /// Write every event queued before this request, then reply.
+    Flush(oneshot::Sender<()>),
+    /// Close the queue, write everything in it, reply and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The writer's fixed inputs.
+pub(crate) struct Writer {
+    pub(crate) store: Arc<dyn ActivityStore>,
+    pub(crate) metrics: Metrics,
+    pub(crate) batch_size: usize,
+    pub(crate) batch_interval: Duration,
+}
+
+impl Writer {
+    /// Runs until shut down, or until every [`crate::Recorder`] and the log are gone.
+    ///
+    /// A batch is written when it holds `batch_size` events or when its first event
+    /// has waited `batch_interval`. While one batch is written the queue keeps
+    /// filling, so recording never waits for the disk.
+    pub(crate) async fn run(self, mut events: mpsc::Receiver<Event>, mut control: mpsc::UnboundedReceiver<Control>) {
+        let mut batch = Vec::with_capacity(self.batch_size);
+        loop {
+            tokio::select! {
+                biased;
+                command = control.recv() => match command {
+                    Some(Control::Flush(done)) => {
+                        batch = self.drain_queued(&mut events, batch).await;
+                        let _ = done.send(());
+                    }
+                    Some(Control::Shutdown(done)) => {
+                        self.drain_closed(&mut events, batch).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.drain_closed(&mut events, batch).await;
+                        return;
+                    }
+                },
+                received = events.recv_many(&mut batch, self.batch_size) => {
+                    if received == 0 {
+                        tracing::debug!("every activity recorder is gone; writer stops");
+                        return;
+                    }
+                    self.fill(&mut events, &mut batch).await;
+                    self.metrics.queue_depth.set(events.len() as i64);
+                    batch = self.write(batch).await;
+                }
+            }
+        }
+    }
+
+    /// Adds events to `batch` until it is full or the batch interval has passed.
+    async fn fill(&self, events: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>) {
+        let deadline = tokio::time::Instant::now() + self.batch_interval;
+        while batch.len() < self.batch_size {
+            let room = self.batch_size - batch.len();
+            match tokio::time::timeout_at(deadline, events.recv_many(batch, room)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Writes the events queued right now, not those that arrive meanwhile, so a
+    /// flush under constant load still ends.
+    async fn drain_queued(&self, events: &mut mpsc::Receiver<Event>, mut batch: Vec<Event>) -> Vec<Event> {
+        let mut remaining = events.len();
+        while remaining > 0 {
+            let take = remaining.min(self.batch_size - batch.len());
+            let received = events.recv_many(&mut batch, take).await;
+            if received == 0 {
+                break;
+            }
+            remaining -= received.min(remaining);
+            if batch.len() == self.batch_size {
+                batch = self.write(batch).await;
+            }
+        }
+        self.metrics.queue_depth.set(events.len() as i64);
+        self.write(batch).await
+    }
+
+    /// Closes the queue, so further records are dropped, and writes what it holds.
+    async fn drain_closed(&self, events: &mut mpsc::Receiver<Event>, mut batch: Vec<Event>) {
+        events.close();
+        loop {
+            let room = self.batch_size - batch.len();
+            let received = events.recv_many(&mut batch, room).await;
+            if received == 0 {
+                break;
+            }
+            if batch.len() == self.batch_size {
+                batch = self.write(batch).await;
+            }
+        }
+        self.write(batch).await;
+        self.metrics.queue_depth.set(0);
+    }
+
+    /// Stores `batch` on a blocking thread and returns the emptied vector for reuse.
+    async fn write(&self, batch: Vec<Event>) -> Vec<Event> {
+        if batch.is_empty() {
+            return batch;
+        }
+        let count = batch.len() as u64;
+        let store = Arc::clone(&self.store);
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = store.insert_batch(&batch);
+            (batch, result)
+        })
+        .await;
+        self.metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+
+        match outcome {
+            Ok((mut batch, Ok(()))) => {
+                self.metrics.written.inc_by(count);
+                batch.clear();
+                batch
+            }
+            Ok((mut batch, Err(error))) => {
+                self.metrics.write_failed.inc_by(count);
+                tracing::error!(%error, events = count, "failed to write activity batch; its events are lost");
+                batch.clear();
+                batch
+            }
+            Err(error) => {
+                self.metrics.write_failed.inc_by(count);
+                tracing::error!(%error, events = count, "activity batch write task failed; its events are lost");
+                Vec::with_capacity(self.batch_size)
+            }
+        }
+    }
+}
