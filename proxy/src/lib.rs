@@ -1,1 +1,30 @@
 //! The inspection proxy: TLS landing, plain-HTTP landing, explicit proxy, upstream client.
+//!
+//! Every request is tied to an identity (a device token on the explicit proxy, a
+//! correlation hint on the landings), judged by policy on its full URL, and then
+//! forwarded to its origin through swg's own resolver and a destination check that
+//! keeps the proxy out of private networks, or answered with a page.
+
+mod body;
+pub mod boundary;
+mod config;
+mod connection;
+pub mod destination;
+mod headers;
+pub mod host;
+mod listener;
+mod metrics;
+mod prefixed;
+mod request;
+pub mod resolve;
+mod server;
+mod target;
+pub mod upstream;
+mod websocket;
+
+pub use body::{BodyError, BoxError, ProxyBody};
+pub use config::{ConfigError, LimitConfig, ProxyConfig, TimeoutConfig};
+pub use connection::Listener;
+pub use metrics::ProxyMetrics;
+pub use request::RESERVED_PREFIX;
+pub use server::{Listeners, Proxy, ProxyError};

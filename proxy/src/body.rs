@@ -1,0 +1,120 @@
+//! Bodies as the proxy streams them: boxed, with a size limit and an idle timeout.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+/// Any error a body may end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response the proxy handles.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A body with all of its bytes at hand (pages, short answers).
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A body with no bytes.
+pub(crate) fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Why a streamed body was cut off.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body grew past the configured limit.
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// No bytes moved for the configured idle time.
+    #[error("body idle for longer than {0:?}")]
+    IdleTimeout(Duration),
+}
+
+pin_project! {
+    /// Passes a body through frame by frame, ending it with an error when it exceeds
+    /// `limit` bytes or stays idle for `idle_timeout`.
+    pub(crate) struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        idle: Sleep,
+        idle_timeout: Duration,
+        limit: u64,
+        seen: u64,
+    }
+}
+
+impl<B> GuardedBody<B> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: B, limit: u64, idle_timeout: Duration) -> GuardedBody<B> {
+        GuardedBody {
+            inner,
+            idle: tokio::time::sleep(idle_timeout),
+            idle_timeout,
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl<B> Body for GuardedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen += data.len() as u64;
+                    if *this.seen > *this.limit {
+                        return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge {
+                            limit: *this.limit,
+                        }))));
+                    }
+                }
+                this.idle
+                    .as_mut()
+                    .reset(Instant::now() + *this.idle_timeout);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.idle.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyError::IdleTimeout(
+                    *this.idle_timeout,
+                ))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

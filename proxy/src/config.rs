@@ -1,0 +1,247 @@
+//! The `[proxy]` section of the configuration.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Settings of the three proxy listeners and the upstream client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Address of the TLS landing, where steered HTTPS traffic arrives.
+    pub tls_listen: SocketAddr,
+    /// Address of the plain-HTTP landing, where steered HTTP traffic arrives.
+    pub http_listen: SocketAddr,
+    /// Address of the explicit proxy (CONNECT and absolute-form HTTP).
+    pub explicit_listen: SocketAddr,
+    /// Path at which the explicit proxy serves the PAC file, without authentication.
+    pub pac_path: String,
+    /// Content of the PAC file. Empty means a PAC file that sends everything to
+    /// `explicit_listen`.
+    pub pac_content: String,
+    /// Destination networks that the upstream client may reach although the
+    /// destination check would reject them (loopback, private, link-local ...).
+    pub allowed_destinations: Vec<IpNet>,
+    /// swg's own public addresses: never a destination, whatever `allowed_destinations` says.
+    pub own_addresses: Vec<IpAddr>,
+    /// PEM files with extra root certificates trusted for origins, beside the webpki roots.
+    pub extra_roots: Vec<PathBuf>,
+    /// DNS servers (address and port) that resolve origin names. The system resolver
+    /// is never used, because it may point back at swg.
+    pub resolver_upstreams: Vec<SocketAddr>,
+    /// Fixed host name to address mappings consulted before DNS.
+    pub static_hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// Timeouts, in milliseconds.
+    pub timeouts: TimeoutConfig,
+    /// Size and count limits.
+    pub limits: LimitConfig,
+}
+
+/// Timeouts of the proxy, each in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutConfig {
+    /// TCP connect to an origin.
+    pub connect_ms: u64,
+    /// TLS handshake, with a client or with an origin.
+    pub tls_handshake_ms: u64,
+    /// From sending a request upstream to receiving the response head.
+    pub first_byte_ms: u64,
+    /// Longest silence inside a request or response body, in either direction.
+    pub idle_ms: u64,
+    /// Time a client has to send a complete request head (slow-loris protection).
+    pub client_header_read_ms: u64,
+}
+
+/// Size and count limits of the proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Largest request or response head, in bytes (HTTP/1.1 buffer, HTTP/2 header list).
+    pub max_header_bytes: u32,
+    /// Largest number of header fields in an HTTP/1.1 request or response.
+    pub max_headers: usize,
+    /// Largest request body forwarded upstream, in bytes.
+    pub max_request_body_bytes: u64,
+    /// Largest response body forwarded to the client, in bytes.
+    pub max_response_body_bytes: u64,
+    /// Open connections allowed from one client IP address over all listeners.
+    pub max_connections_per_client: usize,
+    /// Concurrent HTTP/2 streams allowed per client connection.
+    pub max_concurrent_streams: u32,
+    /// Streams a client may reset before they are accepted, per connection, before the
+    /// connection is closed (HTTP/2 rapid-reset protection).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams swg may reset because of client errors, per connection, before the
+    /// connection is closed.
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            tls_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            explicit_listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            pac_path: "/proxy.pac".to_owned(),
+            pac_content: String::new(),
+            allowed_destinations: Vec::new(),
+            own_addresses: Vec::new(),
+            extra_roots: Vec::new(),
+            resolver_upstreams: Vec::new(),
+            static_hosts: BTreeMap::new(),
+            timeouts: TimeoutConfig::default(),
+            limits: LimitConfig::default(),
+        }
+    }
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        Self {
+            connect_ms: 5_000,
+            tls_handshake_ms: 10_000,
+            first_byte_ms: 30_000,
+            idle_ms: 60_000,
+            client_header_read_ms: 10_000,
+        }
+    }
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_request_body_bytes: 4 << 30,
+            max_response_body_bytes: 16 << 30,
+            max_connections_per_client: 512,
+            max_concurrent_streams: 100,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+        }
+    }
+}
+
+/// A `[proxy]` value outside its allowed range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid proxy.{key}: {problem}")]
+pub struct ConfigError {
+    /// The key, relative to `[proxy]`.
+    pub key: &'static str,
+    /// What is wrong and what is allowed.
+    pub problem: String,
+}
+
+impl ProxyConfig {
+    /// Checks every value against its allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.pac_path.starts_with('/') || self.pac_path.starts_with("/.swg/") {
+            return Err(invalid(
+                "pac_path",
+                "must start with / and lie outside /.swg/",
+            ));
+        }
+        let timeouts = [
+            ("timeouts.connect_ms", self.timeouts.connect_ms),
+            ("timeouts.tls_handshake_ms", self.timeouts.tls_handshake_ms),
+            ("timeouts.first_byte_ms", self.timeouts.first_byte_ms),
+            ("timeouts.idle_ms", self.timeouts.idle_ms),
+            (
+                "timeouts.client_header_read_ms",
+                self.timeouts.client_header_read_ms,
+            ),
+        ];
+        for (key, value) in timeouts {
+            if !(1..=3_600_000).contains(&value) {
+                return Err(invalid(key, "must be 1 to 3600000 milliseconds"));
+            }
+        }
+        let limits = &self.limits;
+        if !(1024..=1 << 20).contains(&limits.max_header_bytes) {
+            return Err(invalid(
+                "limits.max_header_bytes",
+                "must be 1024 to 1048576",
+            ));
+        }
+        if !(8..=1000).contains(&limits.max_headers) {
+            return Err(invalid("limits.max_headers", "must be 8 to 1000"));
+        }
+        if limits.max_request_body_bytes == 0 || limits.max_response_body_bytes == 0 {
+            return Err(invalid(
+                "limits.max_request_body_bytes",
+                "body limits must be at least 1",
+            ));
+        }
+        if !(1..=100_000).contains(&limits.max_connections_per_client) {
+            return Err(invalid(
+                "limits.max_connections_per_client",
+                "must be 1 to 100000",
+            ));
+        }
+        if !(1..=10_000).contains(&limits.max_concurrent_streams) {
+            return Err(invalid(
+                "limits.max_concurrent_streams",
+                "must be 1 to 10000",
+            ));
+        }
+        if limits.max_pending_accept_reset_streams == 0 || limits.max_local_error_reset_streams == 0
+        {
+            return Err(invalid(
+                "limits.max_pending_accept_reset_streams",
+                "reset limits must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The PAC file served at `pac_path`.
+    pub fn pac_file(&self) -> String {
+        if self.pac_content.is_empty() {
+            format!(
+                "function FindProxyForURL(url, host) {{ return \"PROXY {}\"; }}\n",
+                self.explicit_listen
+            )
+        } else {
+            self.pac_content.clone()
+        }
+    }
+}
+
+impl TimeoutConfig {
+    /// The TCP connect timeout.
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+
+    /// The TLS handshake timeout.
+    pub fn tls_handshake(&self) -> Duration {
+        Duration::from_millis(self.tls_handshake_ms)
+    }
+
+    /// The time to the response head.
+    pub fn first_byte(&self) -> Duration {
+        Duration::from_millis(self.first_byte_ms)
+    }
+
+    /// The body idle timeout.
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms)
+    }
+
+    /// The request head read timeout.
+    pub fn client_header_read(&self) -> Duration {
+        Duration::from_millis(self.client_header_read_ms)
+    }
+}
+
+fn invalid(key: &'static str, problem: &str) -> ConfigError {
+    ConfigError {
+        key,
+        problem: problem.to_owned(),
+    }
+}

@@ -1,0 +1,219 @@
+//! Client connections: their context, the per-client limit, and HTTP serving with
+//! the configured protections.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::body::ProxyBody;
+use crate::boundary::ClientIdentity;
+use crate::request;
+use crate::server::Shared;
+use crate::target::Scheme;
+
+/// Initial HTTP/2 stream window offered to clients (uploads).
+const STREAM_WINDOW: u32 = 4 << 20;
+/// Initial HTTP/2 connection window offered to clients.
+const CONNECTION_WINDOW: u32 = 8 << 20;
+
+/// The listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The TLS landing.
+    Tls,
+    /// The plain-HTTP landing.
+    Http,
+    /// The explicit proxy.
+    Explicit,
+}
+
+impl Listener {
+    /// The `listener` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Tls => "tls",
+            Listener::Http => "http",
+            Listener::Explicit => "explicit",
+        }
+    }
+}
+
+/// What is known about a client connection before its first request.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionContext {
+    pub(crate) listener: Listener,
+    pub(crate) client: SocketAddr,
+    pub(crate) scheme: Scheme,
+    /// The SNI of the client's ClientHello.
+    pub(crate) sni: Option<String>,
+    /// Host to use when a request names none: the SNI or the CONNECT host.
+    pub(crate) fallback_authority: Option<String>,
+    /// Port to use when a request names none: the CONNECT port.
+    pub(crate) fallback_port: Option<u16>,
+    /// The identity proven when the connection was opened (explicit proxy).
+    pub(crate) identity: Option<ClientIdentity>,
+}
+
+/// Counts open connections per client IP address.
+pub(crate) struct ConnectionLimiter {
+    max_per_client: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection; releases its slot when dropped.
+pub(crate) struct ConnectionPermit {
+    limiter: Arc<ConnectionLimiter>,
+    client: IpAddr,
+    gauge: IntGauge,
+}
+
+impl ConnectionLimiter {
+    pub(crate) fn new(max_per_client: usize) -> Arc<ConnectionLimiter> {
+        Arc::new(ConnectionLimiter {
+            max_per_client,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for `client`, or returns `None` when it has too many open.
+    pub(crate) fn try_acquire(
+        self: &Arc<Self>,
+        client: IpAddr,
+        gauge: IntGauge,
+    ) -> Option<ConnectionPermit> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = open.entry(client).or_insert(0);
+        if *count >= self.max_per_client {
+            return None;
+        }
+        *count += 1;
+        gauge.inc();
+        Some(ConnectionPermit {
+            limiter: self.clone(),
+            client,
+            gauge,
+        })
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        let mut open = self
+            .limiter
+            .open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Serves intercepted HTTP (landing or tunnel) on an established client stream.
+pub(crate) async fn serve_intercepted<I>(
+    shared: Arc<Shared>,
+    context: ConnectionContext,
+    io: I,
+    h2: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let context = Arc::new(context);
+    let handler_shared = shared.clone();
+    let handler_context = context.clone();
+    let service = service_fn(move |request| {
+        let shared = handler_shared.clone();
+        let context = handler_context.clone();
+        async move { Ok::<_, Infallible>(request::handle(shared, context, request).await) }
+    });
+    serve_http(&shared, &context, io, h2, service).await;
+}
+
+/// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established client stream until
+/// the client closes it, an error ends it or a graceful shutdown finishes it.
+pub(crate) async fn serve_http<I, S>(
+    shared: &Shared,
+    context: &ConnectionContext,
+    io: I,
+    h2: bool,
+    service: S,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<Incoming>,
+            Response = http::Response<ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut shutdown = shared.shutdown.clone();
+    if *shutdown.borrow() {
+        tracing::debug!(client = %context.client, "shutting down; connection not served");
+        return;
+    }
+    let stopping = async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    };
+
+    let limits = &shared.config.limits;
+    let io = TokioIo::new(io);
+    let result = if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.max_local_error_reset_streams)
+            .max_header_list_size(limits.max_header_bytes)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            () = stopping => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.config.timeouts.client_header_read())
+            .max_buf_size(limits.max_header_bytes.max(8192) as usize)
+            .max_headers(limits.max_headers)
+            .keep_alive(true);
+        let connection = builder.serve_connection(io, service).with_upgrades();
+        tokio::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => result,
+            () = stopping => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(client = %context.client, listener = context.listener.as_str(), %error, "client connection ended with an error");
+    }
+}

@@ -1,0 +1,217 @@
+//! The explicit proxy: CONNECT tunnels (intercepted), absolute-form HTTP, and the
+//! PAC file, with device-token authentication.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::body::{empty, full, ProxyBody};
+use crate::boundary::ClientIdentity;
+use crate::connection::{serve_http, serve_intercepted, ConnectionContext, Listener};
+use crate::host::{split_host_port, Host};
+use crate::prefixed::Prefixed;
+use crate::request::{self, plain};
+use crate::server::Shared;
+use crate::target::Scheme;
+
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Serves one explicit-proxy connection.
+pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
+    let context = ConnectionContext {
+        listener: Listener::Explicit,
+        client,
+        scheme: Scheme::Http,
+        sni: None,
+        fallback_authority: None,
+        fallback_port: None,
+        identity: None,
+    };
+    let service_shared = shared.clone();
+    let service = service_fn(move |request| {
+        let shared = service_shared.clone();
+        async move { Ok::<_, Infallible>(handle(shared, client, request).await) }
+    });
+    serve_http(&shared, &context, tcp, false, service).await;
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let is_origin_form = request.uri().authority().is_none();
+    if is_origin_form && request.method() != Method::CONNECT {
+        if request.method() == Method::GET && request.uri().path() == shared.config.pac_path {
+            return pac_file(&shared);
+        }
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: send absolute-form or CONNECT requests\n",
+        );
+    }
+
+    let Some(identity) = authenticate(&shared, &request) else {
+        shared
+            .metrics
+            .requests
+            .with_label_values(&["explicit", "proxy_auth_required"])
+            .inc();
+        return proxy_auth_required();
+    };
+
+    if request.method() == Method::CONNECT {
+        return connect(shared, client, identity, request);
+    }
+    if request.uri().scheme_str() != Some("http") {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "only http:// URLs are accepted in absolute form; use CONNECT for https\n",
+        );
+    }
+    let context = ConnectionContext {
+        listener: Listener::Explicit,
+        client,
+        scheme: Scheme::Http,
+        sni: None,
+        fallback_authority: None,
+        fallback_port: None,
+        identity: Some(identity),
+    };
+    request::handle(shared, Arc::new(context), request).await
+}
+
+/// Verifies `Proxy-Authorization: Bearer <token>` or `Basic` with the token as password.
+fn authenticate<B>(shared: &Shared, request: &Request<B>) -> Option<ClientIdentity> {
+    let value = request
+        .headers()
+        .get(header::PROXY_AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    let credentials = credentials.trim();
+    let token = if scheme.eq_ignore_ascii_case("bearer") {
+        credentials.to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        decoded.split_once(':')?.1.to_owned()
+    } else {
+        return None;
+    };
+    shared.collaborators.identify.from_device_token(&token)
+}
+
+fn proxy_auth_required() -> Response<ProxyBody> {
+    let mut response = plain(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "proxy authentication required: send a device token\n",
+    );
+    let headers = response.headers_mut();
+    headers.append(
+        header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"swg\""),
+    );
+    headers.append(
+        header::PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"swg\""),
+    );
+    response
+}
+
+fn pac_file(shared: &Shared) -> Response<ProxyBody> {
+    let mut response = Response::new(full(Bytes::from(shared.config.pac_file())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
+    );
+    response
+}
+
+/// Accepts a CONNECT and intercepts what flows through the tunnel.
+fn connect(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    identity: ClientIdentity,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let authority = request
+        .uri()
+        .authority()
+        .map(|authority| authority.as_str().to_owned())
+        .unwrap_or_default();
+    let parsed =
+        split_host_port(&authority).and_then(|(host, port)| Some((Host::parse(host).ok()?, port?)));
+    let Some((host, port)) = parsed else {
+        return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+    };
+    let host_name = match &host {
+        Host::Ip(ip) => ip.to_string(),
+        Host::Name(name) => name.clone(),
+    };
+
+    let upgrade = hyper::upgrade::on(&mut request);
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move {
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => TokioIo::new(upgraded),
+            Err(error) => {
+                tracing::debug!(%error, "CONNECT upgrade failed");
+                return;
+            }
+        };
+        tunnel(shared, upgraded, client, host, host_name, port, identity).await;
+    });
+    Response::new(empty())
+}
+
+/// Peeks at the first byte of the tunnel: a TLS handshake record is intercepted like
+/// the TLS landing, anything else is served as plain HTTP.
+async fn tunnel(
+    shared: Arc<Shared>,
+    mut io: TokioIo<hyper::upgrade::Upgraded>,
+    client: SocketAddr,
+    host: Host,
+    host_name: String,
+    port: u16,
+    identity: ClientIdentity,
+) {
+    let mut first = [0u8; 1];
+    let read = tokio::time::timeout(
+        shared.config.timeouts.client_header_read(),
+        io.read(&mut first),
+    )
+    .await;
+    match read {
+        Ok(Ok(1)) => {}
+        _ => return,
+    }
+    let io = Prefixed::new(Bytes::copy_from_slice(&first), io);
+
+    if first[0] == TLS_HANDSHAKE_RECORD {
+        crate::listener::tls::serve_tunnel(shared, io, client, host_name, port, identity).await;
+        return;
+    }
+    let context = ConnectionContext {
+        listener: Listener::Explicit,
+        client,
+        scheme: Scheme::Http,
+        sni: None,
+        fallback_authority: Some(host.to_authority_host()),
+        fallback_port: Some(port),
+        identity: Some(identity),
+    };
+    serve_intercepted(shared, context, io, false).await;
+}

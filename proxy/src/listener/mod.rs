@@ -1,0 +1,61 @@
+//! The three listeners and their shared accept loop.
+
+pub(crate) mod explicit;
+pub(crate) mod http;
+pub(crate) mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::connection::Listener;
+use crate::server::Shared;
+
+/// Accepts connections until the proxy shuts down, applying the per-client limit,
+/// and serves each on its own task.
+pub(crate) async fn accept_loop(listener: TcpListener, kind: Listener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|stopping| *stopping) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, client) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Running out of file descriptors must not spin the loop.
+                tracing::warn!(listener = kind.as_str(), %error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+
+        let gauge = shared
+            .metrics
+            .active_connections
+            .with_label_values(&[kind.as_str()]);
+        let Some(permit) = shared.limiter.try_acquire(client.ip(), gauge) else {
+            shared
+                .metrics
+                .rejected_connections
+                .with_label_values(&[kind.as_str(), "per_client_limit"])
+                .inc();
+            tracing::debug!(listener = kind.as_str(), %client, "per-client connection limit reached");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+
+        let task_shared = shared.clone();
+        shared.tasks.spawn(async move {
+            let shared = task_shared;
+            let _permit = permit;
+            match kind {
+                Listener::Tls => tls::serve(shared, tcp, client).await,
+                Listener::Http => http::serve(shared, tcp, client).await,
+                Listener::Explicit => explicit::serve(shared, tcp, client).await,
+            }
+        });
+    }
+    tracing::info!(listener = kind.as_str(), "listener stopped accepting");
+}

@@ -1,0 +1,81 @@
+//! Prometheus metrics of the proxy.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// The proxy's metrics, registered once in the binary's registry.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    /// `swg_proxy_requests_total{listener,action}`.
+    pub requests: IntCounterVec,
+    /// `swg_proxy_upstream_seconds`: time from sending a request upstream to its response head.
+    pub upstream_seconds: HistogramVec,
+    /// `swg_proxy_tls_handshake_failures_total{reason}`.
+    pub tls_handshake_failures: IntCounterVec,
+    /// `swg_proxy_active_connections{listener}`.
+    pub active_connections: IntGaugeVec,
+    /// `swg_proxy_upstream_errors_total{kind}`.
+    pub upstream_errors: IntCounterVec,
+    /// `swg_proxy_rejected_connections_total{listener,reason}`: connections closed at accept.
+    pub rejected_connections: IntCounterVec,
+}
+
+impl ProxyMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Result<ProxyMetrics, prometheus::Error> {
+        let metrics = ProxyMetrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "swg_proxy_requests_total",
+                    "Requests handled by the proxy, by listener and action",
+                ),
+                &["listener", "action"],
+            )?,
+            upstream_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "swg_proxy_upstream_seconds",
+                    "Seconds from sending a request upstream to receiving its response head",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ]),
+                &[],
+            )?,
+            tls_handshake_failures: IntCounterVec::new(
+                Opts::new(
+                    "swg_proxy_tls_handshake_failures_total",
+                    "Failed client TLS handshakes, by reason",
+                ),
+                &["reason"],
+            )?,
+            active_connections: IntGaugeVec::new(
+                Opts::new(
+                    "swg_proxy_active_connections",
+                    "Open client connections, by listener",
+                ),
+                &["listener"],
+            )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "swg_proxy_upstream_errors_total",
+                    "Failed upstream requests, by kind",
+                ),
+                &["kind"],
+            )?,
+            rejected_connections: IntCounterVec::new(
+                Opts::new(
+                    "swg_proxy_rejected_connections_total",
+                    "Client connections closed at accept, by listener and reason",
+                ),
+                &["listener", "reason"],
+            )?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.upstream_seconds.clone()))?;
+        registry.register(Box::new(metrics.tls_handshake_failures.clone()))?;
+        registry.register(Box::new(metrics.active_connections.clone()))?;
+        registry.register(Box::new(metrics.upstream_errors.clone()))?;
+        registry.register(Box::new(metrics.rejected_connections.clone()))?;
+        Ok(metrics)
+    }
+}

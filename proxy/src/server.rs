@@ -1,0 +1,192 @@
+//! The proxy as a whole: shared state, binding and serving the listeners, shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::boundary::Collaborators;
+use crate::config::{ConfigError, ProxyConfig};
+use crate::connection::{ConnectionLimiter, Listener};
+use crate::listener;
+use crate::metrics::ProxyMetrics;
+use crate::resolve::{Resolve, UpstreamResolver};
+use crate::upstream::{OriginTls, TrustError, Upstream};
+
+/// A failure to start the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The origin trust roots could not be loaded.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The client-facing TLS configuration could not be built.
+    #[error("building the landing TLS configuration failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The metrics could not be registered.
+    #[error("registering proxy metrics failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A listener address could not be bound.
+    #[error("binding the {listener} listener to {address} failed: {source}")]
+    Bind {
+        /// The listener.
+        listener: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every connection.
+pub(crate) struct Shared {
+    pub(crate) config: ProxyConfig,
+    pub(crate) collaborators: Collaborators,
+    pub(crate) upstream: Upstream,
+    pub(crate) metrics: ProxyMetrics,
+    pub(crate) limiter: Arc<ConnectionLimiter>,
+    pub(crate) landing_tls: Arc<ServerConfig>,
+    /// Becomes `true` when the proxy shuts down: connections then finish their
+    /// requests in flight and close.
+    pub(crate) shutdown: watch::Receiver<bool>,
+    shutdown_sender: watch::Sender<bool>,
+    /// Every connection and tunnel task, so that shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+}
+
+/// The three bound listeners.
+pub struct Listeners {
+    /// The TLS landing.
+    pub tls: TcpListener,
+    /// The plain-HTTP landing.
+    pub http: TcpListener,
+    /// The explicit proxy.
+    pub explicit: TcpListener,
+}
+
+/// The inspection proxy.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// Creates the proxy with swg's upstream resolver built from `config`.
+    pub fn new(
+        config: ProxyConfig,
+        collaborators: Collaborators,
+        registry: &prometheus::Registry,
+    ) -> Result<Proxy, ProxyError> {
+        let resolver =
+            UpstreamResolver::new(&config.resolver_upstreams, config.static_hosts.clone());
+        Self::with_resolver(config, collaborators, resolver, registry)
+    }
+
+    /// Creates the proxy with a given resolver.
+    pub fn with_resolver(
+        config: ProxyConfig,
+        collaborators: Collaborators,
+        resolver: Arc<dyn Resolve>,
+        registry: &prometheus::Registry,
+    ) -> Result<Proxy, ProxyError> {
+        config.validate()?;
+        let origin_tls = OriginTls::new(&config.extra_roots)?;
+        let upstream = Upstream::new(&config, resolver, origin_tls);
+        let landing_tls = listener::tls::landing_config(collaborators.leaves.clone())?;
+        let (shutdown_sender, shutdown) = watch::channel(false);
+        let shared = Shared {
+            limiter: ConnectionLimiter::new(config.limits.max_connections_per_client),
+            metrics: ProxyMetrics::new(registry)?,
+            config,
+            collaborators,
+            upstream,
+            landing_tls,
+            shutdown,
+            shutdown_sender,
+            tasks: TaskTracker::new(),
+        };
+        Ok(Proxy {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Binds the three configured listener addresses.
+    pub async fn bind(&self) -> Result<Listeners, ProxyError> {
+        let config = &self.shared.config;
+        Ok(Listeners {
+            tls: bind("tls", config.tls_listen).await?,
+            http: bind("http", config.http_listen).await?,
+            explicit: bind("explicit", config.explicit_listen).await?,
+        })
+    }
+
+    /// Serves the listeners until `shutdown` completes, then stops accepting and
+    /// lets open connections finish for at most `drain`.
+    pub async fn serve(
+        &self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+        drain: Duration,
+    ) {
+        for (name, listener) in [
+            ("tls", &listeners.tls),
+            ("http", &listeners.http),
+            ("explicit", &listeners.explicit),
+        ] {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(listener = name, %address, "proxy listening");
+            }
+        }
+        let loops = [
+            tokio::spawn(listener::accept_loop(
+                listeners.tls,
+                Listener::Tls,
+                self.shared.clone(),
+            )),
+            tokio::spawn(listener::accept_loop(
+                listeners.http,
+                Listener::Http,
+                self.shared.clone(),
+            )),
+            tokio::spawn(listener::accept_loop(
+                listeners.explicit,
+                Listener::Explicit,
+                self.shared.clone(),
+            )),
+        ];
+
+        shutdown.await;
+        let _ = self.shared.shutdown_sender.send(true);
+        for accept_loop in loops {
+            let _ = accept_loop.await;
+        }
+        self.shared.tasks.close();
+        if tokio::time::timeout(drain, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?drain,
+                open = self.shared.tasks.len(),
+                "proxy connections still open after the drain time"
+            );
+        }
+    }
+}
+
+async fn bind(listener: &'static str, address: SocketAddr) -> Result<TcpListener, ProxyError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            listener,
+            address,
+            source,
+        })
+}

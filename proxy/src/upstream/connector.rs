@@ -1,0 +1,403 @@
+//! Connections to origins: resolve, check the destination, connect, TLS handshake.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::destination::{DestinationPolicy, Refusal};
+use crate::host::Host;
+use crate::resolve::{Resolve, ResolveError};
+use crate::upstream::tls::{CertificateProblem, OriginTls};
+
+/// A failure to open a connection to an origin.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URI has no usable scheme or host.
+    #[error("invalid upstream URI {0}")]
+    InvalidUri(String),
+    /// The name did not resolve.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// Every address of the destination is refused by the destination check.
+    #[error("destination {host} ({address}) refused: {refusal}")]
+    Refused {
+        /// The host requested.
+        host: String,
+        /// The first refused address.
+        address: IpAddr,
+        /// Why it is refused.
+        refusal: Refusal,
+    },
+    /// The TCP connection did not complete within `timeouts.connect_ms`.
+    #[error("connecting to {0} timed out")]
+    ConnectTimeout(String),
+    /// The TCP connection failed.
+    #[error("connecting to {host} failed: {source}")]
+    Connect {
+        /// The host requested.
+        host: String,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The TLS handshake did not complete within `timeouts.tls_handshake_ms`.
+    #[error("TLS handshake with {0} timed out")]
+    TlsTimeout(String),
+    /// The origin's certificate is not valid for the host.
+    #[error("certificate of {host} rejected: {}", problem.as_str())]
+    Certificate {
+        /// The host requested.
+        host: String,
+        /// Why the certificate was rejected.
+        problem: CertificateProblem,
+    },
+    /// The TLS handshake failed for another reason.
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls {
+        /// The host requested.
+        host: String,
+        /// The handshake error.
+        source: io::Error,
+    },
+}
+
+/// Timeouts applied while connecting.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectTimeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// TLS handshake.
+    pub tls_handshake: Duration,
+}
+
+/// Opens connections to origins. Used by the pooled client as its connector and
+/// directly for WebSocket upgrades.
+#[derive(Clone)]
+pub struct OriginConnector {
+    inner: Arc<ConnectorInner>,
+}
+
+struct ConnectorInner {
+    resolver: Arc<dyn Resolve>,
+    destinations: DestinationPolicy,
+    tls: OriginTls,
+    timeouts: ConnectTimeouts,
+}
+
+impl OriginConnector {
+    /// Creates a connector.
+    pub fn new(
+        resolver: Arc<dyn Resolve>,
+        destinations: DestinationPolicy,
+        tls: OriginTls,
+        timeouts: ConnectTimeouts,
+    ) -> OriginConnector {
+        OriginConnector {
+            inner: Arc::new(ConnectorInner {
+                resolver,
+                destinations,
+                tls,
+                timeouts,
+            }),
+        }
+    }
+
+    /// Connects to the origin of `uri` (`http` or `https`). With `http1_only`, only
+    /// http/1.1 is offered in ALPN.
+    pub async fn connect(&self, uri: &Uri, http1_only: bool) -> Result<OriginStream, ConnectError> {
+        let invalid = || ConnectError::InvalidUri(uri.to_string());
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(invalid()),
+        };
+        let host_text = uri.host().ok_or_else(invalid)?;
+        let host = Host::parse(host_text).map_err(|_| invalid())?;
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+
+        let addresses = self.destinations(&host, host_text).await?;
+        let tcp = self.connect_tcp(&addresses, port, host_text).await?;
+        if !tls {
+            return Ok(OriginStream {
+                io: TokioIo::new(Transport::Plain(tcp)),
+                h2: false,
+            });
+        }
+        self.handshake(tcp, &host, host_text, http1_only).await
+    }
+
+    async fn destinations(
+        &self,
+        host: &Host,
+        host_text: &str,
+    ) -> Result<Vec<IpAddr>, ConnectError> {
+        let candidates = match host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => self.inner.resolver.resolve(name).await?,
+        };
+        let mut first_refusal = None;
+        let mut allowed = Vec::with_capacity(candidates.len());
+        for address in candidates {
+            match self.inner.destinations.check(address) {
+                Ok(()) => allowed.push(address),
+                Err(refusal) => {
+                    first_refusal.get_or_insert((address, refusal));
+                }
+            }
+        }
+        match (allowed.is_empty(), first_refusal) {
+            (true, Some((address, refusal))) => {
+                tracing::warn!(host = %host_text, %address, %refusal, "upstream destination refused");
+                Err(ConnectError::Refused {
+                    host: host_text.to_owned(),
+                    address,
+                    refusal,
+                })
+            }
+            (true, None) => Err(ConnectError::Resolve(ResolveError::NotFound(
+                host_text.to_owned(),
+            ))),
+            (false, _) => Ok(allowed),
+        }
+    }
+
+    async fn connect_tcp(
+        &self,
+        addresses: &[IpAddr],
+        port: u16,
+        host: &str,
+    ) -> Result<TcpStream, ConnectError> {
+        let mut last_error = None;
+        for address in addresses {
+            let attempt = tokio::time::timeout(
+                self.inner.timeouts.connect,
+                TcpStream::connect(SocketAddr::new(*address, port)),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(stream)) => {
+                    // Small writes (HTTP/2 frames, request heads) must not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(source)) => {
+                    last_error = Some(ConnectError::Connect {
+                        host: host.to_owned(),
+                        source,
+                    })
+                }
+                Err(_) => last_error = Some(ConnectError::ConnectTimeout(host.to_owned())),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ConnectError::ConnectTimeout(host.to_owned())))
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        host: &Host,
+        host_text: &str,
+        http1_only: bool,
+    ) -> Result<OriginStream, ConnectError> {
+        let server_name = match host {
+            Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            Host::Name(name) => ServerName::try_from(name.clone())
+                .map_err(|_| ConnectError::InvalidUri(host_text.to_owned()))?,
+        };
+        let config = if http1_only {
+            &self.inner.tls.http1_only
+        } else {
+            &self.inner.tls.any_version
+        };
+        let connector = TlsConnector::from(config.clone());
+
+        let handshake = tokio::time::timeout(
+            self.inner.timeouts.tls_handshake,
+            connector.connect(server_name, tcp),
+        );
+        let stream = match handshake.await {
+            Err(_) => return Err(ConnectError::TlsTimeout(host_text.to_owned())),
+            Ok(Err(source)) => return Err(classify_tls_error(host_text, source)),
+            Ok(Ok(stream)) => stream,
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        Ok(OriginStream {
+            io: TokioIo::new(Transport::Tls(Box::new(stream))),
+            h2,
+        })
+    }
+}
+
+fn classify_tls_error(host: &str, source: io::Error) -> ConnectError {
+    let problem = source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(CertificateProblem::from_rustls);
+    match problem {
+        Some(problem) => ConnectError::Certificate {
+            host: host.to_owned(),
+            problem,
+        },
+        None => ConnectError::Tls {
+            host: host.to_owned(),
+            source,
+        },
+    }
+}
+
+impl tower_service::Service<Uri> for OriginConnector {
+    type Response = OriginStream;
+    type Error = ConnectError;
+    type Future = BoxFuture<'static, Result<OriginStream, ConnectError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move { connector.connect(&uri, false).await })
+    }
+}
+
+/// A TCP or TLS connection to an origin.
+pub(crate) enum Transport {
+    /// Plain HTTP.
+    Plain(TcpStream),
+    /// HTTPS.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Transport::Plain(stream) => stream.is_write_vectored(),
+            Transport::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Transport::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An origin connection as hyper sees it, with the ALPN result.
+pub struct OriginStream {
+    io: TokioIo<Transport>,
+    h2: bool,
+}
+
+impl OriginStream {
+    /// Whether the origin chose HTTP/2 in ALPN.
+    pub fn is_h2(&self) -> bool {
+        self.h2
+    }
+}
+
+impl Connection for OriginStream {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.h2 {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl hyper::rt::Read for OriginStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for OriginStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        hyper::rt::Write::is_write_vectored(&self.io)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

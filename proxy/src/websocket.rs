@@ -1,0 +1,101 @@
+//! WebSocket upgrades (HTTP/1.1): the handshake goes to the origin on a dedicated
+//! HTTP/1.1 connection, and after `101 Switching Protocols` both sides are joined
+//! byte for byte. Extension offers and answers pass unchanged.
+
+use http::{header, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::body::{empty, GuardedBody, ProxyBody};
+use crate::headers::remove_hop_by_hop;
+use crate::server::Shared;
+use crate::target::Target;
+use crate::upstream::UpstreamFailure;
+
+/// Sends a WebSocket handshake to the origin and, when it switches protocols, joins
+/// the client and origin connections in a background task.
+pub(crate) async fn tunnel(
+    shared: &Shared,
+    target: &Target,
+    mut request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, UpstreamFailure> {
+    let client_upgrade = hyper::upgrade::on(&mut request);
+
+    let origin_uri = format!("{}://{}/", target.scheme.as_str(), target.authority())
+        .parse()
+        .map_err(|_| UpstreamFailure::InvalidHost)?;
+    let connector = shared.upstream.connector();
+    let stream = connector
+        .connect(&origin_uri, true)
+        .await
+        .map_err(|error| UpstreamFailure::from_connect(&error))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
+        .await
+        .map_err(|_| UpstreamFailure::Unreachable)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "WebSocket origin connection ended with an error");
+        }
+    });
+
+    let (mut parts, _body) = request.into_parts();
+    remove_hop_by_hop(&mut parts.headers, true);
+    parts.headers.insert(
+        header::HOST,
+        target
+            .authority()
+            .parse()
+            .map_err(|_| UpstreamFailure::InvalidHost)?,
+    );
+    parts.uri = target
+        .path_and_query
+        .parse()
+        .map_err(|_| UpstreamFailure::InvalidHost)?;
+    parts.version = Version::HTTP_11;
+    let origin_request = Request::from_parts(parts, empty());
+
+    let first_byte = shared.upstream.first_byte_timeout();
+    let mut response =
+        match tokio::time::timeout(first_byte, sender.send_request(origin_request)).await {
+            Err(_) => return Err(UpstreamFailure::TimedOut),
+            Ok(Err(error)) => return Err(UpstreamFailure::from_error(&error)),
+            Ok(Ok(response)) => response,
+        };
+
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers, false);
+        let limits = &shared.config.limits;
+        let body = GuardedBody::new(
+            body,
+            limits.max_response_body_bytes,
+            shared.config.timeouts.idle(),
+        )
+        .boxed();
+        return Ok(Response::from_parts(parts, body));
+    }
+
+    let origin_upgrade = hyper::upgrade::on(&mut response);
+    tokio::spawn(async move {
+        let (client, origin) = match tokio::try_join!(client_upgrade, origin_upgrade) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::debug!(%error, "WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut origin = TokioIo::new(origin);
+        // NOTE: a WebSocket may stay silent for long by design, so the tunnel has no
+        // idle timeout; the client and origin keep-alive pings decide its life.
+        match tokio::io::copy_bidirectional(&mut client, &mut origin).await {
+            Ok((sent, received)) => tracing::debug!(sent, received, "WebSocket tunnel closed"),
+            Err(error) => tracing::debug!(%error, "WebSocket tunnel ended with an error"),
+        }
+    });
+
+    let (mut parts, _body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers, true);
+    Ok(Response::from_parts(parts, empty()))
+}
