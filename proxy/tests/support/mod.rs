@@ -1,0 +1,326 @@
+//! A proxy started in-process with stand-in collaborators, origins run by the test,
+//! and curl as the real client.
+
+#![allow(dead_code)]
+
+pub mod origin;
+pub mod pki;
+pub mod websocket;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{Response, StatusCode};
+use swg_proxy::boundary::{
+    Action, ClientIdentity, Collaborators, Decide, Decision, Discovery, Identify, PageKind,
+    PageRequest, ProxyEvent, Record, RenderPage, Verdict,
+};
+use swg_proxy::resolve::UpstreamResolver;
+use swg_proxy::{Proxy, ProxyConfig};
+use tempfile::TempDir;
+
+pub const GOOD_TOKEN: &str = "device-token-good";
+
+/// Identities: one valid device token, and correlation hints for every host asked
+/// from 127.0.0.1 unless switched off.
+pub struct TestIdentify {
+    pub hints_enabled: Mutex<bool>,
+}
+
+pub fn identity(discovery: Discovery) -> ClientIdentity {
+    ClientIdentity {
+        tenant: "tenant-a".to_owned(),
+        user: "user-1".to_owned(),
+        device: "device-1".to_owned(),
+        app_bundle_id: None,
+        app_class: "browser",
+        discovery,
+    }
+}
+
+impl Identify for TestIdentify {
+    fn from_device_token(&self, token: &str) -> Option<ClientIdentity> {
+        (token == GOOD_TOKEN).then(|| identity(Discovery::Token))
+    }
+
+    fn from_correlation_hint<'a>(
+        &'a self,
+        client: IpAddr,
+        _host: &'a str,
+    ) -> BoxFuture<'a, Option<ClientIdentity>> {
+        let enabled = *self.hints_enabled.lock().unwrap();
+        Box::pin(async move {
+            (enabled && client.is_loopback()).then(|| identity(Discovery::Correlation))
+        })
+    }
+}
+
+/// Blocks URLs starting with one of its prefixes.
+pub struct PrefixPolicy {
+    pub blocked_prefixes: Mutex<Vec<String>>,
+}
+
+impl Decide for PrefixPolicy {
+    fn decide_url(&self, _identity: &ClientIdentity, url: &str) -> Decision {
+        let blocked = self
+            .blocked_prefixes
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|prefix| url.starts_with(prefix.as_str()));
+        Decision {
+            verdict: if blocked {
+                Verdict::Block
+            } else {
+                Verdict::Allow
+            },
+            rule: blocked.then(|| "test-rule".to_owned()),
+            categories: Vec::new(),
+            reason: if blocked {
+                "blocked by test".to_owned()
+            } else {
+                String::new()
+            },
+        }
+    }
+}
+
+/// Pages as one text line naming the page, so tests can tell them apart.
+pub struct TextPages;
+
+impl RenderPage for TextPages {
+    fn render(&self, request: &PageRequest) -> Response<Bytes> {
+        let (status, line) = match &request.kind {
+            PageKind::Block(_) => (StatusCode::FORBIDDEN, "swg-page: block".to_owned()),
+            PageKind::Unidentified => (StatusCode::FORBIDDEN, "swg-page: unidentified".to_owned()),
+            PageKind::UpstreamError(failure) => {
+                let detail = match failure {
+                    swg_proxy::upstream::UpstreamFailure::Certificate(problem) => {
+                        problem.as_str().to_owned()
+                    }
+                    swg_proxy::upstream::UpstreamFailure::DestinationRefused(refusal) => {
+                        refusal.as_str().to_owned()
+                    }
+                    other => other.kind().to_owned(),
+                };
+                (
+                    failure.status(),
+                    format!("swg-page: upstream-error {} {detail}", failure.kind()),
+                )
+            }
+        };
+        let mut response = Response::new(Bytes::from(format!("{line}\n")));
+        *response.status_mut() = status;
+        response
+    }
+}
+
+#[derive(Default)]
+pub struct Events(pub Mutex<Vec<ProxyEvent>>);
+
+impl Record for Events {
+    fn record(&self, event: ProxyEvent) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+impl Events {
+    pub fn actions(&self) -> Vec<(String, Action)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|event| (event.url.clone(), event.action))
+            .collect()
+    }
+}
+
+/// A running proxy and what the test needs to talk to it.
+pub struct Harness {
+    pub proxy: Proxy,
+    pub tls: SocketAddr,
+    pub http: SocketAddr,
+    pub explicit: SocketAddr,
+    pub leaves: Arc<pki::MintingLeaves>,
+    pub origin_ca: pki::TestCa,
+    pub identify: Arc<TestIdentify>,
+    pub policy: Arc<PrefixPolicy>,
+    pub events: Arc<Events>,
+    pub registry: prometheus::Registry,
+    pub dir: TempDir,
+    pub swg_root: PathBuf,
+}
+
+/// Hosts the test maps to its loopback origins.
+pub fn static_hosts(extra: &[(&str, &str)]) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut hosts = BTreeMap::new();
+    for (name, address) in extra {
+        hosts.insert(name.to_string(), vec![address.parse().unwrap()]);
+    }
+    hosts
+}
+
+impl Harness {
+    /// Starts a proxy on ephemeral loopback ports allowing only 127.0.0.1 as a destination.
+    pub async fn start(adjust: impl FnOnce(&mut ProxyConfig)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let origin_ca = pki::TestCa::new("origin test CA");
+        let origin_ca_path = dir.path().join("origin-ca.pem");
+        std::fs::write(&origin_ca_path, &origin_ca.pem).unwrap();
+        let leaves = pki::MintingLeaves::new();
+        let swg_root = dir.path().join("swg-root.pem");
+        std::fs::write(&swg_root, &leaves.ca.pem).unwrap();
+
+        let mut config = ProxyConfig::default();
+        config.tls_listen = "127.0.0.1:0".parse().unwrap();
+        config.http_listen = "127.0.0.1:0".parse().unwrap();
+        config.explicit_listen = "127.0.0.1:0".parse().unwrap();
+        config.allowed_destinations = vec!["127.0.0.1/32".parse().unwrap()];
+        config.extra_roots = vec![origin_ca_path];
+        config.timeouts.first_byte_ms = 5_000;
+        adjust(&mut config);
+
+        let identify = Arc::new(TestIdentify {
+            hints_enabled: Mutex::new(true),
+        });
+        let policy = Arc::new(PrefixPolicy {
+            blocked_prefixes: Mutex::new(Vec::new()),
+        });
+        let events = Arc::new(Events::default());
+        let collaborators = Collaborators {
+            identify: identify.clone(),
+            decide: policy.clone(),
+            pages: Arc::new(TextPages),
+            record: events.clone(),
+            leaves: leaves.clone(),
+        };
+        let registry = prometheus::Registry::new();
+        let resolver = UpstreamResolver::new(&[], config.static_hosts.clone());
+        let proxy = Proxy::with_resolver(config, collaborators, resolver, &registry).unwrap();
+        let listeners = proxy.bind().await.unwrap();
+        let tls = listeners.tls.local_addr().unwrap();
+        let http = listeners.http.local_addr().unwrap();
+        let explicit = listeners.explicit.local_addr().unwrap();
+        let serving = proxy.clone();
+        tokio::spawn(async move {
+            serving
+                .serve(
+                    listeners,
+                    futures::future::pending(),
+                    Duration::from_secs(1),
+                )
+                .await;
+        });
+        Harness {
+            proxy,
+            tls,
+            http,
+            explicit,
+            leaves,
+            origin_ca,
+            identify,
+            policy,
+            events,
+            registry,
+            dir,
+            swg_root,
+        }
+    }
+
+    /// Sums the samples of metric `name` whose labels include `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap();
+        let mut total = 0.0;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                continue;
+            }
+            if labels
+                .iter()
+                .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")))
+            {
+                total += rest.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+            }
+        }
+        total
+    }
+
+    /// Arguments that send curl through the explicit proxy with the good token.
+    pub fn explicit_args(&self) -> Vec<String> {
+        vec![
+            "-x".to_owned(),
+            format!("http://{}", self.explicit),
+            "--proxy-header".to_owned(),
+            format!("Proxy-Authorization: Bearer {GOOD_TOKEN}"),
+            "--cacert".to_owned(),
+            self.swg_root.display().to_string(),
+        ]
+    }
+
+    /// Arguments that send curl to the TLS landing for `host:port`.
+    pub fn landing_args(&self, host: &str, port: u16) -> Vec<String> {
+        vec![
+            "--connect-to".to_owned(),
+            format!("{host}:{port}:127.0.0.1:{}", self.tls.port()),
+            "--cacert".to_owned(),
+            self.swg_root.display().to_string(),
+        ]
+    }
+}
+
+/// Result of one curl run: the status, the HTTP version and the body.
+pub struct CurlResult {
+    pub status: u16,
+    pub version: String,
+    pub body: String,
+    pub stderr: String,
+}
+
+/// Runs curl with `args` and the URL, off the async runtime.
+pub async fn curl(args: Vec<String>, url: &str) -> CurlResult {
+    let url = url.to_owned();
+    let output: Output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "60",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code} %{http_version}",
+            ])
+            .args(&args)
+            .arg(&url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, trailer) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let mut fields = trailer.split(' ');
+    let status = fields.next().unwrap_or("0").parse().unwrap_or(0);
+    let version = fields.next().unwrap_or("").to_owned();
+    CurlResult {
+        status,
+        version,
+        body: body.to_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|arg| arg.to_string()).collect()
+}

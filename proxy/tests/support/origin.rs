@@ -1,0 +1,232 @@
+//! An HTTPS (or plain HTTP) origin run by the test: rustls + hyper, HTTP/1.1 and
+//! HTTP/2, with routes that exercise streaming, trailers, headers and WebSockets.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::stream;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+type OriginBody = BoxBody<Bytes, Infallible>;
+
+#[derive(Debug)]
+struct FixedCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for FixedCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Starts an HTTPS origin presenting `certificate`, offering `alpn`.
+pub async fn start_https(certificate: CertifiedKey, alpn: &[&[u8]]) -> SocketAddr {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(FixedCert(Arc::new(certificate))));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                serve(TokioIo::new(tls)).await;
+            });
+        }
+    });
+    address
+}
+
+/// Starts a plain-HTTP origin.
+pub async fn start_http() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(serve(TokioIo::new(tcp)));
+        }
+    });
+    address
+}
+
+async fn serve<I>(io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(8 << 20);
+    let _ = builder
+        .serve_connection_with_upgrades(io, service_fn(route))
+        .await;
+}
+
+async fn route(mut request: Request<Incoming>) -> Result<Response<OriginBody>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let response = match path.as_str() {
+        "/small" => text("hello from origin\n"),
+        "/headers" => text(&describe(&request)),
+        "/alt-svc" => {
+            let mut response = text("alt-svc\n");
+            response
+                .headers_mut()
+                .insert("alt-svc", HeaderValue::from_static("h3=\":443\""));
+            response
+                .headers_mut()
+                .insert("x-origin", HeaderValue::from_static("kept"));
+            response
+        }
+        "/zeros" => zeros(query.parse().unwrap_or(0)),
+        "/count" => {
+            let mut total = 0u64;
+            let body = request.body_mut();
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => total += frame.data_ref().map_or(0, |data| data.len() as u64),
+                    Err(_) => return Ok(text_status(StatusCode::BAD_REQUEST, "body error\n")),
+                }
+            }
+            text(&format!("{total}\n"))
+        }
+        "/trailers" => {
+            let frames = vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"body with trailers\n"))),
+                Ok(Frame::trailers({
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("x-checksum", HeaderValue::from_static("abc123"));
+                    trailers
+                })),
+            ];
+            Response::new(StreamBody::new(stream::iter(frames)).boxed())
+        }
+        "/ws" => websocket(request),
+        _ => text_status(StatusCode::NOT_FOUND, "origin: not found\n"),
+    };
+    Ok(response)
+}
+
+fn text(body: &str) -> Response<OriginBody> {
+    text_status(StatusCode::OK, body)
+}
+
+fn text_status(status: StatusCode, body: &str) -> Response<OriginBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())).boxed());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// The request line and headers, one per line, for assertions.
+fn describe<B>(request: &Request<B>) -> String {
+    let mut lines = format!(
+        "{:?} {} {}\n",
+        request.version(),
+        request.method(),
+        request.uri()
+    );
+    for (name, value) in request.headers() {
+        lines.push_str(&format!("{}: {}\n", name, value.to_str().unwrap_or("?")));
+    }
+    lines
+}
+
+fn zeros(total: u64) -> Response<OriginBody> {
+    const CHUNK: usize = 64 * 1024;
+    let chunk = Bytes::from(vec![0u8; CHUNK]);
+    let chunks = total.div_ceil(CHUNK as u64);
+    let body = stream::iter((0..chunks).map(move |index| {
+        let remaining = total - index * CHUNK as u64;
+        let length = remaining.min(CHUNK as u64) as usize;
+        Ok::<_, Infallible>(Frame::data(chunk.slice(..length)))
+    }));
+    let mut response = Response::new(StreamBody::new(body).boxed());
+    response
+        .headers_mut()
+        .insert("content-length", HeaderValue::from(total));
+    response
+}
+
+fn websocket(mut request: Request<Incoming>) -> Response<OriginBody> {
+    let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
+        return text_status(StatusCode::BAD_REQUEST, "no key\n");
+    };
+    let extensions = request.headers().get("sec-websocket-extensions").cloned();
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        echo_frames(TokioIo::new(upgraded)).await;
+    });
+
+    let mut response = Response::new(Full::new(Bytes::new()).boxed());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert("upgrade", HeaderValue::from_static("websocket"));
+    headers.insert("connection", HeaderValue::from_static("upgrade"));
+    headers.insert(
+        "sec-websocket-accept",
+        HeaderValue::from_str(&accept_key(key.as_bytes())).unwrap(),
+    );
+    if let Some(extensions) = extensions {
+        headers.insert("x-offered-extensions", extensions);
+    }
+    response
+}
+
+/// The `Sec-WebSocket-Accept` value for a key (RFC 6455 section 4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut input = key.to_vec();
+    input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &input);
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// Echoes each masked client frame back unmasked, until close or error.
+async fn echo_frames<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+    loop {
+        let Ok((opcode, payload)) = super::websocket::read_frame(&mut stream).await else {
+            return;
+        };
+        if super::websocket::write_frame(&mut stream, opcode, &payload, None)
+            .await
+            .is_err()
+            || opcode == 8
+        {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        let _ = stream.read(&mut []).await;
+    }
+}

@@ -1,0 +1,339 @@
+//! The proxy with curl as the client and HTTPS origins run by the test.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::{args, curl, origin, Harness};
+use swg_proxy::boundary::Action;
+
+async fn harness_with_origin() -> (Harness, u16) {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let address = origin::start_https(certificate, &[b"h2", b"http/1.1"]).await;
+    (harness, address.port())
+}
+
+#[tokio::test]
+async fn explicit_proxy_http2_and_http1() {
+    let (harness, port) = harness_with_origin().await;
+    let url = format!("https://origin.test:{port}/small");
+
+    let mut h2 = harness.explicit_args();
+    h2.push("--http2".to_owned());
+    let result = curl(h2, &url).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.version, "2");
+    assert_eq!(result.body, "hello from origin\n");
+
+    let mut h1 = harness.explicit_args();
+    h1.push("--http1.1".to_owned());
+    let result = curl(h1, &url).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.version, "1.1");
+    assert_eq!(result.body, "hello from origin\n");
+}
+
+#[tokio::test]
+async fn landing_http2_and_http1() {
+    let (harness, port) = harness_with_origin().await;
+    let url = format!("https://origin.test:{port}/small");
+
+    let mut h2 = harness.landing_args("origin.test", port);
+    h2.push("--http2".to_owned());
+    let result = curl(h2, &url).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.version, "2");
+    assert_eq!(result.body, "hello from origin\n");
+
+    let mut h1 = harness.landing_args("origin.test", port);
+    h1.push("--http1.1".to_owned());
+    let result = curl(h1, &url).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.version, "1.1");
+
+    let events = harness.events.actions();
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|(event_url, action)| event_url == &url && *action == Action::Allow));
+}
+
+#[tokio::test]
+async fn explicit_proxy_requires_token() {
+    let (harness, port) = harness_with_origin().await;
+    let url = format!("https://origin.test:{port}/small");
+
+    let no_token = args(&["-x", &format!("http://{}", harness.explicit), "-i"]);
+    let result = curl(no_token, &format!("http://origin.test:{port}/small")).await;
+    assert_eq!(result.status, 407);
+    assert!(
+        result
+            .body
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate: bearer realm=\"swg\""),
+        "{}",
+        result.body
+    );
+
+    let bad = args(&[
+        "-x",
+        &format!("http://{}", harness.explicit),
+        "--proxy-header",
+        "Proxy-Authorization: Bearer wrong",
+        "-k",
+    ]);
+    let result = curl(bad, &url).await;
+    assert!(
+        result
+            .stderr
+            .contains("CONNECT tunnel failed, response 407"),
+        "{}",
+        result.stderr
+    );
+
+    let basic = args(&[
+        "-x",
+        &format!("http://{}", harness.explicit),
+        "--proxy-user",
+        &format!("device:{}", support::GOOD_TOKEN),
+        "--cacert",
+        &harness.swg_root.display().to_string(),
+    ]);
+    let result = curl(basic, &url).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+}
+
+#[tokio::test]
+async fn pac_file_served_without_token() {
+    let harness = Harness::start(|_| {}).await;
+    let result = curl(
+        Vec::new(),
+        &format!("http://{}/proxy.pac", harness.explicit),
+    )
+    .await;
+    assert_eq!(result.status, 200);
+    assert!(result.body.contains("FindProxyForURL"), "{}", result.body);
+}
+
+#[tokio::test]
+async fn plain_http_through_explicit_proxy_and_landing() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("plain.test", "127.0.0.1")]);
+    })
+    .await;
+    let origin = origin::start_http().await;
+    let url = format!("http://plain.test:{}/small", origin.port());
+
+    let result = curl(harness.explicit_args(), &url).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.body, "hello from origin\n");
+
+    let landing = args(&[
+        "--connect-to",
+        &format!(
+            "plain.test:{}:127.0.0.1:{}",
+            origin.port(),
+            harness.http.port()
+        ),
+    ]);
+    let result = curl(landing, &url).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.body, "hello from origin\n");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_removed_and_host_kept() {
+    let (harness, port) = harness_with_origin().await;
+    let url = format!("https://origin.test:{port}/headers");
+    let mut h1 = harness.explicit_args();
+    h1.extend(args(&[
+        "--http1.1",
+        "-H",
+        "Connection: keep-alive, X-Private",
+        "-H",
+        "X-Private: secret",
+        "-H",
+        "Keep-Alive: timeout=5",
+        "-H",
+        "X-End-To-End: yes",
+    ]));
+    let result = curl(h1, &url).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    let body = result.body.to_ascii_lowercase();
+    assert!(body.contains("x-end-to-end: yes"), "{body}");
+    assert!(!body.contains("x-private"), "{body}");
+    assert!(!body.contains("keep-alive"), "{body}");
+    assert!(!body.contains("proxy-authorization"), "{body}");
+    // The origin speaks HTTP/2, so the host arrives as the :authority of the URI.
+    assert!(
+        body.starts_with(&format!("http/2.0 get https://origin.test:{port}/headers")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn alt_svc_removed_from_responses() {
+    let (harness, port) = harness_with_origin().await;
+    let mut request = harness.explicit_args();
+    request.push("-i".to_owned());
+    let result = curl(request, &format!("https://origin.test:{port}/alt-svc")).await;
+    let body = result.body.to_ascii_lowercase();
+    assert!(body.contains("x-origin: kept"), "{body}");
+    assert!(!body.contains("alt-svc:"), "{body}");
+}
+
+#[tokio::test]
+async fn head_and_trailers_pass() {
+    let (harness, port) = harness_with_origin().await;
+    let mut head = harness.explicit_args();
+    head.extend(args(&["-I", "--http1.1"]));
+    let result = curl(head, &format!("https://origin.test:{port}/zeros?12345")).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert!(
+        result
+            .body
+            .to_ascii_lowercase()
+            .contains("content-length: 12345"),
+        "{}",
+        result.body
+    );
+
+    let mut trailers = harness.explicit_args();
+    trailers.extend(args(&["--http2", "-v"]));
+    let result = curl(trailers, &format!("https://origin.test:{port}/trailers")).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.body, "body with trailers\n");
+    assert!(
+        result
+            .stderr
+            .to_ascii_lowercase()
+            .contains("x-checksum: abc123"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[tokio::test]
+async fn upload_with_expect_continue_and_chunks() {
+    let (harness, port) = harness_with_origin().await;
+    let body_path = harness.dir.path().join("upload.bin");
+    std::fs::write(&body_path, vec![7u8; 3 * 1024 * 1024]).unwrap();
+
+    let mut expect = harness.explicit_args();
+    expect.extend(args(&[
+        "--http1.1",
+        "-H",
+        "Expect: 100-continue",
+        "--data-binary",
+    ]));
+    expect.push(format!("@{}", body_path.display()));
+    let result = curl(expect, &format!("https://origin.test:{port}/count")).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.body, format!("{}\n", 3 * 1024 * 1024));
+
+    let mut chunked = harness.explicit_args();
+    chunked.extend(args(&[
+        "--http1.1",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+    ]));
+    chunked.push(format!("@{}", body_path.display()));
+    let result = curl(chunked, &format!("https://origin.test:{port}/count")).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.body, format!("{}\n", 3 * 1024 * 1024));
+}
+
+#[tokio::test]
+async fn missing_sni_refused_with_alert() {
+    let harness = Harness::start(|_| {}).await;
+    // curl sends no SNI for an IP literal.
+    let request = harness.landing_args("127.0.0.1", 443);
+    let result = curl(request, "https://127.0.0.1/small").await;
+    assert_eq!(result.status, 0);
+    assert!(result.stderr.contains("alert"), "{}", result.stderr);
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_tls_handshake_failures_total",
+            &[("reason", "no_sni")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn host_differing_from_sni_judged_by_host() {
+    let (harness, port) = harness_with_origin().await;
+    harness
+        .policy
+        .blocked_prefixes
+        .lock()
+        .unwrap()
+        .push("https://blocked.test".to_owned());
+    let mut request = harness.landing_args("origin.test", port);
+    request.extend(args(&["--http1.1", "-H", "Host: blocked.test"]));
+    let result = curl(request, &format!("https://origin.test:{port}/small")).await;
+    assert_eq!(result.status, 403, "{}", result.stderr);
+    assert_eq!(result.body, "swg-page: block\n");
+}
+
+#[tokio::test]
+async fn unidentified_landing_request_refused() {
+    let (harness, port) = harness_with_origin().await;
+    *harness.identify.hints_enabled.lock().unwrap() = false;
+    let mut navigation = harness.landing_args("origin.test", port);
+    navigation.extend(args(&["-H", "Accept: text/html"]));
+    let result = curl(navigation, &format!("https://origin.test:{port}/small")).await;
+    assert_eq!(result.status, 403);
+    assert_eq!(result.body, "swg-page: unidentified\n");
+
+    let subresource = harness.landing_args("origin.test", port);
+    let result = curl(subresource, &format!("https://origin.test:{port}/small")).await;
+    assert_eq!(result.status, 403);
+    assert!(result.body.starts_with("forbidden"), "{}", result.body);
+}
+
+#[tokio::test]
+async fn reserved_swg_path_answered_by_proxy() {
+    let (harness, port) = harness_with_origin().await;
+    let result = curl(
+        harness.landing_args("origin.test", port),
+        &format!("https://origin.test:{port}/.swg/auth"),
+    )
+    .await;
+    assert_eq!(result.status, 404);
+    assert_eq!(result.body, "not found\n");
+}
+
+#[tokio::test]
+async fn policy_applies_to_every_request_on_a_connection() {
+    let (harness, port) = harness_with_origin().await;
+    harness
+        .policy
+        .blocked_prefixes
+        .lock()
+        .unwrap()
+        .push(format!("https://origin.test:{port}/zeros"));
+    for version in ["--http2", "--http1.1"] {
+        let mut request = harness.landing_args("origin.test", port);
+        request.push(version.to_owned());
+        // One curl run, one connection, two requests.
+        request.push(format!("https://origin.test:{port}/small"));
+        let result = curl(request, &format!("https://origin.test:{port}/zeros?10")).await;
+        assert!(
+            result.body.starts_with("hello from origin\n"),
+            "{}",
+            result.body
+        );
+        assert!(
+            result.body.ends_with("swg-page: block\n"),
+            "{}",
+            result.body
+        );
+        assert_eq!(result.status, 403);
+    }
+}
