@@ -51,9 +51,27 @@ pub struct ConfigError {
 impl ActivityConfig {
     /// Checks every value against its allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check_range("retention_days", u64::from(self.retention_days), 1, 90, "1 to 90")?;
-        check_range("queue_capacity", self.queue_capacity as u64, 1_024, 16_777_216, "1024 to 16777216")?;
-        check_range("batch_size", self.batch_size as u64, 1, 100_000, "1 to 100000")?;
+        check_range(
+            "retention_days",
+            u64::from(self.retention_days),
+            1,
+            90,
+            "1 to 90",
+        )?;
+        check_range(
+            "queue_capacity",
+            self.queue_capacity as u64,
+            1_024,
+            16_777_216,
+            "1024 to 16777216",
+        )?;
+        check_range(
+            "batch_size",
+            self.batch_size as u64,
+            1,
+            100_000,
+            "1 to 100000",
+        )?;
         if self.batch_size > self.queue_capacity {
             return Err(ConfigError {
                 key: "batch_size",
@@ -61,9 +79,19 @@ impl ActivityConfig {
                 allowed: "at most activity.queue_capacity",
             });
         }
-        check_range("batch_interval_ms", self.batch_interval_ms, 10, 60_000, "10 to 60000")?;
+        check_range(
+            "batch_interval_ms",
+            self.batch_interval_ms,
+            10,
+            60_000,
+            "10 to 60000",
+        )?;
         if self.database.as_os_str().is_empty() {
-            return Err(ConfigError { key: "database", value: "\"\"".to_owned(), allowed: "a file path" });
+            return Err(ConfigError {
+                key: "database",
+                value: "\"\"".to_owned(),
+                allowed: "a file path",
+            });
         }
         Ok(())
     }
@@ -74,11 +102,21 @@ impl ActivityConfig {
     }
 }
 
-fn check_range(key: &'static str, value: u64, min: u64, max: u64, allowed: &'static str) -> Result<(), ConfigError> {
+fn check_range(
+    key: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    allowed: &'static str,
+) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(ConfigError { key, value: value.to_string(), allowed })
+        Err(ConfigError {
+            key,
+            value: value.to_string(),
+            allowed,
+        })
     }
 }
 
@@ -101,18 +139,31 @@ mod tests {
     #[test]
     fn retention_outside_range_names_key() {
         for days in [0, 91] {
-            let config = ActivityConfig { retention_days: days, ..ActivityConfig::default() };
+            let config = ActivityConfig {
+                retention_days: days,
+                ..ActivityConfig::default()
+            };
             let error = config.validate().unwrap_err();
             assert_eq!(error.key, "retention_days");
-            assert_eq!(error.to_string(), format!("invalid activity.retention_days = {days}: allowed 1 to 90"));
+            assert_eq!(
+                error.to_string(),
+                format!("invalid activity.retention_days = {days}: allowed 1 to 90")
+            );
         }
-        let config = ActivityConfig { retention_days: 90, ..ActivityConfig::default() };
+        let config = ActivityConfig {
+            retention_days: 90,
+            ..ActivityConfig::default()
+        };
         assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]
     fn batch_larger_than_queue_is_rejected() {
-        let config = ActivityConfig { queue_capacity: 2_000, batch_size: 5_000, ..ActivityConfig::default() };
+        let config = ActivityConfig {
+            queue_capacity: 2_000,
+            batch_size: 5_000,
+            ..ActivityConfig::default()
+        };
         assert_eq!(config.validate().unwrap_err().key, "batch_size");
     }
 
@@ -125,8 +176,17 @@ mod tests {
     #[test]
     fn relative_database_resolves_against_data_dir() {
         let config = ActivityConfig::default();
-        assert_eq!(config.database_path(Path::new("/var/lib/swg")), PathBuf::from("/var/lib/swg/activity.db"));
-        let absolute = ActivityConfig { database: PathBuf::from("/srv/a.db"), ..ActivityConfig::default() };
-        assert_eq!(absolute.database_path(Path::new("/var/lib/swg")), PathBuf::from("/srv/a.db"));
+        assert_eq!(
+            config.database_path(Path::new("/var/lib/swg")),
+            PathBuf::from("/var/lib/swg/activity.db")
+        );
+        let absolute = ActivityConfig {
+            database: PathBuf::from("/srv/a.db"),
+            ..ActivityConfig::default()
+        };
+        assert_eq!(
+            absolute.database_path(Path::new("/var/lib/swg")),
+            PathBuf::from("/srv/a.db")
+        );
     }
 }

@@ -195,7 +195,12 @@ pub struct Event {
 impl Event {
     /// Creates an event with the required fields, the current time, a fresh request
     /// id and every optional field empty.
-    pub fn new(tenant: impl Into<String>, via: Via, request: impl Into<String>, action: Action) -> Self {
+    pub fn new(
+        tenant: impl Into<String>,
+        via: Via,
+        request: impl Into<String>,
+        action: Action,
+    ) -> Self {
         Event {
             time: OffsetDateTime::now_utc(),
             tenant: tenant.into(),
@@ -266,7 +271,8 @@ impl Event {
 /// become U+FFFD, and the result is cut to at most `max_bytes` bytes on a
 /// character boundary.
 pub fn text_from_bytes(bytes: &[u8], max_bytes: usize) -> String {
-    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(max_bytes.saturating_mul(2))]).into_owned();
+    let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(max_bytes.saturating_mul(2))])
+        .into_owned();
     clean_in_place(&mut text, max_bytes);
     text
 }
@@ -298,14 +304,21 @@ fn truncate_at_boundary(text: &mut String, max_bytes: usize) {
 /// Characters that must not reach a terminal, a log line or a spreadsheet cell:
 /// C0 and C1 controls, DEL, and the Unicode marks that reorder displayed text.
 fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn clean_in_place(text: &mut String, max_bytes: usize) {
     if text.chars().any(is_unsafe_char) {
         *text = text
             .chars()
-            .map(|c| if is_unsafe_char(c) { char::REPLACEMENT_CHARACTER } else { c })
+            .map(|c| {
+                if is_unsafe_char(c) {
+                    char::REPLACEMENT_CHARACTER
+                } else {
+                    c
+                }
+            })
             .collect();
     }
     // The replacement character is 3 bytes long, so cleaning can lengthen the text.
@@ -355,7 +368,12 @@ mod tests {
 
     #[test]
     fn sanitize_caps_every_field() {
-        let mut event = Event::new("t".repeat(1000), Via::Proxy, format!("https://a/{}", "x".repeat(10_000)), Action::Block);
+        let mut event = Event::new(
+            "t".repeat(1000),
+            Via::Proxy,
+            format!("https://a/{}", "x".repeat(10_000)),
+            Action::Block,
+        );
         event.reason = "r".repeat(5000);
         event.rule = Some("\u{202E}evil".to_owned());
         event.categories = (0..40).map(|i| format!("Cat{i}")).collect();

@@ -57,7 +57,11 @@ impl<'a> CsvChunks<'a> {
     /// Starts an export of every event that `query` matches, from its cursor on.
     /// `query.limit` sets the rows per chunk.
     pub fn new(store: &'a dyn ActivityStore, query: Query) -> Self {
-        CsvChunks { store, query, state: ChunkState::Header }
+        CsvChunks {
+            store,
+            query,
+            state: ChunkState::Header,
+        }
     }
 }
 
@@ -100,7 +104,11 @@ impl Iterator for CsvChunks<'_> {
 
 /// Writes the CSV of every event `query` matches to `out`, one page at a time, and
 /// returns the number of bytes written.
-pub fn write_csv(store: &dyn ActivityStore, query: Query, out: &mut dyn Write) -> Result<u64, ActivityError> {
+pub fn write_csv(
+    store: &dyn ActivityStore,
+    query: Query,
+    out: &mut dyn Write,
+) -> Result<u64, ActivityError> {
     let mut written = 0;
     for chunk in CsvChunks::new(store, query) {
         let chunk = chunk?;
@@ -153,8 +161,8 @@ fn write_record<'f>(out: &mut Vec<u8>, fields: impl Iterator<Item = &'f str>) {
 /// Writes one cell, neutralized against formula injection and quoted if needed.
 pub fn write_cell(out: &mut Vec<u8>, value: &str) {
     let neutralize = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quote = neutralize && value.starts_with(['\t', '\r'])
-        || value.contains([',', '"', '\r', '\n']);
+    let quote =
+        neutralize && value.starts_with(['\t', '\r']) || value.contains([',', '"', '\r', '\n']);
     if quote {
         out.push(b'"');
     }
@@ -184,7 +192,10 @@ mod tests {
 
     #[test]
     fn formula_cells_are_neutralized() {
-        assert_eq!(cell("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        assert_eq!(
+            cell("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
         assert_eq!(cell("+1"), "'+1");
         assert_eq!(cell("-2+3"), "'-2+3");
         assert_eq!(cell("@SUM(A1)"), "'@SUM(A1)");

@@ -11,7 +11,9 @@ pub fn request_host(request: &str) -> String {
         Some(index) => &request[index + 3..],
         None => request,
     };
-    let authority_end = after_scheme.find(['/', '?', '#']).unwrap_or(after_scheme.len());
+    let authority_end = after_scheme
+        .find(['/', '?', '#'])
+        .unwrap_or(after_scheme.len());
     let authority = &after_scheme[..authority_end];
     let host_and_port = match authority.rfind('@') {
         Some(index) => &authority[index + 1..],
@@ -24,7 +26,13 @@ pub fn request_host(request: &str) -> String {
         }
     } else {
         match host_and_port.rfind(':') {
-            Some(index) if host_and_port[index + 1..].bytes().all(|b| b.is_ascii_digit()) => &host_and_port[..index],
+            Some(index)
+                if host_and_port[index + 1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+            {
+                &host_and_port[..index]
+            }
             _ => host_and_port,
         }
     };

@@ -106,7 +106,11 @@ impl ActivityLog {
     /// returns at once.
     pub async fn shutdown(&self) {
         self.retention.abort();
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let Some(writer) = writer else {
             return;
         };

@@ -26,15 +26,24 @@ impl Metrics {
                 "swg_activity_dropped_total",
                 "Activity events dropped because the queue was full or the log was shut down",
             )?,
-            queue_depth: IntGauge::new("swg_activity_queue_depth", "Activity events waiting to be written")?,
-            written: IntCounter::new("swg_activity_written_total", "Activity events written to the store")?,
+            queue_depth: IntGauge::new(
+                "swg_activity_queue_depth",
+                "Activity events waiting to be written",
+            )?,
+            written: IntCounter::new(
+                "swg_activity_written_total",
+                "Activity events written to the store",
+            )?,
             write_failed: IntCounter::new(
                 "swg_activity_write_failed_total",
                 "Activity events lost because their batch failed to write",
             )?,
             write_seconds: Histogram::with_opts(
-                HistogramOpts::new("swg_activity_write_seconds", "Time to write one batch of activity events")
-                    .buckets(exponential_buckets(0.0005, 2.0, 14)?),
+                HistogramOpts::new(
+                    "swg_activity_write_seconds",
+                    "Time to write one batch of activity events",
+                )
+                .buckets(exponential_buckets(0.0005, 2.0, 14)?),
             )?,
         };
         registry.register(Box::new(metrics.dropped.clone()))?;

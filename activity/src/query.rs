@@ -161,7 +161,9 @@ mod tests {
 
     #[test]
     fn malformed_cursor_is_rejected() {
-        for text in ["", "c1.", "c1.zz.1", "c2.1.1", "c1.1", "c1.-1.2", "c1.1.2.3"] {
+        for text in [
+            "", "c1.", "c1.zz.1", "c2.1.1", "c1.1", "c1.-1.2", "c1.1.2.3",
+        ] {
             assert!(
                 matches!(text.parse::<Cursor>(), Err(ActivityError::InvalidCursor(_))),
                 "accepted {text:?}"

@@ -26,7 +26,11 @@ pub struct Recorder {
 
 impl Recorder {
     pub(crate) fn new(sender: mpsc::Sender<Event>, metrics: Metrics) -> Self {
-        Recorder { sender, drops: Arc::new(DropWarning::new()), metrics }
+        Recorder {
+            sender,
+            drops: Arc::new(DropWarning::new()),
+            metrics,
+        }
     }
 
     /// Queues `event`, or drops it if the queue is full or the log has shut down.
@@ -53,17 +57,25 @@ struct DropWarning {
 
 impl DropWarning {
     fn new() -> Self {
-        DropWarning { start: Instant::now(), last_warning_ms: AtomicU64::new(u64::MAX), since_warning: AtomicU64::new(0) }
+        DropWarning {
+            start: Instant::now(),
+            last_warning_ms: AtomicU64::new(u64::MAX),
+            since_warning: AtomicU64::new(0),
+        }
     }
 
     fn dropped(&self) {
         self.since_warning.fetch_add(1, Ordering::Relaxed);
         let now_ms = self.start.elapsed().as_millis() as u64;
         let last = self.last_warning_ms.load(Ordering::Relaxed);
-        let due = last == u64::MAX || now_ms.saturating_sub(last) >= DROP_WARNING_INTERVAL.as_millis() as u64;
+        let due = last == u64::MAX
+            || now_ms.saturating_sub(last) >= DROP_WARNING_INTERVAL.as_millis() as u64;
         // Only the thread that wins the exchange warns, so concurrent drops log once.
         if due
-            && self.last_warning_ms.compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .last_warning_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
             let count = self.since_warning.swap(0, Ordering::Relaxed);
             tracing::warn!(

@@ -28,7 +28,9 @@ impl RequestId {
     /// Generates a new id from the thread's random number generator.
     pub fn generate() -> Self {
         let bytes: [u8; 10] = rand::random();
-        let mut bits = bytes.iter().fold(0u128, |acc, byte| (acc << 8) | u128::from(*byte));
+        let mut bits = bytes
+            .iter()
+            .fold(0u128, |acc, byte| (acc << 8) | u128::from(*byte));
         let mut id = [0u8; REQUEST_ID_LEN];
         for slot in id.iter_mut().rev() {
             *slot = ALPHABET[(bits & 31) as usize];

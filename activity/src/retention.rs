@@ -18,14 +18,19 @@ const PAUSE_BETWEEN_CHUNKS: Duration = Duration::from_millis(20);
 
 /// Deletes every row older than `retention_days` days, in chunks of
 /// [`RETENTION_CHUNK_ROWS`], and returns the number of rows deleted.
-pub async fn enforce_retention(store: &Arc<dyn ActivityStore>, retention_days: u32) -> Result<u64, ActivityError> {
+pub async fn enforce_retention(
+    store: &Arc<dyn ActivityStore>,
+    retention_days: u32,
+) -> Result<u64, ActivityError> {
     let cutoff = OffsetDateTime::now_utc() - time::Duration::days(i64::from(retention_days));
     let mut total = 0;
     loop {
         let store = Arc::clone(store);
-        let deleted = tokio::task::spawn_blocking(move || store.delete_older_than(cutoff, RETENTION_CHUNK_ROWS))
-            .await
-            .map_err(|error| ActivityError::Task(error.to_string()))??;
+        let deleted = tokio::task::spawn_blocking(move || {
+            store.delete_older_than(cutoff, RETENTION_CHUNK_ROWS)
+        })
+        .await
+        .map_err(|error| ActivityError::Task(error.to_string()))??;
         total += deleted;
         if deleted == 0 {
             return Ok(total);
@@ -43,7 +48,9 @@ pub(crate) async fn run(store: Arc<dyn ActivityStore>, retention_days: u32) {
         match enforce_retention(&store, retention_days).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, retention_days, "deleted expired activity"),
-            Err(error) => tracing::error!(%error, "failed to delete expired activity; retrying in an hour"),
+            Err(error) => {
+                tracing::error!(%error, "failed to delete expired activity; retrying in an hour")
+            }
         }
     }
 }

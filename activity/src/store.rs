@@ -22,7 +22,12 @@ pub trait ActivityStore: Send + Sync + 'static {
 
     /// Returns the number of events per UTC day and action for the days `from..=to`,
     /// ordered by day, then by action.
-    fn daily_totals(&self, tenant: &str, from: Date, to: Date) -> Result<Vec<DailyTotal>, ActivityError>;
+    fn daily_totals(
+        &self,
+        tenant: &str,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<DailyTotal>, ActivityError>;
 
     /// Returns the `limit` host names blocked most often on the UTC days `from..=to`,
     /// most blocked first.
@@ -57,5 +62,9 @@ pub trait ActivityStore: Send + Sync + 'static {
     /// Deletes at most about `max_rows` rows older than `cutoff` in one short
     /// transaction and returns how many rows it deleted. Callers repeat until it
     /// returns 0, so that writers get the store between chunks.
-    fn delete_older_than(&self, cutoff: OffsetDateTime, max_rows: usize) -> Result<u64, ActivityError>;
+    fn delete_older_than(
+        &self,
+        cutoff: OffsetDateTime,
+        max_rows: usize,
+    ) -> Result<u64, ActivityError>;
 }

@@ -32,7 +32,11 @@ impl Writer {
     /// A batch is written when it holds `batch_size` events or when its first event
     /// has waited `batch_interval`. While one batch is written the queue keeps
     /// filling, so recording never waits for the disk.
-    pub(crate) async fn run(self, mut events: mpsc::Receiver<Event>, mut control: mpsc::UnboundedReceiver<Control>) {
+    pub(crate) async fn run(
+        self,
+        mut events: mpsc::Receiver<Event>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) {
         let mut batch = Vec::with_capacity(self.batch_size);
         loop {
             tokio::select! {
@@ -79,7 +83,11 @@ impl Writer {
 
     /// Writes the events queued right now, not those that arrive meanwhile, so a
     /// flush under constant load still ends.
-    async fn drain_queued(&self, events: &mut mpsc::Receiver<Event>, mut batch: Vec<Event>) -> Vec<Event> {
+    async fn drain_queued(
+        &self,
+        events: &mut mpsc::Receiver<Event>,
+        mut batch: Vec<Event>,
+    ) -> Vec<Event> {
         let mut remaining = events.len();
         while remaining > 0 {
             let take = remaining.min(self.batch_size - batch.len());
@@ -126,7 +134,9 @@ impl Writer {
             (batch, result)
         })
         .await;
-        self.metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
 
         match outcome {
             Ok((mut batch, Ok(()))) => {

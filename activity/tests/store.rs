@@ -8,8 +8,8 @@ use std::sync::Arc;
 use swg_activity::event::{MAX_REASON_BYTES, MAX_REQUEST_BYTES};
 use swg_activity::sqlite::SCHEMA_VERSION;
 use swg_activity::{
-    text_from_bytes, write_csv, Action, ActivityError, ActivityStore, AppClass, Discovery, Event, Query,
-    SqliteStore, Via,
+    text_from_bytes, write_csv, Action, ActivityError, ActivityStore, AppClass, Discovery, Event,
+    Query, SqliteStore, Via,
 };
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -41,7 +41,12 @@ fn day_range() -> Query {
 fn stored_event_reads_back_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let mut original = event("acme", 0, "https://Shop.Example.com/cart?id=1", Action::Warn);
+    let mut original = event(
+        "acme",
+        0,
+        "https://Shop.Example.com/cart?id=1",
+        Action::Warn,
+    );
     original.via = Via::Proxy;
     original.categories = vec!["shopping".to_owned(), "newly-seen".to_owned()];
     original.policy = Some("default".to_owned());
@@ -61,7 +66,9 @@ fn pages_are_newest_first_and_complete() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     // Several events share one millisecond, so the cursor must break ties by id.
-    let events: Vec<Event> = (0..25).map(|i| event("acme", i / 3, &format!("h{i}.example"), Action::Allow)).collect();
+    let events: Vec<Event> = (0..25)
+        .map(|i| event("acme", i / 3, &format!("h{i}.example"), Action::Allow))
+        .collect();
     store.insert_batch(&events).unwrap();
 
     let mut query = day_range();
@@ -89,11 +96,27 @@ fn filters_select_matching_events() {
     let store = open(dir.path());
     let mut events = Vec::new();
     for i in 0..40 {
-        let action = if i % 4 == 0 { Action::Block } else { Action::Allow };
-        let mut e = event("acme", i, &format!("https://www{}.Example.org/p", i % 5), action);
+        let action = if i % 4 == 0 {
+            Action::Block
+        } else {
+            Action::Allow
+        };
+        let mut e = event(
+            "acme",
+            i,
+            &format!("https://www{}.Example.org/p", i % 5),
+            action,
+        );
         e.user = Some(format!("user{}", i % 3));
         e.device = Some(format!("dev{}", i % 2));
-        e.app = Some(if i % 5 == 0 { "com.evil.app" } else { "com.apple.mobilesafari" }.to_owned());
+        e.app = Some(
+            if i % 5 == 0 {
+                "com.evil.app"
+            } else {
+                "com.apple.mobilesafari"
+            }
+            .to_owned(),
+        );
         if i % 10 == 0 {
             e.categories = vec!["Phishing".to_owned()];
         }
@@ -117,11 +140,14 @@ fn filters_select_matching_events() {
     assert_eq!(count(&|q| q.category = Some("gambling".to_owned())), 0);
     assert_eq!(count(&|q| q.domain = Some("WWW1.example".to_owned())), 8);
     assert_eq!(count(&|q| q.domain = Some("%".to_owned())), 0);
-    assert_eq!(count(&|q| {
-        q.device = Some("dev0".to_owned());
-        q.action = Some(Action::Block);
-        q.category = Some("phishing".to_owned());
-    }), 2);
+    assert_eq!(
+        count(&|q| {
+            q.device = Some("dev0".to_owned());
+            q.action = Some(Action::Block);
+            q.category = Some("phishing".to_owned());
+        }),
+        2
+    );
     assert_eq!(count(&|q| q.to = BASE + Duration::minutes(10)), 10);
     assert_eq!(count(&|q| q.tenant = "nobody".to_owned()), 0);
 }
@@ -130,7 +156,9 @@ fn filters_select_matching_events() {
 fn query_plans_use_indexes_without_table_scan() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.insert_batch(&[event("acme", 0, "a.example", Action::Block)]).unwrap();
+    store
+        .insert_batch(&[event("acme", 0, "a.example", Action::Block)])
+        .unwrap();
 
     let mut cases: Vec<(Query, &str)> = Vec::new();
     cases.push((day_range(), "events_by_time"));
@@ -169,9 +197,18 @@ fn query_plans_use_indexes_without_table_scan() {
     for (query, index) in cases {
         let lines = store.query_plan(&query).unwrap();
         let plan = lines.join("\n");
-        assert!(lines[0].contains(index), "plan for {query:?} is not driven by {index}:\n{plan}");
-        assert!(!plan.contains("SCAN "), "plan for {query:?} scans a table:\n{plan}");
-        assert!(!plan.contains("TEMP B-TREE"), "plan for {query:?} sorts:\n{plan}");
+        assert!(
+            lines[0].contains(index),
+            "plan for {query:?} is not driven by {index}:\n{plan}"
+        );
+        assert!(
+            !plan.contains("SCAN "),
+            "plan for {query:?} scans a table:\n{plan}"
+        );
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "plan for {query:?} sorts:\n{plan}"
+        );
     }
 }
 
@@ -199,8 +236,10 @@ fn daily_totals_and_top_lists_count_blocks() {
     let today = BASE.date();
     let tomorrow = today.next_day().unwrap();
     let totals = store.daily_totals("acme", today, tomorrow).unwrap();
-    let summary: Vec<(String, &str, u64)> =
-        totals.iter().map(|t| (t.day.to_string(), t.action.as_str(), t.count)).collect();
+    let summary: Vec<(String, &str, u64)> = totals
+        .iter()
+        .map(|t| (t.day.to_string(), t.action.as_str(), t.count))
+        .collect();
     assert_eq!(
         summary,
         vec![
@@ -211,15 +250,22 @@ fn daily_totals_and_top_lists_count_blocks() {
         ]
     );
 
-    let domains = store.top_blocked_domains("acme", today, tomorrow, 10).unwrap();
+    let domains = store
+        .top_blocked_domains("acme", today, tomorrow, 10)
+        .unwrap();
     let domains: Vec<(&str, u64)> = domains.iter().map(|e| (e.name.as_str(), e.count)).collect();
     assert_eq!(domains, vec![("bad.example", 3), ("worse.example", 1)]);
     let only_today = store.top_blocked_domains("acme", today, today, 1).unwrap();
     assert_eq!(only_today[0].name, "bad.example");
     assert_eq!(only_today[0].count, 2);
 
-    let categories = store.top_blocked_categories("acme", today, tomorrow, 10).unwrap();
-    let categories: Vec<(&str, u64)> = categories.iter().map(|e| (e.name.as_str(), e.count)).collect();
+    let categories = store
+        .top_blocked_categories("acme", today, tomorrow, 10)
+        .unwrap();
+    let categories: Vec<(&str, u64)> = categories
+        .iter()
+        .map(|e| (e.name.as_str(), e.count))
+        .collect();
     assert_eq!(categories, vec![("malware", 3), ("phishing", 1)]);
 }
 
@@ -252,7 +298,12 @@ fn retention_deletes_only_expired_rows_in_chunks() {
     let now = OffsetDateTime::now_utc();
     let mut events = Vec::new();
     for i in 0..30 {
-        let mut old = event(if i % 2 == 0 { "acme" } else { "beta" }, 0, "old.example", Action::Block);
+        let mut old = event(
+            if i % 2 == 0 { "acme" } else { "beta" },
+            0,
+            "old.example",
+            Action::Block,
+        );
         old.time = now - Duration::days(40) + Duration::minutes(i);
         old.categories = vec!["malware".to_owned()];
         events.push(old);
@@ -277,13 +328,22 @@ fn retention_deletes_only_expired_rows_in_chunks() {
     assert_eq!(total, 60);
 
     let query = Query::new("acme", now - Duration::days(90), now);
-    let left: Vec<String> = store.query(&query).unwrap().events.into_iter().map(|e| e.request).collect();
+    let left: Vec<String> = store
+        .query(&query)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.request)
+        .collect();
     assert_eq!(left, vec!["fresh.example"]);
     let mut by_category = query.clone();
     by_category.category = Some("malware".to_owned());
     assert_eq!(store.query(&by_category).unwrap().events.len(), 1);
     let old_day = (now - Duration::days(40)).date();
-    assert!(store.daily_totals("acme", old_day, old_day).unwrap().is_empty());
+    assert!(store
+        .daily_totals("acme", old_day, old_day)
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -294,7 +354,12 @@ fn hostile_fields_are_stored_bounded_and_clean() {
     hostile.request = text_from_bytes(b"https://x.example/\xff\xfe\x00\x1b[2J", MAX_REQUEST_BYTES);
     hostile.user = Some("eve\u{202E}gpj.exe".to_owned());
     hostile.reason = "r\n".repeat(10_000);
-    let mut long = event("acme", 1, &format!("https://long.example/{}", "a".repeat(100_000)), Action::Allow);
+    let mut long = event(
+        "acme",
+        1,
+        &format!("https://long.example/{}", "a".repeat(100_000)),
+        Action::Allow,
+    );
     long.app = Some("x".repeat(100_000));
     store.insert_batch(&[hostile, long]).unwrap();
 
@@ -303,7 +368,10 @@ fn hostile_fields_are_stored_bounded_and_clean() {
     assert_eq!(long.request.len(), MAX_REQUEST_BYTES);
     assert_eq!(long.app.as_ref().unwrap().len(), 256);
     let hostile = &page.events[1];
-    assert_eq!(hostile.request, "https://x.example/\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}[2J");
+    assert_eq!(
+        hostile.request,
+        "https://x.example/\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}[2J"
+    );
     assert_eq!(hostile.user.as_deref(), Some("eve\u{FFFD}gpj.exe"));
     assert!(hostile.reason.len() <= MAX_REASON_BYTES);
     assert!(!hostile.reason.contains('\n'));
@@ -313,7 +381,9 @@ fn hostile_fields_are_stored_bounded_and_clean() {
 fn csv_export_streams_every_page_escaped() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ActivityStore> = Arc::new(open(dir.path()));
-    let mut events: Vec<Event> = (0..250).map(|i| event("acme", i, &format!("h{i}.example"), Action::Allow)).collect();
+    let mut events: Vec<Event> = (0..250)
+        .map(|i| event("acme", i, &format!("h{i}.example"), Action::Allow))
+        .collect();
     events[0].reason = "=cmd|' /C calc'!A0".to_owned();
     events[0].user = Some("-2+3, \"quoted\"".to_owned());
     store.insert_batch(&events).unwrap();
@@ -330,15 +400,22 @@ fn csv_export_streams_every_page_escaped() {
     assert!(lines[0].starts_with("time,tenant,user,device,"));
     assert!(lines[1].contains(",h249.example,"));
     let first_event = lines[250];
-    assert!(first_event.contains(",\"'-2+3, \"\"quoted\"\"\","), "{first_event}");
-    assert!(first_event.contains(",'=cmd|' /C calc'!A0,"), "{first_event}");
+    assert!(
+        first_event.contains(",\"'-2+3, \"\"quoted\"\"\","),
+        "{first_event}"
+    );
+    assert!(
+        first_event.contains(",'=cmd|' /C calc'!A0,"),
+        "{first_event}"
+    );
 }
 
 #[test]
 fn garbage_file_is_reported_corrupt_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("activity.db");
-    let garbage = b"this is not an sqlite database, but it is long enough to have a header page ".repeat(100);
+    let garbage =
+        b"this is not an sqlite database, but it is long enough to have a header page ".repeat(100);
     std::fs::write(&path, &garbage).unwrap();
 
     let error = SqliteStore::open(&path).err().unwrap();
@@ -355,7 +432,9 @@ fn damaged_pages_are_reported_corrupt() {
     let path = dir.path().join("activity.db");
     {
         let store = SqliteStore::open(&path).unwrap();
-        store.insert_batch(&[event("acme", 0, "a.example", Action::Allow)]).unwrap();
+        store
+            .insert_batch(&[event("acme", 0, "a.example", Action::Allow)])
+            .unwrap();
     }
     // Overwrite the schema page after the 100-byte header.
     let mut bytes = std::fs::read(&path).unwrap();
@@ -375,13 +454,16 @@ fn newer_schema_is_rejected_and_kept() {
     let path = dir.path().join("activity.db");
     drop(SqliteStore::open(&path).unwrap());
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
     drop(conn);
 
     let error = SqliteStore::open(&path).err().unwrap();
 
     match &error {
-        ActivityError::NewerSchema { found, supported, .. } => {
+        ActivityError::NewerSchema {
+            found, supported, ..
+        } => {
             assert_eq!(*found, SCHEMA_VERSION + 1);
             assert_eq!(*supported, SCHEMA_VERSION);
         }
@@ -389,7 +471,9 @@ fn newer_schema_is_rejected_and_kept() {
     }
     assert!(error.to_string().contains("activity.db"));
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
     assert_eq!(version, SCHEMA_VERSION + 1);
 }
 
@@ -397,7 +481,10 @@ fn newer_schema_is_rejected_and_kept() {
 fn reopening_keeps_events_and_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("activity.db");
-    SqliteStore::open(&path).unwrap().insert_batch(&[event("acme", 0, "a.example", Action::Allow)]).unwrap();
+    SqliteStore::open(&path)
+        .unwrap()
+        .insert_batch(&[event("acme", 0, "a.example", Action::Allow)])
+        .unwrap();
 
     let store = SqliteStore::open(&path).unwrap();
 
@@ -410,7 +497,10 @@ struct Mutable<'a>(&'a Path);
 
 impl Drop for Mutable<'_> {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr").arg("-i").arg(self.0).status();
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .status();
     }
 }
 
@@ -425,12 +515,22 @@ fn read_only_file_is_reported_not_writable() {
     // Root ignores file modes, so make the file immutable too.
     let _guard = Mutable(&path);
     if std::fs::OpenOptions::new().write(true).open(&path).is_ok() {
-        let status = std::process::Command::new("chattr").arg("+i").arg(&path).status().unwrap();
-        assert!(status.success(), "chattr +i failed; run as a non-root user or with CAP_LINUX_IMMUTABLE");
+        let status = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "chattr +i failed; run as a non-root user or with CAP_LINUX_IMMUTABLE"
+        );
     }
 
     let error = SqliteStore::open(&path).err().unwrap();
 
-    assert!(matches!(error, ActivityError::NotWritable { .. }), "{error}");
+    assert!(
+        matches!(error, ActivityError::NotWritable { .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains(&path.display().to_string()));
 }

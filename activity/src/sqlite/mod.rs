@@ -67,13 +67,19 @@ impl SqliteStore {
             });
         }
         schema::migrate(&mut conn, current).map_err(|source| classify(path, source))?;
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get::<_, i64>(0))
-            .map_err(|source| classify(path, source))?;
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map_err(|source| classify(path, source))?;
 
         tracing::info!(path = %path.display(), schema_version = schema::LATEST_VERSION, "opened activity store");
         Ok(SqliteStore {
             path: path.to_owned(),
-            writer: Mutex::new(WriterState { conn, tenant_ids: HashMap::new(), category_ids: HashMap::new() }),
+            writer: Mutex::new(WriterState {
+                conn,
+                tenant_ids: HashMap::new(),
+                category_ids: HashMap::new(),
+            }),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -94,7 +100,9 @@ impl SqliteStore {
     pub fn integrity_check(&self) -> Result<Vec<String>, ActivityError> {
         self.with_reader(|conn| {
             let mut statement = conn.prepare("PRAGMA integrity_check")?;
-            let messages = statement.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+            let messages = statement
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
             Ok(messages)
         })
     }
@@ -113,8 +121,15 @@ impl SqliteStore {
     }
 
     /// Runs `f` on an idle read connection, opening one if none is idle.
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, ActivityError>) -> Result<T, ActivityError> {
-        let idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, ActivityError>,
+    ) -> Result<T, ActivityError> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let conn = match idle {
             Some(conn) => conn,
             None => open_reader(&self.path)?,
@@ -140,7 +155,12 @@ impl ActivityStore for SqliteStore {
         self.with_reader(|conn| read::query(conn, query))
     }
 
-    fn daily_totals(&self, tenant: &str, from: Date, to: Date) -> Result<Vec<DailyTotal>, ActivityError> {
+    fn daily_totals(
+        &self,
+        tenant: &str,
+        from: Date,
+        to: Date,
+    ) -> Result<Vec<DailyTotal>, ActivityError> {
         self.with_reader(|conn| read::daily_totals(conn, tenant, from, to))
     }
 
@@ -174,7 +194,11 @@ impl ActivityStore for SqliteStore {
         self.with_reader(|conn| read::device_recent(conn, tenant, device, now, limit))
     }
 
-    fn delete_older_than(&self, cutoff: OffsetDateTime, max_rows: usize) -> Result<u64, ActivityError> {
+    fn delete_older_than(
+        &self,
+        cutoff: OffsetDateTime,
+        max_rows: usize,
+    ) -> Result<u64, ActivityError> {
         let mut state = self.lock_writer();
         write::delete_older_than(&mut state, cutoff, max_rows)
     }
@@ -188,17 +212,33 @@ fn check_writable(path: &Path) -> Result<(), ActivityError> {
     }
     match OpenOptions::new().read(true).write(true).open(path) {
         Ok(_) => Ok(()),
-        Err(error) if matches!(error.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem) => {
-            Err(ActivityError::NotWritable { path: path.to_owned(), reason: error.to_string() })
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            Err(ActivityError::NotWritable {
+                path: path.to_owned(),
+                reason: error.to_string(),
+            })
         }
-        Err(source) => Err(ActivityError::OpenFile { path: path.to_owned(), source }),
+        Err(source) => Err(ActivityError::OpenFile {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
 fn open_connection(path: &Path) -> Result<Connection, ActivityError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|source| classify(path, source))?;
-    if conn.is_readonly("main").map_err(|source| classify(path, source))? {
+    if conn
+        .is_readonly("main")
+        .map_err(|source| classify(path, source))?
+    {
         return Err(ActivityError::NotWritable {
             path: path.to_owned(),
             reason: "SQLite opened the file read-only".to_owned(),
@@ -208,7 +248,8 @@ fn open_connection(path: &Path) -> Result<Connection, ActivityError> {
 }
 
 fn configure_writer(conn: &Connection, path: &Path) -> Result<(), ActivityError> {
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|source| classify(path, source))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|source| classify(path, source))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(|source| classify(path, source))?;
@@ -244,12 +285,17 @@ fn open_reader(path: &Path) -> Result<Connection, ActivityError> {
 /// Maps an SQLite error met while opening to the error a caller can act on.
 fn classify(path: &Path, source: rusqlite::Error) -> ActivityError {
     match source.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
-            ActivityError::Corrupt { path: path.to_owned(), source }
-        }
-        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => {
-            ActivityError::NotWritable { path: path.to_owned(), reason: source.to_string() }
-        }
-        _ => ActivityError::Open { path: path.to_owned(), source },
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => ActivityError::Corrupt {
+            path: path.to_owned(),
+            source,
+        },
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied) => ActivityError::NotWritable {
+            path: path.to_owned(),
+            reason: source.to_string(),
+        },
+        _ => ActivityError::Open {
+            path: path.to_owned(),
+            source,
+        },
     }
 }

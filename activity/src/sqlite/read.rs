@@ -6,9 +6,9 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use time::{Date, Duration, OffsetDateTime};
 
-use super::write::{unix_ms, CATEGORY_SEPARATOR};
 #[cfg(test)]
 use super::write::unix_day;
+use super::write::{unix_ms, CATEGORY_SEPARATOR};
 use crate::error::ActivityError;
 use crate::event::{Action, Event};
 use crate::query::{Cursor, DailyTotal, Page, Query, TopEntry, MAX_PAGE_SIZE};
@@ -32,7 +32,10 @@ struct Statement {
 
 pub(super) fn query(conn: &Connection, query: &Query) -> Result<Page, ActivityError> {
     let Some(statement) = build_query(conn, query)? else {
-        return Ok(Page { events: Vec::new(), next_cursor: None });
+        return Ok(Page {
+            events: Vec::new(),
+            next_cursor: None,
+        });
     };
     let page_size = query.page_size();
 
@@ -51,7 +54,10 @@ pub(super) fn query(conn: &Connection, query: &Query) -> Result<Page, ActivityEr
         events.push(event);
     }
 
-    Ok(Page { events, next_cursor: if more { last } else { None } })
+    Ok(Page {
+        events,
+        next_cursor: if more { last } else { None },
+    })
 }
 
 pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>, ActivityError> {
@@ -60,7 +66,9 @@ pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>
     let statement = build_statement(query, tenant_id(conn, &query.tenant)?.unwrap_or(0), 0);
     let mut prepared = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))?;
     let lines = prepared
-        .query_map(params_from_iter(statement.params), |row| row.get::<_, String>(3))?
+        .query_map(params_from_iter(statement.params), |row| {
+            row.get::<_, String>(3)
+        })?
         .collect::<Result<_, _>>()?;
     Ok(lines)
 }
@@ -105,10 +113,15 @@ fn build_statement(query: &Query, tenant_id: i64, category_id: i64) -> Statement
         Some("events_by_time")
     };
 
-    let mut statement = Statement { sql: String::new(), params: vec![Value::Integer(tenant_id)] };
+    let mut statement = Statement {
+        sql: String::new(),
+        params: vec![Value::Integer(tenant_id)],
+    };
     let (time_column, id_column) = match driving_index {
         Some(index) => {
-            statement.sql = format!("SELECT {EVENT_COLUMNS} FROM events e INDEXED BY {index} WHERE e.tenant_id = ?1");
+            statement.sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events e INDEXED BY {index} WHERE e.tenant_id = ?1"
+            );
             ("e.time_ms", "e.id")
         }
         None => {
@@ -122,11 +135,23 @@ fn build_statement(query: &Query, tenant_id: i64, category_id: i64) -> Statement
         }
     };
 
-    statement.push(&format!(" AND {time_column} >= #"), Value::Integer(unix_ms(query.from)));
-    statement.push(&format!(" AND {time_column} < #"), Value::Integer(unix_ms(query.to)));
+    statement.push(
+        &format!(" AND {time_column} >= #"),
+        Value::Integer(unix_ms(query.from)),
+    );
+    statement.push(
+        &format!(" AND {time_column} < #"),
+        Value::Integer(unix_ms(query.to)),
+    );
     if let Some(cursor) = query.cursor {
-        let time_index = statement.push(&format!(" AND {time_column} <= #"), Value::Integer(cursor.time_ms));
-        statement.push(&format!(" AND ({time_column} < ?{time_index} OR {id_column} < #)"), Value::Integer(cursor.id));
+        let time_index = statement.push(
+            &format!(" AND {time_column} <= #"),
+            Value::Integer(cursor.time_ms),
+        );
+        statement.push(
+            &format!(" AND ({time_column} < ?{time_index} OR {id_column} < #)"),
+            Value::Integer(cursor.id),
+        );
     }
     if let Some(user) = &query.user {
         statement.push(" AND e.user = #", Value::Text(user.clone()));
@@ -149,7 +174,10 @@ fn build_statement(query: &Query, tenant_id: i64, category_id: i64) -> Statement
     }
     if let Some(domain) = &query.domain {
         // Hosts are stored in lowercase; instr avoids LIKE's wildcard characters.
-        statement.push(" AND instr(e.host, #) > 0", Value::Text(domain.trim().to_lowercase()));
+        statement.push(
+            " AND instr(e.host, #) > 0",
+            Value::Text(domain.trim().to_lowercase()),
+        );
     }
     // One row beyond the page tells whether another page follows.
     statement.push(
@@ -165,7 +193,8 @@ impl Statement {
     fn push(&mut self, condition: &str, value: Value) -> usize {
         self.params.push(value);
         let number = self.params.len();
-        self.sql.push_str(&condition.replace('#', &format!("?{number}")));
+        self.sql
+            .push_str(&condition.replace('#', &format!("?{number}")));
         number
     }
 }
@@ -251,9 +280,15 @@ fn top_entries(
     let limit = limit.clamp(1, MAX_PAGE_SIZE) as i64;
     let mut statement = conn.prepare_cached(sql)?;
     let entries = statement
-        .query_map(params![tenant_id, unix_day_of(from), unix_day_of(to), limit], |row| {
-            Ok(TopEntry { name: row.get(0)?, count: row.get::<_, i64>(1)?.max(0) as u64 })
-        })?
+        .query_map(
+            params![tenant_id, unix_day_of(from), unix_day_of(to), limit],
+            |row| {
+                Ok(TopEntry {
+                    name: row.get(0)?,
+                    count: row.get::<_, i64>(1)?.max(0) as u64,
+                })
+            },
+        )?
         .collect::<Result<_, _>>()?;
     Ok(entries)
 }
@@ -289,11 +324,15 @@ pub(super) fn device_recent(
 }
 
 fn tenant_id(conn: &Connection, tenant: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT id FROM tenants WHERE name = ?1")?.query_row([tenant], |row| row.get(0)).optional()
+    conn.prepare_cached("SELECT id FROM tenants WHERE name = ?1")?
+        .query_row([tenant], |row| row.get(0))
+        .optional()
 }
 
 fn category_id(conn: &Connection, category: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT id FROM categories WHERE name = ?1")?.query_row([category], |row| row.get(0)).optional()
+    conn.prepare_cached("SELECT id FROM categories WHERE name = ?1")?
+        .query_row([category], |row| row.get(0))
+        .optional()
 }
 
 /// Reads one row selected with [`EVENT_COLUMNS`] into `(id, time_ms, event)`.
@@ -320,7 +359,10 @@ fn event_from_row(row: &Row<'_>, tenant: &str) -> Result<(i64, i64, Event), Acti
         categories: if categories.is_empty() {
             Vec::new()
         } else {
-            categories.split(CATEGORY_SEPARATOR).map(str::to_owned).collect()
+            categories
+                .split(CATEGORY_SEPARATOR)
+                .map(str::to_owned)
+                .collect()
         },
         policy: row.get(12)?,
         rule: row.get(13)?,
@@ -332,10 +374,15 @@ fn event_from_row(row: &Row<'_>, tenant: &str) -> Result<(i64, i64, Event), Acti
 }
 
 fn parse_column<T: FromStr>(text: &str, column: &'static str, id: i64) -> Result<T, ActivityError> {
-    text.parse().map_err(|_| invalid(id, column, text.to_owned()))
+    text.parse()
+        .map_err(|_| invalid(id, column, text.to_owned()))
 }
 
-fn parse_optional<T: FromStr>(text: Option<String>, column: &'static str, id: i64) -> Result<Option<T>, ActivityError> {
+fn parse_optional<T: FromStr>(
+    text: Option<String>,
+    column: &'static str,
+    id: i64,
+) -> Result<Option<T>, ActivityError> {
     text.map(|text| parse_column(&text, column, id)).transpose()
 }
 
@@ -365,6 +412,9 @@ mod tests {
         assert_eq!(unix_day_of(date!(1970 - 01 - 01)), 0);
         assert_eq!(unix_day_of(date!(2026 - 12 - 04)), 20_791);
         assert_eq!(date_of_unix_day(20_791).unwrap(), date!(2026 - 12 - 04));
-        assert_eq!(unix_day(unix_ms(date!(2026 - 12 - 04).midnight().assume_utc()) + 1), 20_791);
+        assert_eq!(
+            unix_day(unix_ms(date!(2026 - 12 - 04).midnight().assume_utc()) + 1),
+            20_791
+        );
     }
 }

@@ -21,9 +21,11 @@ const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, time_ms, user, device
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 const INSERT_EVENT_CATEGORY: &str =
     "INSERT OR IGNORE INTO event_categories (tenant_id, category_id, time_ms, event_id) VALUES (?1, ?2, ?3, ?4)";
-const ADD_DAILY_ACTION: &str = "INSERT INTO daily_actions (tenant_id, day, action, count) VALUES (?1, ?2, ?3, ?4) \
+const ADD_DAILY_ACTION: &str =
+    "INSERT INTO daily_actions (tenant_id, day, action, count) VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (tenant_id, day, action) DO UPDATE SET count = count + excluded.count";
-const ADD_DAILY_HOST: &str = "INSERT INTO daily_blocked_hosts (tenant_id, day, host, count) VALUES (?1, ?2, ?3, ?4) \
+const ADD_DAILY_HOST: &str =
+    "INSERT INTO daily_blocked_hosts (tenant_id, day, host, count) VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (tenant_id, day, host) DO UPDATE SET count = count + excluded.count";
 const ADD_DAILY_CATEGORY: &str =
     "INSERT INTO daily_blocked_categories (tenant_id, day, category_id, count) VALUES (?1, ?2, ?3, ?4) \
@@ -61,7 +63,11 @@ pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<
 }
 
 fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<(), ActivityError> {
-    let WriterState { conn, tenant_ids, category_ids } = state;
+    let WriterState {
+        conn,
+        tenant_ids,
+        category_ids,
+    } = state;
     let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut daily = DailyCounts::default();
     {
@@ -97,16 +103,25 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             ])?;
 
             let day = unix_day(time_ms);
-            *daily.actions.entry((tenant_id, day, event.action)).or_default() += 1;
+            *daily
+                .actions
+                .entry((tenant_id, day, event.action))
+                .or_default() += 1;
             let blocked = event.action == Action::Block;
             if blocked {
-                *daily.blocked_hosts.entry((tenant_id, day, host)).or_default() += 1;
+                *daily
+                    .blocked_hosts
+                    .entry((tenant_id, day, host))
+                    .or_default() += 1;
             }
             for category in &event.categories {
                 let category_id = lookup_id(&transaction, category_ids, "categories", category)?;
                 insert_category.execute(params![tenant_id, category_id, time_ms, event_id])?;
                 if blocked {
-                    *daily.blocked_categories.entry((tenant_id, day, category_id)).or_default() += 1;
+                    *daily
+                        .blocked_categories
+                        .entry((tenant_id, day, category_id))
+                        .or_default() += 1;
                 }
             }
         }
@@ -150,7 +165,8 @@ fn lookup_id(
     let id = match existing {
         Some(id) => id,
         None => {
-            conn.prepare_cached(&format!("INSERT INTO {table} (name) VALUES (?1)"))?.execute([name])?;
+            conn.prepare_cached(&format!("INSERT INTO {table} (name) VALUES (?1)"))?
+                .execute([name])?;
             conn.last_insert_rowid()
         }
     };
@@ -167,7 +183,9 @@ pub(super) fn delete_older_than(
 ) -> Result<u64, ActivityError> {
     let cutoff_ms = unix_ms(cutoff);
     let max_rows = i64::try_from(max_rows.max(1)).unwrap_or(i64::MAX);
-    let transaction = state.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let transaction = state
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deleted = 0u64;
     {
         // Deleting per tenant keeps every statement on an index range; a plain
@@ -205,13 +223,18 @@ pub(super) fn delete_older_than(
                     break 'tenants;
                 }
                 deleted_categories +=
-                    delete_categories.execute(params![tenant_id, category_id, cutoff_ms, budget])? as i64;
+                    delete_categories.execute(params![tenant_id, category_id, cutoff_ms, budget])?
+                        as i64;
             }
         }
         deleted += deleted_categories as u64;
 
         let cutoff_day = unix_day(cutoff_ms);
-        for table in ["daily_actions", "daily_blocked_hosts", "daily_blocked_categories"] {
+        for table in [
+            "daily_actions",
+            "daily_blocked_hosts",
+            "daily_blocked_categories",
+        ] {
             transaction.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [cutoff_day])?;
         }
     }
