@@ -1,0 +1,205 @@
+//! Admin API for the tenant's policy: read, validate, replace, explain.
+
+use std::path::PathBuf;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use swg_policy::{App, LoadErrors, PolicySet, ReplaceError, Subject, Trace};
+
+use crate::auth::Admin;
+use crate::body::{ApiJson, TextBody};
+use crate::{ApiError, ConsoleState};
+
+fn diagnostics(errors: &LoadErrors) -> Vec<serde_json::Value> {
+    errors
+        .diagnostics
+        .iter()
+        .map(|diagnostic| {
+            serde_json::json!({
+                "line": diagnostic.line,
+                "column": diagnostic.column,
+                "message": diagnostic.message,
+            })
+        })
+        .collect()
+}
+
+/// Returns the policy file of the admin's tenant.
+fn tenant_file(state: &ConsoleState, tenant: &str) -> Result<PathBuf, ApiError> {
+    state
+        .policy
+        .current()
+        .tenant(tenant)
+        .map(|tenant| tenant.file().to_path_buf())
+        .ok_or_else(|| ApiError::NotFound(format!("no policy defines tenant {tenant:?}")))
+}
+
+/// `GET /api/policy`: the TOML policy file of the tenant.
+pub(crate) async fn read(
+    State(state): State<ConsoleState>,
+    admin: Admin,
+) -> Result<Response, ApiError> {
+    let file = tenant_file(&state, admin.tenant())?;
+    let text = tokio::fs::read_to_string(&file)
+        .await
+        .map_err(|error| ApiError::Internal(format!("cannot read {}: {error}", file.display())))?;
+    Ok(([(CONTENT_TYPE, "application/toml; charset=utf-8")], text).into_response())
+}
+
+/// The result of a successful validation.
+#[derive(Debug, Serialize)]
+pub(crate) struct Validation {
+    valid: bool,
+    tenants: Vec<String>,
+}
+
+/// `POST /api/policy/validate`: checks a policy text without changing anything.
+pub(crate) async fn validate(
+    State(state): State<ConsoleState>,
+    admin: Admin,
+    TextBody(text): TextBody,
+) -> Result<Json<Validation>, ApiError> {
+    let file = tenant_file(&state, admin.tenant())?;
+    let set = tokio::task::spawn_blocking(move || PolicySet::from_texts(&[(file, text)]))
+        .await?
+        .map_err(|errors| ApiError::InvalidPolicy(diagnostics(&errors)))?;
+    let tenants: Vec<String> = set
+        .tenants()
+        .iter()
+        .map(|tenant| tenant.id().to_owned())
+        .collect();
+    if tenants != [admin.tenant()] {
+        return Err(ApiError::BadRequest(format!(
+            "the policy must define exactly tenant {:?}; it defines {tenants:?}",
+            admin.tenant()
+        )));
+    }
+    Ok(Json(Validation {
+        valid: true,
+        tenants,
+    }))
+}
+
+/// `PUT /api/policy`: validates the text and, if valid, atomically replaces the
+/// tenant's policy file and puts it in force. An invalid text changes nothing.
+pub(crate) async fn replace(
+    State(state): State<ConsoleState>,
+    admin: Admin,
+    TextBody(text): TextBody,
+) -> Result<Json<Validation>, ApiError> {
+    admin.require_write()?;
+    let watcher = state.policy.clone();
+    let tenant = admin.tenant().to_owned();
+    let result =
+        tokio::task::spawn_blocking(move || watcher.replace_tenant(&tenant, &text)).await?;
+    match result {
+        Ok(_) => {
+            tracing::info!(tenant = %admin.tenant(), admin = %admin.0.id, "policy replaced");
+            Ok(Json(Validation {
+                valid: true,
+                tenants: vec![admin.tenant().to_owned()],
+            }))
+        }
+        Err(ReplaceError::Invalid(errors)) => Err(ApiError::InvalidPolicy(diagnostics(&errors))),
+        Err(ReplaceError::UnknownTenant(tenant)) => Err(ApiError::NotFound(format!(
+            "no policy defines tenant {tenant:?}"
+        ))),
+        Err(error @ ReplaceError::SharedFile { .. }) => Err(ApiError::Conflict(error.to_string())),
+        Err(error @ ReplaceError::WrongTenant { .. }) => {
+            Err(ApiError::BadRequest(error.to_string()))
+        }
+        Err(error) => Err(ApiError::Internal(error.to_string())),
+    }
+}
+
+/// An explain request: a URL (proxy decision) or a domain (DNS decision).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ExplainRequest {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    app: Option<String>,
+}
+
+/// One rule the decision consulted.
+#[derive(Debug, Serialize)]
+pub(crate) struct ExplainStep {
+    matched: bool,
+    rule: String,
+    detail: String,
+}
+
+/// The decision and the rules behind it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Explanation {
+    action: String,
+    policy_action: String,
+    app_class: String,
+    rule_id: Option<String>,
+    category: Option<String>,
+    policy_id: Option<String>,
+    reason: String,
+    trace: Vec<ExplainStep>,
+}
+
+/// `POST /api/policy/explain`: the decision for a URL or domain and why.
+pub(crate) async fn explain(
+    State(state): State<ConsoleState>,
+    admin: Admin,
+    ApiJson(request): ApiJson<ExplainRequest>,
+) -> Result<Json<Explanation>, ApiError> {
+    let policy = state.policy.current();
+    let tenant = policy.tenant(admin.tenant()).ok_or_else(|| {
+        ApiError::NotFound(format!("no policy defines tenant {:?}", admin.tenant()))
+    })?;
+    let subject = match request.user.as_deref() {
+        Some(user) => Subject::user(user),
+        None => Subject::anyone(),
+    };
+    let app = request.app.as_deref().map(App::bundle).unwrap_or_default();
+
+    let mut trace = Trace::default();
+    let verdict = match (&request.url, &request.domain) {
+        (Some(url), None) => {
+            let url = url::Url::parse(url)
+                .map_err(|error| ApiError::BadRequest(format!("url is invalid: {error}")))?;
+            tenant.decide_url_traced(&url, &subject, &app, Some(&mut trace))
+        }
+        (None, Some(domain)) => tenant.decide_dns_traced(domain, &subject, &app, Some(&mut trace)),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of url and domain".to_owned(),
+            ))
+        }
+    };
+
+    Ok(Json(Explanation {
+        action: verdict.activity_action().to_owned(),
+        policy_action: verdict.policy_action.as_str().to_owned(),
+        app_class: verdict.app_class.as_str().to_owned(),
+        rule_id: verdict.rule_id,
+        category: verdict
+            .category
+            .map(|category| category.as_str().to_owned()),
+        policy_id: verdict.policy_id.map(|id| id.to_string()),
+        reason: verdict.reason,
+        trace: trace
+            .steps
+            .into_iter()
+            .map(|step| ExplainStep {
+                matched: step.matched,
+                rule: step.rule,
+                detail: step.detail,
+            })
+            .collect(),
+    }))
+}
