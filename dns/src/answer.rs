@@ -51,6 +51,8 @@ pub fn upstream_response(query: &Message, upstream: Message) -> Message {
     let mut response = base_response(query);
     response.metadata.response_code = upstream.metadata.response_code;
     response.metadata.authentic_data = upstream.metadata.authentic_data;
+    // Still truncated after the TCP retry: tell the client the answer is incomplete.
+    response.metadata.truncation = upstream.metadata.truncation;
     response.answers = upstream.answers;
     response.authorities = upstream.authorities;
     response.additionals = upstream.additionals;
