@@ -24,16 +24,36 @@ async fn invalid_origin_certificates_get_error_pages() {
     })
     .await;
     let now = OffsetDateTime::now_utc();
-    let expired = harness.origin_ca.leaf(&["expired.test"], now - Duration::days(60), now - Duration::days(1));
+    let expired = harness.origin_ca.leaf(
+        &["expired.test"],
+        now - Duration::days(60),
+        now - Duration::days(1),
+    );
     let wrong_name = harness.origin_ca.valid_leaf(&["other.test"]);
     let self_signed = pki::self_signed_leaf("selfsigned.test");
     let untrusted = pki::TestCa::new("untrusted CA").valid_leaf(&["untrusted.test"]);
 
     let cases = [
-        ("expired.test", expired, "swg-page: upstream-error certificate expired"),
-        ("wrongname.test", wrong_name, "swg-page: upstream-error certificate wrong_name"),
-        ("selfsigned.test", self_signed, "swg-page: upstream-error certificate self_signed"),
-        ("untrusted.test", untrusted, "swg-page: upstream-error certificate untrusted_issuer"),
+        (
+            "expired.test",
+            expired,
+            "swg-page: upstream-error certificate expired",
+        ),
+        (
+            "wrongname.test",
+            wrong_name,
+            "swg-page: upstream-error certificate wrong_name",
+        ),
+        (
+            "selfsigned.test",
+            self_signed,
+            "swg-page: upstream-error certificate self_signed",
+        ),
+        (
+            "untrusted.test",
+            untrusted,
+            "swg-page: upstream-error certificate untrusted_issuer",
+        ),
     ];
     for (host, certificate, expected) in cases {
         let address = origin::start_https(certificate, &[b"h2", b"http/1.1"]).await;
@@ -47,7 +67,13 @@ async fn invalid_origin_certificates_get_error_pages() {
         assert_eq!(result.status, 502, "{host}: {}", result.stderr);
         assert_eq!(result.body, format!("{expected}\n"), "{host}");
     }
-    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[("kind", "certificate")]), 8.0);
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_upstream_errors_total",
+            &[("kind", "certificate")]
+        ),
+        8.0
+    );
 }
 
 /// A listener that counts the connections it receives.
@@ -84,18 +110,27 @@ async fn ssrf_attempts_refused_without_connecting() {
     for url in &targets {
         let result = curl(harness.explicit_args(), url).await;
         assert_eq!(result.status, 403, "{url}: {}", result.stderr);
-        assert_eq!(result.body, "swg-page: upstream-error destination_refused loopback\n", "{url}");
+        assert_eq!(
+            result.body, "swg-page: upstream-error destination_refused loopback\n",
+            "{url}"
+        );
     }
 
     // The same through a CONNECT tunnel and through the plain landing.
     let tunnel = format!("https://127.0.0.2:{port}/");
     let result = curl(harness.explicit_args(), &tunnel).await;
     assert_eq!(result.status, 403, "{}", result.stderr);
-    let landing = support::args(&["--connect-to", &format!("::127.0.0.1:{}", harness.http.port())]);
+    let landing = support::args(&[
+        "--connect-to",
+        &format!("::127.0.0.1:{}", harness.http.port()),
+    ]);
     let result = curl(landing, &format!("http://2130706434:{port}/")).await;
     assert_eq!(result.status, 403, "{}", result.stderr);
 
     assert_eq!(connections.load(Ordering::SeqCst), 0);
-    let refused = harness.metric("swg_proxy_upstream_errors_total", &[("kind", "destination_refused")]);
+    let refused = harness.metric(
+        "swg_proxy_upstream_errors_total",
+        &[("kind", "destination_refused")],
+    );
     assert_eq!(refused, targets.len() as f64 + 2.0);
 }
