@@ -1,0 +1,207 @@
+//! Large bodies stream through the proxy with flat memory, and WebSockets are
+//! tunnelled through both the explicit proxy and the TLS landing.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::pki_types::ServerName;
+use support::{origin, websocket, Harness};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn harness_with_origin() -> (Harness, u16) {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let address = origin::start_https(certificate, &[b"h2", b"http/1.1"]).await;
+    (harness, address.port())
+}
+
+/// Peak resident memory of this process (proxy and origin), in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Runs a shell pipeline off the runtime and returns its standard output.
+async fn shell(command: String) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn stream_both_ways(bytes: u64, version: &str) {
+    let (harness, port) = harness_with_origin().await;
+    let proxy = harness
+        .explicit_args()
+        .iter()
+        .map(|arg| format!("'{arg}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let before = peak_rss_kib();
+
+    let started = Instant::now();
+    let download = shell(format!(
+        "curl -sS {version} {proxy} -o /dev/null -w '%{{size_download}} %{{http_code}}' https://origin.test:{port}/zeros?{bytes}"
+    ))
+    .await;
+    assert_eq!(download, format!("{bytes} 200"));
+    let download_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let upload =
+        shell(format!("head -c {bytes} /dev/zero | curl -sS {version} {proxy} -T - https://origin.test:{port}/count")).await;
+    assert_eq!(upload, format!("{bytes}\n"));
+    let upload_seconds = started.elapsed().as_secs_f64();
+
+    let growth_mib = (peak_rss_kib() - before) / 1024;
+    eprintln!(
+        "{bytes} bytes {version}: download {download_seconds:.1} s, upload {upload_seconds:.1} s, peak RSS growth {growth_mib} MiB"
+    );
+    assert!(growth_mib < 64, "peak RSS grew by {growth_mib} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_with_flat_memory() {
+    stream_both_ways(128 << 20, "--http2").await;
+    stream_both_ways(128 << 20, "--http1.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "streams 1 GiB each way; run by .ci/run"]
+async fn one_gibibyte_streams_with_flat_memory() {
+    stream_both_ways(1 << 30, "--http2").await;
+    stream_both_ways(1 << 30, "--http1.1").await;
+}
+
+fn client_tls(harness: &Harness) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(harness.leaves.ca.der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+const EXTENSIONS: &str = "permessage-deflate; client_max_window_bits";
+
+async fn websocket_echo<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, port: u16) {
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: origin.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: {EXTENSIONS}\r\n\r\n"
+    );
+    stream.write_all(handshake.as_bytes()).await.unwrap();
+    let head = read_head(stream).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains(&format!(
+            "sec-websocket-accept: {}",
+            origin::accept_key(key.as_bytes()).to_ascii_lowercase()
+        )),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("x-offered-extensions: {EXTENSIONS}")),
+        "{head}"
+    );
+
+    for message in ["hello", "second message through the tunnel"] {
+        websocket::write_frame(stream, 1, message.as_bytes(), Some([1, 2, 3, 4]))
+            .await
+            .unwrap();
+        let (opcode, payload) = websocket::read_frame(stream).await.unwrap();
+        assert_eq!(opcode, 1);
+        assert_eq!(payload, message.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn websocket_echo_through_explicit_proxy() {
+    let (harness, port) = harness_with_origin().await;
+    let mut tcp = TcpStream::connect(harness.explicit).await.unwrap();
+    let connect = format!(
+        "CONNECT origin.test:{port} HTTP/1.1\r\nHost: origin.test:{port}\r\nProxy-Authorization: Bearer {}\r\n\r\n",
+        support::GOOD_TOKEN
+    );
+    tcp.write_all(connect.as_bytes()).await.unwrap();
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let mut tls = client_tls(&harness)
+        .connect(ServerName::try_from("origin.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    websocket_echo(&mut tls, port).await;
+}
+
+#[tokio::test]
+async fn websocket_echo_through_tls_landing() {
+    let (harness, port) = harness_with_origin().await;
+    let tcp = TcpStream::connect(harness.tls).await.unwrap();
+    let mut tls = client_tls(&harness)
+        .connect(ServerName::try_from("origin.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    websocket_echo(&mut tls, port).await;
+}
+
+#[tokio::test]
+async fn blocked_websocket_gets_block_page() {
+    let (harness, port) = harness_with_origin().await;
+    harness
+        .policy
+        .blocked_prefixes
+        .lock()
+        .unwrap()
+        .push(format!("https://origin.test:{port}/ws"));
+    let tcp = TcpStream::connect(harness.tls).await.unwrap();
+    let mut tls = client_tls(&harness)
+        .connect(ServerName::try_from("origin.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: origin.test:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tls.write_all(handshake.as_bytes()).await.unwrap();
+    let head = read_head(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+}
