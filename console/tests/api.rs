@@ -1,0 +1,876 @@
+#![allow(clippy::unwrap_used)]
+//! The console over its real HTTPS listener, called with curl.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject as _;
+use swg_activity::{ActivityStore, SqliteStore};
+use swg_console::{ConsoleConfig, ConsoleState};
+use swg_identity::{
+    seed_tenant, unix_now, IdentityConfig, LiveKeys, NewAdminToken, Role, SecretStore, Signer,
+    SigningKeys, SqliteSecretStore,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_util::sync::CancellationToken;
+
+const ACME_POLICY: &str = r#"
+id = "acme"
+additional_browsers = ["com.example.browser"]
+trusted_apps = ["com.example.trusted"]
+bypassed_apps = ["com.example.bypassed"]
+
+[[policies]]
+id = "everyone"
+[policies.block]
+domains = ["blocked.example"]
+"#;
+
+struct Console {
+    port: u16,
+    dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    admin_token: String,
+    read_only_token: String,
+    authentication_key: String,
+    signer: Signer,
+    secrets: Arc<SqliteSecretStore>,
+    activity: Arc<SqliteStore>,
+    policy_file: PathBuf,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start() -> Console {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+
+    let root = Arc::new(
+        swg_ca::RootCa::generate(swg_ca::KeyType::default(), &swg_ca::CaConfig::default()).unwrap(),
+    );
+    let ca_file = dir.path().join("root.pem");
+    std::fs::write(&ca_file, root.cert_pem()).unwrap();
+    let leaves = Arc::new(
+        swg_ca::LeafCache::new(root.clone(), &swg_ca::LeafConfig::default(), &registry).unwrap(),
+    );
+
+    let policy_file = dir.path().join("acme.toml");
+    std::fs::write(&policy_file, ACME_POLICY).unwrap();
+    let policy = swg_policy::PolicyWatcher::new(vec![policy_file.clone()], &registry).unwrap();
+
+    let activity = Arc::new(SqliteStore::open(&dir.path().join("activity.db")).unwrap());
+    let secrets = Arc::new(SqliteSecretStore::open(&dir.path().join("console.db")).unwrap());
+    let seeded = seed_tenant(secrets.as_ref(), "acme", unix_now())
+        .await
+        .unwrap();
+    let read_only = NewAdminToken::generate("acme", Role::ReadOnly, unix_now());
+    secrets.insert_admin_token(&read_only.record).await.unwrap();
+
+    let signer = Signer::new(
+        SigningKeys::from_secrets("test", &[("k1".to_owned(), vec![7u8; 32])]).unwrap(),
+        &IdentityConfig::default(),
+        &registry,
+    )
+    .unwrap();
+    let live_keys = Arc::new(LiveKeys::new());
+    live_keys.refresh(secrets.as_ref()).await.unwrap();
+
+    let config = ConsoleConfig {
+        header_timeout_secs: 2,
+        request_timeout_secs: 3,
+        ..ConsoleConfig::default()
+    };
+    let state = ConsoleState {
+        config: Arc::new(config),
+        signer: signer.clone(),
+        live_keys,
+        secrets: secrets.clone(),
+        policy,
+        activity: activity.clone(),
+        root_certificate: Arc::new(root.certificate().clone()),
+    };
+    let tls = swg_console::tls_config(&leaves, "localhost").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(swg_console::serve(listener, tls, state, shutdown.clone()));
+
+    Console {
+        port,
+        dir,
+        ca_file,
+        admin_token: seeded.admin_token.unwrap().token,
+        read_only_token: read_only.token,
+        authentication_key: seeded.authentication_key.unwrap().key,
+        signer,
+        secrets,
+        activity,
+        policy_file,
+        shutdown,
+    }
+}
+
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    content_type: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Console {
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// Calls the console with curl; `extra` holds further curl arguments.
+    async fn call(&self, method: &str, path: &str, extra: &[&str]) -> Answer {
+        let headers_file = self.dir.path().join(format!("headers-{}", rand_suffix()));
+        let resolve = format!("localhost:{}:127.0.0.1", self.port);
+        let output = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&self.ca_file)
+            .args(["--resolve", &resolve, "-X", method, "-D"])
+            .arg(&headers_file)
+            .args(["-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(self.url(path))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut body = output.stdout;
+        let newline = body.iter().rposition(|byte| *byte == b'\n').unwrap();
+        let status = std::str::from_utf8(&body[newline + 1..])
+            .unwrap()
+            .parse()
+            .unwrap();
+        body.truncate(newline);
+        let headers = std::fs::read_to_string(&headers_file).unwrap_or_default();
+        let content_type = headers
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.trim().to_owned())
+            .last()
+            .unwrap_or_default();
+        Answer {
+            status,
+            body,
+            content_type,
+        }
+    }
+
+    async fn as_admin(&self, method: &str, path: &str, extra: &[&str]) -> Answer {
+        let header = format!("Authorization: Bearer {}", self.admin_token);
+        let mut args = vec!["-H", header.as_str()];
+        args.extend_from_slice(extra);
+        self.call(method, path, &args).await
+    }
+
+    async fn as_read_only(&self, method: &str, path: &str, extra: &[&str]) -> Answer {
+        let header = format!("Authorization: Bearer {}", self.read_only_token);
+        let mut args = vec!["-H", header.as_str()];
+        args.extend_from_slice(extra);
+        self.call(method, path, &args).await
+    }
+
+    async fn as_agent(&self, token: &str, method: &str, path: &str) -> Answer {
+        let header = format!("Authorization: Bearer {token}");
+        self.call(method, path, &["-H", &header]).await
+    }
+
+    async fn enroll(&self, key: &str, device: &str) -> Answer {
+        let body = serde_json::json!({
+            "authenticationKey": key,
+            "deviceId": device,
+            "userId": "alice@acme.example",
+        })
+        .to_string();
+        self.call(
+            "POST",
+            "/api/agent/enroll",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &body,
+            ],
+        )
+        .await
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+#[tokio::test]
+async fn enrolment_and_renewal_issue_tokens() {
+    let console = start().await;
+    let answer = console
+        .enroll(&console.authentication_key, "device-1")
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let enrolled = answer.json();
+    let token = enrolled["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("v1.dt.k1."));
+    assert_eq!(enrolled["tokenType"], "Bearer");
+    assert_eq!(
+        enrolled["endpoints"]["dohUrl"],
+        "https://localhost:8053/dns-query"
+    );
+    let expires_at = enrolled["expiresAt"].as_u64().unwrap();
+    assert!(expires_at.abs_diff(unix_now() + 24 * 3600) < 60);
+
+    let renewed = console.as_agent(&token, "POST", "/api/agent/renew").await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text());
+    let renewed_token = renewed.json()["token"].as_str().unwrap().to_owned();
+    let settings = console
+        .as_agent(&renewed_token, "GET", "/api/agent/settings")
+        .await;
+    assert_eq!(settings.status, 200);
+    let settings = settings.json();
+    assert_eq!(
+        settings["additionalBrowsers"],
+        serde_json::json!(["com.example.browser"])
+    );
+    assert_eq!(
+        settings["trustedApplications"],
+        serde_json::json!(["com.example.trusted"])
+    );
+    assert_eq!(
+        settings["bypassedApplications"],
+        serde_json::json!(["com.example.bypassed"])
+    );
+    assert!(settings["disablerPassword"]["current"]["salt"].is_string());
+}
+
+#[tokio::test]
+async fn enrolment_rejections_share_one_message() {
+    let console = start().await;
+    let wrong_key = console.enroll("swgk_not-a-key", "device-1").await;
+    assert_eq!(wrong_key.status, 401);
+    assert_eq!(wrong_key.json()["error"], swg_console::UNAUTHORIZED_MESSAGE);
+
+    let token = console
+        .signer
+        .issue_device_token("acme", "d", "u", "gone", unix_now())
+        .token;
+    let revoked = console.as_agent(&token, "POST", "/api/agent/renew").await;
+    assert_eq!(revoked.status, 401);
+    assert_eq!(revoked.json()["error"], swg_console::UNAUTHORIZED_MESSAGE);
+}
+
+#[tokio::test]
+async fn agent_token_rejections_are_401() {
+    let console = start().await;
+    let enrolled = console
+        .enroll(&console.authentication_key, "device-1")
+        .await
+        .json();
+    let token = enrolled["token"].as_str().unwrap().to_owned();
+    let key_id = console
+        .secrets
+        .list_authentication_keys("acme")
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+
+    let expired = console
+        .signer
+        .issue_device_token("acme", "d", "u", &key_id, unix_now() - 25 * 3600)
+        .token;
+    let mut tampered = token.clone();
+    tampered.insert(12, 'x');
+    let truncated = token[..token.len() - 5].to_owned();
+    let oversized = format!("v1.dt.k1.{}.AAAA", "A".repeat(5000));
+    let cookie = console.signer.issue_identity_cookie(
+        &swg_identity::Identity {
+            tenant: "acme".to_owned(),
+            device: "d".to_owned(),
+            user: "u".to_owned(),
+            app_bundle_id: None,
+            app_class: swg_identity::AppClass::Browser,
+            discovery: swg_identity::Discovery::Cookie,
+        },
+        "localhost",
+        unix_now(),
+    );
+    for bad in [&expired, &tampered, &truncated, &oversized, &cookie] {
+        let answer = console.as_agent(bad, "GET", "/api/agent/settings").await;
+        assert_eq!(answer.status, 401, "{bad:.30}");
+    }
+
+    let doubled = format!("Authorization: Bearer {token}");
+    let answer = console
+        .call(
+            "GET",
+            "/api/agent/settings",
+            &["-H", &doubled, "-H", &doubled],
+        )
+        .await;
+    assert_eq!(answer.status, 401);
+    let missing = console.call("GET", "/api/agent/settings", &[]).await;
+    assert_eq!(missing.status, 401);
+    let basic = format!("Authorization: Basic {token}");
+    let answer = console
+        .call("GET", "/api/agent/settings", &["-H", &basic])
+        .await;
+    assert_eq!(answer.status, 401);
+}
+
+#[tokio::test]
+async fn key_rotation_keeps_second_key_working() {
+    let console = start().await;
+    let created = console.as_admin("POST", "/api/keys", &[]).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let second_key = created.json()["key"].as_str().unwrap().to_owned();
+
+    let listed = console.as_admin("GET", "/api/keys", &[]).await.json();
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
+    let first_id = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["key"] == console.authentication_key.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let first_token = console
+        .enroll(&console.authentication_key, "d1")
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second_token = console.enroll(&second_key, "d2").await.json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let deleted = console
+        .as_admin("DELETE", &format!("/api/keys/{first_id}"), &[])
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    let again = console
+        .as_admin("DELETE", &format!("/api/keys/{first_id}"), &[])
+        .await;
+    assert_eq!(again.status, 404);
+
+    assert_eq!(
+        console
+            .enroll(&console.authentication_key, "d3")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        console
+            .as_agent(&first_token, "POST", "/api/agent/renew")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        console
+            .as_agent(&second_token, "POST", "/api/agent/renew")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(console.enroll(&second_key, "d4").await.status, 200);
+}
+
+#[tokio::test]
+async fn disabler_rotation_keeps_previous_hash() {
+    let console = start().await;
+    let before = console
+        .as_admin("GET", "/api/disabler-password", &[])
+        .await
+        .json();
+    let first = before["current"]["password"].as_str().unwrap().to_owned();
+
+    let generated = console
+        .as_admin("POST", "/api/disabler-password", &[])
+        .await;
+    assert_eq!(generated.status, 201);
+    let generated = generated.json();
+    let second = generated["current"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(first, second);
+    assert_eq!(generated["previous"]["password"], first.as_str());
+
+    let token = console
+        .enroll(&console.authentication_key, "d1")
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let settings = console
+        .as_agent(&token, "GET", "/api/agent/settings")
+        .await
+        .json();
+    for (slot, password) in [("current", &second), ("previous", &first)] {
+        let hash = &settings["disablerPassword"][slot];
+        let mut input = hex::decode(hash["salt"].as_str().unwrap()).unwrap();
+        input.extend_from_slice(password.as_bytes());
+        assert_eq!(
+            hash["sha256"].as_str().unwrap(),
+            swg_identity::sha256_hex(&input),
+            "{slot}"
+        );
+    }
+    assert!(!settings.to_string().contains(&second));
+}
+
+#[tokio::test]
+async fn read_only_token_cannot_change_anything() {
+    let console = start().await;
+    assert_eq!(
+        console.as_read_only("GET", "/api/keys", &[]).await.status,
+        200
+    );
+    assert_eq!(
+        console.as_read_only("GET", "/api/policy", &[]).await.status,
+        200
+    );
+    let changes = [
+        ("POST", "/api/keys"),
+        ("DELETE", "/api/keys/anything"),
+        ("POST", "/api/disabler-password"),
+        ("PUT", "/api/policy"),
+    ];
+    for (method, path) in changes {
+        let answer = console
+            .as_read_only(method, path, &["--http1.1", "--data-binary", ACME_POLICY])
+            .await;
+        assert_eq!(answer.status, 403, "{method} {path}");
+    }
+    let keys = console
+        .secrets
+        .list_authentication_keys("acme")
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    let wrong = console
+        .call(
+            "GET",
+            "/api/keys",
+            &["-H", "Authorization: Bearer swga_wrong"],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+}
+
+#[tokio::test]
+async fn certificate_downloads_parse_with_openssl() {
+    let console = start().await;
+    for (format, openssl_form) in [("pem", "PEM"), ("der", "DER")] {
+        let answer = console
+            .as_admin("GET", &format!("/api/certificate?format={format}"), &[])
+            .await;
+        assert_eq!(answer.status, 200);
+        let file = console.dir.path().join(format!("download.{format}"));
+        std::fs::write(&file, &answer.body).unwrap();
+        let output = std::process::Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-fingerprint",
+                "-sha256",
+                "-inform",
+                openssl_form,
+                "-in",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{format}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let expected = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&console.ca_file)
+            .output()
+            .unwrap();
+        assert_eq!(output.stdout, expected.stdout, "{format}");
+    }
+
+    let profile = console
+        .as_admin("GET", "/api/certificate?format=mobileconfig", &[])
+        .await;
+    assert_eq!(profile.status, 200);
+    assert_eq!(profile.content_type, "application/x-apple-aspen-config");
+    let checked = python_plist(
+        &console.dir.path().join("root.mobileconfig"),
+        &profile.body,
+        "payload = plist['PayloadContent'][0]\n\
+         assert payload['PayloadType'] == 'com.apple.security.root', payload['PayloadType']\n\
+         print(len(payload['PayloadContent']))",
+    );
+    assert!(checked.trim().parse::<usize>().unwrap() > 100);
+
+    let unknown = console
+        .as_admin("GET", "/api/certificate?format=p12", &[])
+        .await;
+    assert_eq!(unknown.status, 400);
+}
+
+/// Parses `bytes` with python3's plistlib and runs `script` with `plist` bound;
+/// returns what the script prints.
+fn python_plist(file: &Path, bytes: &[u8], script: &str) -> String {
+    std::fs::write(file, bytes).unwrap();
+    let program = format!(
+        "import plistlib, sys\nwith open(sys.argv[1], 'rb') as f:\n    plist = plistlib.load(f)\n{script}\n"
+    );
+    let output = std::process::Command::new("python3")
+        .args(["-c", &program])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python3: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn mdm_profiles_carry_vendor_placeholders() {
+    let console = start().await;
+    for mdm in swg_console::Mdm::ALL {
+        let answer = console
+            .as_admin("GET", &format!("/api/mdm-profile?mdm={}", mdm.name()), &[])
+            .await;
+        assert_eq!(answer.status, 200, "{}: {}", mdm.name(), answer.text());
+        let (user, device) = mdm.placeholders();
+        let script = format!(
+            "payload = plist['PayloadContent'][0]\n\
+             assert plist['PayloadType'] == 'Configuration'\n\
+             assert payload['PayloadType'] == 'com.apple.dnsProxy.managed'\n\
+             assert payload['AppBundleIdentifier'] == 'com.mimecast.SecurityAgent'\n\
+             assert payload['ProviderBundleIdentifier'] == 'com.mimecast.SecurityAgent.DNSProvider'\n\
+             config = payload['ProviderConfiguration']\n\
+             assert config['userId'] == {user:?}, config['userId']\n\
+             assert config['deviceId'] == {device:?}, config['deviceId']\n\
+             assert config['authenticationKey'] == {key:?}\n\
+             assert config['additionalBrowsers'] == ['com.example.browser']\n\
+             assert config['trustedApplications'] == ['com.example.trusted']\n\
+             assert config['bypassedApplications'] == ['com.example.bypassed']\n\
+             assert config['dohUrl'] == 'https://localhost:8053/dns-query'\n\
+             print('ok')",
+            key = console.authentication_key,
+        );
+        let file = console
+            .dir
+            .path()
+            .join(format!("{}.mobileconfig", mdm.name()));
+        assert_eq!(
+            python_plist(&file, &answer.body, &script).trim(),
+            "ok",
+            "{}",
+            mdm.name()
+        );
+    }
+    let unknown = console
+        .as_admin("GET", "/api/mdm-profile?mdm=jamf", &[])
+        .await;
+    assert_eq!(unknown.status, 400);
+}
+
+#[tokio::test]
+async fn csv_export_escapes_cells() {
+    let console = start().await;
+    let mut event = swg_activity::Event::new(
+        "acme",
+        swg_activity::Via::Proxy,
+        "https://blocked.example/a,b?q=\"x\"",
+        swg_activity::Action::Block,
+    );
+    event.user = Some("alice, \"the admin\"".to_owned());
+    event.reason = "line one\nline two".to_owned();
+    event.device = Some("device-1".to_owned());
+    console.activity.insert_batch(&[event]).unwrap();
+
+    let answer = console
+        .as_admin("GET", "/api/activity/export.csv", &[])
+        .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.content_type.starts_with("text/csv"));
+    let text = answer.text();
+    assert!(text.starts_with("time,tenant,user,device"), "{text}");
+    assert!(text.contains("\"alice, \"\"the admin\"\"\""), "{text}");
+    assert!(
+        text.contains("\"https://blocked.example/a,b?q=\"\"x\"\"\""),
+        "{text}"
+    );
+
+    let page = console
+        .as_admin("GET", "/api/activity?action=block", &[])
+        .await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.json()["events"].as_array().unwrap().len(), 1);
+    let token = console
+        .enroll(&console.authentication_key, "device-1")
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = console
+        .as_agent(&token, "GET", "/api/agent/activity")
+        .await
+        .json();
+    assert_eq!(mine["events"].as_array().unwrap().len(), 1);
+    let summary = console.as_admin("GET", "/api/activity/summary", &[]).await;
+    assert_eq!(summary.status, 200, "{}", summary.text());
+    assert_eq!(summary.json()["topBlockedDomains"][0]["count"], 1);
+    let bad = console
+        .as_admin("GET", "/api/activity?action=explode", &[])
+        .await;
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn policy_replace_is_validated_and_atomic() {
+    let console = start().await;
+    let invalid = "id = \"acme\"\n[[policies]]\nid = 5\n";
+    let answer = console
+        .as_admin("PUT", "/api/policy", &["--data-binary", invalid])
+        .await;
+    assert_eq!(answer.status, 422, "{}", answer.text());
+    assert!(answer.json()["diagnostics"][0]["line"].as_u64().unwrap() > 0);
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        ACME_POLICY
+    );
+
+    let validate = console
+        .as_admin(
+            "POST",
+            "/api/policy/validate",
+            &["--data-binary", ACME_POLICY],
+        )
+        .await;
+    assert_eq!(validate.status, 200, "{}", validate.text());
+
+    let replacement = ACME_POLICY.replace("blocked.example", "other.example");
+    let answer = console
+        .as_admin("PUT", "/api/policy", &["--data-binary", &replacement])
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        replacement
+    );
+
+    let explain = console
+        .as_admin(
+            "POST",
+            "/api/policy/explain",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                r#"{"domain":"www.other.example"}"#,
+            ],
+        )
+        .await;
+    assert_eq!(explain.status, 200, "{}", explain.text());
+    assert_eq!(explain.json()["action"], "block");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx() {
+    let console = start().await;
+    let json = ["-H", "Content-Type: application/json"];
+    let cases: [(&[&str], u16); 4] = [
+        (&[json[0], json[1], "--data-binary", "{not json"], 400),
+        (
+            &[
+                json[0],
+                json[1],
+                "--data-binary",
+                r#"{"authenticationKey":"k","deviceId":"d","userId":"u","extra":1}"#,
+            ],
+            422,
+        ),
+        (
+            &["-H", "Content-Type: text/plain", "--data-binary", "{}"],
+            415,
+        ),
+        (
+            &[
+                json[0],
+                json[1],
+                "--data-binary",
+                r#"{"authenticationKey":"k","deviceId":"","userId":"u"}"#,
+            ],
+            400,
+        ),
+    ];
+    for (args, status) in cases {
+        let answer = console.call("POST", "/api/agent/enroll", args).await;
+        assert_eq!(answer.status, status, "{args:?}: {}", answer.text());
+        assert!(answer.json()["error"].is_string());
+    }
+
+    let big_file = console.dir.path().join("big.json");
+    std::fs::write(
+        &big_file,
+        format!(
+            "{{\"authenticationKey\":\"{}\"}}",
+            "a".repeat(2 * 1024 * 1024)
+        ),
+    )
+    .unwrap();
+    let big = format!("@{}", big_file.display());
+    let answer = console
+        .call(
+            "POST",
+            "/api/agent/enroll",
+            &["--http1.1", json[0], json[1], "--data-binary", &big],
+        )
+        .await;
+    assert_eq!(answer.status, 413);
+
+    let traversal = console
+        .as_admin("GET", "/api/../../etc/passwd", &["--path-as-is"])
+        .await;
+    assert_eq!(traversal.status, 404);
+    let encoded = console
+        .as_admin("DELETE", "/api/keys/..%2F..%2Fetc", &[])
+        .await;
+    assert_eq!(encoded.status, 404);
+    let wrong_method = console.as_admin("PATCH", "/api/keys", &[]).await;
+    assert_eq!(wrong_method.status, 405);
+}
+
+#[tokio::test]
+async fn slow_client_is_disconnected() {
+    let console = start().await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", console.port))
+        .await
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&console.ca_file).unwrap();
+    for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(swg_ca::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(server_name, stream).await.unwrap();
+
+    // Headers that never end: the server must close within its header timeout.
+    tls.write_all(b"GET /api/keys HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "connection still open after 10 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn every_route_is_documented_and_served() {
+    let console = start().await;
+    let document =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
+            .unwrap();
+    let documented = documented_operations(&document);
+    let mut served: Vec<(String, String)> = swg_console::route_table()
+        .into_iter()
+        .map(|(method, path)| (method.as_str().to_lowercase(), path.to_owned()))
+        .collect();
+    served.sort();
+    assert_eq!(documented, served);
+
+    // Each documented operation reaches a handler: without credentials it gets
+    // 401 (or 415 for enrolment, which has no credentials), never 404 or 405.
+    for (method, path) in &documented {
+        let path = path.replace("{id}", "some-id");
+        let answer = console.call(&method.to_uppercase(), &path, &[]).await;
+        assert!(
+            matches!(answer.status, 401 | 415),
+            "{method} {path}: {}",
+            answer.status
+        );
+    }
+}
+
+/// Returns the sorted `(method, path)` pairs under `paths:` of an OpenAPI YAML
+/// document written with two-space indentation.
+fn documented_operations(document: &str) -> Vec<(String, String)> {
+    let mut operations = Vec::new();
+    let mut in_paths = false;
+    let mut path = String::new();
+    for line in document.lines() {
+        if line == "paths:" {
+            in_paths = true;
+            continue;
+        }
+        if !in_paths {
+            continue;
+        }
+        if !line.starts_with(' ') && !line.is_empty() {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("  ") {
+            if !rest.starts_with(' ') && rest.ends_with(':') {
+                path = rest.trim_end_matches(':').to_owned();
+                continue;
+            }
+            if let Some(method) = rest.strip_prefix("  ") {
+                let method = method.trim_end_matches(':');
+                if ["get", "post", "put", "delete", "patch"].contains(&method) {
+                    operations.push((method.to_owned(), path.clone()));
+                }
+            }
+        }
+    }
+    operations.sort();
+    operations
+}
