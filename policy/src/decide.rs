@@ -355,7 +355,7 @@ impl<'t> Matches<'t> {
             || format!("no entry of policy {} matches", self.policy.id),
         );
 
-        for hit in [self.security, self.content].into_iter().flatten() {
+        if let Some(hit) = self.security.or(self.content) {
             let action = match hit.action {
                 CategoryAction::Block => Action::Block,
                 CategoryAction::Warn => Action::Warn,

@@ -9,7 +9,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// The seed the benchmarks use.
-pub const BENCH_SEED: u64 = 0x5eed_0f_b10c_1157;
+pub const BENCH_SEED: u64 = 0x5eed_0fb1_0c11_5700;
 
 /// Number of generated names in the benchmark policy.
 pub const BENCH_DOMAINS: usize = 1_000_000;
