@@ -18,6 +18,8 @@ pub struct Client {
     pub device: Option<String>,
     /// User id (from the device token); `None` for location clients.
     pub user: Option<String>,
+    /// Location id, for clients identified by their source address.
+    pub location: Option<String>,
     /// How the client was identified.
     pub identified_by: Identification,
 }
@@ -63,26 +65,32 @@ pub enum AppTreatment {
     Bypassed,
 }
 
-/// A policy verdict for one name, before the app class is applied.
+/// A policy verdict for a name or a whole answer, before the app class is applied.
+///
+/// The order is severity: the worst verdict of a CNAME chain is the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     /// A domain exception: resolved upstream with no policy and no event.
     Exception,
+    /// An answer address lies in an IP exception: returned unchanged, logged as
+    /// `bypass-ip`.
+    IpException,
     /// Allowed.
     Allow,
     /// Suspicious: send to the inspection proxy.
     Inspect,
-    /// Suspicious: warn page for browsers, block for apps.
+    /// Suspicious: warn page for browsers; apps are sent to the proxy, which blocks.
     Warn,
     /// Blocked.
     Block,
 }
 
 impl Verdict {
-    /// Returns the lower-case name used in events and Extended DNS Error text.
+    /// Returns the lower-case name used in logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Exception => "exception",
+            Verdict::IpException => "ip-exception",
             Verdict::Allow => "allow",
             Verdict::Inspect => "inspect",
             Verdict::Warn => "warn",
@@ -91,7 +99,7 @@ impl Verdict {
     }
 }
 
-/// A policy decision for one name.
+/// A policy decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// The verdict.
@@ -100,17 +108,32 @@ pub struct Decision {
     pub category: Option<String>,
     /// Id of the rule that made the decision, if any.
     pub rule: Option<String>,
+    /// Id of the policy that applied, if any.
+    pub policy: Option<String>,
+    /// Why, in a sentence for people.
+    pub reason: String,
 }
 
 impl Decision {
-    /// An allow decision with no rule.
-    pub fn allow() -> Self {
+    /// A decision with only a verdict and a reason.
+    pub fn new(verdict: Verdict, reason: impl Into<String>) -> Self {
         Decision {
-            verdict: Verdict::Allow,
+            verdict,
             category: None,
             rule: None,
+            policy: None,
+            reason: reason.into(),
         }
     }
+}
+
+/// The app that asked, as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppRef<'a> {
+    /// Bundle id, when known.
+    pub bundle_id: Option<&'a str>,
+    /// The class [`DnsPolicy::classify_app`] returned.
+    pub class: AppClass,
 }
 
 /// The tenant's policy as the resolver applies it.
@@ -124,11 +147,18 @@ pub trait DnsPolicy: Send + Sync + 'static {
         hint: Option<AppClass>,
     ) -> AppTreatment;
 
-    /// Decides one name: lower case, A-label (punycode), no trailing dot.
-    fn decide(&self, client: &Client, app: Option<&str>, class: AppClass, name: &str) -> Decision;
-
-    /// Tells whether `address` lies in one of the tenant's IP exceptions.
-    fn is_ip_exception(&self, client: &Client, address: IpAddr) -> bool;
+    /// Decides an answer: every name of the CNAME chain (`names[0]` is the name asked;
+    /// lower case, A-labels, no trailing dot) and every answer address. The worst
+    /// verdict wins; a domain exception on `names[0]` or an address in an IP exception
+    /// bypasses policy. Called with the asked name alone and no addresses before the
+    /// upstream answer is known.
+    fn decide(
+        &self,
+        client: &Client,
+        app: AppRef<'_>,
+        names: &[&str],
+        addresses: &[IpAddr],
+    ) -> Decision;
 
     /// Tells whether the tenant blocks iCloud Private Relay (its canary names).
     fn blocks_private_relay(&self, client: &Client) -> bool;
@@ -185,6 +215,8 @@ pub struct QueryEvent {
     pub category: Option<String>,
     /// Id of the deciding rule, if any.
     pub rule: Option<String>,
+    /// Id of the policy that applied, if any.
+    pub policy: Option<String>,
     /// What the resolver did.
     pub action: EventAction,
     /// Why, in words (e.g. `blocked name in CNAME chain: cdn.bad.example`).

@@ -23,8 +23,8 @@ pub mod upstream;
 pub mod wire;
 
 pub use backends::{
-    AppTreatment, Client, ClientIdentifier, Decision, DnsPolicy, EventAction, EventSink, HintSink,
-    Identification, QueryEvent, SteerHint, TokenRejection, Verdict,
+    AppRef, AppTreatment, Client, ClientIdentifier, Decision, DnsPolicy, EventAction, EventSink,
+    HintSink, Identification, QueryEvent, SteerHint, TokenRejection, Verdict,
 };
 pub use config::{AppBlockAnswer, ConfigError, DnsConfig};
 pub use context::{AppClass, QueryContext, CONTEXT_OPTION_CODE};

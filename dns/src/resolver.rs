@@ -11,8 +11,8 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::answer::{self, EdeCode};
 use crate::backends::{
-    AppTreatment, Client, ClientIdentifier, Decision, DnsPolicy, EventAction, EventSink, HintSink,
-    QueryEvent, SteerHint, TokenRejection, Verdict,
+    AppRef, AppTreatment, Client, ClientIdentifier, Decision, DnsPolicy, EventAction, EventSink,
+    HintSink, QueryEvent, SteerHint, TokenRejection, Verdict,
 };
 use crate::cache::CachingUpstream;
 use crate::config::{AppBlockAnswer, DnsConfig};
@@ -82,7 +82,7 @@ pub enum DohAnswer {
 struct Outcome {
     response: Message,
     /// `None` for queries that are never logged (exceptions, bypassed apps).
-    event: Option<(EventAction, Decision, String)>,
+    event: Option<(EventAction, Decision)>,
     /// Metric label of the action.
     label: &'static str,
 }
@@ -263,8 +263,14 @@ impl Resolver {
             .queries
             .with_label_values(&[asker.transport.as_str(), outcome.label])
             .inc();
-        if let Some((action, decision, reason)) = outcome.event {
-            tracing::debug!(tenant = %asker.client.tenant, domain = %name, action = action.as_str(), %reason, "answered query");
+        if let Some((action, decision)) = outcome.event {
+            tracing::debug!(
+                tenant = %asker.client.tenant,
+                domain = %name,
+                action = action.as_str(),
+                reason = %decision.reason,
+                "answered query"
+            );
             self.backends.events.record(QueryEvent {
                 time: SystemTime::now(),
                 client: asker.client.clone(),
@@ -276,8 +282,9 @@ impl Resolver {
                 query_type: question.query_type().to_string(),
                 category: decision.category,
                 rule: decision.rule,
+                policy: decision.policy,
                 action,
-                reason,
+                reason: decision.reason,
             });
         }
         outcome.response
@@ -305,65 +312,60 @@ impl Resolver {
         asker: &Asker<'_>,
     ) -> Outcome {
         let client = asker.client;
-        let app = asker.context.bundle_id.as_deref();
+        let app = AppRef {
+            bundle_id: asker.context.bundle_id.as_deref(),
+            class,
+        };
 
         if let Some(outcome) = self.canary(query, name, client) {
             return outcome;
         }
         if question.query_type() == RecordType::ANY {
             let response = answer::any_response(query, question.name());
-            return logged(
-                response,
-                EventAction::Allow,
-                Decision::allow(),
-                "ANY answered per RFC 8482",
-            );
+            let decision = Decision::new(Verdict::Allow, "ANY answered with HINFO (RFC 8482)");
+            return logged(response, EventAction::Allow, decision);
         }
 
-        let first = self.backends.policy.decide(client, app, class, name);
+        let first = self.backends.policy.decide(client, app, &[name], &[]);
         if first.verdict == Verdict::Exception {
             return self.unfiltered(query, question).await;
         }
 
         // A blocked query name needs no upstream answer: nothing in it can change that.
-        let upstream = if first.verdict == Verdict::Block {
-            None
-        } else {
-            match self.upstream.resolve(question).await {
-                Ok(upstream) => Some(upstream),
-                Err(error) => {
-                    tracing::debug!(domain = %name, %error, "upstream resolution failed");
-                    let response = answer::code_response(query, ResponseCode::ServFail);
-                    return logged(
-                        response,
-                        EventAction::Allow,
-                        first,
-                        "upstream resolution failed",
-                    );
-                }
-            }
-        };
-
-        let (decision, reason) = match &upstream {
-            Some(upstream) => self.worst_in_chain(client, app, class, name, first, upstream),
-            None => (first, format!("blocked name {name}")),
-        };
-
-        if let Some(upstream) = &upstream {
-            if let Some(address) = self.excepted_address(client, upstream) {
-                let response = answer::upstream_response(query, upstream.clone());
-                let reason = format!("address {address} is in an IP exception");
-                return Outcome {
-                    response,
-                    event: Some((EventAction::BypassIp, decision, reason)),
-                    label: EventAction::BypassIp.as_str(),
-                };
-            }
+        if first.verdict == Verdict::Block {
+            return self.apply(query, question, name, app, first, None, asker);
         }
 
-        self.apply(
-            query, question, name, class, decision, reason, upstream, asker,
-        )
+        let upstream = match self.upstream.resolve(question).await {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                tracing::debug!(domain = %name, %error, "upstream resolution failed");
+                let response = answer::code_response(query, ResponseCode::ServFail);
+                let decision = Decision::new(
+                    first.verdict,
+                    format!("upstream resolution failed: {error}"),
+                );
+                return logged(response, EventAction::Allow, decision);
+            }
+        };
+
+        let chain = chain_names(name, &upstream);
+        let names: Vec<&str> = chain.iter().map(String::as_str).collect();
+        let addresses = answer_addresses(&upstream);
+        let decision = self.backends.policy.decide(client, app, &names, &addresses);
+        match decision.verdict {
+            Verdict::IpException => {
+                let response = answer::upstream_response(query, upstream);
+                logged(response, EventAction::BypassIp, decision)
+            }
+            // Only reachable if the policy changed between the two calls.
+            Verdict::Exception => Outcome {
+                response: answer::upstream_response(query, upstream),
+                event: None,
+                label: "unfiltered",
+            },
+            _ => self.apply(query, question, name, app, decision, Some(upstream), asker),
+        }
     }
 
     /// Answers the canary names that switch browsers' and Apple's bypasses off.
@@ -374,99 +376,32 @@ impl Resolver {
         }
         let response = answer::code_response(query, ResponseCode::NXDomain);
         let reason = if relay {
-            "iCloud Private Relay canary"
+            "iCloud Private Relay canary answered NXDOMAIN"
         } else {
-            "application DoH canary"
+            "application DoH canary answered NXDOMAIN"
         };
         Some(logged(
             response,
             EventAction::Block,
-            Decision {
-                verdict: Verdict::Block,
-                category: None,
-                rule: None,
-            },
-            reason,
+            Decision::new(Verdict::Block, reason),
         ))
     }
 
-    /// Decides every name in the upstream CNAME chain; the worst verdict wins.
-    fn worst_in_chain(
-        &self,
-        client: &Client,
-        app: Option<&str>,
-        class: AppClass,
-        name: &str,
-        first: Decision,
-        upstream: &Message,
-    ) -> (Decision, String) {
-        let mut worst = first;
-        let mut worst_name = name.to_owned();
-        for record in &upstream.answers {
-            let RData::CNAME(target) = &record.data else {
-                continue;
-            };
-            for chained in [normalize(&record.name), normalize(&target.0)] {
-                if chained == name || chained == worst_name {
-                    continue;
-                }
-                let decision = self.backends.policy.decide(client, app, class, &chained);
-                if decision.verdict > worst.verdict {
-                    worst = decision;
-                    worst_name = chained;
-                }
-            }
-        }
-        let reason = if worst_name == name {
-            format!("{} {name}", worst.verdict.as_str())
-        } else {
-            format!(
-                "{} name in CNAME chain: {worst_name}",
-                worst.verdict.as_str()
-            )
-        };
-        (worst, reason)
-    }
-
-    fn excepted_address(&self, client: &Client, upstream: &Message) -> Option<IpAddr> {
-        upstream.answers.iter().find_map(|record| {
-            let address = match &record.data {
-                RData::A(a) => IpAddr::V4(a.0),
-                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-                _ => return None,
-            };
-            self.backends
-                .policy
-                .is_ip_exception(client, address)
-                .then_some(address)
-        })
-    }
-
-    /// Turns a decision into an answer for the app class (browsers are steered to the
-    /// proxy for every allowed, suspicious or blocked name; apps only for suspicious ones).
+    /// Turns a decision into an answer for the app class. Browsers are steered to the
+    /// proxy for every name that resolves (the proxy shows block and warn pages); apps
+    /// only for suspicious names; trusted apps never.
     #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
         query: &Message,
         question: &Query,
         name: &str,
-        class: AppClass,
+        app: AppRef<'_>,
         decision: Decision,
-        reason: String,
         upstream: Option<Message>,
         asker: &Asker<'_>,
     ) -> Outcome {
-        let browser = class == AppClass::Browser;
-        let trusted = class == AppClass::TrustedApp;
-        let action = match decision.verdict {
-            Verdict::Exception | Verdict::Allow if browser => EventAction::Inspect,
-            Verdict::Exception | Verdict::Allow => EventAction::Allow,
-            Verdict::Inspect if trusted => EventAction::Allow,
-            Verdict::Inspect => EventAction::Inspect,
-            Verdict::Warn if browser => EventAction::Warn,
-            Verdict::Warn | Verdict::Block => EventAction::Block,
-        };
-        let steer = browser || action == EventAction::Inspect;
+        let action = class_action(app.class, decision.verdict);
 
         // Names that do not resolve stay that way: there is nothing to steer or block.
         if let Some(upstream) = &upstream {
@@ -474,10 +409,12 @@ impl Resolver {
                 || action == EventAction::Allow
             {
                 let response = answer::upstream_response(query, upstream.clone());
-                return logged(response, EventAction::Allow, decision, &reason);
+                return logged(response, EventAction::Allow, decision);
             }
         }
 
+        let steer = app.class == AppClass::Browser
+            || matches!(action, EventAction::Inspect | EventAction::Warn);
         let ttl = self.config.steer_ttl_secs;
         let query_type = question.query_type();
         let owner = question.name();
@@ -500,7 +437,7 @@ impl Resolver {
                 host: name.to_owned(),
                 client: asker.client.clone(),
                 app: asker.context.bundle_id.clone(),
-                class,
+                class: app.class,
             });
         } else if self.config.app_block_answer == AppBlockAnswer::Nxdomain {
             response.metadata.response_code = ResponseCode::NXDomain;
@@ -519,14 +456,60 @@ impl Resolver {
             decision.rule.as_deref(),
         );
         answer::add_ede(&mut response, ede, &text);
-        logged(response, action, decision, &reason)
+        logged(response, action, decision)
     }
 }
 
-fn logged(response: Message, action: EventAction, decision: Decision, reason: &str) -> Outcome {
+/// The action for a verdict and an app class (the app-class table of `docs/dns.md`).
+fn class_action(class: AppClass, verdict: Verdict) -> EventAction {
+    match (class, verdict) {
+        (
+            AppClass::Browser,
+            Verdict::Exception | Verdict::IpException | Verdict::Allow | Verdict::Inspect,
+        ) => EventAction::Inspect,
+        (AppClass::Browser, Verdict::Warn) => EventAction::Warn,
+        (_, Verdict::Block) => EventAction::Block,
+        // A trusted app is never sent to the proxy, and it cannot show a warn page.
+        (AppClass::TrustedApp, Verdict::Warn) => EventAction::Block,
+        (AppClass::TrustedApp, _) => EventAction::Allow,
+        // An app cannot show a warn page either: the proxy blocks what it is sent.
+        (_, Verdict::Inspect | Verdict::Warn) => EventAction::Inspect,
+        (_, Verdict::Exception | Verdict::IpException | Verdict::Allow) => EventAction::Allow,
+    }
+}
+
+/// The asked name followed by every other name of the answer's CNAME chain.
+fn chain_names(name: &str, upstream: &Message) -> Vec<String> {
+    let mut names = vec![name.to_owned()];
+    for record in &upstream.answers {
+        let RData::CNAME(target) = &record.data else {
+            continue;
+        };
+        for chained in [normalize(&record.name), normalize(&target.0)] {
+            if !names.contains(&chained) {
+                names.push(chained);
+            }
+        }
+    }
+    names
+}
+
+fn answer_addresses(upstream: &Message) -> Vec<IpAddr> {
+    upstream
+        .answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn logged(response: Message, action: EventAction, decision: Decision) -> Outcome {
     Outcome {
         response,
-        event: Some((action, decision, reason.to_owned())),
+        event: Some((action, decision)),
         label: action.as_str(),
     }
 }

@@ -187,15 +187,23 @@ async fn app_gets_nxdomain_for_blocked_name_when_configured() {
 }
 
 #[tokio::test]
-async fn warn_blocks_apps_and_steers_browsers() {
+async fn warn_steers_apps_and_browsers_but_blocks_trusted_apps() {
     let harness = Harness::start().await;
     let for_app = doh_ok(&harness, "warn.test", RecordType::A, Some(&app(PLAIN_APP))).await;
-    assert_eq!(addresses(&for_app), vec![ip("0.0.0.0")]);
+    assert_eq!(addresses(&for_app), vec![ip("127.0.0.1")]);
     let for_browser = doh_ok(&harness, "warn.test", RecordType::A, Some(&app(SAFARI))).await;
     assert_eq!(addresses(&for_browser), vec![ip("127.0.0.1")]);
     let (code, text) = read_ede(&for_browser).unwrap();
     assert_eq!(code, 17);
-    assert!(text.starts_with("action=warn;"));
+    assert_eq!(text, "action=warn;category=newly_seen;rule=r-warn");
+    let for_trusted = doh_ok(
+        &harness,
+        "warn.test",
+        RecordType::A,
+        Some(&app(TRUSTED_APP)),
+    )
+    .await;
+    assert_eq!(addresses(&for_trusted), vec![ip("0.0.0.0")]);
 
     let actions: Vec<EventAction> = harness
         .recorded
@@ -203,7 +211,8 @@ async fn warn_blocks_apps_and_steers_browsers() {
         .iter()
         .map(|e| e.action)
         .collect();
-    assert_eq!(actions, vec![EventAction::Block, EventAction::Warn]);
+    let expected = vec![EventAction::Inspect, EventAction::Warn, EventAction::Block];
+    assert_eq!(actions, expected);
 }
 
 #[tokio::test]
@@ -227,10 +236,7 @@ async fn blocked_name_behind_cname_blocks_the_chain() {
     assert_eq!(addresses(&response), vec![ip("0.0.0.0")]);
     let events = harness.recorded.events_for("www.chain.test");
     assert_eq!(events[0].action, EventAction::Block);
-    assert_eq!(
-        events[0].reason,
-        "block name in CNAME chain: cdn.blocked-target.test"
-    );
+    assert_eq!(events[0].reason, "block cdn.blocked-target.test");
 }
 
 #[tokio::test]

@@ -17,8 +17,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::server::ResolvesServerCert;
 use swg_dns::{
-    AppClass, AppTreatment, Backends, Client, ClientIdentifier, Decision, DnsConfig, DnsPolicy,
-    DnsServer, EventSink, HintSink, Identification, QueryContext, QueryEvent, SteerHint,
+    AppClass, AppRef, AppTreatment, Backends, Client, ClientIdentifier, Decision, DnsConfig,
+    DnsPolicy, DnsServer, EventSink, HintSink, Identification, QueryContext, QueryEvent, SteerHint,
     TokenRejection, Verdict,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +58,7 @@ impl ClientIdentifier for TestIdentifier {
                 tenant: "t1".to_owned(),
                 device: Some("d1".to_owned()),
                 user: Some("u1".to_owned()),
+                location: None,
                 identified_by: Identification::DeviceToken,
             }),
             EXPIRED_TOKEN => Err(TokenRejection::Expired),
@@ -70,6 +71,7 @@ impl ClientIdentifier for TestIdentifier {
             tenant: "t1".to_owned(),
             device: None,
             user: None,
+            location: Some("hq".to_owned()),
             identified_by: Identification::Location,
         })
     }
@@ -80,12 +82,13 @@ pub struct TestPolicy {
     pub blocked: HashSet<String>,
 }
 
+fn set(names: &[&str]) -> HashSet<String> {
+    names.iter().map(|name| name.to_string()).collect()
+}
+
 impl TestPolicy {
     pub fn new() -> Self {
-        let mut blocked: HashSet<String> = ["blocked.test", "blocked-target.test"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut blocked = set(&["blocked.test", "blocked-target.test"]);
         blocked.extend(phishing_domains(50));
         TestPolicy { blocked }
     }
@@ -101,6 +104,10 @@ impl TestPolicy {
                 None => return false,
             }
         }
+    }
+
+    fn is_ip_exception(address: IpAddr) -> bool {
+        matches!(address, IpAddr::V4(v4) if v4.octets()[0] == 10 && v4.octets()[1] == 99)
     }
 }
 
@@ -123,40 +130,39 @@ impl DnsPolicy for TestPolicy {
     fn decide(
         &self,
         _client: &Client,
-        _app: Option<&str>,
-        _class: AppClass,
-        name: &str,
+        _app: AppRef<'_>,
+        names: &[&str],
+        addresses: &[IpAddr],
     ) -> Decision {
-        let exceptions: HashSet<String> = ["corp", "exception.test"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let suspicious: HashSet<String> = ["suspicious.test".to_owned()].into_iter().collect();
-        let warned: HashSet<String> = ["warn.test".to_owned()].into_iter().collect();
-        let (verdict, category, rule) = if Self::matches(&exceptions, name) {
-            (Verdict::Exception, None, None)
-        } else if Self::matches(&self.blocked, name) {
-            (Verdict::Block, Some("phishing"), Some("r-block"))
-        } else if Self::matches(&warned, name) {
-            (Verdict::Warn, Some("newly_seen"), Some("r-warn"))
-        } else if Self::matches(&suspicious, name) {
-            (
-                Verdict::Inspect,
-                Some("potentially_malicious"),
-                Some("r-inspect"),
-            )
-        } else {
-            (Verdict::Allow, None, None)
-        };
-        Decision {
-            verdict,
-            category: category.map(str::to_owned),
-            rule: rule.map(str::to_owned),
+        if Self::matches(&set(&["corp", "exception.test"]), names[0]) {
+            return Decision::new(Verdict::Exception, "domain exception");
         }
-    }
-
-    fn is_ip_exception(&self, _client: &Client, address: IpAddr) -> bool {
-        matches!(address, IpAddr::V4(v4) if v4.octets()[0] == 10 && v4.octets()[1] == 99)
+        if let Some(address) = addresses.iter().find(|a| Self::is_ip_exception(**a)) {
+            let reason = format!("address {address} is in an IP exception");
+            return Decision::new(Verdict::IpException, reason);
+        }
+        let mut worst = Decision::new(Verdict::Allow, "default allow");
+        for name in names {
+            let (verdict, category, rule) = if Self::matches(&self.blocked, name) {
+                (Verdict::Block, "phishing", "r-block")
+            } else if Self::matches(&set(&["warn.test"]), name) {
+                (Verdict::Warn, "newly_seen", "r-warn")
+            } else if Self::matches(&set(&["suspicious.test"]), name) {
+                (Verdict::Inspect, "potentially_malicious", "r-inspect")
+            } else {
+                continue;
+            };
+            if verdict > worst.verdict {
+                worst = Decision {
+                    verdict,
+                    category: Some(category.to_owned()),
+                    rule: Some(rule.to_owned()),
+                    policy: Some("everyone".to_owned()),
+                    reason: format!("{} {name}", verdict.as_str()),
+                };
+            }
+        }
+        worst
     }
 
     fn blocks_private_relay(&self, _client: &Client) -> bool {
