@@ -1,6 +1,8 @@
 //! Log output: human-readable lines on standard error, filtered by
 //! `RUST_LOG` (default `info`).
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber.
@@ -10,5 +12,7 @@ pub(crate) fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

@@ -1,0 +1,278 @@
+//! End-to-end tests of the built `swg serve`: first start without a data
+//! folder, the operations endpoints over real HTTP, reuse of the CA on the
+//! next start, and clean exits on SIGTERM and SIGINT.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// A running `swg serve` whose log lines arrive on a channel.
+struct Server {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Server {
+    fn start(folder: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_swg"))
+            .arg("serve")
+            .args(args)
+            .current_dir(folder)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Returns the operations listener's address from its start line.
+    fn operations_address(&mut self) -> SocketAddr {
+        let line = self.wait_for("operations listener started");
+        let value = line
+            .split("listen=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        value.parse().unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    fn wait_exit(&mut self) -> i32 {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(line);
+                }
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().unwrap();
+        panic!("swg did not exit; log:\n{}", self.log.join("\n"));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let response = client
+        .get(format!("http://{address}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Writes `./swg.toml` that moves the operations listener to a free port.
+fn write_free_port_config(folder: &Path) {
+    std::fs::write(
+        folder.join("swg.toml"),
+        "[operations]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn first_start_creates_ca_serves_operations_and_stops_on_sigterm() {
+    let folder = tempfile::tempdir().unwrap();
+    write_free_port_config(folder.path());
+
+    let mut server = Server::start(folder.path(), &[]);
+    server.wait_for("generated a new root CA");
+    let address = server.operations_address();
+    server.wait_for("swg is ready");
+
+    assert_eq!(get(address, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(address, "/readyz").await, (200, "ready\n".to_owned()));
+    let (status, metrics) = get(address, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("swg_leaf_cache_entries 1"), "{metrics}");
+    assert!(
+        metrics.contains("swg_leaf_mint_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("swg_leaf_cache_misses_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(get(address, "/nothing").await.0, 404);
+
+    let key = folder.path().join("swg-data/ca/root-key.pem");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(folder.path().join("swg-data/ca/root-cert.pem").is_file());
+
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(), 0, "log:\n{}", server.log.join("\n"));
+    assert!(server
+        .log
+        .iter()
+        .any(|line| line.contains("signal=\"SIGTERM\"") || line.contains("signal=SIGTERM")));
+    assert!(server.log.iter().any(|line| line.contains("swg stopped")));
+}
+
+#[tokio::test]
+async fn second_start_reuses_ca_and_stops_on_sigint() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("state");
+    let config = folder.path().join("custom.toml");
+    std::fs::write(&config, "[operations]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+
+    let mut first = Server::start(folder.path(), &args);
+    first.wait_for("swg is ready");
+    let certificate = std::fs::read(data.join("ca/root-cert.pem")).unwrap();
+    first.signal("-INT");
+    assert_eq!(first.wait_exit(), 0);
+
+    let mut second = Server::start(folder.path(), &args);
+    second.wait_for("loaded the root CA");
+    let address = second.operations_address();
+    assert_eq!(get(address, "/healthz").await.0, 200);
+    assert_eq!(
+        std::fs::read(data.join("ca/root-cert.pem")).unwrap(),
+        certificate
+    );
+    second.signal("-TERM");
+    assert_eq!(second.wait_exit(), 0);
+    assert!(
+        !folder.path().join("swg-data").exists(),
+        "--data-dir replaced the default folder"
+    );
+}
+
+#[test]
+fn unknown_configuration_key_stops_start_with_file_and_line() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("swg.toml"),
+        "[operations]\nlisten = \"127.0.0.1:0\"\nport = 1\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_swg"))
+        .arg("serve")
+        .current_dir(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("error: swg.toml:3:1: unknown field `port`"),
+        "{stderr}"
+    );
+    assert!(
+        !folder.path().join("swg-data/ca").exists(),
+        "nothing was generated"
+    );
+}
+
+#[test]
+fn mismatched_ca_key_stops_start_naming_the_files() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("data");
+    for name in ["one", "two"] {
+        let status = Command::new(env!("CARGO_BIN_EXE_swg"))
+            .args([
+                "ca",
+                "init",
+                "--data-dir",
+                folder.path().join(name).to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    std::fs::create_dir_all(data.join("ca")).unwrap();
+    std::fs::copy(
+        folder.path().join("one/ca/root-cert.pem"),
+        data.join("ca/root-cert.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        folder.path().join("two/ca/root-key.pem"),
+        data.join("ca/root-key.pem"),
+    )
+    .unwrap();
+    write_free_port_config(folder.path());
+
+    let output = Command::new(env!("CARGO_BIN_EXE_swg"))
+        .args(["serve", "--data-dir", data.to_str().unwrap()])
+        .current_dir(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("root-key.pem does not match the certificate"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("root-cert.pem"), "{stderr}");
+}
