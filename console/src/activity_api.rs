@@ -109,7 +109,7 @@ pub(crate) async fn export_csv(
     let store = state.activity.clone();
 
     // The store blocks, so a blocking thread produces the chunks and a small
-    // channel hands them to the body; a slow client slows the producer down.
+    // channel hands them to the body. A slow client so slows the producer down.
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, ActivityError>>(4);
     tokio::task::spawn_blocking(move || {
         for chunk in swg_activity::CsvChunks::new(store.as_ref(), query) {

@@ -9,7 +9,7 @@ use crate::auth::Agent;
 use crate::body::ApiJson;
 use crate::{ApiError, ConsoleState};
 
-/// Longest device or user id accepted at enrolment, in bytes.
+/// Maximum length of a device or user id at enrolment, in bytes.
 const MAX_ID_LEN: usize = 256;
 /// Most activity events returned to a device.
 const DEVICE_ACTIVITY_LIMIT: usize = 500;
@@ -23,7 +23,7 @@ pub(crate) struct EnrollRequest {
     user_id: String,
 }
 
-/// Where the agent sends DNS, proxied traffic and console calls.
+/// The endpoints for the agent's DNS, proxied traffic and console calls.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Endpoints {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-/// Where the console listens, its limits, and what it tells agents.
+/// The console listener, its limits, and the endpoints handed to agents.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
@@ -32,7 +32,7 @@ pub struct ConsoleConfig {
     /// (1 to 300).
     pub header_timeout_secs: u64,
     /// Time allowed for a whole request, body and handler included, in seconds
-    /// (1 to 3 600). CSV exports stream past it once their answer has started.
+    /// (1 to 3 600). CSV exports keep streaming past it once their response has started.
     pub request_timeout_secs: u64,
     /// Maximum concurrent connections (1 to 100 000); further clients wait in the
     /// kernel's accept queue.

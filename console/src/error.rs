@@ -1,4 +1,4 @@
-//! API errors and how they map to HTTP answers.
+//! API errors and their HTTP responses.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,9 +30,9 @@ pub enum ApiError {
     /// content type (415) or not valid JSON (400, 422).
     #[error("{message}")]
     Rejected {
-        /// The status to answer with.
+        /// The response status.
         status: StatusCode,
-        /// What was wrong.
+        /// The problem, for the client.
         message: String,
     },
     /// The new policy does not validate (422); nothing was changed.

@@ -5,8 +5,8 @@
 //! - Administrators call the admin API with an admin token as a bearer token;
 //!   read-only tokens may read everything and change nothing (403).
 //!
-//! `docs/openapi.yaml` describes every route; `docs/console.md` says which file or
-//! API is the source of truth for each setting. Build the state ([`ConsoleState`]),
+//! `docs/openapi.yaml` describes every route, and `docs/console.md` names the file
+//! or API that is the source of truth for each setting. Build the state ([`ConsoleState`]),
 //! the TLS configuration ([`tls_config`]) and call [`serve`].
 
 mod activity_api;

@@ -31,7 +31,7 @@ fn route(
 }
 
 /// Every route of the console; the router and [`route_table`] both come from it,
-/// so the API description test sees exactly what is served.
+/// so the API description test checks exactly what is served.
 fn routes(max_policy_bytes: usize) -> Vec<Route> {
     let policy_limit = DefaultBodyLimit::max(max_policy_bytes);
     vec![
@@ -110,7 +110,7 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
 }
 
 /// Builds the console's router: every route, a body limit (larger for policy
-/// texts), a time limit per request and JSON answers for unknown paths.
+/// texts), a time limit per request and JSON errors for unknown paths.
 pub fn router(state: ConsoleState) -> Router {
     let config = state.config.clone();
     let mut router = Router::new();
@@ -139,7 +139,7 @@ async fn method_not_allowed() -> ApiError {
     }
 }
 
-/// Answers 408 when a request, body reading included, takes longer than the
+/// Returns 408 when a request, body reading included, takes longer than the
 /// configured limit, so a slow client cannot hold a handler forever.
 async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {

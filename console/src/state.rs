@@ -1,4 +1,4 @@
-//! What every handler can reach.
+//! The state shared by every handler.
 
 use std::sync::Arc;
 

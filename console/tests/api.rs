@@ -139,7 +139,7 @@ impl Console {
         format!("https://localhost:{}{path}", self.port)
     }
 
-    /// Calls the console with curl; `extra` holds further curl arguments.
+    /// Calls the console with curl; `extra` contains further curl arguments.
     async fn call(&self, method: &str, path: &str, extra: &[&str]) -> Answer {
         let headers_file = self.dir.path().join(format!("headers-{}", rand_suffix()));
         let resolve = format!("localhost:{}:127.0.0.1", self.port);
@@ -173,7 +173,7 @@ impl Console {
             .filter_map(|line| line.split_once(':'))
             .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
             .map(|(_, value)| value.trim().to_owned())
-            .last()
+            .next_back()
             .unwrap_or_default();
         Answer {
             status,
