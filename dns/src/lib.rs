@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod context;
 pub mod doh;
+pub mod gateway;
 pub mod metrics;
 pub mod ratelimit;
 pub mod resolver;

@@ -238,6 +238,14 @@ impl Harness {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut DnsConfig)) -> Harness {
+        Self::start_with_backends(adjust, |_| None).await
+    }
+
+    /// Starts the resolver; `backends` may replace the test identifier and policy.
+    pub async fn start_with_backends(
+        adjust: impl FnOnce(&mut DnsConfig),
+        backends: impl FnOnce(&Arc<Recorded>) -> Option<Backends>,
+    ) -> Harness {
         let upstream = TestUpstream::start().await;
         let recorded = Arc::new(Recorded::default());
         let certificate = test_certificate();
@@ -251,21 +259,17 @@ impl Harness {
             ..DnsConfig::default()
         };
         adjust(&mut config);
-        let backends = Backends {
+        let backends = backends(&recorded).unwrap_or_else(|| Backends {
             identifier: Arc::new(TestIdentifier),
             policy: Arc::new(TestPolicy::new()),
             events: Arc::new(RecordedEvents(recorded.clone())),
             hints: Arc::new(RecordedHints(recorded.clone())),
-        };
+        });
         let registry = prometheus::Registry::new();
-        let server = DnsServer::start(
-            config,
-            backends,
-            Some(certificate.resolver.clone()),
-            &registry,
-        )
-        .await
-        .unwrap();
+        let resolver = Some(certificate.resolver.clone());
+        let server = DnsServer::start(config, backends, resolver, &registry)
+            .await
+            .unwrap();
         Harness {
             server,
             upstream,
