@@ -607,3 +607,31 @@ fn garbage_inputs_are_rejected_without_panic() {
         );
     }
 }
+
+/// A spent-ticket store that cannot be reached.
+struct UnreachableStore;
+
+impl swg_identity::SpentTickets for UnreachableStore {
+    fn spend<'a>(
+        &'a self,
+        _id: &'a str,
+        _expires_at: u64,
+    ) -> swg_identity::BoxFuture<'a, Result<bool, swg_identity::SpentTicketsError>> {
+        Box::pin(async {
+            Err(swg_identity::SpentTicketsError::Unavailable(
+                "connection refused".to_owned(),
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn ticket_is_rejected_when_spent_store_fails() {
+    let signer = signer();
+    let now = swg_identity::unix_now();
+    let ticket = signer.issue_ticket(&identity(), "www.example.com", now);
+    let result = signer
+        .redeem_ticket(&ticket, "www.example.com", now, &UnreachableStore)
+        .await;
+    assert_eq!(result, Err(Rejection::SpentStoreUnavailable));
+}
