@@ -22,7 +22,7 @@ use crate::operations::{self, OperationsState, Readiness};
 /// How long open connections may take to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Why the gateway could not start.
+/// Error that stops the gateway from starting.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StartError {
     /// The data folder could not be created.
@@ -177,7 +177,7 @@ impl App {
 fn create_data_dir(path: &std::path::Path) -> Result<(), StartError> {
     use std::os::unix::fs::DirBuilderExt as _;
 
-    // The folder holds the CA key and other secrets, so only the owner may
+    // The folder contains the CA key and other secrets, so only the owner may
     // list it. An existing folder keeps its mode.
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -59,7 +59,7 @@ impl Default for OperationsConfig {
     }
 }
 
-/// Why the configuration could not be used.
+/// Error from reading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
     /// The file named with `--config` could not be read.
@@ -79,7 +79,7 @@ pub(crate) enum ConfigError {
         line: usize,
         /// 1-based column of the problem.
         column: usize,
-        /// What is wrong.
+        /// Description of the problem.
         message: String,
     },
     /// A value is outside its allowed range.
@@ -92,7 +92,7 @@ pub(crate) enum ConfigError {
     },
 }
 
-/// Where the configuration came from and where the data folder is.
+/// Command-line options that locate the configuration file and the data folder.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct ConfigArgs {
     /// Configuration file [default: ./swg.toml if it exists].
@@ -232,7 +232,7 @@ listen = "[::1]:9191"
     }
 
     #[test]
-    fn small_rsa_key_type_is_rejected_at_its_line() {
+    fn small_rsa_key_type_names_line() {
         let text = "[ca]\nkey_type = \"rsa-1024\"\n";
         let message = Config::from_toml(text, Path::new("swg.toml"))
             .unwrap_err()

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether the gateway should receive traffic: false while starting and
-/// once shutdown has begun. `/readyz` answers 503 while it is false.
+/// once shutdown has begun. `/readyz` returns 503 while it is false.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Readiness(Arc<AtomicBool>);
 

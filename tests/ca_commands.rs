@@ -37,7 +37,7 @@ fn openssl(args: &[&str]) -> String {
 }
 
 #[test]
-fn init_creates_ca_and_refuses_to_overwrite_without_force() {
+fn init_keeps_existing_ca_without_force() {
     let folder = tempfile::tempdir().unwrap();
 
     let created = swg(folder.path(), &["ca", "init"]);

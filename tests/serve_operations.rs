@@ -135,7 +135,7 @@ fn write_free_port_config(folder: &Path) {
 }
 
 #[tokio::test]
-async fn first_start_creates_ca_serves_operations_and_stops_on_sigterm() {
+async fn first_start_serves_and_stops_on_sigterm() {
     let folder = tempfile::tempdir().unwrap();
     write_free_port_config(folder.path());
 
@@ -209,7 +209,7 @@ async fn second_start_reuses_ca_and_stops_on_sigint() {
 }
 
 #[test]
-fn unknown_configuration_key_stops_start_with_file_and_line() {
+fn unknown_key_stops_start_at_line() {
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(
         folder.path().join("swg.toml"),
@@ -234,7 +234,7 @@ fn unknown_configuration_key_stops_start_with_file_and_line() {
 }
 
 #[test]
-fn mismatched_ca_key_stops_start_naming_the_files() {
+fn mismatched_key_stops_start() {
     let folder = tempfile::tempdir().unwrap();
     let data = folder.path().join("data");
     for name in ["one", "two"] {

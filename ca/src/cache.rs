@@ -20,7 +20,7 @@ use crate::host::{self, LeafHost};
 use crate::leaf::{LeafError, LeafMinter};
 use crate::root::RootCa;
 
-/// Why a leaf cache could not be built.
+/// Error from building a leaf cache.
 #[derive(Debug, thiserror::Error)]
 pub enum LeafCacheError {
     /// The configuration is out of range.

@@ -7,9 +7,9 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-/// The longest leaf validity accepted, in days. Publicly trusted TLS
-/// certificates may not exceed 397 days (CA/Browser Forum Baseline
-/// Requirements), and clients apply that limit to private roots too.
+/// Maximum leaf validity accepted, in days: the CA/Browser Forum Baseline
+/// Requirements limit for publicly trusted TLS certificates. Apple allows
+/// up to 825 days under private roots, so this limit is the stricter one.
 pub const MAX_LEAF_VALIDITY_DAYS: u32 = 397;
 
 /// The smallest RSA modulus accepted for a root CA, in bits.

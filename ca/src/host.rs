@@ -41,7 +41,7 @@ pub enum HostError {
     },
     /// IDNA (UTS #46) processing rejected the name, or it contains a
     /// character other than letters, digits, `-` and `_`.
-    #[error("host {host:?} is not a valid domain name (IDNA UTS #46 rejects it or it holds characters other than letters, digits, '-' and '_')")]
+    #[error("host {host:?} is not a valid domain name (IDNA UTS #46 rejects it or it contains characters other than letters, digits, '-' and '_')")]
     Invalid {
         /// The host as given.
         host: String,

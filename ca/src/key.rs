@@ -59,7 +59,7 @@ impl fmt::Display for KeyAlgorithm {
     }
 }
 
-/// Why a private key could not be used.
+/// Error from reading a CA private key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum KeyError {
     #[error("no PEM private key found (expected PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)")]

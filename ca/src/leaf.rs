@@ -1,5 +1,5 @@
 //! Leaf certificate minting: one process-wide P-256 leaf key, certificates
-//! built as DER from a template that holds every per-CA and per-key part.
+//! built as DER from a template that contains every per-CA and per-key part.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ const OID_SUBJECT_ALT_NAME: &[u8] = &[0x06, 0x03, 0x55, 0x1d, 0x11];
 /// DER of the critical flag (BOOLEAN TRUE).
 const CRITICAL: &[u8] = &[0x01, 0x01, 0xff];
 
-/// Why a leaf could not be made.
+/// Error from minting a leaf.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeafError {
     /// The host cannot be named in a certificate.
@@ -330,7 +330,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_use_utc_time_before_2050_and_generalized_after() {
+    fn times_switch_to_generalized_in_2050() {
         let mut d = Der::default();
         write_time(&mut d, time::macros::datetime!(2026-12-04 19:05:09 UTC));
         assert_eq!(d.finish(), b"\x17\x0d261204190509Z");

@@ -24,7 +24,7 @@ use crate::pem;
 /// Validity of a generated root CA: ten years (3652 days covers the leap days).
 const ROOT_VALIDITY: Duration = Duration::days(3652);
 
-/// Why a root CA could not be loaded, generated or stored. Each message names
+/// Error from loading, generating or storing a root CA. Each message names
 /// the file (or `<certificate>`/`<key>` for in-memory PEM) and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -44,7 +44,7 @@ pub enum CaError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The certificate file holds no PEM certificate.
+    /// The certificate file contains no PEM certificate.
     #[error("{path}: no PEM certificate found (expected a CERTIFICATE block)")]
     NoCertificate {
         /// The file.
@@ -55,7 +55,7 @@ pub enum CaError {
     InvalidCertificate {
         /// The file.
         path: String,
-        /// What is wrong.
+        /// Description of the problem.
         reason: String,
     },
     /// The certificate is not a CA certificate.
@@ -107,7 +107,7 @@ pub enum CaError {
     InvalidKey {
         /// The key file.
         path: String,
-        /// What is wrong.
+        /// Description of the problem.
         reason: String,
     },
     /// The key does not belong to the certificate.
@@ -150,7 +150,7 @@ pub enum CaError {
     },
 }
 
-/// The root CA certificate and the facts swg needs from it. It holds no
+/// The root CA certificate and the facts swg needs from it. It contains no
 /// private key, so it is what `swg ca show`, the exports and the console use.
 #[derive(Clone)]
 pub struct CaCertificate {

@@ -1,4 +1,4 @@
-//! Where the root CA lives on disk, and loading, generating and writing it.
+//! Storage of the root CA on disk: loading, generating and writing it.
 //!
 //! Without `[ca] cert_file`/`key_file` the CA lives in `<data_dir>/ca/`:
 //! `root-cert.pem` and `root-key.pem` (PKCS#8, mode 0600).
@@ -77,7 +77,7 @@ fn exists(path: &Path) -> Result<bool, CaError> {
     })
 }
 
-/// How [`load_or_generate`] obtained the CA.
+/// Source of the CA that [`load_or_generate`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaOrigin {
     /// Read from existing files.
@@ -86,9 +86,9 @@ pub enum CaOrigin {
     Generated,
 }
 
-/// Loads the CA from `files`; when neither file exists and the files are
-/// swg's own (not operator-supplied), generates a CA from `config` and
-/// writes it there.
+/// Loads the CA from `files`. When neither file exists and the files are
+/// swg's own rather than operator-supplied, generates a CA from `config`
+/// and writes it there.
 pub fn load_or_generate(config: &CaConfig, files: &CaFiles) -> Result<(RootCa, CaOrigin), CaError> {
     match files.existing()? {
         Presence::Both => Ok((RootCa::load(&files.cert, &files.key)?, CaOrigin::Loaded)),

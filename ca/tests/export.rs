@@ -29,7 +29,7 @@ fn string<'a>(dict: &'a plist::Dictionary, key: &str) -> &'a str {
 }
 
 #[test]
-fn mobileconfig_is_a_valid_profile_with_one_root_payload() {
+fn mobileconfig_has_one_root_payload() {
     let root = root();
     let xml = export::mobileconfig(&root);
     let text = std::str::from_utf8(&xml).unwrap();

@@ -140,7 +140,7 @@ fn openssl_shows_root_as_ca_with_ten_years() {
 }
 
 #[test]
-fn long_host_leaf_has_no_common_name_and_critical_san() {
+fn long_host_has_no_common_name() {
     let fixture = Fixture::new();
     let folder = tempfile::tempdir().unwrap();
     let host = format!("{}.example.com", "a".repeat(58));

@@ -83,7 +83,7 @@ fn ec_key_in_pkcs8_and_sec1_loads() {
 }
 
 #[test]
-fn rsa_key_in_pkcs8_and_pkcs1_loads_and_signs() {
+fn rsa_pkcs8_and_pkcs1_keys_sign() {
     let folder = tempfile::tempdir().unwrap();
     let (cert, pkcs8) = openssl_ca(folder.path(), "rsa", "rsa:2048", &CA_EXTENSIONS);
     let pkcs1 = traditional_key(&pkcs8, "pkcs1.pem");
@@ -244,7 +244,7 @@ fn encrypted_key_is_rejected_with_advice() {
 }
 
 #[test]
-fn generated_ca_is_stored_with_private_key_mode_0600_and_reused() {
+fn generated_ca_key_mode_0600_and_reused() {
     let folder = tempfile::tempdir().unwrap();
     let files = CaFiles::new(&CaConfig::default(), folder.path());
     assert_eq!(files.cert, folder.path().join("ca/root-cert.pem"));

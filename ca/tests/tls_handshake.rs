@@ -38,7 +38,7 @@ async fn plain_host_handshakes() {
 #[tokio::test]
 async fn unicode_host_is_served_by_its_a_label() {
     let fixture = Fixture::new();
-    // The proxy asks for the host as the user typed it; the browser's SNI is
+    // The proxy requests the host as the user typed it; the browser's SNI is
     // the A-label. Both must land on the same cached leaf.
     fixture.cache.get("Bücher.example").unwrap();
     assert_handshakes(&fixture, "127.0.0.1:0", "xn--bcher-kva.example").await;

@@ -59,7 +59,7 @@ fn parse_key_type(name: &str) -> Result<KeyType, String> {
         .map_err(|error: swg_ca::KeyTypeError| error.to_string())
 }
 
-/// Why a `swg ca` command failed.
+/// Error of a `swg ca` command.
 #[derive(Debug, thiserror::Error)]
 enum CaCommandError {
     #[error(transparent)]

@@ -77,8 +77,8 @@ pub fn histogram_count(registry: &Registry, name: &str) -> u64 {
 }
 
 /// Starts a TLS server on `bind` that presents leaves from `cache` by SNI
-/// (or for its own IP when the client sends no SNI) and answers "hello"
-/// with "world". Returns its address.
+/// (or for its own IP when the client sends no SNI) and replies "world"
+/// to "hello". Returns its address.
 pub async fn start_server(cache: Arc<LeafCache>, bind: &str) -> SocketAddr {
     let listener = TcpListener::bind(bind).await.unwrap();
     let address = listener.local_addr().unwrap();
