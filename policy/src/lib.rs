@@ -36,6 +36,7 @@ mod category;
 mod compile;
 mod decide;
 mod error;
+mod explain;
 mod feed;
 mod index;
 mod model;
@@ -50,6 +51,7 @@ mod watch;
 pub use app::{is_built_in_browser, App, AppClass, BUILT_IN_BROWSERS};
 pub use category::{Category, CategoryGroup};
 pub use error::{Diagnostic, DiagnosticKind, LoadErrors};
+pub use explain::{ExplainError, Explained, Explanation};
 pub use feed::{FeedFormat, FeedStats, SkippedLine, MAX_LINE_LEN};
 pub use model::{
     CategoryAction, CategorySetting, FeedInfo, Group, Location, Policy, Target, TenantStats,

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 
 use crate::app::{is_built_in_browser, App, AppClass};
 use crate::model::{Group, Location, Policy, Shared, Target, TenantFeed, TenantStats};
-use crate::verdict::{note, Trace};
+use crate::verdict::Trace;
 
 /// Exception domains every tenant has: names under these suffixes are resolved upstream,
 /// never proxied, never evaluated and never logged.
@@ -259,35 +259,32 @@ impl Tenant {
     ) -> (u32, &Policy) {
         let mut best: Option<(u8, usize)> = None;
         for (index, policy) in self.policies.iter().enumerate() {
-            let applies = self.applies(&policy.target, subject);
             let rank = policy.target.rank();
-            let wins = applies && best.is_none_or(|(best_rank, _)| rank > best_rank);
-            note(
-                trace,
-                wins,
-                || format!("policy {}", policy.id),
-                || match (applies, wins) {
-                    (false, _) => format!(
-                        "targets {}, which does not include this subject",
-                        policy.target.describe()
-                    ),
-                    (true, true) => format!(
-                        "targets {}: the most specific so far",
-                        policy.target.describe()
-                    ),
-                    (true, false) => format!(
-                        "targets {}, but a more specific policy applies",
-                        policy.target.describe()
-                    ),
-                },
-            );
-            if wins {
+            if best.is_none_or(|(best_rank, _)| rank > best_rank)
+                && self.applies(&policy.target, subject)
+            {
                 best = Some((rank, index));
             }
         }
-
         // Compilation always adds a policy for everyone, so one applies.
         let index = best.map_or(self.policies.len() - 1, |(_, index)| index);
+
+        if let Some(trace) = trace.as_deref_mut() {
+            let selected = &self.policies[index].id;
+            for (other, policy) in self.policies.iter().enumerate() {
+                let target = policy.target.describe();
+                let detail = if other == index {
+                    format!("selected: targets {target}, the most specific target that applies")
+                } else if self.applies(&policy.target, subject) {
+                    format!(
+                        "targets {target}, but policy {selected} is more specific or comes first"
+                    )
+                } else {
+                    format!("targets {target}, which does not include this subject")
+                };
+                trace.push(other == index, format!("policy {}", policy.id), detail);
+            }
+        }
         (index as u32, &self.policies[index])
     }
 }

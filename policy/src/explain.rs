@@ -1,0 +1,132 @@
+//! Explanations: the verdict for a name or URL with every rule consulted, for
+//! `swg policy explain` and the console.
+
+use std::fmt;
+
+use crate::app::{App, AppClass};
+use crate::tenant::{Subject, Tenant};
+use crate::verdict::{Trace, Verdict};
+
+/// One decision with its trace.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The rules consulted, in order.
+    pub trace: Trace,
+}
+
+/// The explanation of a name (DNS only) or a URL (DNS for its host, then the proxy).
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The app class the decisions used.
+    pub app_class: AppClass,
+    /// The decision at DNS for the name or the URL's host.
+    pub dns: Explained,
+    /// The decision at the proxy, for URLs.
+    pub proxy: Option<Explained>,
+}
+
+/// Why an input could not be explained.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// The input looks like a URL but does not parse as one.
+    #[error("invalid URL {input:?}: {source}")]
+    InvalidUrl {
+        /// The input.
+        input: String,
+        /// The parse error.
+        source: url::ParseError,
+    },
+    /// The URL has no host.
+    #[error("the URL {0:?} has no host")]
+    NoHost(String),
+}
+
+impl Tenant {
+    /// Explains how `name_or_url` is decided for `subject` and `app`. Input with `://` is a
+    /// URL (decided at DNS for its host and at the proxy); anything else is a host name.
+    pub fn explain(
+        &self,
+        name_or_url: &str,
+        subject: &Subject<'_>,
+        app: &App<'_>,
+    ) -> Result<Explanation, ExplainError> {
+        let app_class = self.app_class(app.bundle_id, app.class_hint);
+        if !name_or_url.contains("://") {
+            return Ok(Explanation {
+                app_class,
+                dns: self.explain_dns(name_or_url, subject, app),
+                proxy: None,
+            });
+        }
+
+        let url = url::Url::parse(name_or_url).map_err(|source| ExplainError::InvalidUrl {
+            input: name_or_url.to_string(),
+            source,
+        })?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| ExplainError::NoHost(name_or_url.to_string()))?;
+        let mut trace = Trace::default();
+        let verdict = self.decide_url_traced(&url, subject, app, Some(&mut trace));
+        Ok(Explanation {
+            app_class,
+            dns: self.explain_dns(host, subject, app),
+            proxy: Some(Explained { verdict, trace }),
+        })
+    }
+
+    fn explain_dns(&self, name: &str, subject: &Subject<'_>, app: &App<'_>) -> Explained {
+        let mut trace = Trace::default();
+        let verdict = self.decide_dns_traced(name, subject, app, Some(&mut trace));
+        Explained { verdict, trace }
+    }
+}
+
+impl fmt::Display for Explained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = &self.verdict;
+        writeln!(
+            f,
+            "  verdict: {} (policy action {})",
+            verdict.action, verdict.policy_action
+        )?;
+        writeln!(
+            f,
+            "  policy:  {}",
+            verdict.policy_id.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            f,
+            "  rule:    {}",
+            verdict.rule_id.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            f,
+            "  category: {}",
+            verdict.category.map_or("-", |c| c.as_str())
+        )?;
+        writeln!(f, "  reason:  {}", verdict.reason)?;
+        writeln!(
+            f,
+            "  logged:  {}",
+            if verdict.is_logged() { "yes" } else { "no" }
+        )?;
+        writeln!(f, "  rules consulted:")?;
+        write!(f, "{}", self.trace)
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "app class: {}", self.app_class)?;
+        writeln!(f, "DNS:")?;
+        write!(f, "{}", self.dns)?;
+        if let Some(proxy) = &self.proxy {
+            writeln!(f, "proxy:")?;
+            write!(f, "{proxy}")?;
+        }
+        Ok(())
+    }
+}
