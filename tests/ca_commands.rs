@@ -211,3 +211,28 @@ fn export_without_ca_fails() {
         stderr(&output)
     );
 }
+
+#[test]
+fn der_export_to_terminal_is_rejected() {
+    let folder = tempfile::tempdir().unwrap();
+    assert!(swg(folder.path(), &["ca", "init"]).status.success());
+
+    // script(1) from bsdutils (essential in Debian) runs the command on a
+    // pseudo-terminal, as if a person typed it.
+    let command = format!("{} ca export --format der", env!("CARGO_BIN_EXE_swg"));
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(folder.path())
+        .output()
+        .expect("script must be installed (Debian package bsdutils)");
+    assert_eq!(output.status.code(), Some(1));
+    let terminal = stdout(&output);
+    assert!(
+        terminal.contains("binary DER is not written to a terminal"),
+        "{terminal}"
+    );
+    assert!(
+        !terminal.contains('\u{fffd}'),
+        "no binary bytes reached the terminal: {terminal:?}"
+    );
+}

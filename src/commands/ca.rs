@@ -67,7 +67,7 @@ enum CaCommandError {
     #[error(transparent)]
     Ca(#[from] CaError),
     #[error(
-        "refusing to write binary DER to a terminal; use --out FILE or redirect standard output"
+        "binary DER is not written to a terminal; use --out FILE or redirect standard output"
     )]
     DerToTerminal,
     #[error("cannot write {target}: {source}")]
