@@ -7,7 +7,7 @@ mod read;
 mod schema;
 mod write;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,8 @@ struct WriterState {
     conn: Connection,
     tenant_ids: HashMap<String, i64>,
     category_ids: HashMap<String, i64>,
+    /// `hourly_presence` keys known to be stored, so repeats cost no statement.
+    presence: HashSet<write::PresenceKey>,
 }
 
 impl SqliteStore {
@@ -79,6 +81,7 @@ impl SqliteStore {
                 conn,
                 tenant_ids: HashMap::new(),
                 category_ids: HashMap::new(),
+                presence: HashSet::new(),
             }),
             readers: Mutex::new(Vec::new()),
         })
@@ -261,7 +264,8 @@ fn configure_writer(conn: &Connection, path: &Path) -> Result<(), ActivityError>
     }
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -65536;
+         PRAGMA cache_size = -262144;
+         PRAGMA wal_autocheckpoint = 16384;
          PRAGMA temp_store = MEMORY;
          PRAGMA journal_size_limit = 67108864;",
     )

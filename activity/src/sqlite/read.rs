@@ -8,7 +8,9 @@ use time::{Date, Duration, OffsetDateTime};
 
 #[cfg(test)]
 use super::write::unix_day;
-use super::write::{unix_ms, CATEGORY_SEPARATOR};
+use super::write::{
+    unix_hour, unix_ms, CATEGORY_SEPARATOR, MS_PER_HOUR, PRESENCE_DEVICE, PRESENCE_USER,
+};
 use crate::error::ActivityError;
 use crate::event::{Action, Event};
 use crate::query::{Cursor, DailyTotal, Page, Query, TopEntry, MAX_PAGE_SIZE};
@@ -30,119 +32,247 @@ struct Statement {
     params: Vec<Value>,
 }
 
+/// How a page query finds its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// Walk this index of `events` in page order.
+    Index(&'static str),
+    /// Walk `event_categories` for the category and join each row to its event.
+    Categories,
+    /// Probe `hourly_presence` for the hours of this user or device (kind), newest
+    /// first, and walk `events_by_time` within each of them.
+    Presence(i64),
+}
+
+/// Picks the driver for `query`: the most selective filter present leads.
+fn driver(query: &Query) -> Driver {
+    let alert = matches!(query.action, Some(Action::Block | Action::Warn));
+    if query.device.is_some() && alert {
+        Driver::Index("events_by_device_alert")
+    } else if query.device.is_some() {
+        Driver::Presence(PRESENCE_DEVICE)
+    } else if query.user.is_some() {
+        Driver::Presence(PRESENCE_USER)
+    } else if query.category.is_some() {
+        Driver::Categories
+    } else if query.app.is_some() {
+        Driver::Index("events_by_app")
+    } else if query.action.is_some() {
+        Driver::Index("events_by_action")
+    } else {
+        Driver::Index("events_by_time")
+    }
+}
+
+/// Ids of the tenant and category a query names.
+struct Ids {
+    tenant: i64,
+    category: i64,
+}
+
 pub(super) fn query(conn: &Connection, query: &Query) -> Result<Page, ActivityError> {
-    let Some(statement) = build_query(conn, query)? else {
+    let Some(ids) = resolve_ids(conn, query)? else {
         return Ok(Page {
             events: Vec::new(),
             next_cursor: None,
         });
     };
     let page_size = query.page_size();
+    // One row beyond the page tells whether another page follows.
+    let wanted = page_size + 1;
+    let mut rows = Vec::with_capacity(wanted);
 
-    let mut prepared = conn.prepare(&statement.sql)?;
-    let mut rows = prepared.query(params_from_iter(statement.params))?;
-    let mut events = Vec::with_capacity(page_size);
-    let mut last = None;
-    let mut more = false;
-    while let Some(row) = rows.next()? {
-        if events.len() == page_size {
-            more = true;
-            break;
+    match driver(query) {
+        Driver::Presence(kind) => {
+            for (start, end) in presence_windows(conn, query, &ids, kind)? {
+                if rows.len() >= wanted {
+                    break;
+                }
+                let statement =
+                    build_statement(query, &ids, Some((start, end)), wanted - rows.len());
+                read_rows(conn, &statement, &query.tenant, &mut rows)?;
+            }
         }
-        let (id, time_ms, event) = event_from_row(row, &query.tenant)?;
-        last = Some(Cursor::after(time_ms, id));
-        events.push(event);
+        _ => {
+            let statement = build_statement(query, &ids, None, wanted);
+            read_rows(conn, &statement, &query.tenant, &mut rows)?;
+        }
     }
 
+    let more = rows.len() > page_size;
+    rows.truncate(page_size);
+    let next_cursor = if more {
+        rows.last()
+            .map(|(id, time_ms, _)| Cursor::after(*time_ms, *id))
+    } else {
+        None
+    };
     Ok(Page {
-        events,
-        next_cursor: if more { last } else { None },
+        events: rows.into_iter().map(|(_, _, event)| event).collect(),
+        next_cursor,
     })
+}
+
+fn read_rows(
+    conn: &Connection,
+    statement: &Statement,
+    tenant: &str,
+    rows: &mut Vec<(i64, i64, Event)>,
+) -> Result<(), ActivityError> {
+    let mut prepared = conn.prepare_cached(&statement.sql)?;
+    let mut result = prepared.query(params_from_iter(statement.params.iter()))?;
+    while let Some(row) = result.next()? {
+        rows.push(event_from_row(row, tenant)?);
+    }
+    Ok(())
+}
+
+/// Returns the time windows, newest first, of the hours in which the query's user
+/// or device has events, clipped to the query's range and cursor.
+///
+/// Each hour costs one primary-key probe; the probes stop at the tenant's oldest
+/// stored hour, so a range reaching far into the past costs nothing extra.
+fn presence_windows<'q>(
+    conn: &'q Connection,
+    query: &'q Query,
+    ids: &Ids,
+    kind: i64,
+) -> Result<impl Iterator<Item = (i64, i64)> + 'q, ActivityError> {
+    let value = if kind == PRESENCE_DEVICE {
+        query.device.clone()
+    } else {
+        query.user.clone()
+    };
+    let value = value.unwrap_or_default();
+    let (stored_first, stored_last): (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT min(hour), max(hour) FROM hourly_presence WHERE tenant_id = ?1")?
+        .query_row([ids.tenant], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let (Some(stored_first), Some(stored_last)) = (stored_first, stored_last) else {
+        return Ok(None.into_iter().flatten());
+    };
+
+    let from_ms = unix_ms(query.from);
+    let mut to_ms = unix_ms(query.to);
+    if let Some(cursor) = query.cursor {
+        // The cursor's own millisecond may hold more rows with smaller ids.
+        to_ms = to_ms.min(cursor.time_ms + 1);
+    }
+    let first = unix_hour(from_ms).max(stored_first);
+    let last = unix_hour(to_ms - 1).min(stored_last);
+    let tenant = ids.tenant;
+
+    let windows = (first..=last).rev().filter_map(move |hour| {
+        let present = conn
+            .prepare_cached(
+                "SELECT 1 FROM hourly_presence WHERE tenant_id = ?1 AND hour = ?2 AND kind = ?3 AND value = ?4",
+            )
+            .and_then(|mut probe| probe.exists(params![tenant, hour, kind, value]));
+        // A failed probe scans the hour rather than hiding its rows.
+        match present {
+            Ok(false) => None,
+            Ok(true) | Err(_) => {
+                Some(((hour * MS_PER_HOUR).max(from_ms), ((hour + 1) * MS_PER_HOUR).min(to_ms)))
+            }
+        }
+    });
+    Ok(Some(windows).into_iter().flatten())
 }
 
 pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>, ActivityError> {
     // The plan is the same whether or not the tenant exists, but building the
     // statement needs ids, so stand in 0 when a name is unknown.
-    let statement = build_statement(query, tenant_id(conn, &query.tenant)?.unwrap_or(0), 0);
+    let ids = Ids {
+        tenant: tenant_id(conn, &query.tenant)?.unwrap_or(0),
+        category: 0,
+    };
+    let window = match driver(query) {
+        Driver::Presence(_) => Some((unix_ms(query.from), unix_ms(query.to))),
+        _ => None,
+    };
+    let statement = build_statement(query, &ids, window, query.page_size() + 1);
+    let mut plan = explain(conn, &statement)?;
+    if window.is_some() {
+        let probe = Statement {
+            sql: "SELECT 1 FROM hourly_presence WHERE tenant_id = ?1 AND hour = ?2 AND kind = ?3 AND value = ?4"
+                .to_owned(),
+            params: vec![Value::Integer(0), Value::Integer(0), Value::Integer(0), Value::Text(String::new())],
+        };
+        plan.extend(explain(conn, &probe)?);
+    }
+    Ok(plan)
+}
+
+fn explain(conn: &Connection, statement: &Statement) -> Result<Vec<String>, ActivityError> {
     let mut prepared = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))?;
     let lines = prepared
-        .query_map(params_from_iter(statement.params), |row| {
+        .query_map(params_from_iter(statement.params.iter()), |row| {
             row.get::<_, String>(3)
         })?
         .collect::<Result<_, _>>()?;
     Ok(lines)
 }
 
-/// Builds the statement for `query`, or returns none when the tenant or category
+/// Looks up the ids the query names, or returns none when the tenant or category
 /// has never been stored, so nothing can match.
-fn build_query(conn: &Connection, query: &Query) -> Result<Option<Statement>, ActivityError> {
-    let Some(tenant_id) = tenant_id(conn, &query.tenant)? else {
+fn resolve_ids(conn: &Connection, query: &Query) -> Result<Option<Ids>, ActivityError> {
+    let Some(tenant) = tenant_id(conn, &query.tenant)? else {
         return Ok(None);
     };
-    let category_id = match &query.category {
+    let category = match &query.category {
         Some(name) => match category_id(conn, &name.to_lowercase())? {
             Some(id) => id,
             None => return Ok(None),
         },
         None => 0,
     };
-    Ok(Some(build_statement(query, tenant_id, category_id)))
+    Ok(Some(Ids { tenant, category }))
 }
 
-/// Builds the SQL for `query`.
+/// Builds the SQL for `query`, limited to `window` (a time range in milliseconds)
+/// when given, returning at most `limit` rows.
 ///
 /// The statement names the index to walk instead of leaving the choice to SQLite,
-/// whose planner has no statistics on a fresh store and may pick the time index for
-/// a filter that a narrower index serves. The most selective filter present drives:
-/// device, then user, then category, then app, then action, then time alone. Every
-/// index ends in `time_ms` and the row id, so rows come out in page order without
-/// sorting and the walk stops after one page. Pages continue with a keyset
-/// condition on `(time_ms, id)` rather than an OFFSET.
-fn build_statement(query: &Query, tenant_id: i64, category_id: i64) -> Statement {
-    let driving_index = if query.device.is_some() {
-        Some("events_by_device")
-    } else if query.user.is_some() {
-        Some("events_by_user")
-    } else if query.category.is_some() {
-        None
-    } else if query.app.is_some() {
-        Some("events_by_app")
-    } else if query.action.is_some() {
-        Some("events_by_action")
-    } else {
-        Some("events_by_time")
-    };
-
+/// whose planner has no statistics on a fresh store and may pick an index that
+/// does not serve the filter. Every index ends in `time_ms` and the row id, so rows
+/// come out in page order without sorting and the walk stops after one page.
+/// Pages continue with a keyset condition on `(time_ms, id)` rather than an OFFSET.
+fn build_statement(
+    query: &Query,
+    ids: &Ids,
+    window: Option<(i64, i64)>,
+    limit: usize,
+) -> Statement {
+    let driver = driver(query);
     let mut statement = Statement {
         sql: String::new(),
-        params: vec![Value::Integer(tenant_id)],
+        params: vec![Value::Integer(ids.tenant)],
     };
-    let (time_column, id_column) = match driving_index {
-        Some(index) => {
-            statement.sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events e INDEXED BY {index} WHERE e.tenant_id = ?1"
-            );
-            ("e.time_ms", "e.id")
-        }
-        None => {
+    let (time_column, id_column) = match driver {
+        Driver::Categories => {
             // CROSS JOIN keeps event_categories as the outer loop.
             statement.sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM event_categories c CROSS JOIN events e \
                  ON e.id = c.event_id AND e.time_ms = c.time_ms WHERE c.tenant_id = ?1"
             );
-            statement.push(" AND c.category_id = #", Value::Integer(category_id));
+            statement.push(" AND c.category_id = #", Value::Integer(ids.category));
             ("c.time_ms", "c.event_id")
+        }
+        Driver::Index(index) => {
+            statement.sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events e INDEXED BY {index} WHERE e.tenant_id = ?1"
+            );
+            ("e.time_ms", "e.id")
+        }
+        Driver::Presence(_) => {
+            statement.sql =
+                format!("SELECT {EVENT_COLUMNS} FROM events e INDEXED BY events_by_time WHERE e.tenant_id = ?1");
+            ("e.time_ms", "e.id")
         }
     };
 
-    statement.push(
-        &format!(" AND {time_column} >= #"),
-        Value::Integer(unix_ms(query.from)),
-    );
-    statement.push(
-        &format!(" AND {time_column} < #"),
-        Value::Integer(unix_ms(query.to)),
-    );
+    let (from_ms, to_ms) = window.unwrap_or((unix_ms(query.from), unix_ms(query.to)));
+    statement.push(&format!(" AND {time_column} >= #"), Value::Integer(from_ms));
+    statement.push(&format!(" AND {time_column} < #"), Value::Integer(to_ms));
     if let Some(cursor) = query.cursor {
         let time_index = statement.push(
             &format!(" AND {time_column} <= #"),
@@ -152,6 +282,10 @@ fn build_statement(query: &Query, tenant_id: i64, category_id: i64) -> Statement
             &format!(" AND ({time_column} < ?{time_index} OR {id_column} < #)"),
             Value::Integer(cursor.id),
         );
+    }
+    if driver == Driver::Index("events_by_device_alert") {
+        // Repeats the partial index's condition so SQLite accepts the index.
+        statement.sql.push_str(" AND e.action IN ('block', 'warn')");
     }
     if let Some(user) = &query.user {
         statement.push(" AND e.user = #", Value::Text(user.clone()));
@@ -165,11 +299,11 @@ fn build_statement(query: &Query, tenant_id: i64, category_id: i64) -> Statement
     if let Some(app) = &query.app {
         statement.push(" AND e.app = #", Value::Text(app.clone()));
     }
-    if query.category.is_some() && driving_index.is_some() {
+    if query.category.is_some() && driver != Driver::Categories {
         statement.push(
             " AND EXISTS (SELECT 1 FROM event_categories c WHERE c.tenant_id = ?1 AND c.category_id = # \
              AND c.time_ms = e.time_ms AND c.event_id = e.id)",
-            Value::Integer(category_id),
+            Value::Integer(ids.category),
         );
     }
     if let Some(domain) = &query.domain {
@@ -179,10 +313,9 @@ fn build_statement(query: &Query, tenant_id: i64, category_id: i64) -> Statement
             Value::Text(domain.trim().to_lowercase()),
         );
     }
-    // One row beyond the page tells whether another page follows.
     statement.push(
         &format!(" ORDER BY {time_column} DESC, {id_column} DESC LIMIT #"),
-        Value::Integer(query.page_size() as i64 + 1),
+        Value::Integer(limit as i64),
     );
     statement
 }
@@ -305,7 +438,7 @@ pub(super) fn device_recent(
     };
     let from = now - Duration::days(DEVICE_RECENT_DAYS);
     let mut statement = conn.prepare_cached(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events e \
+        "SELECT {EVENT_COLUMNS} FROM events e INDEXED BY events_by_device_alert \
          WHERE e.tenant_id = ?1 AND e.device = ?2 AND e.time_ms >= ?3 AND e.time_ms <= ?4 \
          AND e.action IN ('block', 'warn') ORDER BY e.time_ms DESC, e.id DESC LIMIT ?5"
     ))?;

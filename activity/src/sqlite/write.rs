@@ -15,12 +15,26 @@ use crate::host::request_host;
 pub(crate) const CATEGORY_SEPARATOR: char = '\u{1f}';
 
 const MS_PER_DAY: i64 = 86_400_000;
+pub(crate) const MS_PER_HOUR: i64 = 3_600_000;
+
+/// `hourly_presence.kind` of a user id.
+pub(crate) const PRESENCE_USER: i64 = 1;
+/// `hourly_presence.kind` of a device id.
+pub(crate) const PRESENCE_DEVICE: i64 = 2;
+/// Presence keys the writer remembers before it starts over; at about 100 bytes
+/// each, this bounds the cache to a few tens of megabytes.
+const MAX_CACHED_PRESENCE: usize = 200_000;
+
+/// A row of `hourly_presence`: (tenant id, hour, kind, user or device id).
+pub(crate) type PresenceKey = (i64, i64, i64, String);
 
 const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, time_ms, user, device, discovery, app, app_class, \
      client_ip, device_ip, via, request, host, categories, policy, rule, action, reason, request_id) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 const INSERT_EVENT_CATEGORY: &str =
     "INSERT OR IGNORE INTO event_categories (tenant_id, category_id, time_ms, event_id) VALUES (?1, ?2, ?3, ?4)";
+const INSERT_PRESENCE: &str =
+    "INSERT OR IGNORE INTO hourly_presence (tenant_id, hour, kind, value) VALUES (?1, ?2, ?3, ?4)";
 const ADD_DAILY_ACTION: &str =
     "INSERT INTO daily_actions (tenant_id, day, action, count) VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (tenant_id, day, action) DO UPDATE SET count = count + excluded.count";
@@ -34,6 +48,11 @@ const ADD_DAILY_CATEGORY: &str =
 /// Milliseconds since the Unix epoch, the unit of `time_ms`.
 pub(crate) fn unix_ms(time: OffsetDateTime) -> i64 {
     (time.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Hours since the Unix epoch, the unit of `hourly_presence.hour`.
+pub(crate) fn unix_hour(time_ms: i64) -> i64 {
+    time_ms.div_euclid(MS_PER_HOUR)
 }
 
 /// Days since the Unix epoch in UTC, the unit of the `day` columns.
@@ -58,6 +77,7 @@ pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<
         // Ids cached during the failed transaction may name rows that were rolled back.
         state.tenant_ids.clear();
         state.category_ids.clear();
+        state.presence.clear();
     }
     result
 }
@@ -67,12 +87,17 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         conn,
         tenant_ids,
         category_ids,
+        presence,
     } = state;
+    if presence.len() > MAX_CACHED_PRESENCE {
+        presence.clear();
+    }
     let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut daily = DailyCounts::default();
     {
         let mut insert_event = transaction.prepare_cached(INSERT_EVENT)?;
         let mut insert_category = transaction.prepare_cached(INSERT_EVENT_CATEGORY)?;
+        let mut insert_presence = transaction.prepare_cached(INSERT_PRESENCE)?;
         for original in events {
             let mut event = original.clone();
             event.sanitize();
@@ -84,8 +109,8 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             let event_id = insert_event.insert(params![
                 tenant_id,
                 time_ms,
-                event.user,
-                event.device,
+                &event.user,
+                &event.device,
                 event.discovery.as_str(),
                 event.app,
                 event.app_class.as_str(),
@@ -101,6 +126,19 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
                 event.reason,
                 event.request_id.as_str(),
             ])?;
+
+            let hour = unix_hour(time_ms);
+            for (kind, value) in [
+                (PRESENCE_USER, &event.user),
+                (PRESENCE_DEVICE, &event.device),
+            ] {
+                let Some(value) = value else { continue };
+                let key = (tenant_id, hour, kind, value.clone());
+                if !presence.contains(&key) {
+                    insert_presence.execute(params![tenant_id, hour, kind, value])?;
+                    presence.insert(key);
+                }
+            }
 
             let day = unix_day(time_ms);
             *daily
@@ -228,6 +266,22 @@ pub(super) fn delete_older_than(
             }
         }
         deleted += deleted_categories as u64;
+
+        let mut delete_presence = transaction.prepare_cached(
+            "DELETE FROM hourly_presence WHERE (tenant_id, hour, kind, value) IN \
+             (SELECT tenant_id, hour, kind, value FROM hourly_presence \
+              WHERE tenant_id = ?1 AND hour < ?2 ORDER BY hour LIMIT ?3)",
+        )?;
+        let mut deleted_presence = 0i64;
+        for tenant_id in &tenant_ids {
+            let budget = max_rows - deleted_presence;
+            if budget <= 0 {
+                break;
+            }
+            deleted_presence +=
+                delete_presence.execute(params![tenant_id, unix_hour(cutoff_ms), budget])? as i64;
+        }
+        deleted += deleted_presence as u64;
 
         let cutoff_day = unix_day(cutoff_ms);
         for table in [
