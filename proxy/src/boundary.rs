@@ -22,6 +22,42 @@ pub enum Discovery {
     Correlation,
 }
 
+/// How an app is treated, with the numeric codes of the DNS context option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AppClass {
+    /// Unknown (`0`).
+    #[default]
+    Unknown,
+    /// A web browser (`1`).
+    Browser,
+    /// Any other app (`2`).
+    App,
+    /// An app the tenant trusts (`3`).
+    TrustedApp,
+}
+
+impl AppClass {
+    /// The numeric code of the DNS context option.
+    pub fn code(self) -> u8 {
+        match self {
+            AppClass::Unknown => 0,
+            AppClass::Browser => 1,
+            AppClass::App => 2,
+            AppClass::TrustedApp => 3,
+        }
+    }
+
+    /// The class of a numeric code; unknown codes give [`AppClass::Unknown`].
+    pub fn from_code(code: u8) -> AppClass {
+        match code {
+            1 => AppClass::Browser,
+            2 => AppClass::App,
+            3 => AppClass::TrustedApp,
+            _ => AppClass::Unknown,
+        }
+    }
+}
+
 /// Who is asking: the tenant, user and device a request belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIdentity {
@@ -33,8 +69,8 @@ pub struct ClientIdentity {
     pub device: String,
     /// The asking app's bundle id, when known.
     pub app_bundle_id: Option<String>,
-    /// The app class name (`browser`, `app`, `trusted_app`, `unknown`).
-    pub app_class: &'static str,
+    /// The asking app's class, when known.
+    pub app_class: AppClass,
     /// How the identity was found.
     pub discovery: Discovery,
 }
@@ -43,10 +79,10 @@ pub struct ClientIdentity {
 pub trait Identify: Send + Sync + 'static {
     /// Verifies a device token and returns its identity, or `None` when the token is
     /// invalid, expired or revoked.
-    fn from_device_token(&self, token: &str) -> Option<ClientIdentity>;
+    fn identify_device_token(&self, token: &str) -> Option<ClientIdentity>;
 
     /// Looks up the correlation hint for `client` asking for `host`.
-    fn from_correlation_hint<'a>(
+    fn identify_correlation_hint<'a>(
         &'a self,
         client: IpAddr,
         host: &'a str,
@@ -62,6 +98,8 @@ pub enum Verdict {
     Block,
     /// Warn before continuing (answered with the block page until the warn page exists).
     Warn,
+    /// Forward with no policy and no activity event (domain exceptions, bypassed apps).
+    Bypass,
 }
 
 /// A policy decision on one URL.
@@ -69,6 +107,8 @@ pub enum Verdict {
 pub struct Decision {
     /// What to do.
     pub verdict: Verdict,
+    /// The policy that applied, if any.
+    pub policy: Option<String>,
     /// The rule that decided, if any.
     pub rule: Option<String>,
     /// Categories of the URL or its host.
@@ -105,6 +145,10 @@ pub struct PageRequest {
     pub request_id: String,
     /// Whether the request is a top-level navigation (gets HTML instead of short text).
     pub navigation: bool,
+    /// Who asked, if known (for the tenant's branding and the page's details).
+    pub identity: Option<ClientIdentity>,
+    /// The request's `Accept-Language` header.
+    pub accept_language: Option<String>,
 }
 
 /// Renders pages.

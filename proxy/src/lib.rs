@@ -5,6 +5,7 @@
 //! forwarded to its origin through swg's own resolver and a destination check that
 //! keeps the proxy out of private networks, or answered with a page.
 
+pub mod adapters;
 mod body;
 pub mod boundary;
 mod config;

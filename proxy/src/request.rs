@@ -1,8 +1,7 @@
 //! One request through the proxy: target, identity, policy, then upstream or a page.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
@@ -72,12 +71,18 @@ async fn handle_in_span(
 
     let url = target.url();
     let navigation = is_navigation(&request);
+    let accept_language = request
+        .headers()
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let mut exchange = Exchange {
         shared: &shared,
         context: &context,
         request_id,
         url,
         navigation,
+        accept_language,
     };
 
     let Some(identity) = establish_identity(&shared, &context, &host).await else {
@@ -90,7 +95,7 @@ async fn handle_in_span(
         .decide_url(&identity, &exchange.url);
     match decision.verdict {
         Verdict::Block | Verdict::Warn => return exchange.blocked(identity, decision),
-        Verdict::Allow => {}
+        Verdict::Allow | Verdict::Bypass => {}
     }
 
     let result = if is_websocket_upgrade(request.headers()) && request.version() == Version::HTTP_11
@@ -118,7 +123,7 @@ async fn establish_identity(
     shared
         .collaborators
         .identify
-        .from_correlation_hint(context.client.ip(), host)
+        .identify_correlation_hint(context.client.ip(), host)
         .await
 }
 
@@ -198,20 +203,22 @@ struct Exchange<'a> {
     request_id: String,
     url: String,
     navigation: bool,
+    accept_language: Option<String>,
 }
 
 impl Exchange<'_> {
     fn unidentified(&mut self) -> Response<ProxyBody> {
         tracing::debug!(url = %self.url, "no identity for request");
-        self.record(None, Action::Unidentified, None, None);
-        if self.navigation {
-            self.page(PageKind::Unidentified)
+        let response = if self.navigation {
+            self.page(PageKind::Unidentified, None)
         } else {
             plain(
                 StatusCode::FORBIDDEN,
                 "forbidden: the gateway could not identify this device\n",
             )
-        }
+        };
+        self.record(None, Action::Unidentified, None, None);
+        response
     }
 
     fn blocked(&mut self, identity: ClientIdentity, decision: Decision) -> Response<ProxyBody> {
@@ -221,7 +228,7 @@ impl Exchange<'_> {
             Action::Block
         };
         tracing::debug!(url = %self.url, rule = ?decision.rule, "request blocked by policy");
-        let response = self.page(PageKind::Block(decision.clone()));
+        let response = self.page(PageKind::Block(decision.clone()), Some(&identity));
         self.record(Some(identity), action, Some(decision), None);
         response
     }
@@ -233,7 +240,11 @@ impl Exchange<'_> {
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         tracing::debug!(url = %self.url, status = response.status().as_u16(), "request forwarded");
-        self.record(Some(identity), Action::Allow, Some(decision), None);
+        if decision.verdict == Verdict::Bypass {
+            count(self.shared, self.context, "bypass");
+        } else {
+            self.record(Some(identity), Action::Allow, Some(decision), None);
+        }
         response
     }
 
@@ -249,7 +260,7 @@ impl Exchange<'_> {
             .with_label_values(&[failure.kind()])
             .inc();
         tracing::info!(url = %self.url, kind = failure.kind(), detail = ?failure, "upstream request failed");
-        let response = self.page(PageKind::UpstreamError(failure));
+        let response = self.page(PageKind::UpstreamError(failure), Some(&identity));
         self.record(
             Some(identity),
             Action::UpstreamError,
@@ -259,12 +270,14 @@ impl Exchange<'_> {
         response
     }
 
-    fn page(&self, kind: PageKind) -> Response<ProxyBody> {
+    fn page(&self, kind: PageKind, identity: Option<&ClientIdentity>) -> Response<ProxyBody> {
         let request = PageRequest {
             kind,
             url: self.url.clone(),
             request_id: self.request_id.clone(),
             navigation: self.navigation,
+            identity: identity.cloned(),
+            accept_language: self.accept_language.clone(),
         };
         let mut response = self.shared.collaborators.pages.render(&request).map(full);
         response
@@ -333,16 +346,8 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBod
     response
 }
 
-/// Returns a request id unique within the process and unlikely to repeat across
-/// restarts: the process start time, then a counter.
+/// Returns a new request id, in the format of the activity log so that pages, logs
+/// and events share it.
 fn next_request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs())
-            .unwrap_or(0)
-    });
-    format!("{start:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    swg_activity::RequestId::generate().as_str().to_owned()
 }

@@ -111,7 +111,7 @@ fn authenticate<B>(shared: &Shared, request: &Request<B>) -> Option<ClientIdenti
     } else {
         return None;
     };
-    shared.collaborators.identify.from_device_token(&token)
+    shared.collaborators.identify.identify_device_token(&token)
 }
 
 fn proxy_auth_required() -> Response<ProxyBody> {

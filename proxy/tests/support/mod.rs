@@ -1,7 +1,7 @@
 //! A proxy started in-process with stand-in collaborators, origins run by the test,
 //! and curl as the real client.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 pub mod origin;
 pub mod pki;
@@ -39,17 +39,17 @@ pub fn identity(discovery: Discovery) -> ClientIdentity {
         user: "user-1".to_owned(),
         device: "device-1".to_owned(),
         app_bundle_id: None,
-        app_class: "browser",
+        app_class: swg_proxy::boundary::AppClass::Browser,
         discovery,
     }
 }
 
 impl Identify for TestIdentify {
-    fn from_device_token(&self, token: &str) -> Option<ClientIdentity> {
+    fn identify_device_token(&self, token: &str) -> Option<ClientIdentity> {
         (token == GOOD_TOKEN).then(|| identity(Discovery::Token))
     }
 
-    fn from_correlation_hint<'a>(
+    fn identify_correlation_hint<'a>(
         &'a self,
         client: IpAddr,
         _host: &'a str,
@@ -80,6 +80,7 @@ impl Decide for PrefixPolicy {
             } else {
                 Verdict::Allow
             },
+            policy: None,
             rule: blocked.then(|| "test-rule".to_owned()),
             categories: Vec::new(),
             reason: if blocked {
@@ -177,12 +178,14 @@ impl Harness {
         let swg_root = dir.path().join("swg-root.pem");
         std::fs::write(&swg_root, &leaves.ca.pem).unwrap();
 
-        let mut config = ProxyConfig::default();
-        config.tls_listen = "127.0.0.1:0".parse().unwrap();
-        config.http_listen = "127.0.0.1:0".parse().unwrap();
-        config.explicit_listen = "127.0.0.1:0".parse().unwrap();
-        config.allowed_destinations = vec!["127.0.0.1/32".parse().unwrap()];
-        config.extra_roots = vec![origin_ca_path];
+        let mut config = ProxyConfig {
+            tls_listen: "127.0.0.1:0".parse().unwrap(),
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            explicit_listen: "127.0.0.1:0".parse().unwrap(),
+            allowed_destinations: vec!["127.0.0.1/32".parse().unwrap()],
+            extra_roots: vec![origin_ca_path],
+            ..ProxyConfig::default()
+        };
         config.timeouts.first_byte_ms = 5_000;
         adjust(&mut config);
 
