@@ -1,5 +1,6 @@
 //! Leaf minting and leaf cache benchmarks: a cold mint (a new host each
-//! iteration), a warm cache hit, and 10 000 distinct hosts from 2 threads.
+//! iteration) under ECDSA and RSA roots, a warm cache hit, and 10 000
+//! distinct hosts from 2 threads.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -12,7 +13,11 @@ use prometheus::Registry;
 use swg_ca::{CaConfig, KeyType, LeafCache, LeafConfig, RootCa};
 
 fn cache() -> LeafCache {
-    let root = Arc::new(RootCa::generate(KeyType::EcdsaP256, &CaConfig::default()).unwrap());
+    cache_with(KeyType::EcdsaP256)
+}
+
+fn cache_with(key_type: KeyType) -> LeafCache {
+    let root = Arc::new(RootCa::generate(key_type, &CaConfig::default()).unwrap());
     let config = LeafConfig {
         cache_entries: 10_000_000,
         ..LeafConfig::default()
@@ -35,6 +40,32 @@ fn cold_mint(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+}
+
+/// Cold mints under RSA roots, whose signatures cost far more than ECDSA.
+fn cold_mint_rsa(c: &mut Criterion) {
+    let mut group = c.benchmark_group("leaf");
+    group.sample_size(20);
+    for (name, key_type) in [
+        ("cold_mint_rsa2048", KeyType::Rsa2048),
+        ("cold_mint_rsa4096", KeyType::Rsa4096),
+    ] {
+        let cache = cache_with(key_type);
+        let counter = AtomicU64::new(0);
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    format!(
+                        "host-{}.example.com",
+                        counter.fetch_add(1, Ordering::Relaxed)
+                    )
+                },
+                |host| black_box(cache.get(&host).unwrap()),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
 }
 
 fn cache_hit(c: &mut Criterion) {
@@ -75,5 +106,11 @@ fn distinct_hosts_two_threads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cold_mint, cache_hit, distinct_hosts_two_threads);
+criterion_group!(
+    benches,
+    cold_mint,
+    cold_mint_rsa,
+    cache_hit,
+    distinct_hosts_two_threads
+);
 criterion_main!(benches);
