@@ -2,7 +2,7 @@
 //! built as DER from a template that contains every per-CA and per-key part.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
@@ -50,8 +50,9 @@ pub enum LeafError {
 
 /// Signs leaf certificates for hosts with a root CA.
 ///
-/// The leaf key pair is generated once per minter and shared by every leaf,
-/// so minting costs one CA signature and no key generation.
+/// The leaf key pair is generated once per process and shared by every
+/// leaf of every minter, so minting costs one CA signature and no key
+/// generation.
 pub struct LeafMinter {
     root: Arc<RootCa>,
     leaf_key: Arc<dyn rustls::sign::SigningKey>,
@@ -77,28 +78,11 @@ impl std::fmt::Debug for LeafMinter {
 }
 
 impl LeafMinter {
-    /// Creates a minter with a fresh P-256 leaf key. `validity` is the total
-    /// span of a leaf, back-dating included.
+    /// Creates a minter for `root`. `validity` is the total span of a leaf,
+    /// back-dating included.
     pub fn new(root: Arc<RootCa>, validity: Duration) -> Result<Self, LeafError> {
         let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map_err(|_| LeafError::Signing)?;
-        let key_pair = EcdsaKeyPair::from_pkcs8(
-            &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            pkcs8.as_ref(),
-            &rng,
-        )
-        .map_err(|error| LeafError::Key(error.to_string()))?;
-        let leaf_key = crate::crypto_provider()
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                pkcs8.as_ref().to_vec(),
-            )))
-            .map_err(|error| LeafError::Key(error.to_string()))?;
-
-        let spki = p256_spki(key_pair.public_key().as_ref());
-        let leaf_key_identifier =
-            ring::digest::digest(&ring::digest::SHA256, key_pair.public_key().as_ref());
+        let leaf = process_leaf_key()?;
 
         let mut issuer_part = Der::with_capacity(256);
         issuer_part.raw(root.key().signature_algorithm());
@@ -107,11 +91,11 @@ impl LeafMinter {
         Ok(Self {
             fixed_extensions: fixed_extensions(
                 root.certificate().key_identifier(),
-                &leaf_key_identifier.as_ref()[..20],
+                &leaf.key_identifier,
             ),
             issuer_part: issuer_part.finish(),
-            spki,
-            leaf_key,
+            spki: leaf.spki.clone(),
+            leaf_key: Arc::clone(&leaf.signing_key),
             validity,
             root,
             rng,
@@ -193,6 +177,52 @@ impl LeafMinter {
         });
         tbs.finish()
     }
+}
+
+/// The leaf key pair every minter in the process shares.
+struct LeafKeyPair {
+    signing_key: Arc<dyn rustls::sign::SigningKey>,
+    spki: Vec<u8>,
+    key_identifier: Vec<u8>,
+}
+
+static LEAF_KEY: OnceLock<Result<LeafKeyPair, LeafError>> = OnceLock::new();
+
+/// Returns the process's one leaf key pair (ECDSA P-256), generating it on
+/// first use. It is never the CA key, so no leaf can be mistaken for the CA.
+fn process_leaf_key() -> Result<&'static LeafKeyPair, LeafError> {
+    LEAF_KEY
+        .get_or_init(generate_leaf_key)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn generate_leaf_key() -> Result<LeafKeyPair, LeafError> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+        .map_err(|_| LeafError::Signing)?;
+    let key_pair = EcdsaKeyPair::from_pkcs8(
+        &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        pkcs8.as_ref(),
+        &rng,
+    )
+    .map_err(|error| LeafError::Key(error.to_string()))?;
+    let signing_key = crate::crypto_provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            pkcs8.as_ref().to_vec(),
+        )))
+        .map_err(|error| LeafError::Key(error.to_string()))?;
+
+    // Subject key identifier: the first 160 bits of the SHA-256 of the
+    // public key (RFC 7093 method 1).
+    let public_key = key_pair.public_key().as_ref();
+    let digest = ring::digest::digest(&ring::digest::SHA256, public_key);
+    Ok(LeafKeyPair {
+        signing_key,
+        spki: p256_spki(public_key),
+        key_identifier: digest.as_ref()[..20].to_vec(),
+    })
 }
 
 /// Returns 16 random bytes with the top bit cleared, a positive 128-bit
@@ -338,6 +368,28 @@ mod tests {
         let mut d = Der::default();
         write_time(&mut d, time::macros::datetime!(2051-01-02 03:04:05 UTC));
         assert_eq!(d.finish(), b"\x18\x0f20510102030405Z");
+    }
+
+    #[test]
+    fn minters_share_one_leaf_key_that_is_not_the_ca_key() {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+
+        let spki_of = |der: &[u8]| {
+            let (_, certificate) = X509Certificate::from_der(der).unwrap();
+            certificate.public_key().raw.to_vec()
+        };
+        let host = crate::host::normalize("www.example.com").unwrap();
+        let mut leaf_keys = Vec::new();
+        for _ in 0..2 {
+            let root = Arc::new(
+                RootCa::generate(crate::KeyType::EcdsaP256, &crate::CaConfig::default()).unwrap(),
+            );
+            let minter = LeafMinter::new(Arc::clone(&root), Duration::days(30)).unwrap();
+            let leaf = minter.mint_der(&host, OffsetDateTime::now_utc()).unwrap();
+            assert_ne!(spki_of(&leaf), spki_of(root.cert_der()));
+            leaf_keys.push(spki_of(&leaf));
+        }
+        assert_eq!(leaf_keys[0], leaf_keys[1]);
     }
 
     #[test]
