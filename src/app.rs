@@ -13,6 +13,7 @@ use std::time::Duration;
 use prometheus::Registry;
 use swg_ca::store::{self, CaFiles, CaOrigin};
 use swg_ca::{LeafCache, RootCa};
+use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +97,7 @@ impl App {
                 subject = root.subject(),
                 key_type = %root.key_algorithm(),
                 sha256 = root.fingerprint_hex(),
-                not_after = %root.not_after(),
+                not_after = %root.not_after().format(&Rfc3339).unwrap_or_default(),
                 "loaded the root CA"
             ),
         }

@@ -35,7 +35,7 @@ pub enum LeafError {
     #[error(transparent)]
     Host(#[from] crate::host::HostError),
     /// The root CA is no longer valid, so a leaf it signs would be rejected.
-    #[error("the root CA expired at {not_after}; replace it")]
+    #[error("the root CA expired at {}; replace it", crate::root::rfc3339(*not_after))]
     CaExpired {
         /// End of the CA's validity.
         not_after: OffsetDateTime,

@@ -71,7 +71,7 @@ pub enum CaError {
         path: String,
     },
     /// The certificate has expired.
-    #[error("{path}: the CA certificate expired at {not_after}; supply a valid CA or generate a new one with `swg ca init --force`")]
+    #[error("{path}: the CA certificate expired at {}; supply a valid CA or generate a new one with `swg ca init --force`", rfc3339(*not_after))]
     Expired {
         /// The file.
         path: String,
@@ -79,7 +79,7 @@ pub enum CaError {
         not_after: OffsetDateTime,
     },
     /// The certificate is not valid yet.
-    #[error("{path}: the CA certificate is not valid before {not_before}; check the system clock")]
+    #[error("{path}: the CA certificate is not valid before {}; check the system clock", rfc3339(*not_before))]
     NotYetValid {
         /// The file.
         path: String,
@@ -396,6 +396,12 @@ fn legacy_key_identifier(public_key: &[u8]) -> Vec<u8> {
     digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, public_key)
         .as_ref()
         .to_vec()
+}
+
+/// Formats a time as RFC 3339 (`2036-12-02T19:05:09Z`) for messages.
+pub(crate) fn rfc3339(time: OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time.to_string())
 }
 
 fn hex_upper(bytes: &[u8]) -> String {

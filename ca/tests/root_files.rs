@@ -171,7 +171,7 @@ fn expired_ca_is_rejected() {
     assert!(matches!(error, CaError::Expired { .. }), "{error:?}");
     let message = error.to_string();
     assert!(
-        message.contains("expired.pem: the CA certificate expired at 2021-01-01"),
+        message.contains("expired.pem: the CA certificate expired at 2021-01-01T00:00:00Z;"),
         "{message}"
     );
 }
