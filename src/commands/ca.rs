@@ -66,9 +66,7 @@ enum CaCommandError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Ca(#[from] CaError),
-    #[error(
-        "binary DER is not written to a terminal; use --out FILE or redirect standard output"
-    )]
+    #[error("binary DER is not written to a terminal; use --out FILE or redirect standard output")]
     DerToTerminal,
     #[error("cannot write {target}: {source}")]
     Output {
