@@ -10,6 +10,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 /// Any error a body may end with.
@@ -55,6 +56,7 @@ pin_project! {
         idle_timeout: Duration,
         limit: u64,
         seen: u64,
+        end_signal: Option<oneshot::Sender<()>>,
     }
 }
 
@@ -67,7 +69,17 @@ impl<B> GuardedBody<B> {
             idle_timeout,
             limit,
             seen: 0,
+            end_signal: None,
         }
+    }
+
+    /// Returns a receiver that completes when the body has been read to its end, or
+    /// fails when the body is dropped first. hyper never polls a body that is empty
+    /// from the start; such a body ends, and the receiver fails, when it is dropped.
+    pub(crate) fn end_signal(&mut self) -> oneshot::Receiver<()> {
+        let (sender, receiver) = oneshot::channel();
+        self.end_signal = Some(sender);
+        receiver
     }
 }
 
@@ -84,7 +96,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        match this.inner.poll_frame(cx) {
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.seen += data.len() as u64;
@@ -97,10 +109,16 @@ where
                 this.idle
                     .as_mut()
                     .reset(Instant::now() + *this.idle_timeout);
+                if this.inner.is_end_stream() {
+                    signal_end(this.end_signal);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                signal_end(this.end_signal);
+                Poll::Ready(None)
+            }
             Poll::Pending => match this.idle.poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyError::IdleTimeout(
                     *this.idle_timeout,
@@ -116,5 +134,11 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+fn signal_end(end_signal: &mut Option<oneshot::Sender<()>>) {
+    if let Some(sender) = end_signal.take() {
+        let _ = sender.send(());
     }
 }

@@ -162,12 +162,14 @@ async fn forward(
     .parse()
     .map_err(|_| UpstreamFailure::InvalidHost)?;
     parts.version = Version::HTTP_11;
-    let body = GuardedBody::new(body, limits.max_request_body_bytes, idle).boxed();
+    let mut body = GuardedBody::new(body, limits.max_request_body_bytes, idle);
+    let request_sent = body.end_signal();
+    let body = body.boxed();
 
     let started = Instant::now();
     let response = shared
         .upstream
-        .send(Request::from_parts(parts, body))
+        .send(Request::from_parts(parts, body), request_sent)
         .await?;
     shared
         .metrics

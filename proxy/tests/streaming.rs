@@ -205,3 +205,37 @@ async fn blocked_websocket_gets_block_page() {
     let head = read_head(&mut tls).await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
 }
+
+#[tokio::test]
+async fn first_byte_timeout_starts_after_upload() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+        config.timeouts.first_byte_ms = 500;
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let port = origin::start_https(certificate, &[b"h2", b"http/1.1"])
+        .await
+        .port();
+
+    // A 2 MiB upload at 1 MiB/s takes about 2 s, four times the first-byte timeout.
+    let body_path = harness.dir.path().join("slow-upload.bin");
+    std::fs::write(&body_path, vec![1u8; 2 << 20]).unwrap();
+    let mut upload = harness.explicit_args();
+    upload.extend(support::args(&["--limit-rate", "1M", "--data-binary"]));
+    upload.push(format!("@{}", body_path.display()));
+    let result = support::curl(upload, &format!("https://origin.test:{port}/count")).await;
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.body, format!("{}\n", 2 << 20));
+
+    let result = support::curl(
+        harness.explicit_args(),
+        &format!("https://origin.test:{port}/slow"),
+    )
+    .await;
+    assert_eq!(result.status, 504);
+    assert_eq!(
+        result.body,
+        "swg-page: upstream-error timed_out timed_out\n"
+    );
+}

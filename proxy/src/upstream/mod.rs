@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
 
 pub use connector::{ConnectError, ConnectTimeouts, OriginConnector, OriginStream};
 pub use tls::{CertificateProblem, OriginTls, TrustError};
@@ -155,21 +156,33 @@ impl Upstream {
         }
     }
 
-    /// Sends a request in absolute form and waits for the response head, at most the
-    /// first-byte timeout.
+    /// Sends a request in absolute form and waits for the response head.
+    ///
+    /// The first-byte timeout starts when `request_sent` completes (the request body
+    /// has been read to its end or dropped), so a long upload does not count against
+    /// it; while the body streams, its idle timeout applies instead.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
+        request_sent: oneshot::Receiver<()>,
     ) -> Result<Response<Incoming>, UpstreamFailure> {
-        match tokio::time::timeout(self.first_byte, self.client.request(request)).await {
-            Err(_) => Err(UpstreamFailure::TimedOut),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => {
-                let failure = UpstreamFailure::from_error(&error);
-                tracing::debug!(error = %error, source = ?error.source(), kind = failure.kind(), "upstream request failed");
-                Err(failure)
-            }
-        }
+        let response = self.client.request(request);
+        let first_byte = self.first_byte;
+        let deadline = async move {
+            let _ = request_sent.await;
+            tokio::time::sleep(first_byte).await;
+        };
+        tokio::pin!(response);
+        tokio::pin!(deadline);
+        let result = tokio::select! {
+            result = &mut response => result,
+            () = &mut deadline => return Err(UpstreamFailure::TimedOut),
+        };
+        result.map_err(|error| {
+            let failure = UpstreamFailure::from_error(&error);
+            tracing::debug!(error = %error, source = ?error.source(), kind = failure.kind(), "upstream request failed");
+            failure
+        })
     }
 
     /// The connector, for connections outside the pool (WebSocket upgrades).

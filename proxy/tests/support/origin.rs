@@ -131,6 +131,10 @@ async fn route(mut request: Request<Incoming>) -> Result<Response<OriginBody>, I
             Response::new(StreamBody::new(stream::iter(frames)).boxed())
         }
         "/ws" => websocket(request),
+        "/slow" => {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            text("slow\n")
+        }
         _ => text_status(StatusCode::NOT_FOUND, "origin: not found\n"),
     };
     Ok(response)
