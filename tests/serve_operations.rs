@@ -83,9 +83,11 @@ impl Server {
         value.parse().unwrap()
     }
 
+    /// Sends a signal with the shell's `kill` builtin, which needs no
+    /// package beyond `sh`.
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill {name} {}", self.child.id())])
             .status()
             .unwrap();
         assert!(status.success());

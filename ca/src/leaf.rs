@@ -371,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn minters_share_one_leaf_key_that_is_not_the_ca_key() {
+    fn minters_share_leaf_key_not_ca_key() {
         use x509_parser::prelude::{FromDer, X509Certificate};
 
         let spki_of = |der: &[u8]| {

@@ -541,8 +541,8 @@ impl RootCa {
         self.certificate.not_after()
     }
 
-    /// Returns the private key as PKCS#8 PEM. Callers must not log it.
-    pub fn key_pem(&self) -> Zeroizing<String> {
+    /// Returns the private key as PKCS#8 PEM, for writing the key file only.
+    pub(crate) fn key_pem(&self) -> Zeroizing<String> {
         Zeroizing::new(pem::encode("PRIVATE KEY", self.key.pkcs8()))
     }
 
