@@ -10,6 +10,33 @@
 //!
 //! All TLS uses rustls with the ring provider, which [`crypto_provider`]
 //! returns.
+//!
+//! A TLS listener presents leaves by SNI like this:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use swg_ca::{CaConfig, KeyType, LeafCache, LeafConfig, RootCa};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = prometheus::Registry::new();
+//! let root = Arc::new(RootCa::generate(KeyType::EcdsaP256, &CaConfig::default())?);
+//! let leaves = Arc::new(LeafCache::new(root, &LeafConfig::default(), &registry)?);
+//!
+//! // Clients send no SNI for IP addresses, so name the listener's own IP.
+//! let resolver = leaves.resolver().with_default_host("127.0.0.1");
+//! let config = rustls::ServerConfig::builder_with_provider(swg_ca::crypto_provider())
+//!     .with_safe_default_protocol_versions()?
+//!     .with_no_client_auth()
+//!     .with_cert_resolver(Arc::new(resolver));
+//! # let _ = config;
+//!
+//! // A proxy that already knows the host requests its leaf directly.
+//! let leaf = leaves.get("www.example.com")?;
+//! assert_eq!(leaf.cert.len(), 2, "leaf and root");
+//! # Ok(())
+//! # }
+//! ```
 
 mod cache;
 mod config;
