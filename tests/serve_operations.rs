@@ -278,3 +278,25 @@ fn mismatched_key_stops_start() {
     );
     assert!(stderr.contains("root-cert.pem"), "{stderr}");
 }
+
+#[test]
+fn readable_key_file_is_warned_about() {
+    let folder = tempfile::tempdir().unwrap();
+    let init = Command::new(env!("CARGO_BIN_EXE_swg"))
+        .args(["ca", "init"])
+        .current_dir(folder.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(init.success());
+    let key = folder.path().join("swg-data/ca/root-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    write_free_port_config(folder.path());
+
+    let mut server = Server::start(folder.path(), &[]);
+    let warning = server.wait_for("readable by other users");
+    assert!(warning.contains("mode=0644"), "{warning}");
+    server.wait_for("swg is ready");
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(), 0);
+}

@@ -414,6 +414,23 @@ fn hex_upper(bytes: &[u8]) -> String {
     hex
 }
 
+/// Logs a warning when the key file can be read by group or others; swg
+/// still starts, because a mounted secret may be shared on purpose.
+fn warn_if_readable_by_others(key_path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    if let Ok(metadata) = std::fs::metadata(key_path) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                key = %key_path.display(),
+                mode = format_args!("{mode:04o}"),
+                "the CA key file is readable by other users; restrict it to mode 0600 or 0400"
+            );
+        }
+    }
+}
+
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, CaError> {
     std::fs::read(path).map_err(|source| CaError::Read {
         path: path.display().to_string(),
@@ -447,6 +464,7 @@ impl RootCa {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
         let cert_pem = read_file(cert_path)?;
         let key_pem = Zeroizing::new(read_file(key_path)?);
+        warn_if_readable_by_others(key_path);
         Self::from_pem(
             &cert_pem,
             &cert_path.display().to_string(),
