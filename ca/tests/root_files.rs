@@ -336,3 +336,54 @@ fn rsa_2048_root_generates_and_signs_leaves() {
     let fixture = common::Fixture::with_root(root);
     fixture.cache.get("rsa.example").unwrap();
 }
+
+#[test]
+fn leaf_aki_copies_an_unusual_ca_ski() {
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    let folder = tempfile::tempdir().unwrap();
+    let mut extensions = CA_EXTENSIONS.to_vec();
+    // Five bytes, made by no standard hash method.
+    extensions.extend(["-addext", "subjectKeyIdentifier=0102030405"]);
+    // Without this, openssl computes the root's own AKI from the key, so the
+    // root no longer looks self-signed to `openssl verify`.
+    extensions.extend(["-addext", "authorityKeyIdentifier=keyid:always"]);
+    let (cert, key) = openssl_ca(folder.path(), "ski", "ec", &extensions);
+    let root = RootCa::load(&cert, &key).unwrap();
+    assert_eq!(root.certificate().key_identifier(), [1, 2, 3, 4, 5]);
+
+    let fixture = common::Fixture::with_root(root);
+    let leaf = fixture.cache.get("ski.example").unwrap();
+    let (_, certificate) = X509Certificate::from_der(&leaf.cert[0]).unwrap();
+    let authority = certificate
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(authority, [1, 2, 3, 4, 5]);
+
+    let leaf_pem = folder.path().join("leaf.pem");
+    let der_path = folder.path().join("leaf.der");
+    std::fs::write(&der_path, &leaf.cert[0]).unwrap();
+    openssl(&[
+        "x509",
+        "-inform",
+        "DER",
+        "-in",
+        der_path.to_str().unwrap(),
+        "-out",
+        leaf_pem.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        cert.to_str().unwrap(),
+        leaf_pem.to_str().unwrap(),
+    ]);
+}
