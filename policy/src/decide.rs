@@ -4,6 +4,10 @@
 //! Order of evaluation, first match wins: bypassed app, domain exception, block/allow
 //! lists of the selected policy, security categories, content categories, tenant default
 //! (allow). The policy's action is then mapped per app class (`map_dns`, `map_proxy`).
+//!
+//! The query path allocates only for the verdict's own strings: rule ids are kept as
+//! references into the name and the index until a rule wins, and trace text is built only
+//! when a trace is asked for.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -36,33 +40,129 @@ struct Outcome {
     exception: Option<ExceptionKind>,
 }
 
+/// A matched rule, not yet turned into its id string.
+#[derive(Debug, Clone, Copy)]
+enum Rule<'a> {
+    /// An entry of the policy's own block or allow list (`path` is empty for host entries).
+    List {
+        list: ListKind,
+        entry: EntryKind,
+        host: &'a str,
+        path: &'a str,
+    },
+    /// An entry of a feed that the policy uses as a block or allow list.
+    FeedList {
+        list: ListKind,
+        feed: u32,
+        host: &'a str,
+        path: &'a str,
+    },
+    /// An entry of a feed, counted for its category.
+    Feed {
+        feed: u32,
+        host: &'a str,
+        path: &'a str,
+    },
+    /// A network of the policy's own list.
+    ListNetwork { list: ListKind, network: IpNet },
+    /// An address of a feed that the policy uses as a list.
+    FeedListAddress {
+        list: ListKind,
+        feed: u32,
+        ip: IpAddr,
+    },
+    /// An address of a feed, counted for its category.
+    FeedAddress { feed: u32, ip: IpAddr },
+}
+
+impl Rule<'_> {
+    /// The rule id: `policy/list/kind/entry` for list entries, `feed/entry` for feeds.
+    fn render(&self, tenant: &Tenant, policy: &Policy) -> String {
+        match *self {
+            Rule::List {
+                list,
+                entry,
+                host,
+                path,
+            } => concat(&[
+                &policy.id,
+                "/",
+                list.as_str(),
+                "/",
+                entry.as_str(),
+                "/",
+                host,
+                path,
+            ]),
+            Rule::FeedList {
+                list,
+                feed,
+                host,
+                path,
+            } => concat(&[
+                &policy.id,
+                "/",
+                list.as_str(),
+                "/",
+                tenant.feed_id(feed),
+                "/",
+                host,
+                path,
+            ]),
+            Rule::Feed { feed, host, path } => concat(&[tenant.feed_id(feed), "/", host, path]),
+            Rule::ListNetwork { list, network } => {
+                format!("{}/{}/ip/{network}", policy.id, list.as_str())
+            }
+            Rule::FeedListAddress { list, feed, ip } => {
+                format!(
+                    "{}/{}/{}/{ip}",
+                    policy.id,
+                    list.as_str(),
+                    tenant.feed_id(feed)
+                )
+            }
+            Rule::FeedAddress { feed, ip } => format!("{}/{ip}", tenant.feed_id(feed)),
+        }
+    }
+}
+
+/// Concatenates with one allocation; cheaper than `format!` on the query path.
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}
+
 /// A block/allow list entry that matched, ranked by specificity: labels of the entry's
-/// host, then the length of its path (host-level entries have none).
-struct ListHit {
+/// host (or prefix length of a network), then the length of its path plus one (host-level
+/// entries have zero).
+struct ListHit<'a> {
     specificity: (usize, usize),
     list: ListKind,
-    rule_id: String,
+    rule: Rule<'a>,
 }
 
 /// A category entry that matched and that the policy gives an action.
-struct CategoryHit {
+struct CategoryHit<'a> {
     action: CategoryAction,
     category: Category,
-    rule_id: String,
+    rule: Rule<'a>,
 }
 
 /// Collects the matches of one name or URL for one policy.
-struct Matches<'t> {
-    tenant: &'t Tenant,
+struct Matches<'a> {
+    tenant: &'a Tenant,
     policy_index: u32,
-    policy: &'t Policy,
-    list: Option<ListHit>,
-    security: Option<CategoryHit>,
-    content: Option<CategoryHit>,
+    policy: &'a Policy,
+    list: Option<ListHit<'a>>,
+    security: Option<CategoryHit<'a>>,
+    content: Option<CategoryHit<'a>>,
 }
 
-impl<'t> Matches<'t> {
-    fn new(tenant: &'t Tenant, policy_index: u32, policy: &'t Policy) -> Matches<'t> {
+impl<'a> Matches<'a> {
+    fn new(tenant: &'a Tenant, policy_index: u32, policy: &'a Policy) -> Matches<'a> {
         Matches {
             tenant,
             policy_index,
@@ -73,8 +173,12 @@ impl<'t> Matches<'t> {
         }
     }
 
+    fn render(&self, rule: &Rule<'_>) -> String {
+        rule.render(self.tenant, self.policy)
+    }
+
     /// Keeps the more specific list entry; at equal specificity allow wins.
-    fn list_entry(&mut self, hit: ListHit, trace: &mut Option<&mut Trace>) {
+    fn list_entry(&mut self, hit: ListHit<'a>, trace: &mut Option<&mut Trace>) {
         let better = match &self.list {
             None => true,
             Some(best) => {
@@ -87,7 +191,7 @@ impl<'t> Matches<'t> {
         note(
             trace,
             true,
-            || hit.rule_id.clone(),
+            || self.render(&hit.rule),
             || {
                 if better {
                     format!(
@@ -97,7 +201,7 @@ impl<'t> Matches<'t> {
                     )
                 } else {
                     format!(
-                        "{} entry matches, but a more specific or allowing entry already decided",
+                        "{} entry matches, but a more specific or allowing entry is already found",
                         hit.list.as_str()
                     )
                 }
@@ -112,7 +216,7 @@ impl<'t> Matches<'t> {
     fn category_entry(
         &mut self,
         category: Category,
-        rule_id: impl FnOnce() -> String,
+        rule: Rule<'a>,
         trace: &mut Option<&mut Trace>,
     ) {
         let setting = match category.group() {
@@ -120,29 +224,24 @@ impl<'t> Matches<'t> {
             CategoryGroup::Content => &self.policy.content,
         };
         let Some(action) = setting.action_for(category) else {
-            note(trace, false, rule_id, || {
-                format!(
-                    "in category {category}, which policy {} does not act on",
-                    self.policy.id
-                )
-            });
+            note(
+                trace,
+                false,
+                || self.render(&rule),
+                || {
+                    format!(
+                        "in category {category}, which policy {} does not act on",
+                        self.policy.id
+                    )
+                },
+            );
             return;
         };
-        let rule_id = rule_id();
         note(
             trace,
             true,
-            || rule_id.clone(),
-            || {
-                format!(
-                    "in category {category}: {}",
-                    if action == CategoryAction::Block {
-                        "block"
-                    } else {
-                        "warn"
-                    }
-                )
-            },
+            || self.render(&rule),
+            || format!("in category {category}: {}", category_action(action)),
         );
         let slot = match category.group() {
             CategoryGroup::Security => &mut self.security,
@@ -152,20 +251,18 @@ impl<'t> Matches<'t> {
             *slot = Some(CategoryHit {
                 action,
                 category,
-                rule_id,
+                rule,
             });
         }
     }
 
     /// Considers one fact of the index for a name suffix; `url` carries the request's
     /// lower-case path and path-plus-query at the proxy.
-    #[allow(clippy::too_many_arguments)]
     fn fact(
         &mut self,
-        suffix: &str,
+        suffix: &'a str,
         is_whole_name: bool,
         fact: Fact,
-        stage: Stage,
         url: Option<(&str, &str)>,
         trace: &mut Option<&mut Trace>,
     ) {
@@ -173,7 +270,7 @@ impl<'t> Matches<'t> {
         let Some(source) = tenant.shared.sources.get(fact.source as usize) else {
             return;
         };
-        match source {
+        match *source {
             Source::DefaultException | Source::Exception { .. } => {}
             Source::List {
                 tenant: owner,
@@ -181,88 +278,97 @@ impl<'t> Matches<'t> {
                 list,
                 entry,
             } => {
-                if *owner != tenant.index || *policy != self.policy_index {
+                if owner != tenant.index || policy != self.policy_index {
                     return;
                 }
-                let prefix = format!(
-                    "{}/{}/{}/{}",
-                    self.policy.id,
-                    list.as_str(),
-                    entry.as_str(),
-                    suffix
-                );
-                match entry {
+                let mut rule = Rule::List {
+                    list,
+                    entry,
+                    host: suffix,
+                    path: "",
+                };
+                let specificity = match entry {
                     EntryKind::Host if !is_whole_name => {
                         note(
                             trace,
                             false,
-                            || prefix,
+                            || self.render(&rule),
                             || "exact host entry; the name is a subdomain of it".into(),
                         );
+                        return;
                     }
                     EntryKind::Url => {
-                        if let Some((rule_id, path_len)) =
-                            self.url_rule(fact, prefix, stage, url, trace)
-                        {
-                            let hit = ListHit {
-                                specificity: (label_count(suffix), path_len + 1),
-                                list: *list,
-                                rule_id,
-                            };
-                            self.list_entry(hit, trace);
-                        }
-                    }
-                    _ => {
-                        let hit = ListHit {
-                            specificity: (label_count(suffix), 0),
-                            list: *list,
-                            rule_id: prefix,
+                        let Some(path) = self.url_rule(fact, rule, url, trace) else {
+                            return;
                         };
-                        self.list_entry(hit, trace);
+                        rule = Rule::List {
+                            list,
+                            entry,
+                            host: suffix,
+                            path,
+                        };
+                        (label_count(suffix), path.len() + 1)
                     }
-                }
+                    _ => (label_count(suffix), 0),
+                };
+                self.list_entry(
+                    ListHit {
+                        specificity,
+                        list,
+                        rule,
+                    },
+                    trace,
+                );
             }
             Source::Feed { feed, category } => {
                 if !tenant
                     .uses_feed
-                    .get(*feed as usize)
+                    .get(feed as usize)
                     .copied()
                     .unwrap_or(false)
                 {
                     return;
                 }
-                let feed_id = tenant.feed_id(*feed);
-                let listed = self.feed_list(*feed);
-                if fact.extra == Fact::NO_EXTRA {
-                    if let Some(list) = listed {
-                        let hit = ListHit {
-                            specificity: (label_count(suffix), 0),
+                let path = if fact.extra == Fact::NO_EXTRA {
+                    ""
+                } else {
+                    let rule = Rule::Feed {
+                        feed,
+                        host: suffix,
+                        path: "",
+                    };
+                    match self.url_rule(fact, rule, url, trace) {
+                        Some(path) => path,
+                        None => return,
+                    }
+                };
+                let specificity = (
+                    label_count(suffix),
+                    if path.is_empty() { 0 } else { path.len() + 1 },
+                );
+                if let Some(list) = self.feed_list(feed) {
+                    let rule = Rule::FeedList {
+                        list,
+                        feed,
+                        host: suffix,
+                        path,
+                    };
+                    self.list_entry(
+                        ListHit {
+                            specificity,
                             list,
-                            rule_id: format!(
-                                "{}/{}/{feed_id}/{suffix}",
-                                self.policy.id,
-                                list.as_str()
-                            ),
-                        };
-                        self.list_entry(hit, trace);
-                    }
-                    if let Some(category) = category {
-                        self.category_entry(*category, || format!("{feed_id}/{suffix}"), trace);
-                    }
-                } else if let Some((rule_id, path_len)) =
-                    self.url_rule(fact, format!("{feed_id}/{suffix}"), stage, url, trace)
-                {
-                    if let Some(list) = listed {
-                        let hit = ListHit {
-                            specificity: (label_count(suffix), path_len + 1),
-                            list,
-                            rule_id: format!("{}/{}/{rule_id}", self.policy.id, list.as_str()),
-                        };
-                        self.list_entry(hit, trace);
-                    }
-                    if let Some(category) = category {
-                        self.category_entry(*category, || rule_id, trace);
-                    }
+                            rule,
+                        },
+                        trace,
+                    );
+                }
+                if let Some(category) = category {
+                    let rule = Rule::Feed {
+                        feed,
+                        host: suffix,
+                        path,
+                    };
+                    self.category_entry(category, rule, trace);
                 }
             }
         }
@@ -279,45 +385,31 @@ impl<'t> Matches<'t> {
         }
     }
 
-    /// Checks a URL-rule fact; returns the rule id and the length of its path prefix when
-    /// it matches. At DNS URL rules never match.
+    /// Checks a URL-rule fact; returns the rule's path prefix when it matches. Without a
+    /// URL (at DNS) URL rules never match.
     fn url_rule(
         &self,
         fact: Fact,
-        prefix: String,
-        stage: Stage,
+        host_rule: Rule<'_>,
         url: Option<(&str, &str)>,
         trace: &mut Option<&mut Trace>,
-    ) -> Option<(String, usize)> {
-        let rule = self.tenant.shared.url_rules.get(fact.extra as usize)?;
-        let rule_id = format!("{prefix}{}", rule.path);
-        let (path, path_and_query) = match (stage, url) {
-            (Stage::Proxy, Some(url)) => url,
-            _ => {
-                note(
-                    trace,
-                    false,
-                    || rule_id,
-                    || "URL rule; it applies at the proxy only".into(),
-                );
-                return None;
-            }
+    ) -> Option<&'a str> {
+        let tenant: &'a Tenant = self.tenant;
+        let rule = tenant.shared.url_rules.get(fact.extra as usize)?;
+        let rendered = || concat(&[&self.render(&host_rule), &rule.path]);
+        let Some((path, path_and_query)) = url else {
+            note(trace, false, rendered, || {
+                "URL rule; it applies at the proxy only".into()
+            });
+            return None;
         };
         if rule.matches(path, path_and_query) {
-            note(
-                trace,
-                true,
-                || rule_id.clone(),
-                || "URL prefix matches".into(),
-            );
-            Some((rule_id, rule.path.len()))
+            note(trace, true, rendered, || "URL prefix matches".into());
+            Some(&rule.path)
         } else {
-            note(
-                trace,
-                false,
-                || rule_id,
-                || "URL prefix does not match the path".into(),
-            );
+            note(trace, false, rendered, || {
+                "URL prefix does not match the path".into()
+            });
             None
         }
     }
@@ -325,7 +417,8 @@ impl<'t> Matches<'t> {
     /// Turns the matches into the policy's decision, in precedence order.
     fn outcome(self, name: &str, trace: &mut Option<&mut Trace>) -> Outcome {
         let policy_id = Some(self.policy.id.clone());
-        if let Some(hit) = self.list {
+        if let Some(hit) = &self.list {
+            let rule_id = self.render(&hit.rule);
             let (action, verb) = match hit.list {
                 ListKind::Allow => (Action::Allow, "allowed"),
                 ListKind::Block => (Action::Block, "blocked"),
@@ -333,16 +426,21 @@ impl<'t> Matches<'t> {
             note(
                 trace,
                 true,
-                || hit.rule_id.clone(),
+                || rule_id.clone(),
                 || format!("decides: the block/allow list overrides categories ({verb})"),
             );
             return Outcome {
                 action,
-                reason: format!(
-                    "{name} is {verb} by the entry {} of policy {}",
-                    hit.rule_id, self.policy.id
-                ),
-                rule_id: Some(hit.rule_id),
+                reason: concat(&[
+                    name,
+                    " is ",
+                    verb,
+                    " by the entry ",
+                    &rule_id,
+                    " of policy ",
+                    &self.policy.id,
+                ]),
+                rule_id: Some(rule_id),
                 category: None,
                 policy_id,
                 exception: None,
@@ -355,7 +453,8 @@ impl<'t> Matches<'t> {
             || format!("no entry of policy {} matches", self.policy.id),
         );
 
-        if let Some(hit) = self.security.or(self.content) {
+        if let Some(hit) = self.security.as_ref().or(self.content.as_ref()) {
+            let rule_id = self.render(&hit.rule);
             let action = match hit.action {
                 CategoryAction::Block => Action::Block,
                 CategoryAction::Warn => Action::Warn,
@@ -363,19 +462,25 @@ impl<'t> Matches<'t> {
             note(
                 trace,
                 true,
-                || hit.rule_id.clone(),
+                || rule_id.clone(),
                 || format!("decides: category {} ({action})", hit.category),
             );
             return Outcome {
                 action,
-                reason: format!(
-                    "{name} is in the {} category {} ({}), set to {action} by policy {}",
+                reason: concat(&[
+                    name,
+                    " is in the ",
                     hit.category.group().as_str(),
-                    hit.category,
-                    hit.rule_id,
-                    self.policy.id
-                ),
-                rule_id: Some(hit.rule_id),
+                    " category ",
+                    hit.category.as_str(),
+                    " (",
+                    &rule_id,
+                    "), which policy ",
+                    &self.policy.id,
+                    " sets to ",
+                    action.as_str(),
+                ]),
+                rule_id: Some(rule_id),
                 category: Some(hit.category),
                 policy_id,
                 exception: None,
@@ -393,13 +498,23 @@ impl<'t> Matches<'t> {
             action: Action::Allow,
             rule_id: None,
             category: None,
+            reason: concat(&[
+                "no rule of policy ",
+                &self.policy.id,
+                " matches ",
+                name,
+                "; the default is allow",
+            ]),
             policy_id,
-            reason: format!(
-                "no rule of policy {} matches {name}; the default is allow",
-                self.policy.id
-            ),
             exception: None,
         }
+    }
+}
+
+fn category_action(action: CategoryAction) -> &'static str {
+    match action {
+        CategoryAction::Block => "block",
+        CategoryAction::Warn => "warn",
     }
 }
 
@@ -665,6 +780,14 @@ impl Tenant {
             .map_or("feed", |f| f.id.as_str())
     }
 
+    fn is_my_exception(&self, fact: &Fact) -> bool {
+        match self.shared.sources.get(fact.source as usize) {
+            Some(Source::DefaultException) => true,
+            Some(Source::Exception { tenant }) => *tenant == self.index,
+            _ => false,
+        }
+    }
+
     /// Finds the domain exception covering the normalized `name`, if any.
     pub(crate) fn find_domain_exception(
         &self,
@@ -673,16 +796,9 @@ impl Tenant {
     ) -> Option<String> {
         let mut found = None;
         self.shared.names.for_each_suffix(name, |suffix, facts| {
-            for fact in facts {
-                let mine = match self.shared.sources.get(fact.source as usize) {
-                    Some(Source::DefaultException) => true,
-                    Some(Source::Exception { tenant }) => *tenant == self.index,
-                    _ => false,
-                };
-                if mine {
-                    found = Some(suffix.to_string());
-                    return false;
-                }
+            if facts.iter().any(|fact| self.is_my_exception(fact)) {
+                found = Some(suffix.to_string());
+                return false;
             }
             true
         });
@@ -720,27 +836,33 @@ impl Tenant {
             return self.judge_ip_host(ip, subject, stage, url, trace);
         }
         let name = normalize_query(host);
+        let url = if stage == Stage::Proxy { url } else { None };
 
-        if let Some(suffix) = self.find_domain_exception(&name, trace) {
-            return Outcome {
-                action: Action::Bypass,
-                rule_id: Some(format!("exception/{suffix}")),
-                category: None,
-                policy_id: None,
-                reason: format!("{name} is under the exception domain {suffix}"),
-                exception: Some(ExceptionKind::Domain),
-            };
+        // Exceptions come first. Tracing walks them separately so the explanation lists
+        // them first; the query path finds them in the same walk as everything else.
+        if trace.is_some() {
+            if let Some(suffix) = self.find_domain_exception(&name, trace) {
+                return exception_outcome(&name, &suffix);
+            }
         }
 
         let (policy_index, policy) = self.select_policy(subject, trace);
         let mut matches = Matches::new(self, policy_index, policy);
+        let mut exception = None;
         self.shared.names.for_each_suffix(&name, |suffix, facts| {
+            if facts.iter().any(|fact| self.is_my_exception(fact)) {
+                exception = Some(suffix);
+                return false;
+            }
             let whole = suffix.len() == name.len();
             for fact in facts {
-                matches.fact(suffix, whole, *fact, stage, url, trace);
+                matches.fact(suffix, whole, *fact, url, trace);
             }
             true
         });
+        if let Some(suffix) = exception {
+            return exception_outcome(&name, suffix);
+        }
         matches.outcome(&name, trace)
     }
 
@@ -757,15 +879,15 @@ impl Tenant {
         let (policy_index, policy) = self.select_policy(subject, trace);
         let mut matches = Matches::new(self, policy_index, policy);
         self.ip_matches(ip, &mut matches, trace);
+        let text = ip.to_string();
         if stage == Stage::Proxy {
-            let text = ip.to_string();
             if let Some(facts) = self.shared.names.facts_of_name(&text) {
                 for fact in facts {
-                    matches.fact(&text, true, fact, stage, url, trace);
+                    matches.fact(&text, true, fact, url, trace);
                 }
             }
         }
-        matches.outcome(&ip.to_string(), trace)
+        matches.outcome(&text, trace)
     }
 
     /// The policy's decision for an answer address.
@@ -781,7 +903,12 @@ impl Tenant {
         matches.outcome(&ip.to_string(), trace)
     }
 
-    fn ip_matches(&self, ip: IpAddr, matches: &mut Matches<'_>, trace: &mut Option<&mut Trace>) {
+    fn ip_matches<'a>(
+        &'a self,
+        ip: IpAddr,
+        matches: &mut Matches<'a>,
+        trace: &mut Option<&mut Trace>,
+    ) {
         self.shared.ips.for_each_match(ip, |network: IpNet, fact| {
             match self.shared.sources.get(fact.source as usize) {
                 Some(Source::List {
@@ -793,32 +920,49 @@ impl Tenant {
                     let hit = ListHit {
                         specificity: (usize::from(network.prefix_len()), 0),
                         list: *list,
-                        rule_id: format!("{}/{}/ip/{network}", matches.policy.id, list.as_str()),
+                        rule: Rule::ListNetwork {
+                            list: *list,
+                            network,
+                        },
                     };
                     matches.list_entry(hit, trace);
                 }
                 Some(Source::Feed { feed, category })
                     if self.uses_feed.get(*feed as usize).copied().unwrap_or(false) =>
                 {
-                    let feed_id = self.feed_id(*feed);
                     if let Some(list) = matches.feed_list(*feed) {
                         let hit = ListHit {
                             specificity: (usize::from(network.prefix_len()), 0),
                             list,
-                            rule_id: format!(
-                                "{}/{}/{feed_id}/{ip}",
-                                matches.policy.id,
-                                list.as_str()
-                            ),
+                            rule: Rule::FeedListAddress {
+                                list,
+                                feed: *feed,
+                                ip,
+                            },
                         };
                         matches.list_entry(hit, trace);
                     }
                     if let Some(category) = category {
-                        matches.category_entry(*category, || format!("{feed_id}/{ip}"), trace);
+                        matches.category_entry(
+                            *category,
+                            Rule::FeedAddress { feed: *feed, ip },
+                            trace,
+                        );
                     }
                 }
                 _ => {}
             }
         });
+    }
+}
+
+fn exception_outcome(name: &str, suffix: &str) -> Outcome {
+    Outcome {
+        action: Action::Bypass,
+        rule_id: Some(concat(&["exception/", suffix])),
+        category: None,
+        policy_id: None,
+        reason: concat(&[name, " is under the exception domain ", suffix]),
+        exception: Some(ExceptionKind::Domain),
     }
 }

@@ -134,7 +134,11 @@ impl NameIndex {
 
     /// Calls `visit(suffix, facts)` for every suffix of the normalized `name` (the whole
     /// name first, the top-level label last) that has facts. `visit` returns false to stop.
-    pub(crate) fn for_each_suffix(&self, name: &str, mut visit: impl FnMut(&str, &[Fact]) -> bool) {
+    pub(crate) fn for_each_suffix<'n>(
+        &self,
+        name: &'n str,
+        mut visit: impl FnMut(&'n str, &[Fact]) -> bool,
+    ) {
         let bytes = name.as_bytes();
         let mut state = self.seed;
         let mut start = bytes.len();

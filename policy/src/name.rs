@@ -92,15 +92,20 @@ fn check_syntax(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Normalizes a name for lookup only: a name that cannot be normalized is lower-cased as
-/// it is, so it still gets a decision (it simply matches no stored entry).
+/// Normalizes a name for lookup only: ASCII names are lower-cased without the syntax
+/// checks entries get (a name with odd characters simply matches fewer entries), and a
+/// Unicode name that UTS #46 rejects is lower-cased as it is.
 pub(crate) fn normalize_query(name: &str) -> Cow<'_, str> {
-    match normalize_name(name) {
-        Ok(normalized) => normalized,
-        Err(_) => {
-            let trimmed = name.strip_suffix('.').unwrap_or(name);
-            Cow::Owned(trimmed.to_lowercase())
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.is_ascii() {
+        if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Cow::Owned(trimmed.to_ascii_lowercase());
         }
+        return Cow::Borrowed(trimmed);
+    }
+    match normalize_name(trimmed) {
+        Ok(normalized) => normalized,
+        Err(_) => Cow::Owned(trimmed.to_lowercase()),
     }
 }
 
