@@ -538,9 +538,30 @@ async fn certificate_downloads_parse_with_openssl() {
         &profile.body,
         "payload = plist['PayloadContent'][0]\n\
          assert payload['PayloadType'] == 'com.apple.security.root', payload['PayloadType']\n\
+         open(sys.argv[1] + '.der', 'wb').write(payload['PayloadContent'])\n\
          print(len(payload['PayloadContent']))",
     );
     assert!(checked.trim().parse::<usize>().unwrap() > 100);
+    let embedded = std::process::Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-inform",
+            "DER",
+            "-in",
+        ])
+        .arg(console.dir.path().join("root.mobileconfig.der"))
+        .output()
+        .unwrap();
+    let expected = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&console.ca_file)
+        .output()
+        .unwrap();
+    assert!(embedded.status.success());
+    assert_eq!(embedded.stdout, expected.stdout);
 
     let unknown = console
         .as_admin("GET", "/api/certificate?format=p12", &[])
@@ -873,4 +894,44 @@ fn documented_operations(document: &str) -> Vec<(String, String)> {
     }
     operations.sort();
     operations
+}
+
+#[tokio::test]
+async fn admin_token_sees_only_its_tenant() {
+    let console = start().await;
+    let globex = NewAdminToken::generate("globex", Role::Admin, unix_now());
+    console
+        .secrets
+        .insert_admin_token(&globex.record)
+        .await
+        .unwrap();
+    let header = format!("Authorization: Bearer {}", globex.token);
+
+    let listed = console.call("GET", "/api/keys", &["-H", &header]).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(listed.json()["keys"], serde_json::json!([]));
+
+    let acme_key = console
+        .secrets
+        .list_authentication_keys("acme")
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    let deleted = console
+        .call("DELETE", &format!("/api/keys/{acme_key}"), &["-H", &header])
+        .await;
+    assert_eq!(deleted.status, 404);
+    assert_eq!(
+        console
+            .secrets
+            .list_authentication_keys("acme")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let policy = console.call("GET", "/api/policy", &["-H", &header]).await;
+    assert_eq!(policy.status, 404);
 }
