@@ -800,9 +800,8 @@ async fn bad_requests_get_clear_4xx() {
     assert_eq!(wrong_method.status, 405);
 }
 
-#[tokio::test]
-async fn slow_client_is_disconnected() {
-    let console = start().await;
+/// Opens a TLS connection to the console over HTTP/1.1 (no ALPN).
+async fn connect_tls(console: &Console) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", console.port))
         .await
         .unwrap();
@@ -818,7 +817,13 @@ async fn slow_client_is_disconnected() {
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let server_name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(server_name, stream).await.unwrap();
+    connector.connect(server_name, stream).await.unwrap()
+}
+
+#[tokio::test]
+async fn slow_client_is_disconnected() {
+    let console = start().await;
+    let mut tls = connect_tls(&console).await;
 
     // Headers that never end: the server must close within its header timeout.
     tls.write_all(b"GET /api/keys HTTP/1.1\r\nHost: localhost\r\n")
@@ -934,4 +939,26 @@ async fn admin_token_sees_only_its_tenant() {
 
     let policy = console.call("GET", "/api/policy", &["-H", &header]).await;
     assert_eq!(policy.status, 404);
+}
+
+#[tokio::test]
+async fn slow_body_gets_408() {
+    let console = start().await;
+    let mut tls = connect_tls(&console).await;
+
+    // A body announced but never sent: the request time limit (3 s here) answers.
+    let request = "POST /api/agent/enroll HTTP/1.1\r\nHost: localhost\r\n\
+                   Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"authentic";
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut buffer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buffer)).await;
+    let count = read.expect("no response within 10 s").unwrap();
+    let response = String::from_utf8_lossy(&buffer[..count]).into_owned();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
 }
