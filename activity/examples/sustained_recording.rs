@@ -1,3 +1,158 @@
-//! Not written yet.
+//! Records events at a fixed rate through the full activity log (recorder, queue,
+//! writer, SQLite) and reports drops, queue depth and memory as it goes.
+//!
+//! ```text
+//! cargo run --release -p swg-activity --example sustained_recording -- [RATE] [SECONDS] [DB]
+//! ```
+//!
+//! RATE defaults to 100 000 events per second, SECONDS to 60 and DB to
+//! `target/activity-sustained.db` (deleted first). The configuration is the default
+//! `[activity]` section. Exits with status 1 if any event was dropped.
 
-fn main() {}
+#[path = "support/generate.rs"]
+#[allow(dead_code)]
+mod generate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use swg_activity::{ActivityConfig, ActivityLog};
+use time::OffsetDateTime;
+
+/// Distinct events cycled through, so generating them does not dominate the
+/// producer's time.
+const POOL: usize = 50_000;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let rate: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let seconds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
+    let path = PathBuf::from(
+        args.next()
+            .unwrap_or_else(|| "target/activity-sustained.db".to_owned()),
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let registry = prometheus::Registry::new();
+    let config = ActivityConfig::default();
+    let (log, recorder) = {
+        let _guard = runtime.enter();
+        ActivityLog::open(&path, &config, &registry).expect("open activity log")
+    };
+
+    let mut rng = generate::Rng::new(11);
+    let pool: Vec<_> = (0..POOL)
+        .map(|_| generate::event(&mut rng, OffsetDateTime::now_utc()))
+        .collect();
+    println!(
+        "recording {rate} events/s for {seconds} s into {} (queue {}, batch {} or {} ms)",
+        path.display(),
+        config.queue_capacity,
+        config.batch_size,
+        config.batch_interval_ms
+    );
+    println!(
+        "{:>6} {:>10} {:>10} {:>8} {:>8} {:>9}",
+        "time_s", "recorded", "written", "dropped", "queue", "rss_mib"
+    );
+
+    let started = Instant::now();
+    let total = rate * seconds;
+    let mut recorded = 0u64;
+    let mut next_report = Duration::from_secs(5);
+    while recorded < total {
+        let elapsed = started.elapsed();
+        let due = ((elapsed.as_secs_f64() * rate as f64) as u64).min(total);
+        if recorded < due {
+            let now = OffsetDateTime::now_utc();
+            while recorded < due {
+                let mut event = pool[(recorded % POOL as u64) as usize].clone();
+                event.time = now;
+                recorder.record(event);
+                recorded += 1;
+            }
+        } else {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if elapsed >= next_report {
+            report(&registry, elapsed, recorded);
+            next_report += Duration::from_secs(5);
+        }
+    }
+    let recording = started.elapsed();
+
+    let flush_started = Instant::now();
+    runtime.block_on(log.shutdown());
+    let flush = flush_started.elapsed();
+    report(&registry, started.elapsed(), recorded);
+
+    let dropped = sample(&registry, "swg_activity_dropped_total");
+    let written = sample(&registry, "swg_activity_written_total");
+    println!(
+        "recorded {recorded} in {:.2} s ({:.0} events/s); written {written}; dropped {dropped}; \
+         shutdown flushed the rest in {:.2} s",
+        recording.as_secs_f64(),
+        recorded as f64 / recording.as_secs_f64(),
+        flush.as_secs_f64()
+    );
+    println!(
+        "batch writes: {} batches, mean {:.1} ms",
+        sample(&registry, "swg_activity_write_seconds_count"),
+        1e3 * sample(&registry, "swg_activity_write_seconds_sum")
+            / sample(&registry, "swg_activity_write_seconds_count").max(1.0)
+    );
+    if dropped > 0.0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn report(registry: &prometheus::Registry, elapsed: Duration, recorded: u64) {
+    println!(
+        "{:>6.1} {:>10} {:>10} {:>8} {:>8} {:>9.1}",
+        elapsed.as_secs_f64(),
+        recorded,
+        sample(registry, "swg_activity_written_total"),
+        sample(registry, "swg_activity_dropped_total"),
+        sample(registry, "swg_activity_queue_depth"),
+        rss_mib()
+    );
+}
+
+/// Reads one sample from the text exposition of `registry`.
+fn sample(registry: &prometheus::Registry, name: &str) -> f64 {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap_or_default();
+    text.lines()
+        .find(|line| line.split_whitespace().next() == Some(name))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Resident set size from /proc/self/status, in MiB.
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -265,6 +265,39 @@ impl Event {
     }
 }
 
+impl Event {
+    /// Returns whether [`Event::sanitize`] would leave this event unchanged.
+    pub fn is_clean(&self) -> bool {
+        let names = [
+            Some(&self.tenant),
+            self.user.as_ref(),
+            self.device.as_ref(),
+            self.app.as_ref(),
+        ];
+        let ids = [self.policy.as_ref(), self.rule.as_ref()];
+        names
+            .into_iter()
+            .flatten()
+            .all(|text| is_clean_text(text, MAX_NAME_BYTES))
+            && ids
+                .into_iter()
+                .flatten()
+                .all(|text| is_clean_text(text, MAX_ID_BYTES))
+            && is_clean_text(&self.request, MAX_REQUEST_BYTES)
+            && is_clean_text(&self.reason, MAX_REASON_BYTES)
+            && self.categories.len() <= MAX_CATEGORIES
+            && self.categories.iter().all(|category| {
+                !category.is_empty()
+                    && is_clean_text(category, MAX_CATEGORY_BYTES)
+                    && !category.bytes().any(|b| b.is_ascii_uppercase())
+            })
+    }
+}
+
+fn is_clean_text(text: &str, max_bytes: usize) -> bool {
+    text.len() <= max_bytes && !text.chars().any(is_unsafe_char)
+}
+
 /// Converts bytes from the wire into a bounded, printable string.
 ///
 /// Invalid UTF-8 becomes U+FFFD, control and bidirectional-override characters
@@ -385,5 +418,21 @@ mod tests {
         assert_eq!(event.rule.as_deref(), Some("\u{FFFD}evil"));
         assert_eq!(event.categories.len(), MAX_CATEGORIES - 1);
         assert_eq!(event.categories[0], "cat0");
+        assert!(event.is_clean());
+    }
+
+    #[test]
+    fn is_clean_spots_each_kind_of_dirt() {
+        let clean = Event::new("acme", Via::Dns, "example.com", Action::Allow);
+        assert!(clean.is_clean());
+        let mut dirty = clean.clone();
+        dirty.reason = "a\u{7}".to_owned();
+        assert!(!dirty.is_clean());
+        let mut long = clean.clone();
+        long.request = "x".repeat(MAX_REQUEST_BYTES + 1);
+        assert!(!long.is_clean());
+        let mut upper = clean;
+        upper.categories = vec!["News".to_owned()];
+        assert!(!upper.is_clean());
     }
 }

@@ -10,6 +10,12 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::store::ActivityStore;
 
+/// Most events one transaction takes when the writer has fallen behind. Each
+/// commit costs about the same whatever its size, so taking the backlog at once
+/// lets the store catch up; at about 500 bytes an event this bounds a batch to
+/// some 25 MB.
+const MAX_BACKLOG_BATCH: usize = 50_000;
+
 /// Requests from [`crate::ActivityLog`] to the writer task.
 pub(crate) enum Control {
     /// Write every event queued before this request, then reply.
@@ -30,8 +36,9 @@ impl Writer {
     /// Runs until shut down, or until every [`crate::Recorder`] and the log are gone.
     ///
     /// A batch is written when it holds `batch_size` events or when its first event
-    /// has waited `batch_interval`. While one batch is written the queue keeps
-    /// filling, so recording never waits for the disk.
+    /// has waited `batch_interval`. When more events are already queued by then,
+    /// they join the batch, up to [`MAX_BACKLOG_BATCH`]. While one batch is written
+    /// the queue keeps filling, so recording never waits for the disk.
     pub(crate) async fn run(
         self,
         mut events: mpsc::Receiver<Event>,
@@ -62,6 +69,7 @@ impl Writer {
                         return;
                     }
                     self.fill(&mut events, &mut batch).await;
+                    self.take_backlog(&mut events, &mut batch).await;
                     self.metrics.queue_depth.set(events.len() as i64);
                     batch = self.write(batch).await;
                 }
@@ -78,6 +86,17 @@ impl Writer {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// Adds the events already queued to `batch`, without waiting for more.
+    async fn take_backlog(&self, events: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>) {
+        let room = MAX_BACKLOG_BATCH
+            .max(self.batch_size)
+            .saturating_sub(batch.len());
+        let queued = events.len().min(room);
+        if queued > 0 {
+            events.recv_many(batch, queued).await;
         }
     }
 

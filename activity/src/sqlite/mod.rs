@@ -3,11 +3,12 @@
 //! One connection writes, behind a mutex; reads use a small pool of other
 //! connections, which WAL mode lets run while a write is in progress.
 
+mod checkpoint;
 mod read;
 mod schema;
 mod write;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<WriterState>,
     readers: Mutex<Vec<Connection>>,
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// The write connection and the ids it has looked up, so that inserts do not
@@ -46,8 +48,9 @@ struct WriterState {
     conn: Connection,
     tenant_ids: HashMap<String, i64>,
     category_ids: HashMap<String, i64>,
-    /// `hourly_presence` keys known to be stored, so repeats cost no statement.
-    presence: HashSet<write::PresenceKey>,
+    /// The last hour stored in `hourly_presence` per (tenant id, kind) and user or
+    /// device id, so repeats in the same hour cost no statement.
+    presence: HashMap<(i64, i64), HashMap<String, i64>>,
 }
 
 impl SqliteStore {
@@ -81,9 +84,10 @@ impl SqliteStore {
                 conn,
                 tenant_ids: HashMap::new(),
                 category_ids: HashMap::new(),
-                presence: HashSet::new(),
+                presence: HashMap::new(),
             }),
             readers: Mutex::new(Vec::new()),
+            checkpointer: checkpoint::Checkpointer::start(path),
         })
     }
 
@@ -145,6 +149,14 @@ impl SqliteStore {
             readers.push(conn);
         }
         result
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
     }
 }
 
@@ -264,8 +276,8 @@ fn configure_writer(conn: &Connection, path: &Path) -> Result<(), ActivityError>
     }
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -262144;
-         PRAGMA wal_autocheckpoint = 16384;
+         PRAGMA cache_size = -65536;
+         PRAGMA wal_autocheckpoint = 65536;
          PRAGMA temp_store = MEMORY;
          PRAGMA journal_size_limit = 67108864;",
     )

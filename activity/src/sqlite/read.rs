@@ -9,7 +9,8 @@ use time::{Date, Duration, OffsetDateTime};
 #[cfg(test)]
 use super::write::unix_day;
 use super::write::{
-    unix_hour, unix_ms, CATEGORY_SEPARATOR, MS_PER_HOUR, PRESENCE_DEVICE, PRESENCE_USER,
+    unix_hour, unix_ms, CATEGORY_SEPARATOR, MS_PER_HOUR, PRESENCE_APP, PRESENCE_DEVICE,
+    PRESENCE_USER,
 };
 use crate::error::ActivityError;
 use crate::event::{Action, Event};
@@ -39,8 +40,8 @@ enum Driver {
     Index(&'static str),
     /// Walk `event_categories` for the category and join each row to its event.
     Categories,
-    /// Probe `hourly_presence` for the hours of this user or device (kind), newest
-    /// first, and walk `events_by_time` within each of them.
+    /// Probe `hourly_presence` for the hours of this user, device or app (kind),
+    /// newest first, and walk `events_by_time` within each of them.
     Presence(i64),
 }
 
@@ -56,7 +57,7 @@ fn driver(query: &Query) -> Driver {
     } else if query.category.is_some() {
         Driver::Categories
     } else if query.app.is_some() {
-        Driver::Index("events_by_app")
+        Driver::Presence(PRESENCE_APP)
     } else if query.action.is_some() {
         Driver::Index("events_by_action")
     } else {
@@ -127,8 +128,8 @@ fn read_rows(
     Ok(())
 }
 
-/// Returns the time windows, newest first, of the hours in which the query's user
-/// or device has events, clipped to the query's range and cursor.
+/// Returns the time windows, newest first, of the hours in which the query's user,
+/// device or app has events, clipped to the query's range and cursor.
 ///
 /// Each hour costs one primary-key probe; the probes stop at the tenant's oldest
 /// stored hour, so a range reaching far into the past costs nothing extra.
@@ -138,15 +139,20 @@ fn presence_windows<'q>(
     ids: &Ids,
     kind: i64,
 ) -> Result<impl Iterator<Item = (i64, i64)> + 'q, ActivityError> {
-    let value = if kind == PRESENCE_DEVICE {
-        query.device.clone()
-    } else {
-        query.user.clone()
+    let value = match kind {
+        PRESENCE_DEVICE => query.device.clone(),
+        PRESENCE_USER => query.user.clone(),
+        _ => query.app.clone(),
     };
     let value = value.unwrap_or_default();
-    let (stored_first, stored_last): (Option<i64>, Option<i64>) = conn
-        .prepare_cached("SELECT min(hour), max(hour) FROM hourly_presence WHERE tenant_id = ?1")?
-        .query_row([ids.tenant], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    // Two statements, because SQLite answers a lone min() or max() from the index
+    // but scans every row for both in one statement.
+    let stored_first: Option<i64> = conn
+        .prepare_cached("SELECT min(hour) FROM hourly_presence WHERE tenant_id = ?1")?
+        .query_row([ids.tenant], |row| row.get(0))?;
+    let stored_last: Option<i64> = conn
+        .prepare_cached("SELECT max(hour) FROM hourly_presence WHERE tenant_id = ?1")?
+        .query_row([ids.tenant], |row| row.get(0))?;
     let (Some(stored_first), Some(stored_last)) = (stored_first, stored_last) else {
         return Ok(None.into_iter().flatten());
     };

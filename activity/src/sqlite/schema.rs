@@ -6,7 +6,7 @@
 //!
 //! Layout, and the query each part serves. Inserts must stay cheap at 100 000
 //! events per second, so every index on `events` either grows at its end (keys that
-//! start with the time) or has few distinct leading values (action, app). An index
+//! start with the time) or has few distinct leading values (action). An index
 //! led by a column with thousands of values, such as the device, would dirty one
 //! page per event and cut the insert rate by more than half.
 //! - `events`: one row per event. Tenants are stored as small integers from
@@ -17,11 +17,12 @@
 //!   are checked on the index entry and rows that do not match cost no table
 //!   lookup. `id` (the row id) comes right after `time_ms` so that the index order
 //!   is the page order `(time_ms, id)`.
-//! - `hourly_presence (tenant_id, hour, kind, value)`: the hours in which a user or
-//!   device has events. A user or device page probes these hours newest first and
-//!   scans `events_by_time` only within them.
-//! - `events_by_app`, `events_by_action`: pages filtered on one of these columns,
-//!   in page order straight from the index.
+//! - `hourly_presence (tenant_id, hour, kind, value)`: the hours in which a user,
+//!   device or app has events. A page filtered on one of these probes its hours
+//!   newest first and scans `events_by_time` only within them. New keys land at
+//!   the end of the table, and the writer skips keys it stored this hour.
+//! - `events_by_action`: pages filtered on the action, in page order straight
+//!   from the index.
 //! - `events_by_device_alert`: a partial index of block and warn events by device,
 //!   for the agent's activity list; it takes one insert per blocked or warned
 //!   event only.
@@ -66,7 +67,6 @@ const MIGRATIONS: &[&str] = &[
         request_id TEXT NOT NULL
     );
     CREATE INDEX events_by_time ON events (tenant_id, time_ms, id, host, device, user, app, action);
-    CREATE INDEX events_by_app ON events (tenant_id, app, time_ms, id);
     CREATE INDEX events_by_action ON events (tenant_id, action, time_ms, id);
     CREATE INDEX events_by_device_alert ON events (tenant_id, device, time_ms, id)
         WHERE action IN ('block', 'warn');

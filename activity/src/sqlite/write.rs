@@ -21,12 +21,11 @@ pub(crate) const MS_PER_HOUR: i64 = 3_600_000;
 pub(crate) const PRESENCE_USER: i64 = 1;
 /// `hourly_presence.kind` of a device id.
 pub(crate) const PRESENCE_DEVICE: i64 = 2;
-/// Presence keys the writer remembers before it starts over; at about 100 bytes
-/// each, this bounds the cache to a few tens of megabytes.
+/// `hourly_presence.kind` of an app bundle id.
+pub(crate) const PRESENCE_APP: i64 = 3;
+/// Users and devices the writer remembers before it starts over; at about 100
+/// bytes each, this bounds the cache to some 20 MB.
 const MAX_CACHED_PRESENCE: usize = 200_000;
-
-/// A row of `hourly_presence`: (tenant id, hour, kind, user or device id).
-pub(crate) type PresenceKey = (i64, i64, i64, String);
 
 const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, time_ms, user, device, discovery, app, app_class, \
      client_ip, device_ip, via, request, host, categories, policy, rule, action, reason, request_id) \
@@ -89,7 +88,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         category_ids,
         presence,
     } = state;
-    if presence.len() > MAX_CACHED_PRESENCE {
+    if presence.values().map(HashMap::len).sum::<usize>() > MAX_CACHED_PRESENCE {
         presence.clear();
     }
     let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -99,8 +98,15 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         let mut insert_category = transaction.prepare_cached(INSERT_EVENT_CATEGORY)?;
         let mut insert_presence = transaction.prepare_cached(INSERT_PRESENCE)?;
         for original in events {
-            let mut event = original.clone();
-            event.sanitize();
+            let cleaned;
+            let event = if original.is_clean() {
+                original
+            } else {
+                let mut copy = original.clone();
+                copy.sanitize();
+                cleaned = copy;
+                &cleaned
+            };
 
             let tenant_id = lookup_id(&transaction, tenant_ids, "tenants", &event.tenant)?;
             let time_ms = unix_ms(event.time);
@@ -131,12 +137,13 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             for (kind, value) in [
                 (PRESENCE_USER, &event.user),
                 (PRESENCE_DEVICE, &event.device),
+                (PRESENCE_APP, &event.app),
             ] {
                 let Some(value) = value else { continue };
-                let key = (tenant_id, hour, kind, value.clone());
-                if !presence.contains(&key) {
+                let known = presence.entry((tenant_id, kind)).or_default();
+                if known.get(value.as_str()) != Some(&hour) {
                     insert_presence.execute(params![tenant_id, hour, kind, value])?;
-                    presence.insert(key);
+                    known.insert(value.clone(), hour);
                 }
             }
 
