@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::rr::{DNSClass, RecordType};
 use moka::future::Cache;
 use moka::Expiry;
 
@@ -17,9 +17,11 @@ use crate::upstream::{UpstreamError, Upstreams};
 /// Longest time an answer stays cached, whatever its TTL says.
 const MAX_CACHE_TTL: u32 = 86_400;
 
+/// The question in lower-case text form: cheaper to hash and compare than a `Name`,
+/// whose equality folds case label by label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
-    name: Name,
+    name: String,
     query_type: RecordType,
     query_class: DNSClass,
 }
@@ -119,11 +121,12 @@ impl CachingUpstream {
         }
     }
 
-    /// Resolves `query` from the cache or upstream. The returned answer is upstream's,
-    /// with TTLs aged; its id and EDNS are not the client's.
-    pub async fn resolve(&self, query: &Query) -> Result<Message, Arc<UpstreamError>> {
+    /// Resolves `query` from the cache or upstream. `name` is the query name in lower
+    /// case (any consistent text form). The returned answer is upstream's, with TTLs
+    /// aged; its id and EDNS are not the client's.
+    pub async fn resolve(&self, query: &Query, name: &str) -> Result<Message, Arc<UpstreamError>> {
         let key = CacheKey {
-            name: query.name().to_lowercase(),
+            name: name.to_owned(),
             query_type: query.query_type(),
             query_class: query.query_class(),
         };

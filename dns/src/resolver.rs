@@ -252,7 +252,10 @@ impl Resolver {
                 .classify_app(asker.client, app, asker.context.class_hint);
 
         let (outcome, class) = match treatment {
-            AppTreatment::Bypassed => (self.unfiltered(query, question).await, AppClass::Unknown),
+            AppTreatment::Bypassed => (
+                self.unfiltered(query, question, &name).await,
+                AppClass::Unknown,
+            ),
             AppTreatment::Filtered(class) => (
                 self.filter(query, question, &name, class, asker).await,
                 class,
@@ -291,8 +294,8 @@ impl Resolver {
     }
 
     /// Resolves with no policy and no event (domain exceptions, bypassed apps).
-    async fn unfiltered(&self, query: &Message, question: &Query) -> Outcome {
-        let response = match self.upstream.resolve(question).await {
+    async fn unfiltered(&self, query: &Message, question: &Query, name: &str) -> Outcome {
+        let response = match self.upstream.resolve(question, name).await {
             Ok(upstream) => answer::upstream_response(query, upstream),
             Err(_) => answer::code_response(query, ResponseCode::ServFail),
         };
@@ -328,7 +331,7 @@ impl Resolver {
 
         let first = self.backends.policy.decide(client, app, &[name], &[]);
         if first.verdict == Verdict::Exception {
-            return self.unfiltered(query, question).await;
+            return self.unfiltered(query, question, name).await;
         }
 
         // A blocked query name needs no upstream answer: nothing in it can change that.
@@ -336,7 +339,7 @@ impl Resolver {
             return self.apply(query, question, name, app, first, None, asker);
         }
 
-        let upstream = match self.upstream.resolve(question).await {
+        let upstream = match self.upstream.resolve(question, name).await {
             Ok(upstream) => upstream,
             Err(error) => {
                 tracing::debug!(domain = %name, %error, "upstream resolution failed");

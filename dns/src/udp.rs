@@ -53,10 +53,16 @@ pub async fn serve_udp(
         let packet = buffer[..len].to_vec();
         let socket = socket.clone();
         let resolver = resolver.clone();
-        tokio::spawn(async move {
+        let mut answer = Box::pin(async move {
             answer_datagram(&socket, &resolver, &packet, source).await;
             drop(permit);
         });
+        // Most queries are cache hits that complete without waiting: answer those here
+        // and spawn a task only for queries that wait on upstream. Polling once from
+        // this task may leave a stale waker behind, which only causes a spurious wakeup.
+        if futures::poll!(answer.as_mut()).is_pending() {
+            tokio::spawn(answer);
+        }
     }
 }
 
