@@ -1,12 +1,17 @@
-//! Admin API for tenants' secrets: authentication keys and the disabler password.
+//! Admin API for tenants' secrets: authentication keys, the disabler password and
+//! admin tokens.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Serialize;
-use swg_identity::{unix_now, AuthenticationKey, DisablerPassword, DisablerPasswords};
+use serde::{Deserialize, Serialize};
+use swg_identity::{
+    unix_now, AdminTokenRecord, AuthenticationKey, DisablerPassword, DisablerPasswords,
+    NewAdminToken, Role,
+};
 
 use crate::auth::Admin;
+use crate::body::ApiJson;
 use crate::{ApiError, ConsoleState};
 
 /// A tenant's authentication keys.
@@ -90,4 +95,95 @@ pub(crate) async fn generate_disabler(
         .await?;
     tracing::info!(tenant = %admin.tenant(), admin = %admin.0.id, "disabler password generated");
     Ok((StatusCode::CREATED, Json(passwords)))
+}
+
+/// A tenant's admin tokens (their records; tokens themselves are never stored).
+#[derive(Debug, Serialize)]
+pub(crate) struct TokenList {
+    tokens: Vec<AdminTokenRecord>,
+}
+
+/// `GET /api/admin-tokens`: lists the tenant's admin tokens.
+pub(crate) async fn list_admin_tokens(
+    State(state): State<ConsoleState>,
+    admin: Admin,
+) -> Result<Json<TokenList>, ApiError> {
+    let tokens = state.secrets.list_admin_tokens(admin.tenant()).await?;
+    Ok(Json(TokenList { tokens }))
+}
+
+/// The request to create an admin token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewTokenRequest {
+    role: Role,
+}
+
+/// A new admin token, shown once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreatedToken {
+    token: String,
+    #[serde(flatten)]
+    record: AdminTokenRecord,
+}
+
+/// `POST /api/admin-tokens`: creates an admin token; the response is the only
+/// place the token appears, because only its SHA-256 is stored.
+pub(crate) async fn create_admin_token(
+    State(state): State<ConsoleState>,
+    admin: Admin,
+    ApiJson(request): ApiJson<NewTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    admin.require_write()?;
+    let new = NewAdminToken::generate(admin.tenant(), request.role, unix_now());
+    state.secrets.insert_admin_token(&new.record).await?;
+    tracing::info!(
+        tenant = %admin.tenant(),
+        token_id = %new.record.id,
+        role = new.record.role.as_str(),
+        admin = %admin.0.id,
+        "admin token created"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token: new.token,
+            record: new.record,
+        }),
+    ))
+}
+
+/// `DELETE /api/admin-tokens/{id}`: deletes an admin token, unless it is the
+/// tenant's last token with the admin role, which would lock the tenant out.
+pub(crate) async fn delete_admin_token(
+    State(state): State<ConsoleState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    admin.require_write()?;
+    let tokens = state.secrets.list_admin_tokens(admin.tenant()).await?;
+    let Some(target) = tokens.iter().find(|token| token.id == id) else {
+        return Err(ApiError::NotFound(format!("no admin token with id {id:?}")));
+    };
+    let admins = tokens
+        .iter()
+        .filter(|token| token.role == Role::Admin)
+        .count();
+    // NOTE: two concurrent deletions of the last two admin tokens can both pass
+    // this check; the store offers no conditional delete yet.
+    if target.role == Role::Admin && admins <= 1 {
+        return Err(ApiError::Conflict(
+            "this is the tenant's last admin token; create another one first".to_owned(),
+        ));
+    }
+    if !state
+        .secrets
+        .delete_admin_token(admin.tenant(), &id)
+        .await?
+    {
+        return Err(ApiError::NotFound(format!("no admin token with id {id:?}")));
+    }
+    tracing::info!(tenant = %admin.tenant(), token_id = %id, admin = %admin.0.id, "admin token deleted");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -60,6 +60,16 @@ fn routes(max_policy_bytes: usize) -> Vec<Route> {
             delete(admin::delete_key),
         ),
         route(
+            "/api/admin-tokens",
+            &[Method::GET, Method::POST],
+            get(admin::list_admin_tokens).post(admin::create_admin_token),
+        ),
+        route(
+            "/api/admin-tokens/{id}",
+            &[Method::DELETE],
+            delete(admin::delete_admin_token),
+        ),
+        route(
             "/api/disabler-password",
             &[Method::GET, Method::POST],
             get(admin::show_disabler).post(admin::generate_disabler),

@@ -962,3 +962,74 @@ async fn slow_body_gets_408() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn admin_tokens_are_created_once_and_deleted() {
+    let console = start().await;
+    let json = "Content-Type: application/json";
+    let created = console
+        .as_admin(
+            "POST",
+            "/api/admin-tokens",
+            &["-H", json, "--data-binary", r#"{"role":"read_only"}"#],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["role"], "read_only");
+
+    let header = format!("Authorization: Bearer {token}");
+    assert_eq!(
+        console
+            .call("GET", "/api/keys", &["-H", &header])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        console
+            .call("POST", "/api/keys", &["-H", &header])
+            .await
+            .status,
+        403
+    );
+
+    let listed = console.as_admin("GET", "/api/admin-tokens", &[]).await;
+    assert_eq!(listed.status, 200);
+    assert!(!listed.text().contains(&token));
+    assert_eq!(listed.json()["tokens"].as_array().unwrap().len(), 3);
+
+    let deleted = console
+        .as_admin("DELETE", &format!("/api/admin-tokens/{id}"), &[])
+        .await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(
+        console
+            .call("GET", "/api/keys", &["-H", &header])
+            .await
+            .status,
+        401
+    );
+
+    let bad_role = console
+        .as_admin(
+            "POST",
+            "/api/admin-tokens",
+            &["-H", json, "--data-binary", r#"{"role":"root"}"#],
+        )
+        .await;
+    assert_eq!(bad_role.status, 422);
+
+    let own = console
+        .secrets
+        .find_admin_token(&console.admin_token)
+        .await
+        .unwrap()
+        .unwrap();
+    let last = console
+        .as_admin("DELETE", &format!("/api/admin-tokens/{}", own.id), &[])
+        .await;
+    assert_eq!(last.status, 409, "{}", last.text());
+}

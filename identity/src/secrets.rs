@@ -1,6 +1,6 @@
 //! Tenants' secrets: authentication keys, admin tokens and disabler passwords.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::random::{random_base64url, random_bytes, random_hex};
 use crate::{SecretStore, StoreError};
@@ -62,7 +62,7 @@ impl AuthenticationKey {
 }
 
 /// What an admin token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Read and change everything of the tenant.
