@@ -34,6 +34,7 @@
 mod app;
 mod category;
 mod compile;
+mod config;
 mod decide;
 mod error;
 mod explain;
@@ -50,6 +51,7 @@ mod watch;
 
 pub use app::{is_built_in_browser, App, AppClass, BUILT_IN_BROWSERS};
 pub use category::{Category, CategoryGroup};
+pub use config::{PolicyConfig, PolicyConfigError, MAX_POLL_INTERVAL_MS, MIN_POLL_INTERVAL_MS};
 pub use error::{Diagnostic, DiagnosticKind, LoadErrors};
 pub use explain::{ExplainError, Explained, Explanation};
 pub use feed::{FeedFormat, FeedStats, SkippedLine, MAX_LINE_LEN};

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{DiagnosticKind, LoadErrors};
 use crate::set::PolicySet;
 
-/// How often the files are checked.
+/// How often the files are checked by default.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often a set that failed because a file was missing is retried although nothing
@@ -141,6 +141,7 @@ struct WatchState {
 #[derive(Debug)]
 pub struct PolicyWatcher {
     paths: Vec<PathBuf>,
+    poll_interval: Duration,
     current: ArcSwap<PolicySet>,
     metrics: PolicyMetrics,
     /// Serializes reloads and replacements; readers never take it.
@@ -162,6 +163,7 @@ impl PolicyWatcher {
         }
         Ok(Arc::new(PolicyWatcher {
             paths,
+            poll_interval: POLL_INTERVAL,
             current: ArcSwap::from_pointee(set),
             metrics,
             state: Mutex::new(state),
@@ -180,11 +182,26 @@ impl PolicyWatcher {
         Ok(watcher)
     }
 
+    /// Loads the files of a `[policy]` configuration and starts the reload task with its
+    /// poll interval.
+    pub fn spawn_from_config(
+        config: &crate::PolicyConfig,
+        registry: &Registry,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<PolicyWatcher>, WatchError> {
+        let mut watcher = PolicyWatcher::new(config.files.clone(), registry)?;
+        if let Some(inner) = Arc::get_mut(&mut watcher) {
+            inner.poll_interval = config.poll_interval();
+        }
+        watcher.start(shutdown);
+        Ok(watcher)
+    }
+
     /// Starts the reload task for an existing watcher.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let watcher = self.clone();
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(POLL_INTERVAL);
+            let mut interval = tokio::time::interval(watcher.poll_interval);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
