@@ -31,7 +31,8 @@ pub const BUILT_IN_BROWSERS: &[(&str, &str)] = &[
     ("com.vivaldi.Vivaldi", "Vivaldi (macOS)"),
 ];
 
-/// How an app's traffic is treated (see the app-class table in `docs/policy.md`).
+/// The class of an app, which sets how its traffic is treated (see the app-class table
+/// in `docs/policy.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AppClass {
@@ -89,7 +90,7 @@ pub struct App<'a> {
 }
 
 impl<'a> App<'a> {
-    /// An app known by its bundle id.
+    /// Creates an app known by its bundle id.
     pub fn bundle(bundle_id: &'a str) -> App<'a> {
         App {
             bundle_id: Some(bundle_id),
@@ -97,7 +98,7 @@ impl<'a> App<'a> {
         }
     }
 
-    /// An app known only by the agent's class hint.
+    /// Creates an app known only by the agent's class hint.
     pub fn hinted(class: AppClass) -> App<'a> {
         App {
             bundle_id: None,

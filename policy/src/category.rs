@@ -1,4 +1,4 @@
-//! Categories: the one list of category names the policy knows, split into the security
+//! Categories: the one list of category names the policy accepts, split into the security
 //! group and the content group.
 
 use std::fmt;
@@ -22,7 +22,7 @@ impl CategoryGroup {
     }
 }
 
-/// Every category the policy knows, in evaluation order within each group.
+/// Every category the policy accepts, in evaluation order within each group.
 const KNOWN: &[(&str, CategoryGroup)] = &[
     ("malware", CategoryGroup::Security),
     ("phishing", CategoryGroup::Security),

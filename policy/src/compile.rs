@@ -29,7 +29,7 @@ struct TenantDraft {
     tenant: Tenant,
 }
 
-/// Where a tenant id was first defined.
+/// Position of a tenant id's first definition.
 struct Definition {
     path: PathBuf,
     line: usize,
@@ -59,7 +59,7 @@ pub(crate) struct Compiler {
     files: Vec<PathBuf>,
 }
 
-/// What a policy of a tenant can refer to.
+/// Things a policy of a tenant can refer to.
 struct PolicyContext<'a> {
     tenant: u32,
     index: u32,

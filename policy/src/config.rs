@@ -9,7 +9,7 @@ pub const MIN_POLL_INTERVAL_MS: u64 = 100;
 /// Longest allowed poll interval, in milliseconds.
 pub const MAX_POLL_INTERVAL_MS: u64 = 60_000;
 
-/// Where the policy comes from and how often it is checked for changes.
+/// Policy sources and the interval at which they are checked for changes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -55,7 +55,7 @@ impl PolicyConfig {
         Ok(())
     }
 
-    /// The poll interval as a duration.
+    /// Returns the poll interval as a duration.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
     }

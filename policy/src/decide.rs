@@ -22,7 +22,7 @@ use crate::name::{label_count, normalize_query};
 use crate::tenant::{Subject, Tenant};
 use crate::verdict::{note, Action, ExceptionKind, Trace, Verdict};
 
-/// Where a decision is made; URL rules apply only at the proxy.
+/// Place of a decision: URL rules apply only at the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Dns,
@@ -76,7 +76,8 @@ enum Rule<'a> {
 }
 
 impl Rule<'_> {
-    /// The rule id: `policy/list/kind/entry` for list entries, `feed/entry` for feeds.
+    /// Renders the rule id: `policy/list/kind/entry` for list entries, `feed/entry` for
+    /// feeds.
     fn render(&self, tenant: &Tenant, policy: &Policy) -> String {
         match *self {
             Rule::List {
@@ -374,7 +375,7 @@ impl<'a> Matches<'a> {
         }
     }
 
-    /// The list a feed feeds in the selected policy, if any (allow is checked first).
+    /// Returns the list a feed supplies in the selected policy, if any (allow first).
     fn feed_list(&self, feed: u32) -> Option<ListKind> {
         if self.policy.allow_feeds.contains(&feed) {
             Some(ListKind::Allow)
@@ -518,7 +519,7 @@ fn category_action(action: CategoryAction) -> &'static str {
     }
 }
 
-/// The verdict for a bypassed app, if the class is one.
+/// Returns the verdict for a bypassed app, if the class is one.
 fn bypassed_app(class: AppClass, trace: &mut Option<&mut Trace>) -> Option<Verdict> {
     if class != AppClass::BypassedApp {
         return None;
@@ -606,10 +607,10 @@ fn finish(
 impl Tenant {
     /// Decides a DNS query for `name` (any case, trailing dot or not, Unicode or A-labels).
     ///
-    /// URL rules never apply here. The returned action is mapped per app class: browsers
-    /// get `inspect` for allowed names (and keep `warn` and `block`, which the resolver
-    /// also steers to the proxy); apps get `allow`, `inspect` for `warn` (the proxy then
-    /// blocks), or `block`; trusted apps get `allow` or `block`; bypassed apps `bypass`.
+    /// URL rules never apply here. The returned action is mapped per app class. Browsers
+    /// get `inspect` for allowed names and keep `warn` and `block`, which the resolver also
+    /// steers to the proxy. Apps get `allow`, `inspect` for `warn` (the proxy then blocks),
+    /// or `block`. Trusted apps get `allow` or `block`, and bypassed apps `bypass`.
     pub fn decide_dns(&self, name: &str, subject: &Subject<'_>, app: &App<'_>) -> Verdict {
         self.decide_dns_traced(name, subject, app, None)
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// What kind of problem a [`Diagnostic`] reports, so a caller can react to classes of
+/// The kind of problem a [`Diagnostic`] reports, so a caller can react to classes of
 /// errors (for example, show missing feed files differently from typos).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiagnosticKind {
@@ -40,7 +40,7 @@ pub struct Diagnostic {
     pub column: usize,
     /// The kind of problem.
     pub kind: DiagnosticKind,
-    /// What is wrong and what is allowed.
+    /// The problem and what is allowed instead.
     pub message: String,
 }
 

@@ -27,7 +27,7 @@ pub struct Explanation {
     pub proxy: Option<Explained>,
 }
 
-/// Why an input could not be explained.
+/// Reasons an input could not be explained.
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
     /// The input looks like a URL but does not parse as one.

@@ -2,7 +2,7 @@
 //! `urls` files of category directories.
 //!
 //! Parsers never fail on content: a line they cannot use is skipped and counted with its
-//! reason, so a broken line, binary junk or an enormous line costs one counter increment.
+//! reason, so a broken line, binary junk or an enormous line is reported, not fatal.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -81,11 +81,11 @@ pub(crate) struct UrlPrefix {
 pub struct SkippedLine {
     /// 1-based line number in the feed file.
     pub line: usize,
-    /// Why the line was skipped.
+    /// The reason the line was skipped.
     pub reason: String,
 }
 
-/// What loading a feed produced.
+/// Counts from loading a feed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedStats {
     /// Entries loaded (domains, IP addresses and URL prefixes).

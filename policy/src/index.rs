@@ -1,10 +1,11 @@
 //! The name index: every host name of every list, exception and feed of a policy set,
 //! stored once, with the facts (which list, which feed) attached to it.
 //!
-//! Names live back to back in one byte arena. An open-addressing table maps a 64-bit
-//! hash of a name to its entry; each slot packs a 32-bit fingerprint of the hash with the
-//! entry number, so a probe that misses touches one cache line, and a probe that hits
-//! compares the stored bytes, so hash collisions never produce a false match.
+//! Names live back to back in one byte arena. An open-addressing table (linear probing)
+//! maps a 64-bit hash of a name to its entry. Each slot packs a 32-bit fingerprint of the
+//! hash with the entry number, so a probe reads the slot array alone until a fingerprint
+//! matches. Only then does it compare the stored bytes, so hash collisions never produce
+//! a false match.
 //!
 //! Lookups walk the suffixes of the asked name on label boundaries (`a.b.example.com`,
 //! `b.example.com`, `example.com`, `com`): a five-label name costs five probes whatever
@@ -59,7 +60,7 @@ impl std::fmt::Debug for NameIndex {
     }
 }
 
-/// Why a name could not be added.
+/// Reason a name could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IndexFull {
     /// The arena would pass 4 GiB or the entry count 2^31.

@@ -52,7 +52,7 @@ impl EntryKind {
     }
 }
 
-/// Where a fact in the shared index came from.
+/// Origin of a fact in the shared index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Source {
     /// The built-in exception domains, for every tenant.
@@ -143,7 +143,7 @@ pub struct FeedInfo {
     pub path: PathBuf,
     /// Its format.
     pub format: FeedFormat,
-    /// What loading it produced.
+    /// Counts from loading it.
     pub stats: FeedStats,
 }
 
@@ -157,7 +157,7 @@ pub(crate) struct Shared {
     pub(crate) feeds: Vec<FeedInfo>,
 }
 
-/// Who a policy applies to.
+/// The subjects a policy applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Everyone in the tenant.
@@ -192,7 +192,7 @@ impl Target {
     }
 }
 
-/// What a policy does with the categories of one group.
+/// A policy's setting for the categories of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CategorySetting {
     /// No category of the group has an effect.
@@ -204,7 +204,7 @@ pub enum CategorySetting {
 }
 
 impl CategorySetting {
-    /// The action for `category`, if the setting gives one.
+    /// Returns the action for `category`, if the setting gives one.
     pub fn action_for(&self, category: Category) -> Option<CategoryAction> {
         match self {
             CategorySetting::None => None,
@@ -232,7 +232,7 @@ pub struct Policy {
     pub id: Arc<str>,
     /// Display name.
     pub name: String,
-    /// Who it applies to.
+    /// The subjects it applies to.
     pub target: Target,
     /// Security category setting.
     pub security: CategorySetting,

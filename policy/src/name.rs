@@ -9,7 +9,7 @@ pub const MAX_NAME_LEN: usize = 253;
 /// Maximum length of one label (RFC 1035).
 pub const MAX_LABEL_LEN: usize = 63;
 
-/// Why a string is not a host name the policy can store.
+/// Reasons a string is not a host name the policy can store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// The string is empty (or only a dot).
@@ -27,7 +27,7 @@ pub enum NameError {
     /// The name is longer than 253 octets.
     #[error("the name is longer than {MAX_NAME_LEN} characters")]
     TooLong,
-    /// The name holds a character outside letters, digits, `-` and `_`.
+    /// The name contains a character outside letters, digits, `-` and `_`.
     #[error(
         "the name contains {0:?}; allowed are letters, digits, '-', '_' and '.' between labels"
     )]

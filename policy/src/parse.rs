@@ -119,8 +119,8 @@ const TENANT_KEYS: &[&str] = &[
     "policies",
 ];
 
-/// Parses and walks one file's text. Syntax errors and structural errors are all returned;
-/// the raw file holds whatever could be read.
+/// Parses and walks one file's text. All syntax errors and structural errors are returned,
+/// with a raw file that contains whatever could be read.
 pub(crate) fn parse_file(text: &str) -> (RawFile, Vec<RawError>) {
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     let mut walker = Walker { errors: Vec::new() };

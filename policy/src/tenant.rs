@@ -53,7 +53,7 @@ impl Canary {
     }
 }
 
-/// Who is asking: user, groups and location, as far as they are known.
+/// The subject of a decision: user, groups and location, as far as they are known.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Subject<'a> {
     /// The user id from the device token or cookie.
@@ -65,12 +65,12 @@ pub struct Subject<'a> {
 }
 
 impl<'a> Subject<'a> {
-    /// Nobody in particular: only policies for everyone apply.
+    /// Creates a subject with no user, group or location: only policies for everyone apply.
     pub fn anyone() -> Subject<'a> {
         Subject::default()
     }
 
-    /// A user, with the groups the policy file gives them.
+    /// Creates a subject for a user, with the groups the policy file gives them.
     pub fn user(user: &'a str) -> Subject<'a> {
         Subject {
             user: Some(user),
@@ -250,8 +250,8 @@ impl Tenant {
         }
     }
 
-    /// Selects the policy for `subject`: the most specific target wins (user over group over
-    /// location over everyone); among equally specific ones, the first in the file.
+    /// Selects the policy for `subject`. The most specific target wins: user over group over
+    /// location over everyone. Among equally specific ones, the first in the file wins.
     pub(crate) fn select_policy(
         &self,
         subject: &Subject<'_>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::app::AppClass;
 use crate::category::Category;
 
-/// What happens to a query or request.
+/// The action taken on a query or request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -52,7 +52,7 @@ impl fmt::Display for Action {
     }
 }
 
-/// Which exception produced a bypass.
+/// The kind of exception that produced a bypass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExceptionKind {
@@ -136,7 +136,7 @@ pub struct TraceStep {
     pub matched: bool,
     /// The rule, as an id or a short description.
     pub rule: String,
-    /// Why it did or did not match.
+    /// The reason it did or did not match.
     pub detail: String,
 }
 

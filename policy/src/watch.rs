@@ -83,7 +83,7 @@ impl PolicyMetrics {
     }
 }
 
-/// Why a replacement policy was not written.
+/// Reasons a replacement policy was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplaceError {
     /// The new text does not validate; nothing was written.
@@ -95,8 +95,8 @@ pub enum ReplaceError {
     /// No loaded tenant has this id.
     #[error("no tenant `{0}` is loaded")]
     UnknownTenant(String),
-    /// The tenant's file holds other tenants too, which a per-tenant replacement would
-    /// overwrite.
+    /// The tenant's file contains other tenants too, which a per-tenant replacement
+    /// would overwrite.
     #[error("tenant `{tenant}` shares {} with other tenants; replace the whole file instead", file.display())]
     SharedFile {
         /// The tenant.
@@ -122,7 +122,7 @@ pub enum ReplaceError {
     },
 }
 
-/// What the last check of one file saw.
+/// State of one file at its last check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Fingerprint {
     modified: Option<SystemTime>,
@@ -219,7 +219,7 @@ impl PolicyWatcher {
         })
     }
 
-    /// The policy set in force. Cheap, lock-free, and never half-updated.
+    /// Returns the policy set in force, without taking a lock; the set is always complete.
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()
     }
@@ -400,7 +400,7 @@ impl PolicyWatcher {
     }
 }
 
-/// Why the watcher could not start.
+/// Reasons the watcher could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// The policy files are invalid.

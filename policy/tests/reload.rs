@@ -69,7 +69,7 @@ fn write(path: &Path, text: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changed_file_is_reloaded_and_bad_file_is_kept_out() {
+async fn reload_picks_up_changes_and_rejects_bad_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.toml");
     write(&dir.path().join("feed.txt"), "feed-one.example\n");
@@ -81,7 +81,7 @@ async fn changed_file_is_reloaded_and_bad_file_is_kept_out() {
     assert!(blocks(&watcher, "aaaa.example"));
     assert_eq!(rules_gauge(&registry, "block"), 1);
 
-    // Same size, new content: the hash tells the change.
+    // Same size, new content: the content hash detects the change.
     write(&path, &policy_blocking("bbbb.example"));
     let took = wait_for(Duration::from_secs(3), || blocks(&watcher, "bbbb.example")).await;
     let took = took.expect("the changed policy was not picked up");
