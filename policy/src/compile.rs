@@ -799,6 +799,10 @@ impl Compiler {
             .filter(|p| p.is_dir())
             .collect();
         folders.sort();
+        // Watch the directory and its folders too, so that a new category folder or a new
+        // `urls` file triggers a reload (their modification times change).
+        self.inputs.push(path.to_path_buf());
+        self.inputs.extend(folders.iter().cloned());
         for folder in folders {
             let folder_name = folder
                 .file_name()

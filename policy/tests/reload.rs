@@ -221,3 +221,29 @@ async fn replace_tenant_checks_the_tenant() {
         .unwrap();
     assert!(blocks(&watcher, "third.example"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_feed_gains_new_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let lists = dir.path().join("lists");
+    std::fs::create_dir_all(lists.join("malware")).unwrap();
+    write(&lists.join("malware").join("domains"), "evil.example\n");
+    let path = dir.path().join("policy.toml");
+    write(
+        &path,
+        "id = \"acme\"\n[[feeds]]\nid = \"ut1\"\npath = \"lists\"\nformat = \"directory\"\n[[policies]]\nid = \"p\"\n[policies.content]\nmode = \"all\"\n",
+    );
+    let shutdown = CancellationToken::new();
+    let watcher = PolicyWatcher::spawn(vec![path], &Registry::new(), shutdown.clone()).unwrap();
+    assert!(blocks(&watcher, "evil.example"));
+    assert!(!blocks(&watcher, "casino.example"));
+
+    std::fs::create_dir_all(lists.join("gambling")).unwrap();
+    write(&lists.join("gambling").join("domains"), "casino.example\n");
+    let took = wait_for(Duration::from_secs(4), || {
+        blocks(&watcher, "casino.example")
+    })
+    .await;
+    assert!(took.is_some(), "the new category folder was not picked up");
+    shutdown.cancel();
+}
