@@ -1,5 +1,6 @@
 //! The routes of the console and the layers around them.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -9,13 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
-use crate::{activity_api, admin, agent, policy_api, profile, ApiError, ConsoleState};
+use crate::{activity_api, admin, agent, body, policy_api, profile, ApiError, ConsoleState};
 
-/// One route: path, the methods it serves, and its handlers.
+/// One route: path, the methods it serves, its handlers and its body limit.
 struct Route {
     path: &'static str,
     methods: &'static [Method],
     handlers: MethodRouter<ConsoleState>,
+    /// Whether bodies may reach `console.max_policy_bytes` instead of
+    /// `console.max_body_bytes`.
+    policy_body: bool,
 }
 
 fn route(
@@ -27,13 +31,21 @@ fn route(
         path,
         methods,
         handlers,
+        policy_body: false,
+    }
+}
+
+impl Route {
+    /// Allows bodies up to `console.max_policy_bytes` on this route.
+    fn with_policy_body(mut self) -> Self {
+        self.policy_body = true;
+        self
     }
 }
 
 /// Every route of the console; the router and [`route_table`] both come from it,
 /// so the API description test checks exactly what is served.
-fn routes(max_policy_bytes: usize) -> Vec<Route> {
-    let policy_limit = DefaultBodyLimit::max(max_policy_bytes);
+fn routes() -> Vec<Route> {
     vec![
         route("/api/agent/enroll", &[Method::POST], post(agent::enroll)),
         route("/api/agent/renew", &[Method::POST], post(agent::renew)),
@@ -77,15 +89,15 @@ fn routes(max_policy_bytes: usize) -> Vec<Route> {
         route(
             "/api/policy",
             &[Method::GET, Method::PUT],
-            get(policy_api::read)
-                .merge(put(policy_api::replace))
-                .layer(policy_limit),
-        ),
+            get(policy_api::read).merge(put(policy_api::replace)),
+        )
+        .with_policy_body(),
         route(
             "/api/policy/validate",
             &[Method::POST],
-            post(policy_api::validate).layer(policy_limit),
-        ),
+            post(policy_api::validate),
+        )
+        .with_policy_body(),
         route(
             "/api/policy/explain",
             &[Method::POST],
@@ -108,7 +120,7 @@ fn routes(max_policy_bytes: usize) -> Vec<Route> {
 /// Returns `(method, path)` of every route the console serves, paths in axum's
 /// `{parameter}` syntax.
 pub fn route_table() -> Vec<(Method, &'static str)> {
-    routes(1024)
+    routes()
         .into_iter()
         .flat_map(|route| {
             route
@@ -124,13 +136,24 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
 pub fn router(state: ConsoleState) -> Router {
     let config = state.config.clone();
     let mut router = Router::new();
-    for route in routes(config.max_policy_bytes) {
-        router = router.route(route.path, route.handlers);
+    for route in routes() {
+        let limit = if route.policy_body {
+            config.max_policy_bytes
+        } else {
+            config.max_body_bytes
+        };
+        let handlers = route
+            .handlers
+            .layer::<_, Infallible>(axum::middleware::from_fn_with_state(
+                limit,
+                body::prepare_body,
+            ))
+            .layer::<_, Infallible>(DefaultBodyLimit::max(limit));
+        router = router.route(route.path, handlers);
     }
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             Duration::from_secs(config.request_timeout_secs),
             request_timeout,

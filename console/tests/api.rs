@@ -10,8 +10,8 @@ use rustls_pki_types::pem::PemObject as _;
 use swg_activity::{ActivityStore, SqliteStore};
 use swg_console::{ConsoleConfig, ConsoleState};
 use swg_identity::{
-    seed_tenant, unix_now, IdentityConfig, LiveKeys, NewAdminToken, Role, SecretStore, Signer,
-    SigningKeys, SqliteSecretStore,
+    unix_now, IdentityConfig, LiveKeys, NewAdminToken, Role, SecretStore, Signer, SigningKeys,
+    SqliteSecretStore,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
@@ -67,9 +67,16 @@ async fn start() -> Console {
 
     let activity = Arc::new(SqliteStore::open(&dir.path().join("activity.db")).unwrap());
     let secrets = Arc::new(SqliteSecretStore::open(&dir.path().join("console.db")).unwrap());
-    let seeded = seed_tenant(secrets.as_ref(), "acme", unix_now())
+    let mut seeded = swg_console::seed_policy_tenants(secrets.as_ref(), &policy)
         .await
         .unwrap();
+    assert_eq!(seeded.len(), 1);
+    let (tenant, seeded) = seeded.remove(0);
+    assert_eq!(tenant, "acme");
+    let again = swg_console::seed_policy_tenants(secrets.as_ref(), &policy)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
     let read_only = NewAdminToken::generate("acme", Role::ReadOnly, unix_now());
     secrets.insert_admin_token(&read_only.record).await.unwrap();
 
@@ -769,24 +776,19 @@ async fn bad_requests_get_clear_4xx() {
         assert!(answer.json()["error"].is_string());
     }
 
-    let big_file = console.dir.path().join("big.json");
-    std::fs::write(
-        &big_file,
-        format!(
-            "{{\"authenticationKey\":\"{}\"}}",
-            "a".repeat(2 * 1024 * 1024)
-        ),
-    )
-    .unwrap();
-    let big = format!("@{}", big_file.display());
-    let answer = console
-        .call(
-            "POST",
-            "/api/agent/enroll",
-            &["--http1.1", json[0], json[1], "--data-binary", &big],
-        )
-        .await;
-    assert_eq!(answer.status, 413);
+    // A body over the limit gets 413 from its Content-Length alone, before it is
+    // sent; a raw client shows that without racing curl's upload.
+    let mut tls = connect_tls(&console).await;
+    let request = "POST /api/agent/enroll HTTP/1.1\r\nHost: localhost\r\n\
+                   Content-Type: application/json\r\nContent-Length: 2097152\r\n\r\n{";
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let count = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buffer))
+        .await
+        .expect("no response within 5 s")
+        .unwrap();
+    let response = String::from_utf8_lossy(&buffer[..count]).into_owned();
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
 
     let traversal = console
         .as_admin("GET", "/api/../../etc/passwd", &["--path-as-is"])
@@ -1032,4 +1034,38 @@ async fn admin_tokens_are_created_once_and_deleted() {
         .as_admin("DELETE", &format!("/api/admin-tokens/{}", own.id), &[])
         .await;
     assert_eq!(last.status, 409, "{}", last.text());
+}
+
+#[tokio::test]
+async fn policy_body_limit_is_larger() {
+    let console = start().await;
+    let padded = format!("{}{}", "# padding line\n".repeat(140_000), ACME_POLICY);
+    assert!(padded.len() > 2 * 1024 * 1024);
+    let file = console.dir.path().join("padded.toml");
+    std::fs::write(&file, &padded).unwrap();
+    let data = format!("@{}", file.display());
+    let answer = console
+        .as_admin("PUT", "/api/policy", &["--http1.1", "--data-binary", &data])
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        padded
+    );
+
+    let mut tls = connect_tls(&console).await;
+    let request = format!(
+        "PUT /api/policy HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\n\r\n#",
+        console.admin_token,
+        5 * 1024 * 1024
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let count = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buffer))
+        .await
+        .expect("no response within 5 s")
+        .unwrap();
+    let response = String::from_utf8_lossy(&buffer[..count]).into_owned();
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
 }
