@@ -765,7 +765,7 @@ impl Tenant {
             .split_once('?')
             .map_or(lower.as_str(), |(path, _)| path);
         let outcome = self.judge_host(
-            host,
+            strip_port(host),
             subject,
             Stage::Proxy,
             Some((path, &lower)),
@@ -954,6 +954,21 @@ impl Tenant {
                 _ => {}
             }
         });
+    }
+}
+
+/// Removes a `:port` suffix from a Host header value (`example.com:8443`,
+/// `[2001:db8::1]:443`); a bare IPv6 address is returned unchanged.
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!name.contains(':') || name.ends_with(']')) =>
+        {
+            name
+        }
+        _ => host,
     }
 }
 

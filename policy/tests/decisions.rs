@@ -635,3 +635,48 @@ id = "b"
         Action::Allow
     );
 }
+
+#[test]
+fn request_host_with_port_matches() {
+    let (_dir, set) = load(POLICY);
+    let acme = set.tenant("acme").unwrap();
+    let browser = App::bundle("com.apple.mobilesafari");
+    let verdict = acme.decide_request(
+        "www.YouTube.com:8443",
+        "/watch?v=1",
+        &Subject::anyone(),
+        &browser,
+    );
+    assert_eq!(verdict.action, Action::Block);
+    let verdict = acme.decide_request("[2001:db8::1]:443", "/", &Subject::anyone(), &browser);
+    assert_eq!(verdict.action, Action::Allow);
+    let verdict = acme.decide_request("198.51.100.9:80", "/", &Subject::anyone(), &browser);
+    assert_eq!(verdict.action, Action::Block);
+}
+
+#[test]
+fn hostile_query_names_get_verdicts() {
+    let (_dir, set) = load(POLICY);
+    let acme = set.tenant("acme").unwrap();
+    let long = "a.".repeat(2000) + "youtube.com";
+    let names = [
+        "",
+        ".",
+        "..",
+        "a..youtube.com",
+        "\0\u{ffff}.example",
+        "xn--.example",
+        "ü\u{200d}.example",
+        long.as_str(),
+    ];
+    for name in names {
+        let verdict = acme.decide_dns(name, &Subject::anyone(), &App::bundle("x.y"));
+        assert!(!verdict.reason.is_empty(), "{name:?}");
+    }
+    assert_eq!(
+        dns(acme, &long),
+        Action::Block,
+        "a name longer than DNS allows still matches its suffix"
+    );
+    assert_eq!(dns(acme, "a..youtube.com"), Action::Block);
+}
