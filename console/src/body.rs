@@ -59,9 +59,9 @@ where
 
 /// Bodies up to this size are read completely before the handler runs.
 ///
-/// Answering before the client has sent its whole body makes HTTP/2 end the
+/// Responding before the client has sent its whole body makes HTTP/2 end the
 /// stream with RST_STREAM, which some clients (curl 7.88) report as a failed
-/// transfer instead of showing the answer. Reading small bodies first avoids that
+/// transfer instead of showing the response. Reading small bodies first avoids that
 /// for every early rejection (401, 403, 415) while bounding what an
 /// unauthenticated client can make the console hold per request.
 const DRAIN_LIMIT: usize = 64 * 1024;
