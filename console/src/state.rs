@@ -35,3 +35,11 @@ impl std::fmt::Debug for ConsoleState {
             .finish_non_exhaustive()
     }
 }
+
+impl ConsoleState {
+    /// Checks that the console can serve, which needs a secret store that responds
+    /// to a query; meant for the operations listener's `/readyz`.
+    pub async fn check_ready(&self) -> Result<(), swg_identity::StoreError> {
+        self.secrets.live_key_ids().await.map(|_| ())
+    }
+}

@@ -103,6 +103,7 @@ async fn start() -> Console {
         activity: activity.clone(),
         root_certificate: Arc::new(root.certificate().clone()),
     };
+    state.check_ready().await.unwrap();
     let tls = swg_console::tls_config(&leaves, "localhost").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
