@@ -2,12 +2,13 @@
 //! writer, SQLite) and reports drops, queue depth and memory as it goes.
 //!
 //! ```text
-//! cargo run --release -p swg-activity --example sustained_recording -- [RATE] [SECONDS] [DB]
+//! cargo run --release -p swg-activity --example sustained_recording -- [RATE] [SECONDS] [DB] [QUEUE]
 //! ```
 //!
-//! RATE defaults to 100 000 events per second, SECONDS to 60 and DB to
-//! `target/activity-sustained.db` (deleted first). The configuration is the default
-//! `[activity]` section. Exits with status 1 if any event was dropped.
+//! RATE defaults to 100 000 events per second, SECONDS to 60, DB to
+//! `target/activity-sustained.db` (deleted first) and QUEUE to the default
+//! `queue_capacity`. The rest of the configuration is the default `[activity]`
+//! section. Exits with status 1 if any event was dropped.
 
 #[path = "support/generate.rs"]
 #[allow(dead_code)]
@@ -42,7 +43,10 @@ fn main() -> ExitCode {
         .build()
         .expect("runtime");
     let registry = prometheus::Registry::new();
-    let config = ActivityConfig::default();
+    let mut config = ActivityConfig::default();
+    if let Some(queue) = args.next().and_then(|a| a.parse().ok()) {
+        config.queue_capacity = queue;
+    }
     let (log, recorder) = {
         let _guard = runtime.enter();
         ActivityLog::open(&path, &config, &registry).expect("open activity log")

@@ -85,7 +85,7 @@ pub struct UnknownValue {
 }
 
 string_enum! {
-    /// What swg did with the request.
+    /// The action swg took on a request.
     Action {
         /// Forwarded or resolved normally.
         Allow => "allow",
@@ -105,7 +105,7 @@ string_enum! {
 }
 
 string_enum! {
-    /// Which component made the decision.
+    /// The component that made the decision.
     Via {
         /// The resolver.
         Dns => "dns",
@@ -115,7 +115,7 @@ string_enum! {
 }
 
 string_enum! {
-    /// How the user and device behind the request were identified.
+    /// The method that identified the user and device behind a request.
     Discovery {
         /// The signed identity cookie.
         Cookie => "cookie",
@@ -149,9 +149,9 @@ string_enum! {
 /// One decision, as recorded in the activity log.
 ///
 /// Bypassed apps and domain exceptions produce no event: the resolver and the proxy
-/// must not record them. Text fields may hold anything a client sent; the store
-/// applies [`Event::sanitize`] before writing, which replaces control characters and
-/// truncates each field to its cap (`MAX_*` constants). Times are stored with
+/// must not record them. Text fields may contain anything a client sent, because the
+/// store applies [`Event::sanitize`] before writing. That replaces control characters
+/// and truncates each field to its cap (the `MAX_*` constants). Times are stored with
 /// millisecond precision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -164,7 +164,7 @@ pub struct Event {
     pub user: Option<String>,
     /// Device id, when known.
     pub device: Option<String>,
-    /// How the user and device were identified.
+    /// Method that identified the user and device.
     pub discovery: Discovery,
     /// Bundle id of the asking app, when known.
     pub app: Option<String>,
@@ -174,7 +174,7 @@ pub struct Event {
     pub client_ip: Option<IpAddr>,
     /// The device's private address, as reported by the agent.
     pub device_ip: Option<IpAddr>,
-    /// Which component decided.
+    /// Component that made the decision.
     pub via: Via,
     /// The domain (at the resolver) or the full URL (at the proxy).
     pub request: String,
@@ -184,7 +184,7 @@ pub struct Event {
     pub policy: Option<String>,
     /// Id of the rule that decided, when one did.
     pub rule: Option<String>,
-    /// What swg did.
+    /// Action swg took.
     pub action: Action,
     /// Human-readable reason for the action.
     pub reason: String,

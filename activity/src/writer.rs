@@ -10,9 +10,9 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::store::ActivityStore;
 
-/// Most events one transaction takes when the writer has fallen behind. Each
+/// Maximum events one transaction takes when the writer has fallen behind. Each
 /// commit costs about the same whatever its size, so taking the backlog at once
-/// lets the store catch up; at about 500 bytes an event this bounds a batch to
+/// lets the store catch up. At about 500 bytes an event, this bounds a batch to
 /// some 25 MB.
 const MAX_BACKLOG_BATCH: usize = 50_000;
 

@@ -23,12 +23,12 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// A float in [0, 1).
+    /// Returns a float in [0, 1).
     pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// An index in 0..n, skewed towards 0 (cube of a uniform value).
+    /// Returns an index in 0..n, skewed towards 0 (cube of a uniform value).
     pub(crate) fn skewed(&mut self, n: usize) -> usize {
         let u = self.unit();
         ((u * u * u) * n as f64) as usize

@@ -3,7 +3,8 @@
 //! By default SQLite checkpoints inside the commit that fills the WAL, so the
 //! writer spends about a tenth of its time copying pages into the database file.
 //! A separate thread with its own connection runs passive checkpoints instead,
-//! which never block the writer. The writer keeps a high automatic threshold
+//! which never wait for the writer or block it (SQLite documents PASSIVE mode as
+//! not waiting for readers or writers). The writer keeps a high automatic threshold
 //! (`wal_autocheckpoint`, 65 536 pages) as a bound on the WAL size should this
 //! thread fall behind.
 

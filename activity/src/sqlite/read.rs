@@ -33,7 +33,7 @@ struct Statement {
     params: Vec<Value>,
 }
 
-/// How a page query finds its rows.
+/// The access path of a page query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Driver {
     /// Walk this index of `events` in page order.
@@ -79,7 +79,7 @@ pub(super) fn query(conn: &Connection, query: &Query) -> Result<Page, ActivityEr
         });
     };
     let page_size = query.page_size();
-    // One row beyond the page tells whether another page follows.
+    // One row beyond the page shows whether another page follows.
     let wanted = page_size + 1;
     let mut rows = Vec::with_capacity(wanted);
 
@@ -145,7 +145,7 @@ fn presence_windows<'q>(
         _ => query.app.clone(),
     };
     let value = value.unwrap_or_default();
-    // Two statements, because SQLite answers a lone min() or max() from the index
+    // Two statements, because SQLite computes a lone min() or max() from the index
     // but scans every row for both in one statement.
     let stored_first: Option<i64> = conn
         .prepare_cached("SELECT min(hour) FROM hourly_presence WHERE tenant_id = ?1")?
