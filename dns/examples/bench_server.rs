@@ -7,6 +7,8 @@
 //! ```
 //!
 //! Prints `ready` once listening; on Ctrl-C (SIGINT) prints its counters and exits.
+//! With `SWG_BENCH_ACTIVITY=off` events are counted but not written, to measure what
+//! the activity log costs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use swg_policy::PolicySet;
 
 /// Counts events on their way to the activity log.
 struct Counted {
-    inner: ActivityEvents,
+    inner: Option<ActivityEvents>,
     count: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -29,7 +31,9 @@ impl EventSink for Counted {
     fn record(&self, event: QueryEvent) {
         self.count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.record(event);
+        if let Some(inner) = &self.inner {
+            inner.record(event);
+        }
     }
 }
 
@@ -70,6 +74,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &registry,
         )?;
         let events = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let event_sink: Arc<dyn EventSink> =
+            if std::env::var("SWG_BENCH_ACTIVITY").as_deref() == Ok("off") {
+                Arc::new(Counted {
+                    inner: None,
+                    count: events.clone(),
+                })
+            } else {
+                Arc::new(Counted {
+                    inner: Some(ActivityEvents::new(recorder)),
+                    count: events.clone(),
+                })
+            };
 
         let backends = Backends {
             identifier: Arc::new(SwgIdentifier::new(
@@ -78,10 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 policies.clone(),
             )),
             policy: Arc::new(SwgPolicy::new(policies)),
-            events: Arc::new(Counted {
-                inner: ActivityEvents::new(recorder),
-                count: events.clone(),
-            }),
+            events: event_sink,
             hints: Arc::new(NoHints),
         };
         let config = DnsConfig {

@@ -121,6 +121,18 @@ impl CachingUpstream {
         }
     }
 
+    /// Returns the cached answer to `query`, if there is one, with TTLs aged.
+    pub async fn cached(&self, query: &Query, name: &str) -> Option<Message> {
+        let key = CacheKey {
+            name: name.to_owned(),
+            query_type: query.query_type(),
+            query_class: query.query_class(),
+        };
+        let answer = self.cache.get(&key).await?;
+        self.metrics.cache_hits.inc();
+        Some(answer.aged())
+    }
+
     /// Resolves `query` from the cache or upstream. `name` is the query name in lower
     /// case (any consistent text form). The returned answer is upstream's, with TTLs
     /// aged; its id and EDNS are not the client's.

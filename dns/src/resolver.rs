@@ -329,26 +329,31 @@ impl Resolver {
             return logged(response, EventAction::Allow, decision);
         }
 
-        let first = self.backends.policy.decide(client, app, &[name], &[]);
-        if first.verdict == Verdict::Exception {
-            return self.unfiltered(query, question, name).await;
-        }
-
-        // A blocked query name needs no upstream answer: nothing in it can change that.
-        if first.verdict == Verdict::Block {
-            return self.apply(query, question, name, app, first, None, asker);
-        }
-
-        let upstream = match self.upstream.resolve(question, name).await {
-            Ok(upstream) => upstream,
-            Err(error) => {
-                tracing::debug!(domain = %name, %error, "upstream resolution failed");
-                let response = answer::code_response(query, ResponseCode::ServFail);
-                let decision = Decision::new(
-                    first.verdict,
-                    format!("upstream resolution failed: {error}"),
-                );
-                return logged(response, EventAction::Allow, decision);
+        // A cached answer is decided as a whole at once. Otherwise the asked name is
+        // decided first, so exceptions and blocked names cost no upstream exchange.
+        let upstream = match self.upstream.cached(question, name).await {
+            Some(upstream) => upstream,
+            None => {
+                let first = self.backends.policy.decide(client, app, &[name], &[]);
+                if first.verdict == Verdict::Exception {
+                    return self.unfiltered(query, question, name).await;
+                }
+                if first.verdict == Verdict::Block {
+                    return self.apply(query, question, name, app, first, None, asker);
+                }
+                match self.upstream.resolve(question, name).await {
+                    Ok(upstream) => upstream,
+                    Err(error) => {
+                        tracing::debug!(domain = %name, %error, "upstream resolution failed");
+                        let response = answer::code_response(query, ResponseCode::ServFail);
+                        let reason = format!("upstream resolution failed: {error}");
+                        return logged(
+                            response,
+                            EventAction::Allow,
+                            Decision::new(first.verdict, reason),
+                        );
+                    }
+                }
             }
         };
 
@@ -406,11 +411,11 @@ impl Resolver {
     ) -> Outcome {
         let action = class_action(app.class, decision.verdict);
 
-        // Names that do not resolve stay that way: there is nothing to steer or block.
+        // Names that do not resolve are not steered: there is nothing to connect to. A
+        // blocked name is blocked whatever upstream says, as when it is decided alone.
         if let Some(upstream) = &upstream {
-            if upstream.metadata.response_code != ResponseCode::NoError
-                || action == EventAction::Allow
-            {
+            let resolves = upstream.metadata.response_code == ResponseCode::NoError;
+            if action == EventAction::Allow || (!resolves && action != EventAction::Block) {
                 let response = answer::upstream_response(query, upstream.clone());
                 return logged(response, EventAction::Allow, decision);
             }
