@@ -160,6 +160,8 @@ struct Matches<'a> {
     list: Option<ListHit<'a>>,
     security: Option<CategoryHit<'a>>,
     content: Option<CategoryHit<'a>>,
+    /// A URL rule exists for the name but could not be checked (at DNS, with no URL).
+    unchecked_url_rule: Option<Rule<'a>>,
 }
 
 impl<'a> Matches<'a> {
@@ -171,6 +173,7 @@ impl<'a> Matches<'a> {
             list: None,
             security: None,
             content: None,
+            unchecked_url_rule: None,
         }
     }
 
@@ -389,9 +392,9 @@ impl<'a> Matches<'a> {
     /// Checks a URL-rule fact; returns the rule's path prefix when it matches. Without a
     /// URL (at DNS) URL rules never match.
     fn url_rule(
-        &self,
+        &mut self,
         fact: Fact,
-        host_rule: Rule<'_>,
+        host_rule: Rule<'a>,
         url: Option<(&str, &str)>,
         trace: &mut Option<&mut Trace>,
     ) -> Option<&'a str> {
@@ -402,6 +405,7 @@ impl<'a> Matches<'a> {
             note(trace, false, rendered, || {
                 "URL rule; it applies at the proxy only".into()
             });
+            self.unchecked_url_rule.get_or_insert(host_rule);
             return None;
         };
         if rule.matches(path, path_and_query) {
@@ -494,6 +498,32 @@ impl<'a> Matches<'a> {
             || "no category the policy acts on matches".into(),
         );
 
+        if let Some(rule) = &self.unchecked_url_rule {
+            // Only the proxy sees the path, so a name with URL rules is inspected there.
+            let rule_id = self.render(rule);
+            note(
+                trace,
+                true,
+                || rule_id.clone(),
+                || "decides: URL rules exist for the name, so the proxy checks the full URL".into(),
+            );
+            return Outcome {
+                action: Action::Inspect,
+                reason: concat(&[
+                    name,
+                    " has URL rules (",
+                    &rule_id,
+                    ") in policy ",
+                    &self.policy.id,
+                    "; the proxy checks the full URL",
+                ]),
+                rule_id: Some(rule_id),
+                category: None,
+                policy_id,
+                exception: None,
+            };
+        }
+
         note(trace, true, || "tenant default".into(), || "allow".into());
         Outcome {
             action: Action::Allow,
@@ -549,16 +579,19 @@ fn worse(current: Option<Outcome>, candidate: Outcome) -> Outcome {
     }
 }
 
-/// Maps the policy's action to the DNS action of an app class.
+/// Maps the policy's action to the DNS action of an app class. Browsers are inspected for
+/// every allowed name; other apps only where the proxy must check the full URL, and trusted
+/// apps never. Apps render no warn page, so warn means block for them.
 fn map_dns(outcome: Outcome, class: AppClass, trace: &mut Option<&mut Trace>) -> Verdict {
     let action = match (outcome.action, class) {
         (Action::Bypass, _) => Action::Bypass,
         (Action::Allow, AppClass::Browser) => Action::Inspect,
         (Action::Allow, _) => Action::Allow,
+        (Action::Inspect, AppClass::TrustedApp) => Action::Allow,
+        (Action::Inspect, _) => Action::Inspect,
         (Action::Warn, AppClass::Browser) => Action::Warn,
-        (Action::Warn, AppClass::TrustedApp) => Action::Block,
-        (Action::Warn, _) => Action::Inspect,
-        (Action::Block | Action::Inspect, _) => Action::Block,
+        (Action::Warn, _) => Action::Block,
+        (Action::Block, _) => Action::Block,
     };
     finish(outcome, class, action, "DNS", trace)
 }

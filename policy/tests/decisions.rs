@@ -319,7 +319,7 @@ category = "gambling"
         (
             App::bundle("com.acme.other"),
             AppClass::App,
-            [Action::Allow, Action::Inspect, Action::Block],
+            [Action::Allow, Action::Block, Action::Block],
             [Action::Allow, Action::Block, Action::Block],
         ),
         (
@@ -337,7 +337,7 @@ category = "gambling"
         (
             App::default(),
             AppClass::Unknown,
-            [Action::Allow, Action::Inspect, Action::Block],
+            [Action::Allow, Action::Block, Action::Block],
             [Action::Allow, Action::Warn, Action::Block],
         ),
         (
@@ -507,8 +507,16 @@ fn location_policy_applies_to_location() {
 fn url_rules_never_apply_at_dns() {
     let (_dir, set) = load(POLICY);
     let acme = set.tenant("acme").unwrap();
-    assert_eq!(dns(acme, "downloads.example"), Action::Allow);
-    assert_eq!(dns(acme, "search.example"), Action::Allow);
+    // A URL rule never blocks the whole name at DNS; the app is sent to the proxy instead,
+    // where the full URL is checked. Trusted apps are never sent to the proxy.
+    assert_eq!(dns(acme, "downloads.example"), Action::Inspect);
+    assert_eq!(dns(acme, "search.example"), Action::Inspect);
+    let trusted = acme.decide_dns(
+        "downloads.example",
+        &Subject::anyone(),
+        &App::bundle("com.acme.mail"),
+    );
+    assert_eq!(trusted.action, Action::Allow);
     let mut trace = Trace::default();
     acme.decide_dns_traced(
         "downloads.example",

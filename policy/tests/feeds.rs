@@ -122,7 +122,8 @@ fn urlhaus_ip_is_blocked() {
 fn urlhaus_url_rule_applies_at_proxy_only() {
     let (_dir, set) = real_lists();
     let real = set.tenant("real").unwrap();
-    assert_eq!(app_dns(real, "astenterprises.com.pk").action, Action::Allow);
+    // At DNS the URL rule only sends the app to the proxy, which checks the path.
+    assert_eq!(app_dns(real, "astenterprises.com.pk").action, Action::Inspect);
     let verdict = proxy(real, "https://astenterprises.com.pk/ef/ef.vbs");
     assert_eq!(verdict.action, Action::Block);
     assert_eq!(
@@ -143,7 +144,7 @@ fn urlhaus_url_rule_applies_at_proxy_only() {
 fn urlhaus_query_rule_matches_its_query() {
     let (_dir, set) = real_lists();
     let real = set.tenant("real").unwrap();
-    assert_eq!(app_dns(real, "docs.google.com").action, Action::Allow);
+    assert_eq!(app_dns(real, "docs.google.com").action, Action::Inspect);
     let blocked = "https://docs.google.com/uc?export=download&id=140vkyfrfhbqkukc2hnw-gsvi5wjw6iyi";
     assert_eq!(proxy(real, blocked).action, Action::Block);
     assert_eq!(
@@ -298,15 +299,19 @@ fn category_directory_uses_folder_names() {
     assert_eq!(evil.category, Category::parse("malware"));
     assert_eq!(
         app_dns(t, "adult.example").action,
-        Action::Inspect,
-        "warn steers an app to the proxy"
+        Action::Block,
+        "apps render no warn page, so warn means block"
     );
     assert_eq!(app_dns(t, "cute.example").action, Action::Allow);
     assert_eq!(
         proxy(t, "https://files.example/payload/a.bin").action,
         Action::Block
     );
-    assert_eq!(app_dns(t, "files.example").action, Action::Allow);
+    assert_eq!(
+        app_dns(t, "files.example").action,
+        Action::Inspect,
+        "a name with URL rules is sent to the proxy"
+    );
 
     let stats = &set.feeds()[0].stats;
     assert_eq!(stats.entries, 3);
