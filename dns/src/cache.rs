@@ -63,7 +63,7 @@ impl CachedAnswer {
     }
 }
 
-/// The TTL an answer may be cached for; 0 means not at all.
+/// Computes the TTL an answer may be cached for (0: not cached).
 fn cache_ttl(response: &Message) -> u32 {
     if response.metadata.truncation {
         return 0;

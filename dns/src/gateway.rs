@@ -14,7 +14,7 @@ use crate::backends::{
 };
 use crate::context::AppClass;
 
-/// Where the current policy set comes from: a [`PolicyWatcher`] or a fixed set.
+/// The source of the current policy set: a [`PolicyWatcher`] or a fixed set.
 #[derive(Clone)]
 pub enum PolicySource {
     /// The watcher's current set, hot-reloaded.

@@ -56,9 +56,9 @@ pub struct Backends {
     pub identifier: Arc<dyn ClientIdentifier>,
     /// The tenants' policy.
     pub policy: Arc<dyn DnsPolicy>,
-    /// Where activity events go.
+    /// The sink for activity events.
     pub events: Arc<dyn EventSink>,
-    /// Where correlation hints for the proxy go.
+    /// The sink for correlation hints read by the proxy.
     pub hints: Arc<dyn HintSink>,
 }
 
@@ -78,7 +78,7 @@ pub enum DohAnswer {
     },
 }
 
-/// What the resolver did with one query, for metrics and events.
+/// The response to one query and its event and metric label.
 struct Outcome {
     response: Message,
     /// `None` for queries that are never logged (exceptions, bypassed apps).
@@ -87,7 +87,7 @@ struct Outcome {
     label: &'static str,
 }
 
-/// Who asked one query and with which app.
+/// The client, source and app of one query.
 struct Asker<'a> {
     client: &'a Client,
     source: IpAddr,
@@ -119,7 +119,7 @@ impl Resolver {
         }
     }
 
-    /// The metrics the resolver and its listeners update.
+    /// Returns the metrics the resolver and its listeners update.
     pub fn metrics(&self) -> &DnsMetrics {
         &self.metrics
     }
@@ -164,7 +164,7 @@ impl Resolver {
         };
 
         // Over plain DNS the location is the identity, so only the bundle id is taken
-        // from the context option; a class hint or private IP could be anyone's claim.
+        // from the context option. Any host in the location could claim a class hint.
         let context = QueryContext {
             bundle_id: read_context(&query).bundle_id,
             ..QueryContext::default()
@@ -468,7 +468,7 @@ impl Resolver {
     }
 }
 
-/// The action for a verdict and an app class (the app-class table of `docs/dns.md`).
+/// Maps a verdict and an app class to an action (the app-class table of `docs/dns.md`).
 fn class_action(class: AppClass, verdict: Verdict) -> EventAction {
     match (class, verdict) {
         (
@@ -486,7 +486,7 @@ fn class_action(class: AppClass, verdict: Verdict) -> EventAction {
     }
 }
 
-/// The asked name followed by every other name of the answer's CNAME chain.
+/// Lists the asked name, then every other name of the answer's CNAME chain.
 fn chain_names(name: &str, upstream: &Message) -> Vec<String> {
     let mut names = vec![name.to_owned()];
     for record in &upstream.answers {
@@ -531,8 +531,8 @@ pub fn normalize(name: &Name) -> String {
     text
 }
 
-/// Reads the context option of a query; an absent or invalid option gives an empty
-/// context (an invalid one is logged, since only a broken agent sends it).
+/// Reads the context option of a query. An absent or invalid option gives an empty
+/// context, and an invalid one is logged at debug level.
 fn read_context(query: &Message) -> QueryContext {
     let Some(edns) = &query.edns else {
         return QueryContext::default();

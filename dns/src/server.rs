@@ -21,7 +21,7 @@ use crate::tcp::{serve_tcp, TcpLimits};
 use crate::udp::serve_udp;
 use crate::upstream::{system_upstreams, UpstreamError, Upstreams};
 
-/// Why the resolver could not start.
+/// An error that stops the resolver from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The `[dns]` section is invalid.
@@ -179,22 +179,22 @@ impl DnsServer {
         })
     }
 
-    /// The bound UDP address (useful when the configuration asked for port 0).
+    /// Returns the bound UDP address (useful when the configuration sets port 0).
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp_addr
     }
 
-    /// The bound TCP address.
+    /// Returns the bound TCP address.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
     }
 
-    /// The bound DoH address, if DoH is served.
+    /// Returns the bound DoH address, if DoH is served.
     pub fn doh_addr(&self) -> Option<SocketAddr> {
         self.doh_addr
     }
 
-    /// The query handler, for callers that answer queries themselves.
+    /// Returns the query handler, for callers that answer queries themselves.
     pub fn resolver(&self) -> &Arc<Resolver> {
         &self.resolver
     }

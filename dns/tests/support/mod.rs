@@ -341,7 +341,7 @@ pub fn query(name: &str, query_type: RecordType, context: Option<&QueryContext>)
     message
 }
 
-/// A context carrying only a bundle id.
+/// Builds a context carrying only a bundle id.
 pub fn app(bundle_id: &str) -> QueryContext {
     QueryContext {
         bundle_id: Some(bundle_id.to_owned()),
