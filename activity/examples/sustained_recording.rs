@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_micros(200));
         }
         if elapsed >= next_report {
-            report(&registry, elapsed, recorded);
+            report(&registry, elapsed, recorded, &path);
             next_report += Duration::from_secs(5);
         }
     }
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
     let flush_started = Instant::now();
     runtime.block_on(log.shutdown());
     let flush = flush_started.elapsed();
-    report(&registry, started.elapsed(), recorded);
+    report(&registry, started.elapsed(), recorded, &path);
 
     let dropped = sample(&registry, "swg_activity_dropped_total");
     let written = sample(&registry, "swg_activity_written_total");
@@ -120,15 +120,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(registry: &prometheus::Registry, elapsed: Duration, recorded: u64) {
+fn report(
+    registry: &prometheus::Registry,
+    elapsed: Duration,
+    recorded: u64,
+    path: &std::path::Path,
+) {
+    let wal = std::fs::metadata(format!("{}-wal", path.display()))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!(
-        "{:>6.1} {:>10} {:>10} {:>8} {:>8} {:>9.1}",
+        "{:>6.1} {:>10} {:>10} {:>8} {:>8} {:>9.1} {:>9.1}",
         elapsed.as_secs_f64(),
         recorded,
         sample(registry, "swg_activity_written_total"),
         sample(registry, "swg_activity_dropped_total"),
         sample(registry, "swg_activity_queue_depth"),
-        rss_mib()
+        rss_mib(),
+        wal as f64 / (1u64 << 20) as f64
     );
 }
 
