@@ -14,11 +14,14 @@ use prometheus::Registry;
 use swg_ca::store::{self, CaFiles, CaOrigin};
 use swg_ca::{LeafCache, RootCa};
 use time::format_description::well_known::Rfc3339;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::components::Components;
 use crate::config::Config;
 use crate::operations::{self, OperationsState, Readiness};
+
+/// A component's own start-up error, boxed: each crate has its own error type.
+pub(crate) type ComponentError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long open connections may take to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -56,6 +59,29 @@ pub(crate) enum StartError {
     /// Signal handlers could not be installed.
     #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
     Signals(std::io::Error),
+    /// The demo policy could not be written into the data folder.
+    #[error("cannot write the demo policy into {path}: {source}")]
+    DemoPolicy {
+        /// The data folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A component (policy, activity log, console, resolver, proxy, pages) failed to start.
+    #[error("cannot start the {component}: {source}")]
+    Component {
+        /// Which component.
+        component: &'static str,
+        /// Its own error, which names the file or value at fault.
+        source: ComponentError,
+    },
+}
+
+impl StartError {
+    /// Wraps a component's own error.
+    pub(crate) fn component(component: &'static str) -> impl FnOnce(ComponentError) -> StartError {
+        move |source| StartError::Component { component, source }
+    }
 }
 
 /// The running gateway's shared parts.
@@ -78,8 +104,18 @@ pub(crate) struct App {
 impl App {
     /// Creates the data folder, loads or generates the root CA and builds
     /// the leaf cache.
-    pub(crate) fn build(config: Config) -> Result<Self, StartError> {
+    pub(crate) fn build(mut config: Config) -> Result<Self, StartError> {
         create_data_dir(&config.data_dir)?;
+        if config.policy.files.is_empty() {
+            let path = crate::demo::install(&config.data_dir).map_err(|source| {
+                StartError::DemoPolicy {
+                    path: config.data_dir.clone(),
+                    source,
+                }
+            })?;
+            tracing::info!(policy = %path.display(), "no policy files configured; using the demo tenant");
+            config.policy.files = vec![path];
+        }
 
         let files = CaFiles::new(&config.ca, &config.data_dir);
         let (root, origin) = store::load_or_generate(&config.ca, &files)?;
@@ -133,12 +169,13 @@ impl App {
         let bound = listener.local_addr().unwrap_or(address);
         tracing::info!(listen = %bound, "operations listener started (/healthz, /readyz, /metrics)");
 
-        let mut tasks = JoinSet::new();
+        let mut components = Components::start(&self).await?;
+
         let state = OperationsState {
             registry: self.registry.clone(),
             readiness: self.readiness.clone(),
         };
-        tasks.spawn(operations::serve(
+        components.tasks.spawn(operations::serve(
             listener,
             state,
             self.shutdown.clone(),
@@ -150,11 +187,16 @@ impl App {
         self.shutdown.cancelled().await;
         self.readiness.set(false);
 
-        while let Some(result) = tasks.join_next().await {
+        while let Some(result) = components.tasks.join_next().await {
             if let Err(error) = result {
                 tracing::error!(%error, "a listener task failed during shutdown");
             }
         }
+        for task in &components.aborted_on_shutdown {
+            task.abort();
+        }
+        components.activity.shutdown().await;
+        tracing::info!("activity log flushed");
         tracing::info!("swg stopped");
         Ok(())
     }

@@ -29,6 +29,20 @@ pub(crate) struct Config {
     pub(crate) leaf: swg_ca::LeafConfig,
     /// `[operations]`: the health and metrics listener.
     pub(crate) operations: OperationsConfig,
+    /// `[policy]`: the tenants' policy files.
+    pub(crate) policy: swg_policy::PolicyConfig,
+    /// `[activity]`: the activity log and its store.
+    pub(crate) activity: swg_activity::ActivityConfig,
+    /// `[identity]`: lifetimes of tokens, cookies and tickets, and the signing keys.
+    pub(crate) identity: swg_identity::IdentityConfig,
+    /// `[console]`: the admin and agent API listener.
+    pub(crate) console: swg_console::ConsoleConfig,
+    /// `[pages]`: block, warn and error page templates and branding.
+    pub(crate) pages: swg_blockpages::PagesConfig,
+    /// `[dns]`: the agent-facing resolver.
+    pub(crate) dns: swg_dns::DnsConfig,
+    /// `[proxy]`: the inspection proxy.
+    pub(crate) proxy: swg_proxy::ProxyConfig,
 }
 
 impl Default for Config {
@@ -38,6 +52,13 @@ impl Default for Config {
             ca: swg_ca::CaConfig::default(),
             leaf: swg_ca::LeafConfig::default(),
             operations: OperationsConfig::default(),
+            policy: swg_policy::PolicyConfig::default(),
+            activity: swg_activity::ActivityConfig::default(),
+            identity: swg_identity::IdentityConfig::default(),
+            console: swg_console::ConsoleConfig::default(),
+            pages: swg_blockpages::PagesConfig::default(),
+            dns: swg_dns::DnsConfig::default(),
+            proxy: swg_proxy::ProxyConfig::default(),
         }
     }
 }
@@ -167,6 +188,13 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<(), SectionError> {
         self.ca.validate()?;
         self.leaf.validate()?;
+        self.policy.validate()?;
+        self.activity.validate()?;
+        self.identity.validate()?;
+        self.console.validate()?;
+        self.pages.validate()?;
+        self.dns.validate()?;
+        self.proxy.validate()?;
         Ok(())
     }
 }

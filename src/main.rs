@@ -6,7 +6,9 @@
 
 mod app;
 mod commands;
+mod components;
 mod config;
+mod demo;
 mod logging;
 mod operations;
 mod shutdown;

@@ -1,0 +1,147 @@
+//! Starts the gateway's components on top of the root CA and the leaf cache: the policy
+//! watcher, the activity log, identity, the block pages, and the console, resolver and
+//! proxy listeners.
+//!
+//! Everything that can fail here fails before the gateway reports ready, with an error
+//! that names the component and its own cause.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use swg_activity::ActivityLog;
+use swg_identity::{LiveKeys, SecretStore, Signer, SqliteSecretStore};
+use swg_policy::PolicyWatcher;
+use tokio::task::JoinSet;
+
+use crate::app::{App, StartError};
+
+/// How often a replica reloads the authentication key ids, so that a key deleted through
+/// another replica stops working here too.
+const LIVE_KEYS_REFRESH: Duration = Duration::from_secs(30);
+
+/// File name of the console state (tenants' keys, disabler passwords, admin tokens) in the
+/// data folder.
+const CONSOLE_DATABASE: &str = "console.db";
+
+/// The started components that shutdown must reach.
+pub(crate) struct Components {
+    /// Flushed on shutdown after every listener has stopped.
+    pub(crate) activity: ActivityLog,
+    /// Background tasks that stop when they see the shutdown token, plus the listeners.
+    pub(crate) tasks: JoinSet<()>,
+    /// Background tasks that run until aborted.
+    pub(crate) aborted_on_shutdown: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Components {
+    /// Starts every component. Must run inside the tokio runtime.
+    pub(crate) async fn start(app: &App) -> Result<Components, StartError> {
+        let config = &app.config;
+        let mut tasks = JoinSet::new();
+        let mut aborted_on_shutdown = Vec::new();
+
+        let policy =
+            PolicyWatcher::spawn_from_config(&config.policy, &app.registry, app.shutdown.clone())
+                .map_err(|error| StartError::component("policy")(Box::new(error)))?;
+        log_tenants(&policy);
+
+        let database = config.data_dir.join(&config.activity.database);
+        let (activity, recorder) = ActivityLog::open(&database, &config.activity, &app.registry)
+            .map_err(|error| StartError::component("activity log")(Box::new(error)))?;
+        tracing::info!(database = %database.display(), "activity log open");
+
+        let keys = config
+            .identity
+            .load_signing_keys(&config.data_dir)
+            .map_err(|error| StartError::component("identity")(Box::new(error)))?;
+        let signer = Signer::new(keys, &config.identity, &app.registry)
+            .map_err(|error| StartError::component("identity")(Box::new(error)))?;
+        let secrets: Arc<dyn SecretStore> = Arc::new(
+            SqliteSecretStore::open(&config.data_dir.join(CONSOLE_DATABASE))
+                .map_err(|error| StartError::component("console state")(Box::new(error)))?,
+        );
+        seed_tenants(secrets.as_ref(), &policy).await?;
+        let live_keys = Arc::new(LiveKeys::new());
+        live_keys
+            .refresh(secrets.as_ref())
+            .await
+            .map_err(|error| StartError::component("console state")(Box::new(error)))?;
+        aborted_on_shutdown
+            .push(Arc::clone(&live_keys).spawn_refresh(Arc::clone(&secrets), LIVE_KEYS_REFRESH));
+
+        let console_state = swg_console::ConsoleState {
+            config: Arc::new(config.console.clone()),
+            signer: signer.clone(),
+            live_keys: Arc::clone(&live_keys),
+            secrets,
+            policy: Arc::clone(&policy),
+            activity: activity.store(),
+            root_certificate: Arc::new(app.root.certificate().clone()),
+        };
+        let tls = swg_console::tls_config(&app.leaves, &config.console.host_name)
+            .map_err(|error| StartError::component("console")(Box::new(error)))?;
+        let listener = bind("console", config.console.listen).await?;
+        let shutdown = app.shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = swg_console::serve(listener, tls, console_state, shutdown).await {
+                tracing::error!(%error, "console listener failed");
+            }
+        });
+
+        let _ = recorder;
+        Ok(Components {
+            activity,
+            tasks,
+            aborted_on_shutdown,
+        })
+    }
+}
+
+/// Binds a TCP listener, naming the listener and address when that fails.
+pub(crate) async fn bind(
+    listener: &'static str,
+    address: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| StartError::Bind {
+            listener,
+            address,
+            source,
+        })
+}
+
+fn log_tenants(policy: &PolicyWatcher) {
+    let set = policy.current();
+    for tenant in set.tenants() {
+        tracing::info!(
+            tenant = tenant.id(),
+            name = tenant.name(),
+            "loaded tenant policy"
+        );
+    }
+}
+
+/// Creates the first secrets of every tenant that lacks them and prints them once: the
+/// admin token is stored hashed and cannot be shown again.
+async fn seed_tenants(secrets: &dyn SecretStore, policy: &PolicyWatcher) -> Result<(), StartError> {
+    let seeded = swg_console::seed_policy_tenants(secrets, policy)
+        .await
+        .map_err(|error| StartError::component("console state")(Box::new(error)))?;
+    for (tenant, created) in seeded {
+        println!("Created the first secrets of tenant {tenant}; they are shown only now:");
+        if let Some(key) = &created.authentication_key {
+            println!(
+                "  authentication key (for agents and MDM profiles): {}",
+                key.key
+            );
+        }
+        if let Some(token) = &created.admin_token {
+            println!(
+                "  admin token (for the admin API):                  {}",
+                token.token
+            );
+        }
+    }
+    Ok(())
+}
