@@ -1,4 +1,55 @@
-//! Activity events, the batched writer, stores, retention and queries.
+//! The activity log: every decision of the resolver and the proxy, stored for the
+//! administrator's activity report and the agent's block list.
+//!
+//! # Recording
+//!
+//! [`ActivityLog::open`] opens the store and starts two tasks on the current tokio
+//! runtime: the writer, which drains a bounded in-memory queue in batches (by count
+//! and by time), and retention, which deletes expired events at start and hourly.
+//! It returns a [`Recorder`], the hot-path handle: [`Recorder::record`] never waits,
+//! and when the queue is full it drops the event and counts it in
+//! `swg_activity_dropped_total`. Each batch is one transaction written on a blocking
+//! thread, so a crash loses whole batches, never part of one.
+//! [`ActivityLog::shutdown`] writes everything queued before it returns.
+//!
+//! Callers record no event for bypassed apps and domain exceptions.
+//!
+//! # Querying
+//!
+//! [`ActivityLog::store`] returns the [`ActivityStore`]: pages of events newest first
+//! with keyset cursors ([`Query`], [`Page`]), per-day totals, top blocked domains
+//! and categories, a device's recent block and warn events, and CSV export in
+//! bounded memory ([`CsvChunks`], [`write_csv`]). Store methods block, so async code
+//! calls them through `tokio::task::spawn_blocking`.
+//!
+//! # Example
+//!
+//! ```
+//! use swg_activity::{Action, ActivityConfig, ActivityLog, Event, Query, Via};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! runtime.block_on(async {
+//!     let config = ActivityConfig::default();
+//!     let registry = prometheus::Registry::new();
+//!     let (log, recorder) = ActivityLog::open(&config.database_path(dir.path()), &config, &registry)?;
+//!
+//!     let mut event = Event::new("acme", Via::Dns, "phish.example", Action::Block);
+//!     event.device = Some("DEV-1".to_owned());
+//!     recorder.record(event);
+//!     log.shutdown().await;
+//!
+//!     let now = time::OffsetDateTime::now_utc();
+//!     let query = Query::new("acme", now - time::Duration::hours(1), now + time::Duration::hours(1));
+//!     let store = log.store();
+//!     let page = tokio::task::spawn_blocking(move || store.query(&query)).await??;
+//!     assert_eq!(page.events[0].request, "phish.example");
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod config;
 pub mod error;
