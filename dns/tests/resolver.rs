@@ -724,3 +724,50 @@ async fn queries_metric_counts_by_transport_and_action() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn idle_tcp_connection_is_closed() {
+    let harness = Harness::start_with(|config| config.idle_timeout_secs = 1).await;
+    let mut stream = tokio::net::TcpStream::connect(harness.server.tcp_addr())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), read_framed(&mut stream)).await;
+    assert!(matches!(closed, Ok(None)), "connection stayed open");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn connections_over_limit_are_closed_and_counted() {
+    let harness = Harness::start_with(|config| config.max_connections = 1).await;
+    let mut first = tokio::net::TcpStream::connect(harness.server.tcp_addr())
+        .await
+        .unwrap();
+    let mut second = tokio::net::TcpStream::connect(harness.server.tcp_addr())
+        .await
+        .unwrap();
+
+    let question = query("allowed.test", RecordType::A, None);
+    write_framed(&mut second, &question.to_vec().unwrap()).await;
+    let refused = tokio::time::timeout(Duration::from_secs(5), read_framed(&mut second)).await;
+    assert!(matches!(refused, Ok(None)), "second connection was served");
+    let limited = harness.counter("swg_dns_refused_total", &[("reason", "connection_limit")]);
+    assert_eq!(limited, 1.0);
+
+    write_framed(&mut first, &question.to_vec().unwrap()).await;
+    let answer = Message::from_vec(&read_framed(&mut first).await.unwrap()).unwrap();
+    assert_eq!(addresses(&answer), vec![ip("192.0.2.10")]);
+}
+
+#[tokio::test]
+async fn shared_cache_keeps_per_query_verdicts() {
+    // One cached upstream answer, two clients: each gets the verdict for its own app.
+    let harness = Harness::start().await;
+    let by_browser = doh_ok(&harness, "shared.test", RecordType::A, Some(&app(SAFARI))).await;
+    assert_eq!(addresses(&by_browser), vec![ip("127.0.0.1")]);
+    let by_location = harness
+        .udp(&query("shared.test", RecordType::A, None))
+        .await;
+    assert_eq!(addresses(&by_location), vec![ip("192.0.2.10")]);
+    assert_eq!(harness.upstream.stats.queries.load(Ordering::SeqCst), 1);
+}
