@@ -295,7 +295,14 @@ impl Event {
 }
 
 fn is_clean_text(text: &str, max_bytes: usize) -> bool {
-    text.len() <= max_bytes && !text.chars().any(is_unsafe_char)
+    if text.len() > max_bytes {
+        return false;
+    }
+    // Printable ASCII, the common case, needs no character decoding.
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return true;
+    }
+    !text.chars().any(is_unsafe_char)
 }
 
 /// Converts bytes from the wire into a bounded, printable string.

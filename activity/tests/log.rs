@@ -72,7 +72,9 @@ async fn flush_writes_every_recorded_event() {
     assert_eq!(stored(log.store().as_ref(), "acme"), 950);
     assert_eq!(metric(&registry, "swg_activity_written_total"), 950.0);
     assert_eq!(metric(&registry, "swg_activity_dropped_total"), 0.0);
-    assert!(metric(&registry, "swg_activity_write_seconds_count") >= 10.0);
+    // The writer takes a backlog in one batch, so the count of batches depends on
+    // timing; at least one batch was timed.
+    assert!(metric(&registry, "swg_activity_write_seconds_count") >= 1.0);
     assert_eq!(metric(&registry, "swg_activity_queue_depth"), 0.0);
     log.shutdown().await;
 }
