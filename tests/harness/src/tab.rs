@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chromiumoxide::cdp::browser_protocol::audits::{self, EventIssueAdded};
+use chromiumoxide::cdp::browser_protocol::dom::ScrollIntoViewIfNeededParams;
 use chromiumoxide::cdp::browser_protocol::emulation::{
     SetDeviceMetricsOverrideParams, SetScriptExecutionDisabledParams,
 };
@@ -18,6 +19,11 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::error::HarnessError;
+
+/// Deadline of a navigation, so that a stuck page fails the test instead of hanging it.
+const NAVIGATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of other DevTools commands.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A request the page made, as the Network domain reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,11 +232,15 @@ impl Tab {
     /// Navigates to `url` and waits until the page has loaded, then briefly for late events.
     ///
     /// # Errors
-    /// [`HarnessError::Cdp`] if the navigation fails (e.g. connection refused).
+    /// [`HarnessError::Cdp`] if the navigation fails (e.g. connection refused),
+    /// [`HarnessError::Timeout`] after 30 s.
     pub async fn goto(&self, url: &str) -> Result<(), HarnessError> {
-        self.page
-            .goto(url)
+        tokio::time::timeout(NAVIGATION_TIMEOUT, self.page.goto(url))
             .await
+            .map_err(|_| HarnessError::Timeout {
+                what: format!("navigation to {url}"),
+                seconds: NAVIGATION_TIMEOUT.as_secs(),
+            })?
             .map_err(HarnessError::cdp(format!("navigate to {url}")))?;
         self.settle().await;
         Ok(())
@@ -283,9 +293,11 @@ impl Tab {
     /// [`HarnessError::Cdp`] if evaluation fails or the value is not a string.
     pub async fn evaluate_string(&self, expression: &str) -> Result<String, HarnessError> {
         let result = self
-            .page
-            .evaluate(expression)
-            .await
+            .with_deadline(
+                &format!("evaluate {expression}"),
+                self.page.evaluate(expression),
+            )
+            .await?
             .map_err(HarnessError::cdp(format!("evaluate {expression}")))?;
         result
             .into_value::<String>()
@@ -298,9 +310,11 @@ impl Tab {
     /// [`HarnessError::Cdp`] if evaluation fails or the value is not a number.
     pub async fn evaluate_number(&self, expression: &str) -> Result<f64, HarnessError> {
         let result = self
-            .page
-            .evaluate(expression)
-            .await
+            .with_deadline(
+                &format!("evaluate {expression}"),
+                self.page.evaluate(expression),
+            )
+            .await?
             .map_err(HarnessError::cdp(format!("evaluate {expression}")))?;
         result
             .into_value::<f64>()
@@ -329,13 +343,26 @@ impl Tab {
 
     /// Clicks the centre of the first element matching `selector`, as a mouse would.
     ///
+    /// Scrolling and hit-testing use DevTools DOM commands, not page JavaScript, so clicking
+    /// works with JavaScript disabled (chromiumoxide's own `Element::click` waits on a script
+    /// promise that never settles then).
+    ///
     /// # Errors
-    /// [`HarnessError::ElementNotFound`] or [`HarnessError::Cdp`].
+    /// [`HarnessError::ElementNotFound`], [`HarnessError::Cdp`] or [`HarnessError::Timeout`].
     pub async fn click(&self, selector: &str) -> Result<(), HarnessError> {
         let element = self.find(selector).await?;
-        element
-            .click()
-            .await
+        let scroll = ScrollIntoViewIfNeededParams::builder()
+            .backend_node_id(element.backend_node_id)
+            .build();
+        self.with_deadline(&format!("scroll to {selector}"), self.page.execute(scroll))
+            .await?
+            .map_err(HarnessError::cdp(format!("scroll to {selector}")))?;
+        let point = self
+            .with_deadline(&format!("locate {selector}"), element.clickable_point())
+            .await?
+            .map_err(HarnessError::cdp(format!("locate {selector}")))?;
+        self.with_deadline(&format!("click {selector}"), self.page.click(point))
+            .await?
             .map_err(HarnessError::cdp(format!("click {selector}")))?;
         Ok(())
     }
@@ -346,8 +373,8 @@ impl Tab {
     /// [`HarnessError::Cdp`] if the key is unknown or DevTools refuses.
     pub async fn press_key(&self, key: &str) -> Result<(), HarnessError> {
         let body = self.find("body").await?;
-        body.press_key(key)
-            .await
+        self.with_deadline(&format!("press {key}"), body.press_key(key))
+            .await?
             .map_err(HarnessError::cdp(format!("press {key}")))?;
         Ok(())
     }
@@ -357,7 +384,7 @@ impl Tab {
     ///
     /// # Errors
     /// [`HarnessError::ElementNotFound`], [`HarnessError::Cdp`], or [`HarnessError::Timeout`]
-    /// if no navigation finishes within 10 s.
+    /// if no navigation finishes within 30 s.
     pub async fn click_and_wait_for_navigation(&self, selector: &str) -> Result<(), HarnessError> {
         self.click(selector).await?;
         self.wait_for_navigation().await
@@ -366,14 +393,13 @@ impl Tab {
     /// Waits for the current navigation to finish.
     ///
     /// # Errors
-    /// [`HarnessError::Cdp`], or [`HarnessError::Timeout`] after 10 s.
+    /// [`HarnessError::Cdp`], or [`HarnessError::Timeout`] after 30 s.
     pub async fn wait_for_navigation(&self) -> Result<(), HarnessError> {
-        let deadline = Duration::from_secs(10);
-        tokio::time::timeout(deadline, self.page.wait_for_navigation())
+        tokio::time::timeout(NAVIGATION_TIMEOUT, self.page.wait_for_navigation())
             .await
             .map_err(|_| HarnessError::Timeout {
                 what: "a navigation".to_owned(),
-                seconds: deadline.as_secs(),
+                seconds: NAVIGATION_TIMEOUT.as_secs(),
             })?
             .map_err(HarnessError::cdp("wait for navigation"))?;
         self.settle().await;
@@ -390,9 +416,8 @@ impl Tab {
             .full_page(true)
             .build();
         let png = self
-            .page
-            .screenshot(params)
-            .await
+            .with_deadline("take a screenshot", self.page.screenshot(params))
+            .await?
             .map_err(HarnessError::cdp("take a screenshot"))?;
         std::fs::write(path, png)
             .map_err(HarnessError::io(format!("cannot write {}", path.display())))
@@ -435,11 +460,28 @@ impl Tab {
     }
 
     async fn find(&self, selector: &str) -> Result<chromiumoxide::Element, HarnessError> {
-        self.page
-            .find_element(selector)
+        self.with_deadline(
+            &format!("find {selector}"),
+            self.page.find_element(selector),
+        )
+        .await?
+        .map_err(|_| HarnessError::ElementNotFound {
+            selector: selector.to_owned(),
+        })
+    }
+
+    /// Runs `future` with [`COMMAND_TIMEOUT`], so a DevTools command that never answers
+    /// fails the test instead of hanging it.
+    async fn with_deadline<T>(
+        &self,
+        what: &str,
+        future: impl std::future::Future<Output = T>,
+    ) -> Result<T, HarnessError> {
+        tokio::time::timeout(COMMAND_TIMEOUT, future)
             .await
-            .map_err(|_| HarnessError::ElementNotFound {
-                selector: selector.to_owned(),
+            .map_err(|_| HarnessError::Timeout {
+                what: what.to_owned(),
+                seconds: COMMAND_TIMEOUT.as_secs(),
             })
     }
 
