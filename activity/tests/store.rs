@@ -594,3 +594,57 @@ fn device_and_user_pages_span_hours_in_order() {
         assert_eq!(seen, expected, "device {device:?}, user {user:?}");
     }
 }
+
+#[test]
+fn domain_pages_span_days_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Three days of events; "shop" hosts appear on the first and last day only.
+    let events: Vec<Event> = (0..36)
+        .map(|i| {
+            let day = i / 12;
+            let host = if day != 1 && i % 3 == 0 {
+                format!("https://Shop{i}.example/x")
+            } else {
+                format!("news{i}.example")
+            };
+            let action = if i % 2 == 0 {
+                Action::Block
+            } else {
+                Action::Allow
+            };
+            event("acme", day * 24 * 60 + i, &host, action)
+        })
+        .collect();
+    store.insert_batch(&events).unwrap();
+
+    let collect = |domain: &str, action: Option<Action>| {
+        let mut query = Query::new("acme", BASE - Duration::days(1), BASE + Duration::days(4));
+        query.domain = Some(domain.to_owned());
+        query.action = action;
+        query.limit = 2;
+        let mut seen = Vec::new();
+        loop {
+            let page = store.query(&query).unwrap();
+            seen.extend(page.events.into_iter().map(|e| e.request));
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => return seen,
+            }
+        }
+    };
+
+    let expected: Vec<String> = (0..36)
+        .rev()
+        .filter(|i| i / 12 != 1 && i % 3 == 0)
+        .map(|i| format!("https://Shop{i}.example/x"))
+        .collect();
+    assert_eq!(collect("SHOP", None), expected);
+    let blocked: Vec<String> = (0..36)
+        .rev()
+        .filter(|i| i / 12 != 1 && i % 6 == 0)
+        .map(|i| format!("https://Shop{i}.example/x"))
+        .collect();
+    assert_eq!(collect("shop", Some(Action::Block)), blocked);
+    assert!(collect("no-such-host", None).is_empty());
+}

@@ -9,7 +9,7 @@ use time::{Date, Duration, OffsetDateTime};
 #[cfg(test)]
 use super::write::unix_day;
 use super::write::{
-    unix_hour, unix_ms, CATEGORY_SEPARATOR, MS_PER_HOUR, PRESENCE_APP, PRESENCE_DEVICE,
+    unix_ms, CATEGORY_SEPARATOR, MS_PER_DAY, MS_PER_HOUR, PRESENCE_APP, PRESENCE_DEVICE,
     PRESENCE_USER,
 };
 use crate::error::ActivityError;
@@ -83,9 +83,9 @@ pub(super) fn query(conn: &Connection, query: &Query) -> Result<Page, ActivityEr
     let wanted = page_size + 1;
     let mut rows = Vec::with_capacity(wanted);
 
-    match driver(query) {
-        Driver::Presence(kind) => {
-            for (start, end) in presence_windows(conn, query, &ids, kind)? {
+    match time_windows(conn, query, &ids)? {
+        Some(windows) => {
+            for (start, end) in windows {
                 if rows.len() >= wanted {
                     break;
                 }
@@ -94,7 +94,7 @@ pub(super) fn query(conn: &Connection, query: &Query) -> Result<Page, ActivityEr
                 read_rows(conn, &statement, &query.tenant, &mut rows)?;
             }
         }
-        _ => {
+        None => {
             let statement = build_statement(query, &ids, None, wanted);
             read_rows(conn, &statement, &query.tenant, &mut rows)?;
         }
@@ -128,60 +128,123 @@ fn read_rows(
     Ok(())
 }
 
-/// Returns the time windows, newest first, of the hours in which the query's user,
-/// device or app has events, clipped to the query's range and cursor.
+/// A lazy sequence of time windows (start and end in milliseconds), newest first.
+type Windows<'q> = Box<dyn Iterator<Item = (i64, i64)> + 'q>;
+
+/// Returns the time windows a query must scan, newest first, or none when one
+/// statement over the whole range serves it.
 ///
-/// Each hour costs one primary-key probe; the probes stop at the tenant's oldest
-/// stored hour, so a range reaching far into the past costs nothing extra.
-fn presence_windows<'q>(
+/// A user, device or app filter scans the hours in which that id has events
+/// (`hourly_presence`). A domain filter on the time or action index scans the days
+/// on which some host containing the text was seen (`daily_hosts`), so a text that
+/// matches nothing costs one probe per day instead of a scan of the range.
+fn time_windows<'q>(
     conn: &'q Connection,
     query: &'q Query,
     ids: &Ids,
-    kind: i64,
-) -> Result<impl Iterator<Item = (i64, i64)> + 'q, ActivityError> {
-    let value = match kind {
-        PRESENCE_DEVICE => query.device.clone(),
-        PRESENCE_USER => query.user.clone(),
-        _ => query.app.clone(),
-    };
-    let value = value.unwrap_or_default();
+) -> Result<Option<Windows<'q>>, ActivityError> {
+    let tenant = ids.tenant;
+    match driver(query) {
+        Driver::Presence(kind) => {
+            let value = match kind {
+                PRESENCE_DEVICE => query.device.clone(),
+                PRESENCE_USER => query.user.clone(),
+                _ => query.app.clone(),
+            }
+            .unwrap_or_default();
+            let windows = probed_windows(
+                conn,
+                query,
+                "hourly_presence",
+                "hour",
+                MS_PER_HOUR,
+                tenant,
+                move |hour| {
+                    conn.prepare_cached(
+                    "SELECT 1 FROM hourly_presence WHERE tenant_id = ?1 AND hour = ?2 AND kind = ?3 AND value = ?4",
+                )?
+                .exists(params![tenant, hour, kind, value])
+                },
+            )?;
+            Ok(Some(windows))
+        }
+        Driver::Index("events_by_time" | "events_by_action") if query.domain.is_some() => {
+            let text = query
+                .domain
+                .as_deref()
+                .unwrap_or_default()
+                .trim()
+                .to_lowercase();
+            let windows = probed_windows(
+                conn,
+                query,
+                "daily_hosts",
+                "day",
+                MS_PER_DAY,
+                tenant,
+                move |day| {
+                    conn.prepare_cached(
+                    "SELECT 1 FROM daily_hosts WHERE tenant_id = ?1 AND day = ?2 AND instr(host, ?3) > 0 LIMIT 1",
+                )?
+                .exists(params![tenant, day, text])
+                },
+            )?;
+            Ok(Some(windows))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Returns the windows of `unit_ms` (an hour or a day) within the query's range
+/// and cursor for which `probe` finds a row, newest first.
+///
+/// The probes stop at the oldest unit stored in `table`, so a range reaching far
+/// into the past costs nothing extra.
+fn probed_windows<'q>(
+    conn: &'q Connection,
+    query: &Query,
+    table: &'static str,
+    column: &'static str,
+    unit_ms: i64,
+    tenant: i64,
+    probe: impl Fn(i64) -> rusqlite::Result<bool> + 'q,
+) -> Result<Windows<'q>, ActivityError> {
     // Two statements, because SQLite computes a lone min() or max() from the index
     // but scans every row for both in one statement.
     let stored_first: Option<i64> = conn
-        .prepare_cached("SELECT min(hour) FROM hourly_presence WHERE tenant_id = ?1")?
-        .query_row([ids.tenant], |row| row.get(0))?;
+        .prepare_cached(&format!(
+            "SELECT min({column}) FROM {table} WHERE tenant_id = ?1"
+        ))?
+        .query_row([tenant], |row| row.get(0))?;
     let stored_last: Option<i64> = conn
-        .prepare_cached("SELECT max(hour) FROM hourly_presence WHERE tenant_id = ?1")?
-        .query_row([ids.tenant], |row| row.get(0))?;
+        .prepare_cached(&format!(
+            "SELECT max({column}) FROM {table} WHERE tenant_id = ?1"
+        ))?
+        .query_row([tenant], |row| row.get(0))?;
     let (Some(stored_first), Some(stored_last)) = (stored_first, stored_last) else {
-        return Ok(None.into_iter().flatten());
+        return Ok(Box::new(std::iter::empty()));
     };
 
     let from_ms = unix_ms(query.from);
     let mut to_ms = unix_ms(query.to);
     if let Some(cursor) = query.cursor {
-        // The cursor's own millisecond may hold more rows with smaller ids.
+        // The cursor's own millisecond may contain more rows with smaller ids.
         to_ms = to_ms.min(cursor.time_ms + 1);
     }
-    let first = unix_hour(from_ms).max(stored_first);
-    let last = unix_hour(to_ms - 1).min(stored_last);
-    let tenant = ids.tenant;
+    let first = from_ms.div_euclid(unit_ms).max(stored_first);
+    let last = (to_ms - 1).div_euclid(unit_ms).min(stored_last);
 
-    let windows = (first..=last).rev().filter_map(move |hour| {
-        let present = conn
-            .prepare_cached(
-                "SELECT 1 FROM hourly_presence WHERE tenant_id = ?1 AND hour = ?2 AND kind = ?3 AND value = ?4",
-            )
-            .and_then(|mut probe| probe.exists(params![tenant, hour, kind, value]));
-        // A failed probe scans the hour rather than hiding its rows.
-        match present {
+    let windows = (first..=last).rev().filter_map(move |unit| {
+        // A failed probe scans the unit rather than hiding its rows.
+        match probe(unit) {
             Ok(false) => None,
-            Ok(true) | Err(_) => {
-                Some(((hour * MS_PER_HOUR).max(from_ms), ((hour + 1) * MS_PER_HOUR).min(to_ms)))
-            }
+            Ok(true) | Err(_) => Some((
+                (unit * unit_ms).max(from_ms),
+                ((unit + 1) * unit_ms).min(to_ms),
+            )),
         }
     });
-    Ok(Some(windows).into_iter().flatten())
+    Ok(Box::new(windows))
 }
 
 pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>, ActivityError> {
@@ -193,15 +256,25 @@ pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>
     };
     let window = match driver(query) {
         Driver::Presence(_) => Some((unix_ms(query.from), unix_ms(query.to))),
+        Driver::Index("events_by_time" | "events_by_action") if query.domain.is_some() => {
+            Some((unix_ms(query.from), unix_ms(query.to)))
+        }
         _ => None,
     };
     let statement = build_statement(query, &ids, window, query.page_size() + 1);
     let mut plan = explain(conn, &statement)?;
     if window.is_some() {
-        let probe = Statement {
-            sql: "SELECT 1 FROM hourly_presence WHERE tenant_id = ?1 AND hour = ?2 AND kind = ?3 AND value = ?4"
-                .to_owned(),
-            params: vec![Value::Integer(0), Value::Integer(0), Value::Integer(0), Value::Text(String::new())],
+        let probe = match driver(query) {
+            Driver::Presence(_) => Statement {
+                sql: "SELECT 1 FROM hourly_presence WHERE tenant_id = ?1 AND hour = ?2 AND kind = ?3 AND value = ?4"
+                    .to_owned(),
+                params: vec![Value::Integer(0), Value::Integer(0), Value::Integer(0), Value::Text(String::new())],
+            },
+            _ => Statement {
+                sql: "SELECT 1 FROM daily_hosts WHERE tenant_id = ?1 AND day = ?2 AND instr(host, ?3) > 0 LIMIT 1"
+                    .to_owned(),
+                params: vec![Value::Integer(0), Value::Integer(0), Value::Text(String::new())],
+            },
         };
         plan.extend(explain(conn, &probe)?);
     }

@@ -21,6 +21,9 @@
 //!   device or app has events. A page filtered on one of these probes its hours
 //!   newest first and scans `events_by_time` only within them. New keys land at
 //!   the end of the table, and the writer skips keys it stored this hour.
+//! - `daily_hosts (tenant_id, day, host)`: the hosts seen each day. A domain
+//!   filter probes each day for a host containing its text and scans only the days
+//!   that have one, so text that matches nothing costs one probe per day.
 //! - `events_by_action`: pages filtered on the action, in page order straight
 //!   from the index.
 //! - `events_by_device_alert`: a partial index of block and warn events by device,
@@ -76,6 +79,12 @@ const MIGRATIONS: &[&str] = &[
         kind INTEGER NOT NULL,
         value TEXT NOT NULL,
         PRIMARY KEY (tenant_id, hour, kind, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE daily_hosts (
+        tenant_id INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, day, host)
     ) WITHOUT ROWID;
     CREATE TABLE event_categories (
         tenant_id INTEGER NOT NULL,

@@ -14,7 +14,7 @@ use crate::host::request_host;
 /// control characters from category names, so it cannot occur inside one.
 pub(crate) const CATEGORY_SEPARATOR: char = '\u{1f}';
 
-const MS_PER_DAY: i64 = 86_400_000;
+pub(crate) const MS_PER_DAY: i64 = 86_400_000;
 pub(crate) const MS_PER_HOUR: i64 = 3_600_000;
 
 /// `hourly_presence.kind` of a user id.
@@ -23,6 +23,9 @@ pub(crate) const PRESENCE_USER: i64 = 1;
 pub(crate) const PRESENCE_DEVICE: i64 = 2;
 /// `hourly_presence.kind` of an app bundle id.
 pub(crate) const PRESENCE_APP: i64 = 3;
+/// Key of `daily_hosts` rows in the writer's presence cache, which stores their
+/// day in place of an hour.
+const PRESENCE_HOST_DAY: i64 = 4;
 /// Users and devices the writer remembers before it starts over; at about 100
 /// bytes each, this bounds the cache to some 20 MB.
 const MAX_CACHED_PRESENCE: usize = 200_000;
@@ -34,6 +37,8 @@ const INSERT_EVENT_CATEGORY: &str =
     "INSERT OR IGNORE INTO event_categories (tenant_id, category_id, time_ms, event_id) VALUES (?1, ?2, ?3, ?4)";
 const INSERT_PRESENCE: &str =
     "INSERT OR IGNORE INTO hourly_presence (tenant_id, hour, kind, value) VALUES (?1, ?2, ?3, ?4)";
+const INSERT_DAILY_HOST: &str =
+    "INSERT OR IGNORE INTO daily_hosts (tenant_id, day, host) VALUES (?1, ?2, ?3)";
 const ADD_DAILY_ACTION: &str =
     "INSERT INTO daily_actions (tenant_id, day, action, count) VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (tenant_id, day, action) DO UPDATE SET count = count + excluded.count";
@@ -97,6 +102,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         let mut insert_event = transaction.prepare_cached(INSERT_EVENT)?;
         let mut insert_category = transaction.prepare_cached(INSERT_EVENT_CATEGORY)?;
         let mut insert_presence = transaction.prepare_cached(INSERT_PRESENCE)?;
+        let mut insert_daily_host = transaction.prepare_cached(INSERT_DAILY_HOST)?;
         for original in events {
             let cleaned;
             let event = if original.is_clean() {
@@ -148,6 +154,11 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             }
 
             let day = unix_day(time_ms);
+            let known_hosts = presence.entry((tenant_id, PRESENCE_HOST_DAY)).or_default();
+            if known_hosts.get(host.as_str()) != Some(&day) {
+                insert_daily_host.execute(params![tenant_id, day, &host])?;
+                known_hosts.insert(host.clone(), day);
+            }
             *daily
                 .actions
                 .entry((tenant_id, day, event.action))
@@ -291,6 +302,21 @@ pub(super) fn delete_older_than(
         deleted += deleted_presence as u64;
 
         let cutoff_day = unix_day(cutoff_ms);
+        let mut delete_hosts = transaction.prepare_cached(
+            "DELETE FROM daily_hosts WHERE (tenant_id, day, host) IN \
+             (SELECT tenant_id, day, host FROM daily_hosts \
+              WHERE tenant_id = ?1 AND day < ?2 ORDER BY day LIMIT ?3)",
+        )?;
+        let mut deleted_hosts = 0i64;
+        for tenant_id in &tenant_ids {
+            let budget = max_rows - deleted_hosts;
+            if budget <= 0 {
+                break;
+            }
+            deleted_hosts += delete_hosts.execute(params![tenant_id, cutoff_day, budget])? as i64;
+        }
+        deleted += deleted_hosts as u64;
+
         for table in [
             "daily_actions",
             "daily_blocked_hosts",
