@@ -237,7 +237,7 @@ pub(crate) fn preferred_languages(header: &str) -> Vec<String> {
             ranges.push((range, q));
         }
     }
-    ranges.sort_by(|a, b| b.1.cmp(&a.1));
+    ranges.sort_by_key(|range| std::cmp::Reverse(range.1));
     ranges.into_iter().map(|(range, _)| range).collect()
 }
 

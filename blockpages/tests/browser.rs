@@ -158,7 +158,7 @@ async fn load_and_check(tab: &Tab, server: &RecordingServer, path: &str, width: 
     let fetched: Vec<String> = fetched.into_iter().map(|r| r.url).collect();
     assert_eq!(
         fetched,
-        [url.clone()],
+        std::slice::from_ref(&url),
         "{path} at {width}px fetched more than the page"
     );
     for request in data {

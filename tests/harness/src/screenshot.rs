@@ -21,7 +21,11 @@ pub fn screenshot_dir() -> Result<PathBuf, HarnessError> {
         "cannot create screenshot folder {}",
         dir.display()
     )))?;
-    Ok(dir)
+    // Canonical, so the paths printed for CI logs have no `..` in them.
+    dir.canonicalize().map_err(HarnessError::io(format!(
+        "cannot resolve screenshot folder {}",
+        dir.display()
+    )))
 }
 
 /// Path of a screenshot named `name` (e.g. `block-390.png`) in [`screenshot_dir`].
