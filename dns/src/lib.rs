@@ -7,6 +7,7 @@
 //! tenant's verdict for the app class. What the resolver needs from the policy,
 //! identity and activity components comes in through the traits of [`backends`].
 
+pub mod agent;
 pub mod answer;
 pub mod backends;
 pub mod cache;

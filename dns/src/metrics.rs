@@ -29,6 +29,11 @@ impl DnsMetrics {
         Ok(metrics)
     }
 
+    /// Creates metrics registered nowhere, for tools (the agent) that export none.
+    pub fn standalone() -> Self {
+        Self::unregistered().expect("metric names and labels are valid constants")
+    }
+
     fn unregistered() -> Result<Self, prometheus::Error> {
         Ok(DnsMetrics {
             queries: IntCounterVec::new(

@@ -210,7 +210,9 @@ pub struct TestCertificate {
 }
 
 pub fn test_certificate() -> TestCertificate {
-    let generated = rcgen::generate_simple_self_signed(vec![DOH_HOST.to_owned()]).unwrap();
+    let generated =
+        rcgen::generate_simple_self_signed(vec![DOH_HOST.to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
     let der = generated.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
         generated.signing_key.serialize_der(),
@@ -229,6 +231,7 @@ pub struct Harness {
     pub upstream: TestUpstream,
     pub recorded: Arc<Recorded>,
     pub certificate: CertificateDer<'static>,
+    pub certificate_resolver: Arc<dyn ResolvesServerCert>,
     pub registry: prometheus::Registry,
 }
 
@@ -275,6 +278,7 @@ impl Harness {
             upstream,
             recorded,
             certificate: certificate.der,
+            certificate_resolver: certificate.resolver,
             registry,
         }
     }
