@@ -35,6 +35,9 @@ enum Command {
     /// Check and explain policy files offline.
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
+    /// Run the reference device agent.
+    #[command(subcommand)]
+    Agent(commands::agent::AgentCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,5 +46,6 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Ca(command) => commands::ca::run(command),
         Command::Policy(command) => commands::policy::run(command),
+        Command::Agent(command) => commands::agent::run(command),
     }
 }

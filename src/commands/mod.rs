@@ -1,5 +1,6 @@
 //! One module per `swg` subcommand.
 
+pub(crate) mod agent;
 pub(crate) mod ca;
 pub(crate) mod policy;
 pub(crate) mod serve;
