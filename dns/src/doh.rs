@@ -134,6 +134,7 @@ impl DohConnection {
             let resolver = self.resolver.clone();
             let in_flight = self.in_flight.clone();
             let activity = activity.clone();
+            let read_timeout = self.limits.read_timeout;
             service_fn(move |request| {
                 let resolver = resolver.clone();
                 let in_flight = in_flight.clone();
@@ -141,7 +142,7 @@ impl DohConnection {
                 async move {
                     activity.requests.fetch_add(1, Ordering::SeqCst);
                     activity.changed.notify_one();
-                    let response = handle(&resolver, &in_flight, request, peer).await;
+                    let response = handle(&resolver, &in_flight, request, peer, read_timeout).await;
                     activity.requests.fetch_sub(1, Ordering::SeqCst);
                     activity.changed.notify_one();
                     Ok::<_, Infallible>(response)
@@ -185,6 +186,7 @@ async fn handle(
     in_flight: &Arc<Semaphore>,
     request: Request<Incoming>,
     peer: SocketAddr,
+    read_timeout: Duration,
 ) -> Response<Full<Bytes>> {
     if request.uri().path() != DOH_PATH {
         return status(StatusCode::NOT_FOUND);
@@ -203,12 +205,12 @@ async fn handle(
             if content_type != Some(DNS_MESSAGE) {
                 return status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
             }
-            match Limited::new(request.into_body(), MAX_MESSAGE_LEN)
-                .collect()
-                .await
-            {
-                Ok(body) => body.to_bytes().to_vec(),
-                Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE),
+            // A body trickling in must not hold the request (and the connection) open.
+            let body = Limited::new(request.into_body(), MAX_MESSAGE_LEN).collect();
+            match tokio::time::timeout(read_timeout, body).await {
+                Ok(Ok(body)) => body.to_bytes().to_vec(),
+                Ok(Err(_)) => return status(StatusCode::PAYLOAD_TOO_LARGE),
+                Err(_) => return status(StatusCode::REQUEST_TIMEOUT),
             }
         }
         _ => return status(StatusCode::METHOD_NOT_ALLOWED),

@@ -771,3 +771,39 @@ async fn shared_cache_keeps_per_query_verdicts() {
     assert_eq!(addresses(&by_location), vec![ip("192.0.2.10")]);
     assert_eq!(harness.upstream.stats.queries.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn doh_body_trickling_past_read_timeout_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let harness = Harness::start_with(|config| config.read_timeout_secs = 1).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(harness.certificate.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(harness.server.doh_addr().unwrap())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from(DOH_HOST).unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+
+    let head = format!(
+        "POST /dns-query HTTP/1.1\r\nHost: {DOH_HOST}\r\nContent-Type: application/dns-message\r\n\
+         Authorization: Bearer {GOOD_TOKEN}\r\nContent-Length: 100\r\n\r\n0123456789"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut reply = vec![0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut reply)).await;
+    let len = read.unwrap().unwrap();
+    let status_line = String::from_utf8_lossy(&reply[..len]).into_owned();
+    assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}

@@ -204,6 +204,17 @@ impl Agent {
         forwarder.through_doh(&message, bundle_id).await
     }
 
+    /// Sends one query for `name` of type `query_type` (such as `A` or `HTTPS`) as the app
+    /// `bundle_id` and returns swg's response in presentation form.
+    pub async fn query_text(&self, name: &str, query_type: &str, bundle_id: Option<&str>) -> Result<String, AgentError> {
+        let query_type: RecordType = query_type
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|_| AgentError::Dns(format!("unknown record type {query_type:?}")))?;
+        let response = self.query(name, query_type, bundle_id).await?;
+        Ok(response.to_string())
+    }
+
     /// Returns the device's block and warn events of the last 30 days, as JSON.
     pub async fn activity(&self) -> Result<serde_json::Value, AgentError> {
         let token = self
