@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use swg_dns::agent::{Agent, AgentOptions};
 
-/// How the agent reaches swg and who it is.
+/// The console address and the identity the agent enrols with.
 #[derive(Debug, clap::Args)]
 pub(crate) struct EnrolArgs {
     /// Console URL, such as https://127.0.0.1:9443.

@@ -20,13 +20,13 @@ use self::https::{tls_config, HttpsClient};
 use self::proxy::{serve_local, Forwarder};
 use crate::upstream::{system_upstreams, UpstreamAddr, Upstreams};
 
-/// Why the agent failed.
+/// An error of the agent.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// A URL is not an `https://` URL with a host.
     #[error("invalid URL {0:?}: expected https://host[:port][/path]")]
     Url(String),
-    /// The CA file cannot be read or holds no valid certificate.
+    /// The CA file cannot be read or contains no valid certificate.
     #[error("invalid CA file {0}")]
     CaFile(String),
     /// TLS setup or handshake failed.
@@ -38,7 +38,7 @@ pub enum AgentError {
     /// The console or the DoH endpoint rejected the authentication key or token.
     #[error("rejected by swg (HTTP 401): check the authentication key, or enrol again")]
     Unauthorized,
-    /// The console answered with an error or invalid JSON.
+    /// The console returned an error status or invalid JSON.
     #[error("console request failed: {0}")]
     Console(String),
     /// A DNS message could not be built or read.
@@ -49,7 +49,7 @@ pub enum AgentError {
     Listen(SocketAddr, std::io::Error),
 }
 
-/// How to reach swg and who the agent is.
+/// The console address and the identity the agent enrols with.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     /// The console URL, e.g. `https://127.0.0.1:9443`.
@@ -164,7 +164,7 @@ impl Agent {
                             }
                             tracing::info!(expires_at, "device token renewed");
                         }
-                        Err(error) => tracing::warn!(%error, "token renewal failed; retrying later"),
+                        Err(error) => tracing::warn!(%error, "token renewal failed; retrying at the next interval"),
                     }
                     self.refresh_settings(&bypassed).await;
                 }
@@ -206,7 +206,12 @@ impl Agent {
 
     /// Sends one query for `name` of type `query_type` (such as `A` or `HTTPS`) as the app
     /// `bundle_id` and returns swg's response in presentation form.
-    pub async fn query_text(&self, name: &str, query_type: &str, bundle_id: Option<&str>) -> Result<String, AgentError> {
+    pub async fn query_text(
+        &self,
+        name: &str,
+        query_type: &str,
+        bundle_id: Option<&str>,
+    ) -> Result<String, AgentError> {
         let query_type: RecordType = query_type
             .to_ascii_uppercase()
             .parse()

@@ -49,8 +49,8 @@ impl Forwarder {
         }
     }
 
-    /// Answers one query from the app `bundle_id`; `limit` is the largest response the
-    /// transport carries. `None` means send nothing.
+    /// Forwards one query from the app `bundle_id` and returns the response to send
+    /// (sized for UDP when `udp` is set); `None` means send nothing.
     pub async fn forward(
         &self,
         packet: &[u8],
