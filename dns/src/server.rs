@@ -83,13 +83,7 @@ impl DnsServer {
             RateLimiter::new(config.udp_rate_limit_qps, config.udp_rate_limit_burst).map(Arc::new);
         let mut tasks = Vec::new();
 
-        let udp = UdpSocket::bind(config.udp_listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                transport: "udp",
-                addr: config.udp_listen,
-                source,
-            })?;
+        let (udp, tcp) = bind_plain(config.udp_listen, config.tcp_listen).await?;
         let udp_addr = udp.local_addr().unwrap_or(config.udp_listen);
         let udp = Arc::new(udp);
         // Several receive loops on one socket keep every core busy under load.
@@ -105,18 +99,6 @@ impl DnsServer {
             )));
         }
 
-        let tcp_addr_wanted = if config.tcp_listen == config.udp_listen {
-            udp_addr
-        } else {
-            config.tcp_listen
-        };
-        let tcp = TcpListener::bind(tcp_addr_wanted)
-            .await
-            .map_err(|source| ServerError::Bind {
-                transport: "tcp",
-                addr: config.tcp_listen,
-                source,
-            })?;
         let tcp_addr = tcp.local_addr().unwrap_or(config.tcp_listen);
         let tcp_limits = TcpLimits {
             idle_timeout: config.idle_timeout(),
@@ -206,6 +188,41 @@ impl DnsServer {
             task.abort();
         }
     }
+}
+
+/// Binds the UDP and TCP listeners. When both addresses are the same, TCP takes the
+/// port UDP got, which matters for port 0: a port free for UDP may be taken for TCP,
+/// so binding is retried with a new port a few times.
+async fn bind_plain(
+    udp_listen: SocketAddr,
+    tcp_listen: SocketAddr,
+) -> Result<(UdpSocket, TcpListener), ServerError> {
+    let bind_error = |transport, addr, source| ServerError::Bind {
+        transport,
+        addr,
+        source,
+    };
+    let attempts = if udp_listen == tcp_listen && udp_listen.port() == 0 {
+        10
+    } else {
+        1
+    };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(udp_listen)
+            .await
+            .map_err(|source| bind_error("udp", udp_listen, source))?;
+        let tcp_addr = match (udp_listen == tcp_listen, udp.local_addr()) {
+            (true, Ok(bound)) => bound,
+            _ => tcp_listen,
+        };
+        match TcpListener::bind(tcp_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(source) => last_error = Some(source),
+        }
+    }
+    let source = last_error.unwrap_or_else(|| std::io::Error::other("no attempt made"));
+    Err(bind_error("tcp", tcp_listen, source))
 }
 
 impl Drop for DnsServer {

@@ -234,7 +234,14 @@ async fn local_proxy_tags_queries_with_listener_app() {
     assert_eq!(setup.harness.recorded.events.lock().unwrap().len(), before);
 }
 
+/// Finds a loopback port free for both UDP and TCP (the agent binds both).
 async fn free_port() -> SocketAddr {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket.local_addr().unwrap()
+    for _ in 0..20 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        if TcpListener::bind(addr).await.is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free UDP and TCP port pair on loopback");
 }

@@ -36,9 +36,17 @@ pub struct TestUpstream {
 impl TestUpstream {
     /// Starts the server on a free loopback port.
     pub async fn start() -> TestUpstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // A port free for UDP may be taken for TCP: retry with another one.
+        let mut bound = None;
+        for _ in 0..20 {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(addr).await {
+                bound = Some((udp, addr, tcp));
+                break;
+            }
+        }
+        let (udp, addr, tcp) = bound.expect("a free UDP and TCP port pair on loopback");
         let stats = Arc::new(UpstreamStats::default());
 
         let udp = Arc::new(udp);
