@@ -11,10 +11,13 @@ pub struct ActivityConfig {
     /// Days an event is kept before retention deletes it (1 to 90, default 30).
     pub retention_days: u32,
     /// Events the in-memory queue holds before new ones are dropped (1 024 to
-    /// 16 777 216, default 65 536).
+    /// 16 777 216, default 262 144). The default covers writer stalls of about 2.6 s at
+    /// 100 000 events/s. A full queue takes an estimated 150 MB (about 600 bytes an
+    /// event).
     pub queue_capacity: usize,
-    /// Maximum events written in one transaction (1 to 100 000, default 1 000, at most
-    /// `queue_capacity`).
+    /// Events that make the writer write a batch (1 to 100 000, default 1 000, at most
+    /// `queue_capacity`). A writer that has fallen behind takes up to 50 000 queued
+    /// events, or `batch_size` if larger, in one transaction.
     pub batch_size: usize,
     /// Maximum time in milliseconds an event waits in the queue for its batch to fill
     /// (10 to 60 000, default 200).
@@ -28,7 +31,7 @@ impl Default for ActivityConfig {
     fn default() -> Self {
         ActivityConfig {
             retention_days: 30,
-            queue_capacity: 65_536,
+            queue_capacity: 262_144,
             batch_size: 1_000,
             batch_interval_ms: 200,
             database: PathBuf::from("activity.db"),
@@ -129,7 +132,7 @@ mod tests {
         let config: ActivityConfig = toml::from_str("").unwrap();
         assert_eq!(config, ActivityConfig::default());
         assert_eq!(config.retention_days, 30);
-        assert_eq!(config.queue_capacity, 65_536);
+        assert_eq!(config.queue_capacity, 262_144);
         assert_eq!(config.batch_size, 1_000);
         assert_eq!(config.batch_interval_ms, 200);
         assert_eq!(config.database, PathBuf::from("activity.db"));
