@@ -188,32 +188,16 @@ async fn handle(
     peer: SocketAddr,
     read_timeout: Duration,
 ) -> Response<Full<Bytes>> {
-    if request.uri().path() != DOH_PATH {
-        return status(StatusCode::NOT_FOUND);
-    }
-    let token = bearer_token(&request).map(str::to_owned);
-    let message = match *request.method() {
-        Method::GET => match query_from_uri(request.uri().query()) {
-            Some(message) => message,
-            None => return status(StatusCode::BAD_REQUEST),
-        },
-        Method::POST => {
-            let content_type = request
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok());
-            if content_type != Some(DNS_MESSAGE) {
-                return status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-            }
-            // A body trickling in must not hold the request (and the connection) open.
-            let body = Limited::new(request.into_body(), MAX_MESSAGE_LEN).collect();
-            match tokio::time::timeout(read_timeout, body).await {
-                Ok(Ok(body)) => body.to_bytes().to_vec(),
-                Ok(Err(_)) => return status(StatusCode::PAYLOAD_TOO_LARGE),
-                Err(_) => return status(StatusCode::REQUEST_TIMEOUT),
-            }
+    let (token, message) = match read_request(request, read_timeout).await {
+        Ok(read) => read,
+        Err((code, reason)) => {
+            resolver
+                .metrics()
+                .refused
+                .with_label_values(&[reason])
+                .inc();
+            return status(code);
         }
-        _ => return status(StatusCode::METHOD_NOT_ALLOWED),
     };
 
     let Ok(_permit) = in_flight.clone().try_acquire_owned() else {
@@ -241,6 +225,40 @@ async fn handle(
         }
         DohAnswer::BadRequest => status(StatusCode::BAD_REQUEST),
     }
+}
+
+/// Reads the bearer token and the DNS message of a request, or returns the HTTP status
+/// and the `swg_dns_refused_total` reason to reject it with.
+async fn read_request(
+    request: Request<Incoming>,
+    read_timeout: Duration,
+) -> Result<(Option<String>, Vec<u8>), (StatusCode, &'static str)> {
+    if request.uri().path() != DOH_PATH {
+        return Err((StatusCode::NOT_FOUND, "http_not_found"));
+    }
+    let token = bearer_token(&request).map(str::to_owned);
+    let message = match *request.method() {
+        Method::GET => query_from_uri(request.uri().query())
+            .ok_or((StatusCode::BAD_REQUEST, "http_bad_request"))?,
+        Method::POST => {
+            let content_type = request
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok());
+            if content_type != Some(DNS_MESSAGE) {
+                return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "http_media_type"));
+            }
+            // A body trickling in must not hold the request (and the connection) open.
+            let body = Limited::new(request.into_body(), MAX_MESSAGE_LEN).collect();
+            match tokio::time::timeout(read_timeout, body).await {
+                Ok(Ok(body)) => body.to_bytes().to_vec(),
+                Ok(Err(_)) => return Err((StatusCode::PAYLOAD_TOO_LARGE, "http_too_large")),
+                Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, "http_timeout")),
+            }
+        }
+        _ => return Err((StatusCode::METHOD_NOT_ALLOWED, "http_method")),
+    };
+    Ok((token, message))
 }
 
 fn bearer_token<B>(request: &Request<B>) -> Option<&str> {

@@ -469,6 +469,10 @@ async fn doh_wrong_path_and_media_type_are_rejected() {
         .body(Default::default())
         .unwrap();
     assert_eq!(client.send(wrong_type).await.status, 415);
+    let not_found = harness.counter("swg_dns_refused_total", &[("reason", "http_not_found")]);
+    assert_eq!(not_found, 1.0);
+    let media_type = harness.counter("swg_dns_refused_total", &[("reason", "http_media_type")]);
+    assert_eq!(media_type, 1.0);
 }
 
 #[tokio::test]
