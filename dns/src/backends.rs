@@ -79,7 +79,7 @@ pub enum Verdict {
     Allow,
     /// Suspicious: send to the inspection proxy.
     Inspect,
-    /// Suspicious: warn page for browsers; apps are sent to the proxy, which blocks.
+    /// Suspicious: warn page for browsers, blocked for apps (they render no page).
     Warn,
     /// Blocked.
     Block,

@@ -476,12 +476,11 @@ fn class_action(class: AppClass, verdict: Verdict) -> EventAction {
             Verdict::Exception | Verdict::IpException | Verdict::Allow | Verdict::Inspect,
         ) => EventAction::Inspect,
         (AppClass::Browser, Verdict::Warn) => EventAction::Warn,
-        (_, Verdict::Block) => EventAction::Block,
-        // A trusted app is never sent to the proxy, and it cannot show a warn page.
-        (AppClass::TrustedApp, Verdict::Warn) => EventAction::Block,
+        // Apps render no warn page, so warn blocks them, as it does at the proxy.
+        (_, Verdict::Block | Verdict::Warn) => EventAction::Block,
+        // A trusted app is never sent to the proxy.
         (AppClass::TrustedApp, _) => EventAction::Allow,
-        // An app cannot show a warn page either: the proxy blocks what it is sent.
-        (_, Verdict::Inspect | Verdict::Warn) => EventAction::Inspect,
+        (_, Verdict::Inspect) => EventAction::Inspect,
         (_, Verdict::Exception | Verdict::IpException | Verdict::Allow) => EventAction::Allow,
     }
 }

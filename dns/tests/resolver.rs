@@ -187,10 +187,11 @@ async fn app_gets_nxdomain_for_blocked_name_when_configured() {
 }
 
 #[tokio::test]
-async fn warn_steers_apps_and_browsers_but_blocks_trusted_apps() {
+async fn warn_steers_browsers_and_blocks_apps() {
     let harness = Harness::start().await;
     let for_app = doh_ok(&harness, "warn.test", RecordType::A, Some(&app(PLAIN_APP))).await;
-    assert_eq!(addresses(&for_app), vec![ip("127.0.0.1")]);
+    assert_eq!(addresses(&for_app), vec![ip("0.0.0.0")]);
+    assert_eq!(read_ede(&for_app).map(|(code, _)| code), Some(15));
     let for_browser = doh_ok(&harness, "warn.test", RecordType::A, Some(&app(SAFARI))).await;
     assert_eq!(addresses(&for_browser), vec![ip("127.0.0.1")]);
     let (code, text) = read_ede(&for_browser).unwrap();
@@ -211,7 +212,7 @@ async fn warn_steers_apps_and_browsers_but_blocks_trusted_apps() {
         .iter()
         .map(|e| e.action)
         .collect();
-    let expected = vec![EventAction::Inspect, EventAction::Warn, EventAction::Block];
+    let expected = vec![EventAction::Block, EventAction::Warn, EventAction::Block];
     assert_eq!(actions, expected);
 }
 
