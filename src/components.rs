@@ -45,7 +45,7 @@ impl Components {
                 .map_err(|error| StartError::component("policy")(Box::new(error)))?;
         log_tenants(&policy);
 
-        let database = config.data_dir.join(&config.activity.database);
+        let database = config.activity.database_path(&config.data_dir);
         let (activity, recorder) = ActivityLog::open(&database, &config.activity, &app.registry)
             .map_err(|error| StartError::component("activity log")(Box::new(error)))?;
         tracing::info!(database = %database.display(), "activity log open");
