@@ -17,7 +17,10 @@ fn render(c: &mut Criterion) {
         rule_id: Some("security/phishing".to_owned()),
         user: Some("alice@example.com".to_owned()),
         device: Some("C02XL0GHJGH5".to_owned()),
-        ..PageContext::new("https://login.example-bank.test/session?continue=%2Faccount", "7f3c9a2e")
+        ..PageContext::new(
+            "https://login.example-bank.test/session?continue=%2Faccount",
+            "7f3c9a2e",
+        )
     };
     let block = Page::Block(context.clone());
     let warn = Page::Warn(context, WarnForm::new("v1.form-token-123"));

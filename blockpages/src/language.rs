@@ -92,7 +92,7 @@ impl Catalogues {
         &self.english
     }
 
-    /// Every loaded catalogue, for trial renders at start.
+    /// Returns every loaded catalogue, for trial renders at start.
     pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Catalogue>> {
         self.by_tag.values()
     }
@@ -205,7 +205,7 @@ fn parse_catalogue(
     })
 }
 
-/// The 1-based line of byte `offset` in `source`.
+/// Returns the 1-based line of byte `offset` in `source`.
 pub(crate) fn line_of(source: &str, offset: usize) -> usize {
     source.as_bytes()[..offset.min(source.len())]
         .iter()

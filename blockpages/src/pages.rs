@@ -291,8 +291,8 @@ fn template_context(page: &Page, catalogue: &Catalogue, styled: &StyledBranding)
     }))
 }
 
-/// Builds the warn form's values; an action that is not a plain absolute path on the same
-/// site is replaced by the default, so the form can never post elsewhere.
+/// Builds the warn form's values. An action that is not a plain absolute path on the same
+/// site is replaced by the default, so the form cannot post to another site.
 fn warn_view(form: &WarnForm) -> WarnView {
     let action = &form.continue_action;
     let same_site_path = action.starts_with('/')
@@ -360,7 +360,8 @@ fn format_time(time: OffsetDateTime) -> String {
         .unwrap_or_else(|_| "-".to_owned())
 }
 
-/// The last-resort body when a template fails at run time: no template, no request values.
+/// Builds the last-resort response for a template failure at run time, using no template
+/// and no request values.
 fn minimal_response(page: &Page) -> Response<Bytes> {
     let status = page.status();
     let body = format!(

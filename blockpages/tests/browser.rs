@@ -114,8 +114,8 @@ fn page_for(path: &str) -> Option<(Page, &'static str)> {
     Some(page)
 }
 
-/// Serves `page_for(path)` as a navigation, passing on the browser's Accept-Language; accepts
-/// the warn form's POST; answers 404 to anything else, which a test would notice.
+/// Serves `page_for(path)` as a navigation with the browser's Accept-Language and accepts the
+/// warn form's POST. Anything else gets 404, which the request checks would report.
 async fn page_server(pages: Arc<Pages>) -> RecordingServer {
     RecordingServer::start(move |request: &RecordedHttpRequest| {
         if request.path_and_query == "/.swg/continue" {
@@ -173,8 +173,8 @@ async fn load_and_check(tab: &Tab, server: &RecordingServer, path: &str, width: 
         .map(|r| r.path_and_query.clone())
         .collect();
     assert_eq!(received, [path], "the server saw other requests");
-    // Chromium logs the page's own 403/5xx status as "Failed to load resource"; the page is
-    // the only thing fetched (checked above), so that entry is about the page and expected.
+    // Chromium logs the page's own 403 or 5xx status as "Failed to load resource". The page
+    // is the only thing fetched (checked above), so that entry is expected.
     let errors: Vec<_> = tab
         .console_errors()
         .into_iter()
@@ -458,7 +458,7 @@ async fn harness_records_csp_violation_and_subresource() {
         "the inline style violation was not recorded"
     );
     let urls: Vec<String> = tab.requests().into_iter().map(|r| r.url).collect();
-    // Without an icon link Chromium also asks for /favicon.ico; the pages prevent that with
+    // Without an icon link Chromium also requests /favicon.ico; the pages prevent that with
     // `<link rel="icon" href="data:,">`.
     assert_eq!(
         urls,

@@ -114,7 +114,7 @@ fn hostile_values_render_inert_in_text_form() {
 }
 
 #[test]
-fn long_url_is_shortened_with_full_url_in_details() {
+fn long_url_shortened_with_details() {
     let pages = Pages::new(&PagesConfig::default(), Path::new(".")).unwrap();
     let url = format!("https://example.com/{}", "x".repeat(10_000));
     let html = body(&pages.render(

@@ -168,7 +168,7 @@ impl Chromium {
     /// Opens a new tab on `about:blank`, recording its events from the start.
     ///
     /// # Errors
-    /// [`HarnessError::Cdp`] if DevTools refuses.
+    /// [`HarnessError::Cdp`] if DevTools rejects the command.
     pub async fn new_tab(&self) -> Result<Tab, HarnessError> {
         let page = self
             .browser
@@ -188,5 +188,50 @@ impl Chromium {
             tracing::debug!(%error, "waiting for chromium to exit failed");
         }
         self.handler.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_include_test_network_flags() {
+        let options = BrowserOptions {
+            host_resolver_rules: Some("MAP * 127.0.0.1".to_owned()),
+            ignore_certificate_errors_spki_list: vec!["AAAA".to_owned(), "BBBB".to_owned()],
+            proxy_server: Some("http://127.0.0.1:3128".to_owned()),
+            extra_args: vec!["--lang=de".to_owned(), "accept-lang=de".to_owned()],
+            ..BrowserOptions::default()
+        };
+        let args = options.args();
+        for expected in [
+            "disable-quic",
+            "disable-background-networking",
+            "disable-component-update",
+            "host-resolver-rules=MAP * 127.0.0.1",
+            "ignore-certificate-errors-spki-list=AAAA,BBBB",
+            "proxy-server=http://127.0.0.1:3128",
+            "lang=de",
+            "accept-lang=de",
+        ] {
+            assert!(
+                args.iter().any(|arg| arg == expected),
+                "{expected} missing from {args:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn launch_fails_for_missing_executable() {
+        let options = BrowserOptions {
+            executable: PathBuf::from("/nonexistent/chromium"),
+            ..BrowserOptions::default()
+        };
+        let err = Chromium::launch(options).await.unwrap_err();
+        assert!(
+            matches!(err, HarnessError::ChromiumNotFound { .. }),
+            "{err}"
+        );
     }
 }

@@ -34,7 +34,7 @@ pub struct RecordedHttpRequest {
 
 type Handler = dyn Fn(&RecordedHttpRequest) -> Response<Bytes> + Send + Sync;
 
-/// An HTTP/1.1 server on `127.0.0.1` with an ephemeral port that answers every request from a
+/// An HTTP/1.1 server on `127.0.0.1` with an ephemeral port that responds to every request with a
 /// handler and records it. Stops when dropped.
 pub struct RecordingServer {
     addr: SocketAddr,

@@ -254,7 +254,7 @@ impl Tab {
     /// Turns JavaScript off (or on) for this tab; DevTools evaluation keeps working.
     ///
     /// # Errors
-    /// [`HarnessError::Cdp`] if DevTools refuses.
+    /// [`HarnessError::Cdp`] if DevTools rejects the command.
     pub async fn set_javascript_enabled(&self, enabled: bool) -> Result<(), HarnessError> {
         self.page
             .execute(SetScriptExecutionDisabledParams::new(!enabled))
@@ -267,7 +267,7 @@ impl Tab {
     /// applies, scale factor 3).
     ///
     /// # Errors
-    /// [`HarnessError::Cdp`] if DevTools refuses.
+    /// [`HarnessError::Cdp`] if DevTools rejects the command.
     pub async fn set_viewport(
         &self,
         width: u32,
@@ -332,7 +332,7 @@ impl Tab {
     /// The current URL.
     ///
     /// # Errors
-    /// [`HarnessError::Cdp`] if DevTools refuses.
+    /// [`HarnessError::Cdp`] if DevTools rejects the command.
     pub async fn url(&self) -> Result<String, HarnessError> {
         self.page
             .url()
@@ -470,7 +470,7 @@ impl Tab {
         })
     }
 
-    /// Runs `future` with [`COMMAND_TIMEOUT`], so a DevTools command that never answers
+    /// Runs `future` with [`COMMAND_TIMEOUT`], so a DevTools command that never returns
     /// fails the test instead of hanging it.
     async fn with_deadline<T>(
         &self,
