@@ -186,6 +186,7 @@ impl App {
         tracing::info!("swg is ready");
         self.shutdown.cancelled().await;
         self.readiness.set(false);
+        components.dns.stop_accepting();
 
         while let Some(result) = components.tasks.join_next().await {
             if let Err(error) = result {

@@ -8,8 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use swg_activity::ActivityLog;
-use swg_identity::{LiveKeys, SecretStore, Signer, SqliteSecretStore};
+use rustls::server::ResolvesServerCert;
+use swg_activity::{ActivityLog, Recorder};
+use swg_dns::gateway::{ActivityEvents, HintRecorder, PolicySource, SwgIdentifier, SwgPolicy};
+use swg_dns::{Backends, DnsServer};
+use swg_identity::{
+    CorrelationHints, InProcessHints, LiveKeys, SecretStore, Signer, SqliteSecretStore,
+};
 use swg_policy::PolicyWatcher;
 use tokio::task::JoinSet;
 
@@ -19,6 +24,10 @@ use crate::app::{App, StartError};
 /// another replica stops working here too.
 const LIVE_KEYS_REFRESH: Duration = Duration::from_secs(30);
 
+/// Correlation hints kept in memory at most; each is small, so this bounds the hints to
+/// tens of megabytes.
+const HINT_CAPACITY: u64 = 500_000;
+
 /// File name of the console state (tenants' keys, disabler passwords, admin tokens) in the
 /// data folder.
 const CONSOLE_DATABASE: &str = "console.db";
@@ -27,6 +36,8 @@ const CONSOLE_DATABASE: &str = "console.db";
 pub(crate) struct Components {
     /// Flushed on shutdown after every listener has stopped.
     pub(crate) activity: ActivityLog,
+    /// The resolver's UDP, TCP and DoH listeners, stopped on shutdown.
+    pub(crate) dns: DnsServer,
     /// Background tasks that stop when they see the shutdown token, plus the listeners.
     pub(crate) tasks: JoinSet<()>,
     /// Background tasks that run until aborted.
@@ -88,13 +99,52 @@ impl Components {
             }
         });
 
-        let _ = recorder;
+        let hints: Arc<dyn CorrelationHints> = Arc::new(InProcessHints::new(
+            Duration::from_secs(config.identity.hint_ttl_secs),
+            HINT_CAPACITY,
+        ));
+        let dns = start_dns(app, &policy, &signer, &live_keys, &recorder, &hints).await?;
+
         Ok(Components {
             activity,
+            dns,
             tasks,
             aborted_on_shutdown,
         })
     }
+}
+
+/// Starts the resolver's listeners with swg's policy, identity, activity log and
+/// correlation hints behind them.
+async fn start_dns(
+    app: &App,
+    policy: &Arc<PolicyWatcher>,
+    signer: &Signer,
+    live_keys: &Arc<LiveKeys>,
+    recorder: &Recorder,
+    hints: &Arc<dyn CorrelationHints>,
+) -> Result<DnsServer, StartError> {
+    let config = &app.config.dns;
+    let policies = PolicySource::Watcher(Arc::clone(policy));
+    let backends = Backends {
+        identifier: Arc::new(SwgIdentifier::new(
+            Arc::new(signer.clone()),
+            Arc::clone(live_keys),
+            policies.clone(),
+        )),
+        policy: Arc::new(SwgPolicy::new(policies)),
+        events: Arc::new(ActivityEvents::new(recorder.clone())),
+        hints: Arc::new(HintRecorder::new(Arc::clone(hints))),
+    };
+    let certificates: Arc<dyn ResolvesServerCert> = Arc::new(
+        app.leaves
+            .resolver()
+            .with_default_host(config.doh_host.clone()),
+    );
+    let server = DnsServer::start(config.clone(), backends, Some(certificates), &app.registry)
+        .await
+        .map_err(|error| StartError::component("resolver")(Box::new(error)))?;
+    Ok(server)
 }
 
 /// Binds a TCP listener, naming the listener and address when that fails.
