@@ -191,6 +191,12 @@ async fn load_and_check(tab: &Tab, server: &RecordingServer, path: &str, width: 
         "{path} at {width}px violated its CSP"
     );
 
+    let issues = tab.issues();
+    assert!(
+        !issues.iter().any(|code| code == "LowTextContrastIssue"),
+        "{path} at {width}px has low text contrast: {issues:?}"
+    );
+
     let scroll_width = tab
         .evaluate_number("document.documentElement.scrollWidth")
         .await

@@ -621,3 +621,9 @@ fn config_rejects_unknown_keys() {
     assert_eq!(config, PagesConfig::default());
     assert_eq!(config.default_branding, BrandingConfig::default());
 }
+
+#[test]
+fn pages_can_be_shared_across_tasks() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Pages>();
+}
