@@ -206,7 +206,12 @@ async fn load_and_check(tab: &Tab, server: &RecordingServer, path: &str, width: 
         "{path} is {scroll_width}px wide at {width}px"
     );
 
-    let name = format!("blockpages{}-{width}.png", path.replace('/', "-"));
+    // The language is part of the name so tests in other languages do not overwrite these.
+    let lang = tab
+        .evaluate_string("document.documentElement.lang")
+        .await
+        .unwrap();
+    let name = format!("blockpages{}-{lang}-{width}.png", path.replace('/', "-"));
     let file = screenshot_path(&name).unwrap();
     tab.screenshot(&file).await.unwrap();
     println!("screenshot: {}", file.display());
@@ -388,7 +393,7 @@ async fn full_url_opens_without_javascript() {
     let text = tab.visible_text().await.unwrap();
     assert!(text.contains(&full_path), "{text}");
 
-    let file = screenshot_path("blockpages-warn-full-url-390.png").unwrap();
+    let file = screenshot_path("blockpages-warn-full-url-en-390.png").unwrap();
     tab.screenshot(&file).await.unwrap();
     println!("screenshot: {}", file.display());
     let fetched = tab
