@@ -99,6 +99,8 @@ pub(crate) struct App {
     pub(crate) shutdown: CancellationToken,
     /// Reported by `/readyz`.
     pub(crate) readiness: Readiness,
+    /// Block, warn, inspection and error pages, checked at start.
+    pub(crate) pages: Arc<swg_blockpages::Pages>,
 }
 
 impl App {
@@ -139,6 +141,11 @@ impl App {
         }
         let root = Arc::new(root);
 
+        // Relative paths in `[pages]` are relative to the working directory, like every
+        // other path in the configuration.
+        let pages = swg_blockpages::Pages::new(&config.pages, std::path::Path::new("."))
+            .map_err(|error| StartError::component("block pages")(Box::new(error)))?;
+
         let registry = Registry::new();
         let leaves = Arc::new(LeafCache::new(Arc::clone(&root), &config.leaf, &registry)?);
 
@@ -149,6 +156,7 @@ impl App {
             leaves,
             shutdown: CancellationToken::new(),
             readiness: Readiness::default(),
+            pages: Arc::new(pages),
         })
     }
 
