@@ -195,6 +195,19 @@ fn query_plans_use_indexes_without_table_scan() {
     q.domain = Some("example".to_owned());
     cases.push((q, "events_by_time"));
 
+    let mut q = day_range();
+    q.domain = Some("a.exa".to_owned());
+    let plan = store.query_plan(&q).unwrap().join("\n");
+    for step in [
+        "SEARCH hosts USING COVERING INDEX sqlite_autoindex_hosts_1 (tenant_id=?)",
+        "SEARCH host_hours USING PRIMARY KEY (host_id=? AND hour>? AND hour<?)",
+    ] {
+        assert!(
+            plan.contains(step),
+            "domain plan lacks {step:?}:\n{plan}"
+        );
+    }
+
     for (query, index) in cases {
         let lines = store.query_plan(&query).unwrap();
         let plan = lines.join("\n");
@@ -350,6 +363,23 @@ fn retention_deletes_only_expired_rows_in_chunks() {
     by_device.device = Some("DEV-1".to_owned());
     assert_eq!(store.query(&by_device).unwrap().events.len(), 1);
     assert_eq!(store.delete_older_than(cutoff, 10).unwrap(), 0);
+
+    // The expired host is gone from the domain search, and comes back when it is
+    // seen again.
+    let mut by_domain = query.clone();
+    by_domain.domain = Some("old.exa".to_owned());
+    assert!(store.query(&by_domain).unwrap().events.is_empty());
+    let mut again = event("acme", 0, "old.example", Action::Allow);
+    again.time = now - Duration::hours(2);
+    store.insert_batch(&[again]).unwrap();
+    let found: Vec<String> = store
+        .query(&by_domain)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| e.request)
+        .collect();
+    assert_eq!(found, vec!["old.example"]);
     let old_day = (now - Duration::days(40)).date();
     assert!(store
         .daily_totals("acme", old_day, old_day)
@@ -647,4 +677,53 @@ fn domain_pages_span_days_in_order() {
         .collect();
     assert_eq!(collect("shop", Some(Action::Block)), blocked);
     assert!(collect("no-such-host", None).is_empty());
+}
+
+#[test]
+fn domain_pages_cover_rare_hosts_and_texts_matching_many_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // One event a minute for 10 hours; "rare.example" every 97 minutes, the rest
+    // over 300 "bulkN" hosts, more than a domain filter reads the hours of.
+    let host = |i: i64| {
+        if i % 97 == 0 {
+            "rare.example".to_owned()
+        } else {
+            format!("bulk{}.example", i % 300)
+        }
+    };
+    let events: Vec<Event> = (0..600)
+        .map(|i| event("acme", i, &host(i), Action::Allow))
+        .collect();
+    store.insert_batch(&events[..250]).unwrap();
+    store.insert_batch(&events[250..]).unwrap();
+
+    let collect = |domain: &str, limit: usize| {
+        let mut query = Query::new("acme", BASE - Duration::days(1), BASE + Duration::days(1));
+        query.domain = Some(domain.to_owned());
+        query.limit = limit;
+        let mut seen = Vec::new();
+        loop {
+            let page = store.query(&query).unwrap();
+            seen.extend(page.events.into_iter().map(|e| e.request));
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => return seen,
+            }
+        }
+    };
+    let expected = |text: &str| -> Vec<String> {
+        (0..600)
+            .rev()
+            .map(host)
+            .filter(|h| h.contains(text))
+            .collect()
+    };
+
+    assert_eq!(collect("RARE", 2), expected("rare"));
+    assert_eq!(collect("rare", 2).len(), 7);
+    assert_eq!(collect("bulk29", 3), expected("bulk29"));
+    assert_eq!(collect("bulk", 100), expected("bulk"));
+    assert_eq!(collect("bulk", 100).len(), 593);
+    assert!(collect("nothing", 5).is_empty());
 }

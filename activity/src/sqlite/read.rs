@@ -1,5 +1,6 @@
 //! Queries: pages of events, per-day totals, top lists and a device's recent blocks.
 
+use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use rusqlite::types::Value;
@@ -9,8 +10,7 @@ use time::{Date, Duration, OffsetDateTime};
 #[cfg(test)]
 use super::write::unix_day;
 use super::write::{
-    unix_ms, CATEGORY_SEPARATOR, MS_PER_DAY, MS_PER_HOUR, PRESENCE_APP, PRESENCE_DEVICE,
-    PRESENCE_USER,
+    unix_ms, CATEGORY_SEPARATOR, MS_PER_HOUR, PRESENCE_APP, PRESENCE_DEVICE, PRESENCE_USER,
 };
 use crate::error::ActivityError;
 use crate::event::{Action, Event};
@@ -26,6 +26,17 @@ const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
 /// How far back the device's activity list reaches.
 const DEVICE_RECENT_DAYS: i64 = 30;
+
+/// Most hosts a domain filter reads the hours of; beyond this it scans the range.
+/// Reading one host's hours over 31 days costs up to some 50 µs.
+const MAX_WINDOW_HOSTS: usize = 256;
+
+/// The tenant's hosts that contain a text; instr avoids LIKE's wildcard characters.
+const FIND_HOSTS: &str =
+    "SELECT id FROM hosts WHERE tenant_id = ?1 AND instr(name, ?2) > 0 LIMIT ?3";
+/// The hours of one host within a range of hours.
+const HOST_HOURS: &str =
+    "SELECT hour FROM host_hours WHERE host_id = ?1 AND hour BETWEEN ?2 AND ?3";
 
 /// A statement with its parameters.
 struct Statement {
@@ -135,9 +146,9 @@ type Windows<'q> = Box<dyn Iterator<Item = (i64, i64)> + 'q>;
 /// statement over the whole range serves it.
 ///
 /// A user, device or app filter scans the hours in which that id has events
-/// (`hourly_presence`). A domain filter on the time or action index scans the days
-/// on which some host containing the text was seen (`daily_hosts`), so a text that
-/// matches nothing costs one probe per day instead of a scan of the range.
+/// (`hourly_presence`). A domain filter on the time or action index scans the hours
+/// in which a host containing the text has events (`host_hours`), unless the text
+/// matches too many hosts; see [`host_windows`].
 fn time_windows<'q>(
     conn: &'q Connection,
     query: &'q Query,
@@ -169,30 +180,70 @@ fn time_windows<'q>(
             Ok(Some(windows))
         }
         Driver::Index("events_by_time" | "events_by_action") if query.domain.is_some() => {
-            let text = query
-                .domain
-                .as_deref()
-                .unwrap_or_default()
-                .trim()
-                .to_lowercase();
-            let windows = probed_windows(
-                conn,
-                query,
-                "daily_hosts",
-                "day",
-                MS_PER_DAY,
-                tenant,
-                move |day| {
-                    conn.prepare_cached(
-                    "SELECT 1 FROM daily_hosts WHERE tenant_id = ?1 AND day = ?2 AND instr(host, ?3) > 0 LIMIT 1",
-                )?
-                .exists(params![tenant, day, text])
-                },
-            )?;
-            Ok(Some(windows))
+            host_windows(conn, query, tenant)
         }
         _ => Ok(None),
     }
+}
+
+/// Returns the hours in which a host containing the query's domain text has events,
+/// newest first, or none when more than [`MAX_WINDOW_HOSTS`] hosts match.
+///
+/// Text that matches many hosts nearly always matches many events, so one
+/// statement over the whole range fills a page quickly; reading the hours of
+/// thousands of hosts would cost more than it saves.
+fn host_windows<'q>(
+    conn: &'q Connection,
+    query: &Query,
+    tenant: i64,
+) -> Result<Option<Windows<'q>>, ActivityError> {
+    let text = domain_text(query);
+    let host_ids: Vec<i64> = conn
+        .prepare_cached(FIND_HOSTS)?
+        .query_map(params![tenant, text, MAX_WINDOW_HOSTS as i64 + 1], |row| {
+            row.get(0)
+        })?
+        .collect::<Result<_, _>>()?;
+    if host_ids.len() > MAX_WINDOW_HOSTS {
+        return Ok(None);
+    }
+
+    let from_ms = unix_ms(query.from);
+    let mut to_ms = unix_ms(query.to);
+    if let Some(cursor) = query.cursor {
+        // The cursor's own millisecond may contain more rows with smaller ids.
+        to_ms = to_ms.min(cursor.time_ms + 1);
+    }
+    if to_ms <= from_ms {
+        return Ok(Some(Box::new(std::iter::empty())));
+    }
+    let first = from_ms.div_euclid(MS_PER_HOUR);
+    let last = (to_ms - 1).div_euclid(MS_PER_HOUR);
+    let mut hours = BTreeSet::new();
+    let mut statement = conn.prepare_cached(HOST_HOURS)?;
+    for host_id in host_ids {
+        let rows = statement.query_map(params![host_id, first, last], |row| row.get(0))?;
+        for hour in rows {
+            hours.insert(hour?);
+        }
+    }
+    let windows = hours.into_iter().rev().map(move |hour: i64| {
+        (
+            (hour * MS_PER_HOUR).max(from_ms),
+            ((hour + 1) * MS_PER_HOUR).min(to_ms),
+        )
+    });
+    Ok(Some(Box::new(windows)))
+}
+
+/// The domain filter's text as hosts are stored: trimmed and in lowercase.
+fn domain_text(query: &Query) -> String {
+    query
+        .domain
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase()
 }
 
 /// Returns the windows of `unit_ms` (an hour or a day) within the query's range
@@ -270,11 +321,19 @@ pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>
                     .to_owned(),
                 params: vec![Value::Integer(0), Value::Integer(0), Value::Integer(0), Value::Text(String::new())],
             },
-            _ => Statement {
-                sql: "SELECT 1 FROM daily_hosts WHERE tenant_id = ?1 AND day = ?2 AND instr(host, ?3) > 0 LIMIT 1"
-                    .to_owned(),
-                params: vec![Value::Integer(0), Value::Integer(0), Value::Text(String::new())],
-            },
+            _ => {
+                plan.extend(explain(
+                    conn,
+                    &Statement {
+                        sql: FIND_HOSTS.to_owned(),
+                        params: vec![Value::Integer(0), Value::Text(String::new()), Value::Integer(1)],
+                    },
+                )?);
+                Statement {
+                    sql: HOST_HOURS.to_owned(),
+                    params: vec![Value::Integer(0), Value::Integer(0), Value::Integer(0)],
+                }
+            }
         };
         plan.extend(explain(conn, &probe)?);
     }
