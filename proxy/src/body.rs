@@ -19,7 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every request and response the proxy handles.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
-/// A body with all of its bytes at hand (pages, short answers).
+/// A body with all of its bytes at hand (pages, short responses).
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})

@@ -96,7 +96,7 @@ pub enum Verdict {
     Allow,
     /// Refuse with the block page.
     Block,
-    /// Warn before continuing (answered with the block page until the warn page exists).
+    /// Warn before continuing (the block page is sent until the warn page exists).
     Warn,
     /// Forward with no policy and no activity event (domain exceptions, bypassed apps).
     Bypass,
@@ -123,7 +123,7 @@ pub trait Decide: Send + Sync + 'static {
     fn decide_url(&self, identity: &ClientIdentity, url: &str) -> Decision;
 }
 
-/// The page to answer a request with.
+/// The page sent in response to a request.
 #[derive(Debug, Clone)]
 pub enum PageKind {
     /// The URL is blocked by policy.
@@ -164,7 +164,7 @@ pub enum Action {
     Allow,
     /// Refused by policy.
     Block,
-    /// Warned (answered like a block for now).
+    /// Warned (sent the block page for now).
     Warn,
     /// Refused because no identity was found.
     Unidentified,

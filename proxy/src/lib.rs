@@ -3,7 +3,7 @@
 //! Every request is tied to an identity (a device token on the explicit proxy, a
 //! correlation hint on the landings), judged by policy on its full URL, and then
 //! forwarded to its origin through swg's own resolver and a destination check that
-//! keeps the proxy out of private networks, or answered with a page.
+//! keeps the proxy out of private networks, or refused with a page.
 
 pub mod adapters;
 mod body;

@@ -20,7 +20,7 @@ use crate::target::Target;
 use crate::upstream::UpstreamFailure;
 use crate::websocket;
 
-/// Path prefix answered by swg itself on every intercepted site.
+/// Path prefix served by swg itself on every intercepted site.
 pub const RESERVED_PREFIX: &str = "/.swg/";
 
 /// Handles one request of a client connection.
@@ -198,7 +198,7 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// The part of a request's handling that answers and records it.
+/// The part of a request's handling that sends the response and records the event.
 struct Exchange<'a> {
     shared: &'a Shared,
     context: &'a ConnectionContext,
@@ -317,7 +317,7 @@ fn count(shared: &Shared, context: &ConnectionContext, action: &str) {
 }
 
 /// Whether a request is a top-level navigation, which gets an HTML page rather than
-/// a short text answer.
+/// a short text body.
 fn is_navigation<B>(request: &Request<B>) -> bool {
     if request.method() != Method::GET {
         return false;

@@ -1,6 +1,6 @@
 //! WebSocket upgrades (HTTP/1.1): the handshake goes to the origin on a dedicated
 //! HTTP/1.1 connection, and after `101 Switching Protocols` both sides are joined
-//! byte for byte. Extension offers and answers pass unchanged.
+//! byte for byte. Extension offers and the origin's choice pass unchanged.
 
 use http::{header, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;

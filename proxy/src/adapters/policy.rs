@@ -10,7 +10,7 @@ pub struct PolicyDecider {
 }
 
 impl PolicyDecider {
-    /// Decides on whatever policy the watcher holds at the time of each request.
+    /// Decides on the policy the watcher has loaded at the time of each request.
     pub fn watching(watcher: Arc<PolicyWatcher>) -> PolicyDecider {
         PolicyDecider {
             current: Box::new(move || watcher.current()),
@@ -25,7 +25,7 @@ impl PolicyDecider {
     }
 }
 
-fn refuse(reason: &str) -> Decision {
+fn blocking_decision(reason: &str) -> Decision {
     Decision {
         verdict: Verdict::Block,
         policy: None,
@@ -38,12 +38,12 @@ fn refuse(reason: &str) -> Decision {
 impl Decide for PolicyDecider {
     fn decide_url(&self, identity: &ClientIdentity, url: &str) -> Decision {
         let Ok(parsed) = url::Url::parse(url) else {
-            return refuse("invalid URL");
+            return blocking_decision("invalid URL");
         };
         let set = (self.current)();
         let Some(tenant) = set.tenant(&identity.tenant) else {
             tracing::warn!(tenant = %identity.tenant, "identity names a tenant without policy; blocking");
-            return refuse("tenant has no policy");
+            return blocking_decision("tenant has no policy");
         };
 
         let subject = Subject::user(&identity.user);

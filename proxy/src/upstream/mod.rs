@@ -89,7 +89,7 @@ impl UpstreamFailure {
         }
     }
 
-    /// Classifies any error by the first cause in its source chain that the proxy knows.
+    /// Classifies any error by the first cause in its source chain that the proxy classifies.
     pub fn from_error(error: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
         let mut current = Some(error);
         while let Some(cause) = current {
@@ -158,9 +158,9 @@ impl Upstream {
 
     /// Sends a request in absolute form and waits for the response head.
     ///
-    /// The first-byte timeout starts when `request_sent` completes (the request body
-    /// has been read to its end or dropped), so a long upload does not count against
-    /// it; while the body streams, its idle timeout applies instead.
+    /// The first-byte timeout starts when `request_sent` completes, which happens when
+    /// the request body has been read to its end or dropped. A long upload therefore
+    /// does not count against it, and the body's idle timeout bounds a stalled upload.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,

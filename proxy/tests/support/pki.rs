@@ -48,6 +48,15 @@ impl TestCa {
         certified_key(certificate.der().clone(), &key)
     }
 
+    /// A leaf valid now for `names`, as PEM certificate and PEM private key (for nginx).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let params = CertificateParams::new(names).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    }
+
     /// A leaf valid now for `names`.
     pub fn valid_leaf(&self, names: &[&str]) -> CertifiedKey {
         let now = OffsetDateTime::now_utc();

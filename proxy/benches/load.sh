@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Load test of swg-proxy on loopback: an nginx origin (TLS 1.3, HTTP/2) measured
+# straight and through swg, for a small page and a 1 MiB file.
+#
+#   keep-alive HTTP/1.1 and HTTP/2 at the TLS landing  h2load --connect-to
+#   a new TLS connection per request at the landing     oha --disable-keepalive
+#   the explicit proxy (CONNECT, then HTTP/1.1)         oha -x
+#   p99 at half load                                    oha -q (rate limit)
+#
+# Needs nginx, openssl, h2load (nghttp2-client) and oha (cargo install oha).
+# Everything listens on 127.0.0.1: nginx on 19443, swg on 18443/18080/13128.
+# DURATION (seconds per run, default 10) and CONNECTIONS (default 32) are
+# overridable. Results go to stdout as Markdown table rows.
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-32}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d)
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in nginx openssl h2load oha; do
+    command -v "$tool" >/dev/null || { echo "load.sh: $tool not found" >&2; exit 1; }
+done
+
+# Origin certificates: a CA that swg trusts as an extra root, and a leaf for bench.test.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=swg bench origin CA" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=bench.test" \
+    -keyout "$WORK/leaf.key" -out "$WORK/leaf.csr" 2>/dev/null
+printf "subjectAltName=DNS:bench.test\nextendedKeyUsage=serverAuth\n" > "$WORK/leaf.ext"
+openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+    -days 2 -extfile "$WORK/leaf.ext" -out "$WORK/leaf.pem" 2>/dev/null
+
+mkdir -p "$WORK/www"
+head -c 600 /dev/zero | tr '\0' 'a' > "$WORK/www/small.html"
+head -c 1048576 /dev/urandom > "$WORK/www/1m.bin"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $WORK/body;
+    proxy_temp_path $WORK/proxy;
+    fastcgi_temp_path $WORK/fastcgi;
+    uwsgi_temp_path $WORK/uwsgi;
+    scgi_temp_path $WORK/scgi;
+    server {
+        listen 127.0.0.1:19443 ssl http2;
+        ssl_certificate $WORK/leaf.pem;
+        ssl_certificate_key $WORK/leaf.key;
+        ssl_protocols TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        root $WORK/www;
+    }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -p "$WORK" &
+PIDS+=($!)
+
+cargo build --quiet --profile bench -p swg-proxy --example bench_proxy --manifest-path "$ROOT/Cargo.toml"
+"$ROOT/target/release/examples/bench_proxy" "$WORK/ca.pem" "$WORK/swg-root.pem" 2>"$WORK/proxy.log" &
+PROXY=$!
+PIDS+=($PROXY)
+
+wait_for_port() {
+    for _ in $(seq 1 100); do
+        (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "load.sh: nothing listens on port $1" >&2
+    exit 1
+}
+wait_for_port 19443
+wait_for_port 18443
+wait_for_port 13128
+
+DIRECT="--connect-to=127.0.0.1:19443"
+LANDING="--connect-to=127.0.0.1:18443"
+
+# h2load: prints "<requests/s> <mean latency>" for one run.
+h2load_run() {
+    local output
+    output=$(h2load -D "$DURATION" -c "$CONNECTIONS" -t 1 "$@" 2>&1)
+    if ! grep -q "0 failed, 0 errored" <<<"$output"; then
+        grep -E "requests:|status codes" <<<"$output" >&2
+    fi
+    local rps mean
+    rps=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' <<<"$output")
+    mean=$(awk '/time for request:/ {print $6}' <<<"$output")
+    echo "$rps $mean"
+}
+
+# oha: prints "<requests/s> <p50 ms> <p99 ms> <success rate>" for one run.
+oha_run() {
+    oha --no-tui --output-format json -z "${DURATION}s" "$@" \
+        | jq -r '[.summary.requestsPerSec, (.latencyPercentiles.p50 * 1000), (.latencyPercentiles.p99 * 1000), .summary.successRate] | map(tostring) | join(" ")'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }'; }
+
+echo "| case | path | direct req/s | swg req/s | swg/direct | direct mean | swg mean |"
+echo "|---|---|---|---|---|---|---|"
+for path in /small.html /1m.bin; do
+    url="https://bench.test:19443$path"
+    for mode in h1 h2; do
+        flags=()
+        [ "$mode" = h1 ] && flags=(--h1)
+        [ "$mode" = h2 ] && flags=(-m 10)
+        read -r direct_rps direct_mean < <(h2load_run "${flags[@]}" $DIRECT "$url")
+        read -r swg_rps swg_mean < <(h2load_run "${flags[@]}" $LANDING "$url")
+        echo "| keep-alive $mode (h2load) | $path | $direct_rps | $swg_rps | $(ratio "$swg_rps" "$direct_rps") | $direct_mean | $swg_mean |"
+    done
+done
+
+echo
+echo "| case | path | direct req/s | swg req/s | swg/direct | direct p50/p99 ms | swg p50/p99 ms |"
+echo "|---|---|---|---|---|---|---|"
+url="https://bench.test:19443/small.html"
+read -r d_rps d_p50 d_p99 _ < <(oha_run -c "$CONNECTIONS" --disable-keepalive --insecure --connect-to "bench.test:19443:127.0.0.1:19443" "$url")
+read -r s_rps s_p50 s_p99 _ < <(oha_run -c "$CONNECTIONS" --disable-keepalive --insecure --connect-to "bench.test:19443:127.0.0.1:18443" "$url")
+echo "| new TLS connection per request (oha) | /small.html | $d_rps | $s_rps | $(ratio "$s_rps" "$d_rps") | $d_p50 / $d_p99 | $s_p50 / $s_p99 |"
+
+read -r d_rps d_p50 d_p99 _ < <(oha_run -c "$CONNECTIONS" --insecure --connect-to "bench.test:19443:127.0.0.1:19443" "$url")
+read -r s_rps s_p50 s_p99 _ < <(oha_run -c "$CONNECTIONS" --insecure -x http://127.0.0.1:13128 --proxy-header "Proxy-Authorization: Bearer bench" "$url")
+echo "| explicit proxy, keep-alive HTTP/1.1 (oha) | /small.html | $d_rps | $s_rps | $(ratio "$s_rps" "$d_rps") | $d_p50 / $d_p99 | $s_p50 / $s_p99 |"
+
+# Half load: each side at half of the rate swg reached with keep-alive HTTP/1.1.
+half=$(awk -v r="$s_rps" 'BEGIN { printf "%d", r / 2 }')
+read -r _ d_p50 d_p99 _ < <(oha_run -c "$CONNECTIONS" -q "$half" --insecure --connect-to "bench.test:19443:127.0.0.1:19443" "$url")
+read -r _ s_p50 s_p99 _ < <(oha_run -c "$CONNECTIONS" -q "$half" --insecure --connect-to "bench.test:19443:127.0.0.1:18443" "$url")
+added=$(awk -v a="$s_p99" -v b="$d_p99" 'BEGIN { printf "%.2f", a - b }')
+echo "| half load ($half req/s), keep-alive HTTP/1.1 (oha) | /small.html | | | | $d_p50 / $d_p99 | $s_p50 / $s_p99 (p99 added: $added ms) |"
