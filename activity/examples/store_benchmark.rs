@@ -2,10 +2,11 @@
 //! insert rate, then times the console's queries against it.
 //!
 //! ```text
-//! cargo run --release -p swg-activity --example store_benchmark -- [EVENTS] [DB]
+//! cargo run --release -p swg-activity --example store_benchmark -- [EVENTS] [DB] [PAGE]
 //! ```
 //!
-//! EVENTS defaults to 10 000 000 and DB to `target/activity-bench.db`. An existing
+//! EVENTS defaults to 10 000 000, DB to `target/activity-bench.db` and PAGE, the
+//! page size of the queries, to the default of [`Query::new`], 100. An existing
 //! DB with at least EVENTS events is reused, so the queries can be rerun without
 //! generating again.
 
@@ -34,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "target/activity-bench.db".to_owned()),
     );
 
+    let page_size: Option<usize> = args.next().map(|a| a.parse()).transpose()?;
+
     let store = SqliteStore::open(&path)?;
     let now = OffsetDateTime::now_utc();
     let existing = count_events(&path)?;
@@ -46,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size = std::fs::metadata(&path)?.len();
     println!("store file: {:.2} GiB", size as f64 / (1u64 << 30) as f64);
 
-    run_queries(&store, now)?;
+    run_queries(&store, now, page_size)?;
     Ok(())
 }
 
@@ -141,12 +144,19 @@ fn time_it<T>(name: &str, runs: usize, mut f: impl FnMut() -> T, describe: impl 
     );
 }
 
-fn run_queries(store: &SqliteStore, now: OffsetDateTime) -> Result<(), Box<dyn std::error::Error>> {
-    let base = Query::new(
+fn run_queries(
+    store: &SqliteStore,
+    now: OffsetDateTime,
+    page_size: Option<usize>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut base = Query::new(
         generate::MAIN_TENANT,
         now - time::Duration::days(DAYS + 1),
         now + time::Duration::hours(1),
     );
+    if let Some(page_size) = page_size {
+        base.limit = page_size;
+    }
     let page = |edit: &dyn Fn(&mut Query)| {
         let mut query = base.clone();
         edit(&mut query);
@@ -193,6 +203,14 @@ fn run_queries(store: &SqliteStore, now: OffsetDateTime) -> Result<(), Box<dyn s
             page(&|q| q.domain = Some("site19999.".to_owned())),
         ),
         (
+            "domain substring 'site1999' (11 hosts)",
+            page(&|q| q.domain = Some("site1999".to_owned())),
+        ),
+        (
+            "domain substring 'site19' (1 111 hosts)",
+            page(&|q| q.domain = Some("site19".to_owned())),
+        ),
+        (
             "domain, no match, 1 day",
             page(&|q| {
                 q.domain = Some("no-such-host".to_owned());
@@ -219,7 +237,8 @@ fn run_queries(store: &SqliteStore, now: OffsetDateTime) -> Result<(), Box<dyn s
         ),
     ];
     println!(
-        "query pages of 100 events over {DAYS} days for tenant {}:",
+        "query pages of {} events over {DAYS} days for tenant {}:",
+        base.page_size(),
         generate::MAIN_TENANT
     );
     for (name, query) in &cases {

@@ -1,6 +1,5 @@
 //! Queries: pages of events, per-day totals, top lists and a device's recent blocks.
 
-use std::collections::BTreeSet;
 use std::str::FromStr;
 
 use rusqlite::types::Value;
@@ -27,16 +26,17 @@ const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 /// How far back the device's activity list reaches.
 const DEVICE_RECENT_DAYS: i64 = 30;
 
-/// Most hosts a domain filter reads the hours of; beyond this it scans the range.
-/// Reading one host's hours over 31 days costs up to some 50 µs.
-const MAX_WINDOW_HOSTS: usize = 256;
+/// Most hosts a domain filter probes the hours of; beyond this it scans the range.
+/// One probe costs about 2 µs, so 31 days of hours cost up to some 50 ms.
+const MAX_WINDOW_HOSTS: usize = 32;
 
 /// The tenant's hosts that contain a text; instr avoids LIKE's wildcard characters.
 const FIND_HOSTS: &str =
     "SELECT id FROM hosts WHERE tenant_id = ?1 AND instr(name, ?2) > 0 LIMIT ?3";
-/// The hours of one host within a range of hours.
-const HOST_HOURS: &str =
-    "SELECT hour FROM host_hours WHERE host_id = ?1 AND hour BETWEEN ?2 AND ?3";
+/// The last hour in which a host was seen.
+const HOST_LAST_HOUR: &str = "SELECT last_hour FROM hosts WHERE id = ?1";
+/// Whether a host has events in an hour.
+const HOST_HOUR: &str = "SELECT 1 FROM host_hours WHERE hour = ?1 AND host_id = ?2";
 
 /// A statement with its parameters.
 struct Statement {
@@ -189,24 +189,40 @@ fn time_windows<'q>(
 /// Returns the hours in which a host containing the query's domain text has events,
 /// newest first, or none when more than [`MAX_WINDOW_HOSTS`] hosts match.
 ///
-/// Text that matches many hosts nearly always matches many events, so one
-/// statement over the whole range fills a page quickly; reading the hours of
-/// thousands of hosts would cost more than it saves.
+/// Each hour costs one `host_hours` probe per matching host, and the probing stops
+/// once the page is full. Text that matches many hosts nearly always matches many
+/// events, so one statement over the whole range fills a page quickly there.
 fn host_windows<'q>(
     conn: &'q Connection,
     query: &Query,
     tenant: i64,
 ) -> Result<Option<Windows<'q>>, ActivityError> {
     let text = domain_text(query);
-    let host_ids: Vec<i64> = conn
+    let hosts: Vec<i64> = conn
         .prepare_cached(FIND_HOSTS)?
         .query_map(params![tenant, text, MAX_WINDOW_HOSTS as i64 + 1], |row| {
             row.get(0)
         })?
         .collect::<Result<_, _>>()?;
-    if host_ids.len() > MAX_WINDOW_HOSTS {
+    if hosts.len() > MAX_WINDOW_HOSTS {
         return Ok(None);
     }
+    let mut last_seen = None;
+    for host_id in &hosts {
+        let last_hour: i64 = conn
+            .prepare_cached(HOST_LAST_HOUR)?
+            .query_row([host_id], |row| row.get(0))?;
+        last_seen = last_seen.max(Some(last_hour));
+    }
+    let Some(last_seen) = last_seen else {
+        return Ok(Some(Box::new(std::iter::empty())));
+    };
+    let stored_first: Option<i64> = conn
+        .prepare_cached("SELECT min(hour) FROM host_hours")?
+        .query_row([], |row| row.get(0))?;
+    let Some(stored_first) = stored_first else {
+        return Ok(Some(Box::new(std::iter::empty())));
+    };
 
     let from_ms = unix_ms(query.from);
     let mut to_ms = unix_ms(query.to);
@@ -214,24 +230,24 @@ fn host_windows<'q>(
         // The cursor's own millisecond may contain more rows with smaller ids.
         to_ms = to_ms.min(cursor.time_ms + 1);
     }
-    if to_ms <= from_ms {
-        return Ok(Some(Box::new(std::iter::empty())));
-    }
-    let first = from_ms.div_euclid(MS_PER_HOUR);
-    let last = (to_ms - 1).div_euclid(MS_PER_HOUR);
-    let mut hours = BTreeSet::new();
-    let mut statement = conn.prepare_cached(HOST_HOURS)?;
-    for host_id in host_ids {
-        let rows = statement.query_map(params![host_id, first, last], |row| row.get(0))?;
-        for hour in rows {
-            hours.insert(hour?);
+    let first = from_ms.div_euclid(MS_PER_HOUR).max(stored_first);
+    let last = (to_ms - 1).div_euclid(MS_PER_HOUR).min(last_seen);
+    let windows = (first..=last).rev().filter_map(move |hour| {
+        let found = hosts.iter().try_fold(false, |found, host_id| {
+            if found {
+                return Ok(true);
+            }
+            conn.prepare_cached(HOST_HOUR)?
+                .exists(params![hour, host_id])
+        });
+        // A failed probe scans the hour rather than hiding its rows.
+        match found {
+            Ok(false) => None,
+            Ok(true) | Err(_) => Some((
+                (hour * MS_PER_HOUR).max(from_ms),
+                ((hour + 1) * MS_PER_HOUR).min(to_ms),
+            )),
         }
-    }
-    let windows = hours.into_iter().rev().map(move |hour: i64| {
-        (
-            (hour * MS_PER_HOUR).max(from_ms),
-            ((hour + 1) * MS_PER_HOUR).min(to_ms),
-        )
     });
     Ok(Some(Box::new(windows)))
 }
@@ -330,8 +346,8 @@ pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>
                     },
                 )?);
                 Statement {
-                    sql: HOST_HOURS.to_owned(),
-                    params: vec![Value::Integer(0), Value::Integer(0), Value::Integer(0)],
+                    sql: HOST_HOUR.to_owned(),
+                    params: vec![Value::Integer(0), Value::Integer(0)],
                 }
             }
         };

@@ -21,13 +21,14 @@
 //!   device or app has events. A page filtered on one of these probes its hours
 //!   newest first and scans `events_by_time` only within them. New keys land at
 //!   the end of the table, and the writer skips keys it stored this hour.
-//! - `hosts (tenant_id, name)`: each tenant's distinct host names, with an id.
-//!   A domain filter searches this small table for names containing its text.
-//! - `host_hours (host_id, hour)`: the hours in which a host has events. A domain
-//!   filter that matches few hosts reads their hours and scans `events_by_time`
-//!   only within them, so a rare host costs one hour's scan per page row at most.
-//!   The writer adds a row only for the first event of a host in an hour, so the
-//!   random position of the key in this host-led table costs little.
+//! - `hosts (tenant_id, name)`: each tenant's distinct host names, with an id and
+//!   the last hour each was seen. A domain filter searches this small table for
+//!   names containing its text.
+//! - `host_hours (hour, host_id)`: the hours in which a host has events. A domain
+//!   filter that matches few hosts probes their hours newest first and scans
+//!   `events_by_time` only within those, so a rare host costs one hour's scan per
+//!   page row at most. Keys start with the hour, so new rows land at the end, and
+//!   the writer adds one only for the first event of a host in an hour.
 //! - `events_by_action`: pages filtered on the action, in page order straight
 //!   from the index.
 //! - `events_by_device_alert`: a partial index of block and warn events by device,
@@ -89,12 +90,13 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY,
         tenant_id INTEGER NOT NULL,
         name TEXT NOT NULL,
+        last_hour INTEGER NOT NULL,
         UNIQUE (tenant_id, name)
     );
     CREATE TABLE host_hours (
-        host_id INTEGER NOT NULL,
         hour INTEGER NOT NULL,
-        PRIMARY KEY (host_id, hour)
+        host_id INTEGER NOT NULL,
+        PRIMARY KEY (hour, host_id)
     ) WITHOUT ROWID;
     CREATE TABLE event_categories (
         tenant_id INTEGER NOT NULL,
