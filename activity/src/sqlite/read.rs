@@ -27,7 +27,8 @@ const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 const DEVICE_RECENT_DAYS: i64 = 30;
 
 /// Most hosts a domain filter probes the hours of; beyond this it scans the range.
-/// One probe costs about 2 µs, so 31 days of hours cost up to some 50 ms.
+/// Probing all of them in one hour costs about 10 µs, so 31 days of hours cost up to
+/// some 10 ms.
 const MAX_WINDOW_HOSTS: usize = 32;
 
 /// The tenant's hosts that contain a text; instr avoids LIKE's wildcard characters.
@@ -35,8 +36,6 @@ const FIND_HOSTS: &str =
     "SELECT id FROM hosts WHERE tenant_id = ?1 AND instr(name, ?2) > 0 LIMIT ?3";
 /// The last hour in which a host was seen.
 const HOST_LAST_HOUR: &str = "SELECT last_hour FROM hosts WHERE id = ?1";
-/// Whether a host has events in an hour.
-const HOST_HOUR: &str = "SELECT 1 FROM host_hours WHERE hour = ?1 AND host_id = ?2";
 
 /// A statement with its parameters.
 struct Statement {
@@ -232,14 +231,11 @@ fn host_windows<'q>(
     }
     let first = from_ms.div_euclid(MS_PER_HOUR).max(stored_first);
     let last = (to_ms - 1).div_euclid(MS_PER_HOUR).min(last_seen);
+    // One statement per hour probes every host; the ids are integers from the
+    // store, written into the text so that the statement takes any number of them.
+    let mut probe = conn.prepare(&host_hour_probe(&hosts))?;
     let windows = (first..=last).rev().filter_map(move |hour| {
-        let found = hosts.iter().try_fold(false, |found, host_id| {
-            if found {
-                return Ok(true);
-            }
-            conn.prepare_cached(HOST_HOUR)?
-                .exists(params![hour, host_id])
-        });
+        let found = probe.exists([hour]);
         // A failed probe scans the hour rather than hiding its rows.
         match found {
             Ok(false) => None,
@@ -250,6 +246,15 @@ fn host_windows<'q>(
         }
     });
     Ok(Some(Box::new(windows)))
+}
+
+/// Builds the statement that tells whether any of `host_ids` has events in an hour.
+fn host_hour_probe(host_ids: &[i64]) -> String {
+    let ids: Vec<String> = host_ids.iter().map(i64::to_string).collect();
+    format!(
+        "SELECT 1 FROM host_hours WHERE hour = ?1 AND host_id IN ({})",
+        ids.join(", ")
+    )
 }
 
 /// The domain filter's text as hosts are stored: trimmed and in lowercase.
@@ -346,8 +351,8 @@ pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>
                     },
                 )?);
                 Statement {
-                    sql: HOST_HOUR.to_owned(),
-                    params: vec![Value::Integer(0), Value::Integer(0)],
+                    sql: host_hour_probe(&[1, 2]),
+                    params: vec![Value::Integer(0)],
                 }
             }
         };
