@@ -200,7 +200,7 @@ fn query_plans_use_indexes_without_table_scan() {
     let plan = store.query_plan(&q).unwrap().join("\n");
     for step in [
         "SEARCH hosts USING COVERING INDEX sqlite_autoindex_hosts_1 (tenant_id=?)",
-        "SEARCH host_hours USING PRIMARY KEY (hour=? AND host_id=?)",
+        "SEARCH host_slots USING PRIMARY KEY (slot=? AND host_id=?)",
     ] {
         assert!(plan.contains(step), "domain plan lacks {step:?}:\n{plan}");
     }
@@ -681,7 +681,7 @@ fn domain_pages_cover_rare_hosts_and_texts_matching_many_hosts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     // One event a minute for 10 hours; "rare.example" every 97 minutes, the rest
-    // over 300 "bulkN" hosts, more than a domain filter probes the hours of.
+    // over 300 "bulkN" hosts, more than a domain filter probes the slots of.
     let host = |i: i64| {
         if i % 97 == 0 {
             "rare.example".to_owned()

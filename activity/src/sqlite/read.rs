@@ -9,7 +9,8 @@ use time::{Date, Duration, OffsetDateTime};
 #[cfg(test)]
 use super::write::unix_day;
 use super::write::{
-    unix_ms, CATEGORY_SEPARATOR, MS_PER_HOUR, PRESENCE_APP, PRESENCE_DEVICE, PRESENCE_USER,
+    host_slot, unix_ms, CATEGORY_SEPARATOR, MS_PER_HOST_SLOT, MS_PER_HOUR, PRESENCE_APP,
+    PRESENCE_DEVICE, PRESENCE_USER,
 };
 use crate::error::ActivityError;
 use crate::event::{Action, Event};
@@ -26,16 +27,16 @@ const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 /// How far back the device's activity list reaches.
 const DEVICE_RECENT_DAYS: i64 = 30;
 
-/// Most hosts a domain filter probes the hours of; beyond this it scans the range.
-/// Probing all of them in one hour costs about 10 µs, so 31 days of hours cost up to
-/// some 10 ms.
+/// Most hosts a domain filter probes the slots of; beyond this it scans the range.
+/// Probing all of them in one slot costs about 10 µs, so the 4 464 slots of 31 days
+/// cost up to some 50 ms.
 const MAX_WINDOW_HOSTS: usize = 32;
 
 /// The tenant's hosts that contain a text; instr avoids LIKE's wildcard characters.
 const FIND_HOSTS: &str =
     "SELECT id FROM hosts WHERE tenant_id = ?1 AND instr(name, ?2) > 0 LIMIT ?3";
-/// The last hour in which a host was seen.
-const HOST_LAST_HOUR: &str = "SELECT last_hour FROM hosts WHERE id = ?1";
+/// The last slot in which a host was seen.
+const HOST_LAST_SLOT: &str = "SELECT last_slot FROM hosts WHERE id = ?1";
 
 /// A statement with its parameters.
 struct Statement {
@@ -145,8 +146,8 @@ type Windows<'q> = Box<dyn Iterator<Item = (i64, i64)> + 'q>;
 /// statement over the whole range serves it.
 ///
 /// A user, device or app filter scans the hours in which that id has events
-/// (`hourly_presence`). A domain filter on the time or action index scans the hours
-/// in which a host containing the text has events (`host_hours`), unless the text
+/// (`hourly_presence`). A domain filter on the time or action index scans the slots
+/// in which a host containing the text has events (`host_slots`), unless the text
 /// matches too many hosts; see [`host_windows`].
 fn time_windows<'q>(
     conn: &'q Connection,
@@ -185,10 +186,10 @@ fn time_windows<'q>(
     }
 }
 
-/// Returns the hours in which a host containing the query's domain text has events,
+/// Returns the slots in which a host containing the query's domain text has events,
 /// newest first, or none when more than [`MAX_WINDOW_HOSTS`] hosts match.
 ///
-/// Each hour costs one `host_hours` probe per matching host, and the probing stops
+/// Each slot costs one `host_slots` probe for all matching hosts, and the probing stops
 /// once the page is full. Text that matches many hosts nearly always matches many
 /// events, so one statement over the whole range fills a page quickly there.
 fn host_windows<'q>(
@@ -208,16 +209,16 @@ fn host_windows<'q>(
     }
     let mut last_seen = None;
     for host_id in &hosts {
-        let last_hour: i64 = conn
-            .prepare_cached(HOST_LAST_HOUR)?
+        let last_slot: i64 = conn
+            .prepare_cached(HOST_LAST_SLOT)?
             .query_row([host_id], |row| row.get(0))?;
-        last_seen = last_seen.max(Some(last_hour));
+        last_seen = last_seen.max(Some(last_slot));
     }
     let Some(last_seen) = last_seen else {
         return Ok(Some(Box::new(std::iter::empty())));
     };
     let stored_first: Option<i64> = conn
-        .prepare_cached("SELECT min(hour) FROM host_hours")?
+        .prepare_cached("SELECT min(slot) FROM host_slots")?
         .query_row([], |row| row.get(0))?;
     let Some(stored_first) = stored_first else {
         return Ok(Some(Box::new(std::iter::empty())));
@@ -229,30 +230,30 @@ fn host_windows<'q>(
         // The cursor's own millisecond may contain more rows with smaller ids.
         to_ms = to_ms.min(cursor.time_ms + 1);
     }
-    let first = from_ms.div_euclid(MS_PER_HOUR).max(stored_first);
-    let last = (to_ms - 1).div_euclid(MS_PER_HOUR).min(last_seen);
-    // One statement per hour probes every host; the ids are integers from the
+    let first = host_slot(from_ms).max(stored_first);
+    let last = host_slot(to_ms - 1).min(last_seen);
+    // One statement per slot probes every host; the ids are integers from the
     // store, written into the text so that the statement takes any number of them.
-    let mut probe = conn.prepare(&host_hour_probe(&hosts))?;
-    let windows = (first..=last).rev().filter_map(move |hour| {
-        let found = probe.exists([hour]);
-        // A failed probe scans the hour rather than hiding its rows.
+    let mut probe = conn.prepare(&host_slot_probe(&hosts))?;
+    let windows = (first..=last).rev().filter_map(move |slot| {
+        let found = probe.exists([slot]);
+        // A failed probe scans the slot rather than hiding its rows.
         match found {
             Ok(false) => None,
             Ok(true) | Err(_) => Some((
-                (hour * MS_PER_HOUR).max(from_ms),
-                ((hour + 1) * MS_PER_HOUR).min(to_ms),
+                (slot * MS_PER_HOST_SLOT).max(from_ms),
+                ((slot + 1) * MS_PER_HOST_SLOT).min(to_ms),
             )),
         }
     });
     Ok(Some(Box::new(windows)))
 }
 
-/// Builds the statement that tells whether any of `host_ids` has events in an hour.
-fn host_hour_probe(host_ids: &[i64]) -> String {
+/// Builds the statement that tells whether any of `host_ids` has events in a slot.
+fn host_slot_probe(host_ids: &[i64]) -> String {
     let ids: Vec<String> = host_ids.iter().map(i64::to_string).collect();
     format!(
-        "SELECT 1 FROM host_hours WHERE hour = ?1 AND host_id IN ({})",
+        "SELECT 1 FROM host_slots WHERE slot = ?1 AND host_id IN ({})",
         ids.join(", ")
     )
 }
@@ -351,7 +352,7 @@ pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>
                     },
                 )?);
                 Statement {
-                    sql: host_hour_probe(&[1, 2]),
+                    sql: host_slot_probe(&[1, 2]),
                     params: vec![Value::Integer(0)],
                 }
             }

@@ -22,13 +22,15 @@
 //!   newest first and scans `events_by_time` only within them. New keys land at
 //!   the end of the table, and the writer skips keys it stored this hour.
 //! - `hosts (tenant_id, name)`: each tenant's distinct host names, with an id and
-//!   the last hour each was seen. A domain filter searches this small table for
-//!   names containing its text.
-//! - `host_hours (hour, host_id)`: the hours in which a host has events. A domain
-//!   filter that matches few hosts probes their hours newest first and scans
-//!   `events_by_time` only within those, so a rare host costs one hour's scan per
-//!   page row at most. Keys start with the hour, so new rows land at the end, and
-//!   the writer adds one only for the first event of a host in an hour.
+//!   the last slot (see below) each was seen in. A domain filter searches this
+//!   small table for names containing its text.
+//! - `host_slots (slot, host_id)`: the 10-minute slots in which a host has events.
+//!   A domain filter that matches few hosts probes their slots newest first and
+//!   scans `events_by_time` only within those, so a rare host costs one slot's
+//!   scan per page row at most. Keys start with the slot, so new rows land at the
+//!   end, and the writer adds one only for the first event of a host in a slot.
+//!   Slots are shorter than the hours of `hourly_presence` because hosts are far
+//!   more numerous than users and devices, so their rare members are rarer.
 //! - `events_by_action`: pages filtered on the action, in page order straight
 //!   from the index.
 //! - `events_by_device_alert`: a partial index of block and warn events by device,
@@ -90,13 +92,13 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY,
         tenant_id INTEGER NOT NULL,
         name TEXT NOT NULL,
-        last_hour INTEGER NOT NULL,
+        last_slot INTEGER NOT NULL,
         UNIQUE (tenant_id, name)
     );
-    CREATE TABLE host_hours (
-        hour INTEGER NOT NULL,
+    CREATE TABLE host_slots (
+        slot INTEGER NOT NULL,
         host_id INTEGER NOT NULL,
-        PRIMARY KEY (hour, host_id)
+        PRIMARY KEY (slot, host_id)
     ) WITHOUT ROWID;
     CREATE TABLE event_categories (
         tenant_id INTEGER NOT NULL,

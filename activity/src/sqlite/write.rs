@@ -16,6 +16,8 @@ pub(crate) const CATEGORY_SEPARATOR: char = '\u{1f}';
 
 pub(crate) const MS_PER_DAY: i64 = 86_400_000;
 pub(crate) const MS_PER_HOUR: i64 = 3_600_000;
+/// Length of a `host_slots` slot: 10 minutes.
+pub(crate) const MS_PER_HOST_SLOT: i64 = 600_000;
 
 /// `hourly_presence.kind` of a user id.
 pub(crate) const PRESENCE_USER: i64 = 1;
@@ -23,7 +25,8 @@ pub(crate) const PRESENCE_USER: i64 = 1;
 pub(crate) const PRESENCE_DEVICE: i64 = 2;
 /// `hourly_presence.kind` of an app bundle id.
 pub(crate) const PRESENCE_APP: i64 = 3;
-/// Key of `host_hours` rows in the writer's presence cache.
+/// Key of `host_slots` rows in the writer's presence cache, which stores their slot
+/// in place of an hour.
 const PRESENCE_HOST: i64 = 4;
 /// Users and devices the writer remembers before it starts over; at about 100
 /// bytes each, this bounds the cache to some 20 MB.
@@ -36,10 +39,10 @@ const INSERT_EVENT_CATEGORY: &str =
     "INSERT OR IGNORE INTO event_categories (tenant_id, category_id, time_ms, event_id) VALUES (?1, ?2, ?3, ?4)";
 const INSERT_PRESENCE: &str =
     "INSERT OR IGNORE INTO hourly_presence (tenant_id, hour, kind, value) VALUES (?1, ?2, ?3, ?4)";
-const UPSERT_HOST: &str = "INSERT INTO hosts (tenant_id, name, last_hour) VALUES (?1, ?2, ?3) \
-     ON CONFLICT (tenant_id, name) DO UPDATE SET last_hour = max(last_hour, excluded.last_hour) \
+const UPSERT_HOST: &str = "INSERT INTO hosts (tenant_id, name, last_slot) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (tenant_id, name) DO UPDATE SET last_slot = max(last_slot, excluded.last_slot) \
      RETURNING id";
-const INSERT_HOST_HOUR: &str = "INSERT OR IGNORE INTO host_hours (hour, host_id) VALUES (?1, ?2)";
+const INSERT_HOST_SLOT: &str = "INSERT OR IGNORE INTO host_slots (slot, host_id) VALUES (?1, ?2)";
 const ADD_DAILY_ACTION: &str =
     "INSERT INTO daily_actions (tenant_id, day, action, count) VALUES (?1, ?2, ?3, ?4) \
      ON CONFLICT (tenant_id, day, action) DO UPDATE SET count = count + excluded.count";
@@ -58,6 +61,11 @@ pub(crate) fn unix_ms(time: OffsetDateTime) -> i64 {
 /// Hours since the Unix epoch, the unit of `hourly_presence.hour`.
 pub(crate) fn unix_hour(time_ms: i64) -> i64 {
     time_ms.div_euclid(MS_PER_HOUR)
+}
+
+/// Slots of [`MS_PER_HOST_SLOT`] since the Unix epoch, the unit of `host_slots.slot`.
+pub(crate) fn host_slot(time_ms: i64) -> i64 {
+    time_ms.div_euclid(MS_PER_HOST_SLOT)
 }
 
 /// Days since the Unix epoch in UTC, the unit of the `day` columns.
@@ -104,7 +112,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         let mut insert_category = transaction.prepare_cached(INSERT_EVENT_CATEGORY)?;
         let mut insert_presence = transaction.prepare_cached(INSERT_PRESENCE)?;
         let mut upsert_host = transaction.prepare_cached(UPSERT_HOST)?;
-        let mut insert_host_hour = transaction.prepare_cached(INSERT_HOST_HOUR)?;
+        let mut insert_host_slot = transaction.prepare_cached(INSERT_HOST_SLOT)?;
         for original in events {
             let cleaned;
             let event = if original.is_clean() {
@@ -156,11 +164,12 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             }
 
             let known_hosts = presence.entry((tenant_id, PRESENCE_HOST)).or_default();
-            if known_hosts.get(host.as_str()) != Some(&hour) {
+            let slot = host_slot(time_ms);
+            if known_hosts.get(host.as_str()) != Some(&slot) {
                 let host_id: i64 =
-                    upsert_host.query_row(params![tenant_id, &host, hour], |row| row.get(0))?;
-                insert_host_hour.execute(params![hour, host_id])?;
-                known_hosts.insert(host.clone(), hour);
+                    upsert_host.query_row(params![tenant_id, &host, slot], |row| row.get(0))?;
+                insert_host_slot.execute(params![slot, host_id])?;
+                known_hosts.insert(host.clone(), slot);
             }
             let day = unix_day(time_ms);
             *daily
@@ -305,7 +314,7 @@ pub(super) fn delete_older_than(
         }
         deleted += deleted_presence as u64;
 
-        deleted += delete_host_hours(&transaction, unix_hour(cutoff_ms), max_rows)?;
+        deleted += delete_host_slots(&transaction, host_slot(cutoff_ms), max_rows)?;
 
         let cutoff_day = unix_day(cutoff_ms);
         for table in [
@@ -320,24 +329,24 @@ pub(super) fn delete_older_than(
     Ok(deleted)
 }
 
-/// Deletes up to `max_rows` `host_hours` rows before `cutoff_hour`, and up to
+/// Deletes up to `max_rows` `host_slots` rows before `cutoff_slot`, and up to
 /// `max_rows` hosts last seen before it, returning the rows deleted.
 ///
 /// A deleted host that is seen again gets a new id: the writer's cache holds the
-/// hour in which it stored a host, which is before the cutoff, so the next event of
+/// slot in which it stored a host, which is before the cutoff, so the next event of
 /// that host upserts it again.
-fn delete_host_hours(conn: &Connection, cutoff_hour: i64, max_rows: i64) -> rusqlite::Result<u64> {
-    let hours = conn
+fn delete_host_slots(conn: &Connection, cutoff_slot: i64, max_rows: i64) -> rusqlite::Result<u64> {
+    let slots = conn
         .prepare_cached(
-            "DELETE FROM host_hours WHERE (hour, host_id) IN \
-             (SELECT hour, host_id FROM host_hours WHERE hour < ?1 ORDER BY hour LIMIT ?2)",
+            "DELETE FROM host_slots WHERE (slot, host_id) IN \
+             (SELECT slot, host_id FROM host_slots WHERE slot < ?1 ORDER BY slot LIMIT ?2)",
         )?
-        .execute(params![cutoff_hour, max_rows])?;
+        .execute(params![cutoff_slot, max_rows])?;
     // hosts is small (one row per distinct name), so this scan is cheap.
     let hosts = conn
         .prepare_cached(
-            "DELETE FROM hosts WHERE id IN (SELECT id FROM hosts WHERE last_hour < ?1 LIMIT ?2)",
+            "DELETE FROM hosts WHERE id IN (SELECT id FROM hosts WHERE last_slot < ?1 LIMIT ?2)",
         )?
-        .execute(params![cutoff_hour, max_rows])?;
-    Ok((hours + hosts) as u64)
+        .execute(params![cutoff_slot, max_rows])?;
+    Ok((slots + hosts) as u64)
 }
