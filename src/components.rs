@@ -8,14 +8,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::path::Path;
+
 use rustls::server::ResolvesServerCert;
 use swg_activity::{ActivityLog, Recorder};
 use swg_dns::gateway::{ActivityEvents, HintRecorder, PolicySource, SwgIdentifier, SwgPolicy};
+use swg_dns::upstream::{system_upstreams, UpstreamAddr};
 use swg_dns::{Backends, DnsServer};
 use swg_identity::{
     CorrelationHints, InProcessHints, LiveKeys, SecretStore, Signer, SqliteSecretStore,
 };
 use swg_policy::PolicyWatcher;
+use swg_proxy::adapters::{ActivityRecorder, BlockPages, CaLeaves, IdentityAdapter, PolicyDecider};
+use swg_proxy::boundary::Collaborators;
+use swg_proxy::Proxy;
 use tokio::task::JoinSet;
 
 use crate::app::{App, StartError};
@@ -23,6 +30,9 @@ use crate::app::{App, StartError};
 /// How often a replica reloads the authentication key ids, so that a key deleted through
 /// another replica stops working here too.
 const LIVE_KEYS_REFRESH: Duration = Duration::from_secs(30);
+
+/// How long open proxy connections may take to finish after a shutdown signal.
+const PROXY_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Correlation hints kept in memory at most; each is small, so this bounds the hints to
 /// tens of megabytes.
@@ -104,6 +114,17 @@ impl Components {
             HINT_CAPACITY,
         ));
         let dns = start_dns(app, &policy, &signer, &live_keys, &recorder, &hints).await?;
+        let proxy = build_proxy(app, &policy, &signer, &live_keys, &recorder, &hints)?;
+        let listeners = proxy
+            .bind()
+            .await
+            .map_err(|error| StartError::component("proxy")(Box::new(error)))?;
+        let shutdown = app.shutdown.clone();
+        tasks.spawn(async move {
+            proxy
+                .serve(listeners, shutdown.cancelled_owned(), PROXY_DRAIN_DEADLINE)
+                .await;
+        });
 
         Ok(Components {
             activity,
@@ -145,6 +166,55 @@ async fn start_dns(
         .await
         .map_err(|error| StartError::component("resolver")(Box::new(error)))?;
     Ok(server)
+}
+
+/// Builds the inspection proxy on swg's policy, identity, pages, activity log and leaf
+/// cache. When `[proxy] resolver_upstreams` is empty, origins are resolved through the
+/// resolver's own upstreams, never through the system resolver, which may point back at
+/// swg.
+fn build_proxy(
+    app: &App,
+    policy: &Arc<PolicyWatcher>,
+    signer: &Signer,
+    live_keys: &Arc<LiveKeys>,
+    recorder: &Recorder,
+    hints: &Arc<dyn CorrelationHints>,
+) -> Result<Proxy, StartError> {
+    let mut config = app.config.proxy.clone();
+    if config.resolver_upstreams.is_empty() {
+        config.resolver_upstreams = resolver_upstreams(&app.config.dns)?;
+    }
+    let collaborators = Collaborators {
+        identify: Arc::new(IdentityAdapter::new(
+            Arc::new(signer.clone()),
+            Arc::clone(live_keys),
+            Arc::clone(hints),
+        )),
+        decide: Arc::new(PolicyDecider::watching(Arc::clone(policy))),
+        pages: Arc::new(BlockPages(Arc::clone(&app.pages))),
+        record: Arc::new(ActivityRecorder(recorder.clone())),
+        leaves: Arc::new(CaLeaves(Arc::clone(&app.leaves))),
+    };
+    Proxy::new(config, collaborators, &app.registry)
+        .map_err(|error| StartError::component("proxy")(Box::new(error)))
+}
+
+/// Returns the addresses of the resolver's upstreams: `[dns] upstreams`, or the
+/// `nameserver` lines of `/etc/resolv.conf` when that list is empty.
+fn resolver_upstreams(dns: &swg_dns::DnsConfig) -> Result<Vec<SocketAddr>, StartError> {
+    let mut upstreams = dns
+        .upstream_addrs()
+        .map_err(|error| StartError::component("proxy")(Box::new(error)))?;
+    if upstreams.is_empty() {
+        upstreams = system_upstreams(Path::new("/etc/resolv.conf"))
+            .map_err(|error| StartError::component("proxy")(Box::new(error)))?;
+    }
+    Ok(upstreams
+        .into_iter()
+        .map(|upstream| match upstream {
+            UpstreamAddr::Udp(address) | UpstreamAddr::Tcp(address) => address,
+        })
+        .collect())
 }
 
 /// Binds a TCP listener, naming the listener and address when that fails.
