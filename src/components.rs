@@ -91,7 +91,7 @@ impl Components {
             .push(Arc::clone(&live_keys).spawn_refresh(Arc::clone(&secrets), LIVE_KEYS_REFRESH));
 
         let console_state = swg_console::ConsoleState {
-            config: Arc::new(config.console.clone()),
+            config: Arc::new(public_endpoints(config)),
             signer: signer.clone(),
             live_keys: Arc::clone(&live_keys),
             secrets,
@@ -217,6 +217,28 @@ fn resolver_upstreams(dns: &swg_dns::DnsConfig) -> Result<Vec<SocketAddr>, Start
         .collect())
 }
 
+/// Returns the console configuration with the endpoints handed to agents derived from
+/// the listeners where the configuration leaves them at their defaults, so that agents
+/// reach this gateway's actual ports.
+fn public_endpoints(config: &crate::config::Config) -> swg_console::ConsoleConfig {
+    let defaults = swg_console::ConsoleConfig::default();
+    let mut console = config.console.clone();
+    if console.doh_url == defaults.doh_url {
+        console.doh_url = format!(
+            "https://{}:{}/dns-query",
+            config.dns.doh_host,
+            config.dns.doh_listen.port()
+        );
+    }
+    if console.proxy == defaults.proxy {
+        console.proxy = format!("localhost:{}", config.proxy.explicit_listen.port());
+    }
+    if console.console_url == defaults.console_url {
+        console.console_url = format!("https://{}:{}", console.host_name, console.listen.port());
+    }
+    console
+}
+
 /// Binds a TCP listener, naming the listener and address when that fails.
 pub(crate) async fn bind(
     listener: &'static str,
@@ -242,6 +264,15 @@ fn log_tenants(policy: &PolicyWatcher) {
     }
 }
 
+/// Printed after a tenant's first secrets: what to try next, as the README's "Try it"
+/// section explains.
+const NEXT_STEPS: &str = "Next steps (see \"Try it\" in README.md):
+  swg ca export --format pem --out swg-root.pem
+  swg agent run --server https://localhost:9443 --ca-file swg-root.pem --auth-key KEY \\
+      --user alice@example.com --device laptop-1 \\
+      --listen 127.0.0.1:5300=com.apple.mobilesafari --listen 127.0.0.1:5301=com.example.notes
+  dig @127.0.0.1 -p 5300 www.example.com";
+
 /// Creates the first secrets of every tenant that lacks them and prints them once: the
 /// admin token is stored hashed and cannot be shown again.
 async fn seed_tenants(secrets: &dyn SecretStore, policy: &PolicyWatcher) -> Result<(), StartError> {
@@ -262,6 +293,7 @@ async fn seed_tenants(secrets: &dyn SecretStore, policy: &PolicyWatcher) -> Resu
                 token.token
             );
         }
+        println!("{NEXT_STEPS}");
     }
     Ok(())
 }
