@@ -677,7 +677,7 @@ fn domain_pages_span_days_in_order() {
 }
 
 #[test]
-fn domain_pages_cover_rare_hosts_and_texts_matching_many_hosts() {
+fn domain_pages_cover_rare_and_common_texts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     // One event a minute for 10 hours; "rare.example" every 97 minutes, the rest
