@@ -20,6 +20,10 @@ pub enum Discovery {
     Token,
     /// A correlation hint the resolver recorded for the client IP and host.
     Correlation,
+    /// The signed host-only `__swg_id` identity cookie.
+    Cookie,
+    /// A one-time ticket from the auth host.
+    Ticket,
 }
 
 /// How an app is treated, with the numeric codes of the DNS context option.
@@ -96,7 +100,8 @@ pub enum Verdict {
     Allow,
     /// Refuse with the block page.
     Block,
-    /// Warn before continuing (the block page is sent until the warn page exists).
+    /// Warn before continuing: browsers get the warn page with "continue", apps and
+    /// categories that are not continuable get a block.
     Warn,
     /// Forward with no policy and no activity event (domain exceptions, bypassed apps).
     Bypass,
@@ -128,6 +133,17 @@ pub trait Decide: Send + Sync + 'static {
 pub enum PageKind {
     /// The URL is blocked by policy.
     Block(Decision),
+    /// The URL is suspicious: the warn page, whose "continue" form posts
+    /// `form_token` to `/.swg/continue` on the same site.
+    Warn {
+        /// The warn decision.
+        decision: Decision,
+        /// The signed, single-use "continue" form token.
+        form_token: String,
+    },
+    /// The browser came back from the auth host identified but without keeping the
+    /// identity cookie, or the auth host has no gateway cookie: it must accept cookies.
+    Inspection,
     /// No identity could be established.
     Unidentified,
     /// The origin could not be fetched, or may not be.
@@ -164,8 +180,10 @@ pub enum Action {
     Allow,
     /// Refused by policy.
     Block,
-    /// Warned (sent the block page for now).
+    /// Warned: the warn page was sent.
     Warn,
+    /// The user continued past a warn page.
+    Accepted,
     /// Refused because no identity was found.
     Unidentified,
     /// Allowed by policy but the upstream failed or was refused.
@@ -179,6 +197,7 @@ impl Action {
             Action::Allow => "allow",
             Action::Block => "block",
             Action::Warn => "warn",
+            Action::Accepted => "accepted",
             Action::Unidentified => "unidentified",
             Action::UpstreamError => "upstream_error",
         }

@@ -39,6 +39,18 @@ pub struct ProxyConfig {
     pub timeouts: TimeoutConfig,
     /// Size and count limits.
     pub limits: LimitConfig,
+    /// Host name of swg's auth host, which keeps the long-lived gateway cookie and
+    /// sends browsers back to sites with one-time tickets. Requests for this host are
+    /// answered by swg and never forwarded. Empty turns the inspection-page flow off.
+    pub auth_host: String,
+    /// Security categories whose warn verdicts cannot be continued past: they are
+    /// blocked instead of warned.
+    pub not_continuable_categories: Vec<String>,
+    /// Seconds after a redirect to the auth host during which another navigation
+    /// from the same client IP to the same host without identity gets the
+    /// inspection page instead of a second redirect (1 to 3600). This is what keeps
+    /// a browser that drops cookies out of a redirect loop.
+    pub auth_attempt_window_secs: u64,
 }
 
 /// Timeouts of the proxy, each in milliseconds.
@@ -96,6 +108,9 @@ impl Default for ProxyConfig {
             static_hosts: BTreeMap::new(),
             timeouts: TimeoutConfig::default(),
             limits: LimitConfig::default(),
+            auth_host: "auth.swg.localhost".to_owned(),
+            not_continuable_categories: vec!["malware".to_owned(), "phishing".to_owned()],
+            auth_attempt_window_secs: 30,
         }
     }
 }
@@ -196,7 +211,33 @@ impl ProxyConfig {
                 "reset limits must be at least 1",
             ));
         }
+        if !self.auth_host.is_empty() && crate::host::Host::parse(&self.auth_host).is_err() {
+            return Err(invalid(
+                "auth_host",
+                "must be empty or a valid host name such as auth.swg.example",
+            ));
+        }
+        if !(1..=3600).contains(&self.auth_attempt_window_secs) {
+            return Err(invalid("auth_attempt_window_secs", "must be 1 to 3600"));
+        }
         Ok(())
+    }
+
+    /// Returns whether `host` is the configured auth host.
+    pub(crate) fn is_auth_host(&self, host: &str) -> bool {
+        !self.auth_host.is_empty()
+            && host
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(self.auth_host.trim_end_matches('.'))
+    }
+
+    /// Returns whether a warn verdict in one of `categories` may be continued past.
+    pub(crate) fn is_continuable(&self, categories: &[String]) -> bool {
+        !categories.iter().any(|category| {
+            self.not_continuable_categories
+                .iter()
+                .any(|blocked| blocked.eq_ignore_ascii_case(category))
+        })
     }
 
     /// The PAC file served at `pac_path`.

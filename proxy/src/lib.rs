@@ -6,21 +6,27 @@
 //! keeps the proxy out of private networks, or refused with a page.
 
 pub mod adapters;
+mod auth_host;
 mod body;
 pub mod boundary;
 mod config;
 mod connection;
+mod cookies;
 pub mod destination;
 mod headers;
 pub mod host;
+mod identify;
 mod listener;
 mod metrics;
 mod prefixed;
 mod request;
+mod reserved;
 pub mod resolve;
 mod server;
+mod signed;
 mod target;
 pub mod upstream;
+mod warn;
 mod websocket;
 
 pub use body::{BodyError, BoxError, ProxyBody};
@@ -28,4 +34,5 @@ pub use config::{ConfigError, LimitConfig, ProxyConfig, TimeoutConfig};
 pub use connection::Listener;
 pub use metrics::ProxyMetrics;
 pub use request::RESERVED_PREFIX;
-pub use server::{Listeners, Proxy, ProxyError};
+pub use server::{Listeners, Proxy, ProxyBuilder, ProxyError};
+pub use signed::SignedValues;

@@ -9,15 +9,20 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::body::{full, GuardedBody, ProxyBody};
+use crate::auth_host;
+use crate::body::{empty, full, GuardedBody, ProxyBody};
 use crate::boundary::{
     Action, ClientIdentity, Decision, PageKind, PageRequest, ProxyEvent, Verdict,
 };
 use crate::connection::ConnectionContext;
+use crate::cookies::SwgCookies;
 use crate::headers::{is_websocket_upgrade, remove_bypass_headers, remove_hop_by_hop};
+use crate::identify::{self, is_top_level_navigation, Asking, Found};
+use crate::reserved;
 use crate::server::Shared;
 use crate::target::Target;
 use crate::upstream::UpstreamFailure;
+use crate::warn::{self, WarnOutcome};
 use crate::websocket;
 
 /// Path prefix served by swg itself on every intercepted site.
@@ -45,7 +50,7 @@ pub(crate) async fn handle(
 async fn handle_in_span(
     shared: Arc<Shared>,
     context: Arc<ConnectionContext>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     request_id: String,
 ) -> Response<ProxyBody> {
     let target = match Target::of_request(
@@ -63,13 +68,8 @@ async fn handle_in_span(
     };
     let host = target.host_name();
     check_sni(&context, &host);
+    let cookies = SwgCookies::take(request.headers_mut());
 
-    if target.path_and_query.starts_with(RESERVED_PREFIX) {
-        count(&shared, &context, "reserved");
-        return plain(StatusCode::NOT_FOUND, "not found\n");
-    }
-
-    let url = target.url();
     let navigation = is_navigation(&request);
     let accept_language = request
         .headers()
@@ -80,21 +80,75 @@ async fn handle_in_span(
         shared: &shared,
         context: &context,
         request_id,
-        url,
+        url: target.url(),
         navigation,
         accept_language,
+        set_cookies: Vec::new(),
     };
 
-    let Some(identity) = establish_identity(&shared, &context, &host).await else {
-        return exchange.unidentified();
+    if shared.config.is_auth_host(&host) {
+        count(&shared, &context, "reserved");
+        return auth_host::serve(&mut exchange, &target, request.method(), &cookies).await;
+    }
+    let reserved = target.path_and_query.starts_with(RESERVED_PREFIX);
+    if reserved && target.path() == reserved::TICKET_PATH {
+        count(&shared, &context, "reserved");
+        return reserved::redeem_ticket(&mut exchange, &target, &host, &cookies).await;
+    }
+    if reserved && target.path() != reserved::CONTINUE_PATH {
+        count(&shared, &context, "reserved");
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    }
+
+    let asking = Asking {
+        shared: &shared,
+        context: &context,
+        target: &target,
+        host: &host,
+        url: &exchange.url,
+        cookies: &cookies,
+        top_level_navigation: !reserved && is_top_level_navigation(&request, navigation),
+    };
+    let identity = match identify::establish(&asking).await {
+        Found::Identity {
+            identity,
+            set_cookie,
+        } => {
+            exchange.set_cookies.extend(set_cookie);
+            identity
+        }
+        Found::Redirect(response) => {
+            count(&shared, &context, "redirect");
+            return response;
+        }
+        Found::Inspection => return exchange.inspection(),
+        Found::Nothing => return exchange.unidentified(),
     };
 
-    let decision = shared
+    if reserved {
+        count(&shared, &context, "reserved");
+        let response =
+            reserved::accept_warning(&mut exchange, &target, &host, identity, &cookies, request)
+                .await;
+        return exchange.with_cookies(response);
+    }
+
+    let mut decision = shared
         .collaborators
         .decide
         .decide_url(&identity, &exchange.url);
     match decision.verdict {
-        Verdict::Block | Verdict::Warn => return exchange.blocked(identity, decision),
+        Verdict::Block => return exchange.blocked(identity, decision),
+        Verdict::Warn => match warn::judge(&shared, &identity, &host, &decision, &cookies) {
+            WarnOutcome::Warn => return exchange.warned(identity, decision, &host),
+            WarnOutcome::Block(reason) => {
+                decision.reason = reason;
+                return exchange.blocked(identity, decision);
+            }
+            WarnOutcome::Acknowledged => {
+                decision.reason = warn::acknowledged_reason(&decision.reason);
+            }
+        },
         Verdict::Allow | Verdict::Bypass => {}
     }
 
@@ -104,27 +158,11 @@ async fn handle_in_span(
     } else {
         forward(&shared, &target, request).await
     };
-    match result {
+    let response = match result {
         Ok(response) => exchange.allowed(identity, decision, response),
         Err(failure) => exchange.failed(identity, decision, failure),
-    }
-}
-
-/// Finds who is asking. This is the one place where a request's identity is
-/// established: the identity cookie and the inspection flow will come first here.
-async fn establish_identity(
-    shared: &Shared,
-    context: &ConnectionContext,
-    host: &str,
-) -> Option<ClientIdentity> {
-    if let Some(identity) = &context.identity {
-        return Some(identity.clone());
-    }
-    shared
-        .collaborators
-        .identify
-        .identify_correlation_hint(context.client.ip(), host)
-        .await
+    };
+    exchange.with_cookies(response)
 }
 
 fn check_sni(context: &ConnectionContext, host: &str) {
@@ -199,17 +237,31 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 }
 
 /// The part of a request's handling that sends the response and records the event.
-struct Exchange<'a> {
-    shared: &'a Shared,
-    context: &'a ConnectionContext,
-    request_id: String,
-    url: String,
-    navigation: bool,
-    accept_language: Option<String>,
+pub(crate) struct Exchange<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) context: &'a ConnectionContext,
+    pub(crate) request_id: String,
+    pub(crate) url: String,
+    pub(crate) navigation: bool,
+    pub(crate) accept_language: Option<String>,
+    /// `Set-Cookie` values added to the response, whatever it is.
+    pub(crate) set_cookies: Vec<HeaderValue>,
 }
 
 impl Exchange<'_> {
-    fn unidentified(&mut self) -> Response<ProxyBody> {
+    /// Appends the pending `Set-Cookie` values to `response`; origin cookies stay.
+    pub(crate) fn with_cookies(
+        &mut self,
+        mut response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        for cookie in self.set_cookies.drain(..) {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+
+    /// Answers a request that the gateway cannot identify.
+    pub(crate) fn unidentified(&mut self) -> Response<ProxyBody> {
         tracing::debug!(url = %self.url, "no identity for request");
         let response = if self.navigation {
             self.page(PageKind::Unidentified, None)
@@ -223,16 +275,67 @@ impl Exchange<'_> {
         response
     }
 
-    fn blocked(&mut self, identity: ClientIdentity, decision: Decision) -> Response<ProxyBody> {
-        let action = if decision.verdict == Verdict::Warn {
-            Action::Warn
+    /// Answers a navigation whose browser does not keep cookies with the
+    /// inspection page, or any other request with a plain 403.
+    pub(crate) fn inspection(&mut self) -> Response<ProxyBody> {
+        let response = if self.navigation {
+            self.page(PageKind::Inspection, None)
         } else {
-            Action::Block
+            plain(
+                StatusCode::FORBIDDEN,
+                "forbidden: the gateway could not identify this device\n",
+            )
         };
-        tracing::debug!(url = %self.url, rule = ?decision.rule, "request blocked by policy");
-        let response = self.page(PageKind::Block(decision.clone()), Some(&identity));
-        self.record(Some(identity), action, Some(decision), None);
+        self.record(None, Action::Unidentified, None, None);
         response
+    }
+
+    /// Answers with the block page (or short text) and records a block. Apps and
+    /// warn verdicts that may not be continued come here too.
+    pub(crate) fn blocked(
+        &mut self,
+        identity: ClientIdentity,
+        decision: Decision,
+    ) -> Response<ProxyBody> {
+        tracing::debug!(url = %self.url, rule = ?decision.rule, "request blocked by policy");
+        // Apps render no pages: they get a short text whatever they accept.
+        let response = if identify::may_be_browser(identity.app_class) {
+            self.page(PageKind::Block(decision.clone()), Some(&identity))
+        } else {
+            plain(StatusCode::FORBIDDEN, "forbidden: blocked by policy\n")
+        };
+        self.record(Some(identity), Action::Block, Some(decision), None);
+        self.with_cookies(response)
+    }
+
+    /// Answers with the warn page and a fresh "continue" form token, and records a
+    /// warn.
+    pub(crate) fn warned(
+        &mut self,
+        identity: ClientIdentity,
+        decision: Decision,
+        host: &str,
+    ) -> Response<ProxyBody> {
+        let Some(form_token) =
+            warn::issue_form_token(self.shared, &identity, host, &decision, &self.url)
+        else {
+            return self.blocked(identity, decision);
+        };
+        tracing::debug!(url = %self.url, rule = ?decision.rule, "warn page");
+        let response = self.page(
+            PageKind::Warn {
+                decision: decision.clone(),
+                form_token,
+            },
+            Some(&identity),
+        );
+        self.record(Some(identity), Action::Warn, Some(decision), None);
+        self.with_cookies(response)
+    }
+
+    /// Records that the user continued past the warn page of `decision`.
+    pub(crate) fn accepted(&mut self, identity: ClientIdentity, decision: Decision) {
+        self.record(Some(identity), Action::Accepted, Some(decision), None);
     }
 
     fn allowed(
@@ -272,7 +375,12 @@ impl Exchange<'_> {
         response
     }
 
-    fn page(&self, kind: PageKind, identity: Option<&ClientIdentity>) -> Response<ProxyBody> {
+    /// Renders a page for this request.
+    pub(crate) fn page(
+        &self,
+        kind: PageKind,
+        identity: Option<&ClientIdentity>,
+    ) -> Response<ProxyBody> {
         let request = PageRequest {
             kind,
             url: self.url.clone(),
@@ -346,6 +454,19 @@ pub(crate) fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBod
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// A redirect to `location` that no cache keeps; `None` when `location` is not a
+/// valid header value.
+pub(crate) fn redirect(status: StatusCode, location: &str) -> Option<Response<ProxyBody>> {
+    let location = HeaderValue::from_str(location).ok()?;
+    let mut response = Response::new(empty());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::LOCATION, location);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(response)
 }
 
 /// Returns a new request id, in the format of the activity log so that pages, logs

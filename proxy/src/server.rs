@@ -16,6 +16,7 @@ use crate::connection::{ConnectionLimiter, Listener};
 use crate::listener;
 use crate::metrics::ProxyMetrics;
 use crate::resolve::{Resolve, UpstreamResolver};
+use crate::signed::{FlowMemory, SignedValues};
 use crate::upstream::{OriginTls, TrustError, Upstream};
 
 /// A failure to start the proxy.
@@ -53,6 +54,11 @@ pub(crate) struct Shared {
     pub(crate) metrics: ProxyMetrics,
     pub(crate) limiter: Arc<ConnectionLimiter>,
     pub(crate) landing_tls: Arc<ServerConfig>,
+    /// Signer and spent-ticket store of swg's cookies, tickets and form tokens;
+    /// without them swg sets no cookies and warn verdicts are blocked.
+    pub(crate) signed: Option<SignedValues>,
+    /// Redirects to the auth host, recent and per device.
+    pub(crate) flows: FlowMemory,
     /// Becomes `true` when the proxy shuts down: connections then finish their
     /// requests in flight and close.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -78,43 +84,37 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Creates the proxy with swg's upstream resolver built from `config`.
+    /// Creates the proxy with swg's upstream resolver built from `config` and no
+    /// signed values: no identity cookies, no auth host, warn verdicts blocked. Use
+    /// [`Proxy::builder`] to add them.
     pub fn new(
         config: ProxyConfig,
         collaborators: Collaborators,
         registry: &prometheus::Registry,
     ) -> Result<Proxy, ProxyError> {
-        let resolver =
-            UpstreamResolver::new(&config.resolver_upstreams, config.static_hosts.clone());
-        Self::with_resolver(config, collaborators, resolver, registry)
+        Proxy::builder(config, collaborators).build(registry)
     }
 
-    /// Creates the proxy with a given resolver.
+    /// Creates the proxy with a given resolver and no signed values.
     pub fn with_resolver(
         config: ProxyConfig,
         collaborators: Collaborators,
         resolver: Arc<dyn Resolve>,
         registry: &prometheus::Registry,
     ) -> Result<Proxy, ProxyError> {
-        config.validate()?;
-        let origin_tls = OriginTls::new(&config.extra_roots)?;
-        let upstream = Upstream::new(&config, resolver, origin_tls);
-        let landing_tls = listener::tls::landing_config(collaborators.leaves.clone())?;
-        let (shutdown_sender, shutdown) = watch::channel(false);
-        let shared = Shared {
-            limiter: ConnectionLimiter::new(config.limits.max_connections_per_client),
-            metrics: ProxyMetrics::new(registry)?,
+        Proxy::builder(config, collaborators)
+            .resolver(resolver)
+            .build(registry)
+    }
+
+    /// Starts building a proxy from `config` and `collaborators`.
+    pub fn builder(config: ProxyConfig, collaborators: Collaborators) -> ProxyBuilder {
+        ProxyBuilder {
             config,
             collaborators,
-            upstream,
-            landing_tls,
-            shutdown,
-            shutdown_sender,
-            tasks: TaskTracker::new(),
-        };
-        Ok(Proxy {
-            shared: Arc::new(shared),
-        })
+            resolver: None,
+            signed: None,
+        }
     }
 
     /// Binds the three configured listener addresses.
@@ -178,6 +178,77 @@ impl Proxy {
                 "proxy connections still open after the drain time"
             );
         }
+    }
+}
+
+/// Builds a [`Proxy`] with optional parts.
+pub struct ProxyBuilder {
+    config: ProxyConfig,
+    collaborators: Collaborators,
+    resolver: Option<Arc<dyn Resolve>>,
+    signed: Option<SignedValues>,
+}
+
+impl ProxyBuilder {
+    /// Resolves origin names with `resolver` instead of one built from the
+    /// configuration.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> ProxyBuilder {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Issues and checks the identity cookie, tickets, warn form tokens and the
+    /// acknowledgement cookie with `signed`.
+    pub fn signed_values(mut self, signed: SignedValues) -> ProxyBuilder {
+        self.signed = Some(signed);
+        self
+    }
+
+    /// Validates the configuration and creates the proxy.
+    pub fn build(self, registry: &prometheus::Registry) -> Result<Proxy, ProxyError> {
+        let ProxyBuilder {
+            config,
+            collaborators,
+            resolver,
+            signed,
+        } = self;
+        config.validate()?;
+        let resolver = resolver.unwrap_or_else(|| {
+            UpstreamResolver::new(&config.resolver_upstreams, config.static_hosts.clone())
+        });
+        let origin_tls = OriginTls::new(&config.extra_roots)?;
+        let upstream = Upstream::new(&config, resolver, origin_tls);
+        let landing_tls = listener::tls::landing_config(collaborators.leaves.clone())?;
+        let (shutdown_sender, shutdown) = watch::channel(false);
+        let gateway_lifetime = signed
+            .as_ref()
+            .map(|signed| {
+                signed
+                    .signer
+                    .config()
+                    .gateway_cookie_ttl_days
+                    .saturating_mul(86_400)
+            })
+            .unwrap_or(86_400);
+        let shared = Shared {
+            limiter: ConnectionLimiter::new(config.limits.max_connections_per_client),
+            metrics: ProxyMetrics::new(registry)?,
+            flows: FlowMemory::new(
+                Duration::from_secs(config.auth_attempt_window_secs),
+                Duration::from_secs(gateway_lifetime),
+            ),
+            config,
+            collaborators,
+            upstream,
+            landing_tls,
+            signed,
+            shutdown,
+            shutdown_sender,
+            tasks: TaskTracker::new(),
+        };
+        Ok(Proxy {
+            shared: Arc::new(shared),
+        })
     }
 }
 

@@ -98,6 +98,41 @@ impl Target {
         }
     }
 
+    /// `scheme://authority` of this target, the origin of a same-site redirect.
+    pub(crate) fn origin(&self) -> String {
+        format!("{}://{}", self.scheme.as_str(), self.authority())
+    }
+
+    /// `scheme://other_host[:port]`: another host reached with this target's scheme
+    /// and port, which is how a browser that reached the landing on this port reaches
+    /// the auth host.
+    pub(crate) fn origin_on(&self, other_host: &str) -> String {
+        if self.port == self.scheme.default_port() {
+            format!("{}://{other_host}", self.scheme.as_str())
+        } else {
+            format!("{}://{other_host}:{}", self.scheme.as_str(), self.port)
+        }
+    }
+
+    /// The path without the query.
+    pub(crate) fn path(&self) -> &str {
+        self.path_and_query
+            .split_once('?')
+            .map_or(self.path_and_query.as_str(), |(path, _)| path)
+    }
+
+    /// The value of query parameter `name`, decoded, if it occurs exactly once.
+    /// Duplicated parameters are treated as absent, so that no single copy of a
+    /// forged pair is preferred over another.
+    pub(crate) fn query_parameter(&self, name: &str) -> Option<String> {
+        let (_, query) = self.path_and_query.split_once('?')?;
+        let mut values = url::form_urlencoded::parse(query.as_bytes())
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned());
+        let first = values.next()?;
+        values.next().is_none().then_some(first)
+    }
+
     /// The full URL that policy decides on.
     pub(crate) fn url(&self) -> String {
         format!(

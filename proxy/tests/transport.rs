@@ -283,7 +283,15 @@ async fn host_differing_from_sni_judged_by_host() {
 
 #[tokio::test]
 async fn unidentified_landing_request_refused() {
-    let (harness, port) = harness_with_origin().await;
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+        config.auth_host = String::new();
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let port = origin::start_https(certificate, &[b"h2", b"http/1.1"])
+        .await
+        .port();
     *harness.identify.hints_enabled.lock().unwrap() = false;
     let mut navigation = harness.landing_args("origin.test", port);
     navigation.extend(args(&["-H", "Accept: text/html"]));
@@ -302,7 +310,7 @@ async fn reserved_swg_path_answered_by_proxy() {
     let (harness, port) = harness_with_origin().await;
     let result = curl(
         harness.landing_args("origin.test", port),
-        &format!("https://origin.test:{port}/.swg/auth"),
+        &format!("https://origin.test:{port}/.swg/unknown"),
     )
     .await;
     assert_eq!(result.status, 404);

@@ -14,6 +14,7 @@ impl Record for ActivityRecorder {
             Action::Allow | Action::UpstreamError => EventAction::Allow,
             Action::Block | Action::Unidentified => EventAction::Block,
             Action::Warn => EventAction::Warn,
+            Action::Accepted => EventAction::Accepted,
         };
         // NOTE: a request with no identity has no tenant; its event carries an empty
         // tenant so that operators can still count such refusals.
@@ -41,6 +42,8 @@ impl Record for ActivityRecorder {
             event.discovery = match identity.discovery {
                 Discovery::Token => EventDiscovery::Token,
                 Discovery::Correlation => EventDiscovery::Correlation,
+                Discovery::Cookie => EventDiscovery::Cookie,
+                Discovery::Ticket => EventDiscovery::Ticket,
             };
         }
         if let Some(decision) = proxy_event.decision {

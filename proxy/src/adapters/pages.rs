@@ -3,6 +3,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use swg_blockpages::{
     CertificateProblem as PageCertificateProblem, Page, PageContext, Pages, UpstreamErrorKind,
+    WarnForm,
 };
 
 use crate::boundary::{PageKind, PageRequest, RenderPage};
@@ -26,6 +27,16 @@ impl RenderPage for BlockPages {
                 context.reason = Some(decision.reason.clone()).filter(|reason| !reason.is_empty());
                 Page::Block(context)
             }
+            PageKind::Warn {
+                decision,
+                form_token,
+            } => {
+                context.rule_id = decision.rule.clone();
+                context.category = decision.categories.first().cloned();
+                context.reason = Some(decision.reason.clone()).filter(|reason| !reason.is_empty());
+                Page::Warn(context, WarnForm::new(form_token.clone()))
+            }
+            PageKind::Inspection => Page::Inspection(context),
             PageKind::Unidentified => Page::Unidentified(context),
             PageKind::UpstreamError(failure) => Page::UpstreamError(context, error_kind(*failure)),
         };

@@ -22,10 +22,12 @@ use swg_proxy::boundary::{
     PageRequest, ProxyEvent, Record, RenderPage, Verdict,
 };
 use swg_proxy::resolve::UpstreamResolver;
-use swg_proxy::{Proxy, ProxyConfig};
+use swg_proxy::{Proxy, ProxyConfig, SignedValues};
 use tempfile::TempDir;
 
 pub const GOOD_TOKEN: &str = "device-token-good";
+/// The auth host of test proxies.
+pub const AUTH_HOST: &str = "auth.swg.test";
 
 /// Identities: one valid device token, and correlation hints for every host asked
 /// from 127.0.0.1 unless switched off.
@@ -61,13 +63,32 @@ impl Identify for TestIdentify {
     }
 }
 
-/// Blocks URLs starting with one of its prefixes.
+/// Blocks URLs starting with one of its blocked prefixes; warns for URLs starting
+/// with one of its warn prefixes, naming the rule and category given with it.
 pub struct PrefixPolicy {
     pub blocked_prefixes: Mutex<Vec<String>>,
+    /// (prefix, rule id, category)
+    pub warn_prefixes: Mutex<Vec<(String, String, String)>>,
 }
 
 impl Decide for PrefixPolicy {
     fn decide_url(&self, _identity: &ClientIdentity, url: &str) -> Decision {
+        let warned = self
+            .warn_prefixes
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(prefix, _, _)| url.starts_with(prefix.as_str()))
+            .cloned();
+        if let Some((_, rule, category)) = warned {
+            return Decision {
+                verdict: Verdict::Warn,
+                policy: Some("test-policy".to_owned()),
+                rule: Some(rule),
+                categories: vec![category],
+                reason: "warned by test".to_owned(),
+            };
+        }
         let blocked = self
             .blocked_prefixes
             .lock()
@@ -99,6 +120,11 @@ impl RenderPage for TextPages {
     fn render(&self, request: &PageRequest) -> Response<Bytes> {
         let (status, line) = match &request.kind {
             PageKind::Block(_) => (StatusCode::FORBIDDEN, "swg-page: block".to_owned()),
+            PageKind::Warn { form_token, .. } => (
+                StatusCode::FORBIDDEN,
+                format!("swg-page: warn token={form_token}"),
+            ),
+            PageKind::Inspection => (StatusCode::FORBIDDEN, "swg-page: inspection".to_owned()),
             PageKind::Unidentified => (StatusCode::FORBIDDEN, "swg-page: unidentified".to_owned()),
             PageKind::UpstreamError(failure) => {
                 let detail = match failure {
@@ -145,6 +171,9 @@ impl Events {
 /// A running proxy and what the test needs to talk to it.
 pub struct Harness {
     pub proxy: Proxy,
+    /// The signer the proxy uses, so tests can forge, age and reuse values.
+    pub signer: Arc<swg_identity::Signer>,
+    pub spent: Arc<swg_identity::InProcessSpentTickets>,
     pub tls: SocketAddr,
     pub http: SocketAddr,
     pub explicit: SocketAddr,
@@ -156,6 +185,13 @@ pub struct Harness {
     pub registry: prometheus::Registry,
     pub dir: TempDir,
     pub swg_root: PathBuf,
+}
+
+/// A signer with a fixed test key and default lifetimes.
+pub fn test_signer(registry: &prometheus::Registry) -> swg_identity::Signer {
+    let keys = swg_identity::SigningKeys::from_secrets("test", &[("k1".to_owned(), vec![7u8; 32])])
+        .unwrap();
+    swg_identity::Signer::new(keys, &swg_identity::IdentityConfig::default(), registry).unwrap()
 }
 
 /// Hosts the test maps to its loopback origins.
@@ -179,6 +215,7 @@ impl Harness {
         std::fs::write(&swg_root, &leaves.ca.pem).unwrap();
 
         let mut config = ProxyConfig {
+            auth_host: AUTH_HOST.to_owned(),
             tls_listen: "127.0.0.1:0".parse().unwrap(),
             http_listen: "127.0.0.1:0".parse().unwrap(),
             explicit_listen: "127.0.0.1:0".parse().unwrap(),
@@ -194,6 +231,7 @@ impl Harness {
         });
         let policy = Arc::new(PrefixPolicy {
             blocked_prefixes: Mutex::new(Vec::new()),
+            warn_prefixes: Mutex::new(Vec::new()),
         });
         let events = Arc::new(Events::default());
         let collaborators = Collaborators {
@@ -205,7 +243,16 @@ impl Harness {
         };
         let registry = prometheus::Registry::new();
         let resolver = UpstreamResolver::new(&[], config.static_hosts.clone());
-        let proxy = Proxy::with_resolver(config, collaborators, resolver, &registry).unwrap();
+        let signer = Arc::new(test_signer(&registry));
+        let spent = Arc::new(swg_identity::InProcessSpentTickets::new(10_000));
+        let proxy = Proxy::builder(config, collaborators)
+            .resolver(resolver)
+            .signed_values(SignedValues {
+                signer: signer.clone(),
+                spent: spent.clone(),
+            })
+            .build(&registry)
+            .unwrap();
         let listeners = proxy.bind().await.unwrap();
         let tls = listeners.tls.local_addr().unwrap();
         let http = listeners.http.local_addr().unwrap();
@@ -222,6 +269,8 @@ impl Harness {
         });
         Harness {
             proxy,
+            signer,
+            spent,
             tls,
             http,
             explicit,
