@@ -1,7 +1,7 @@
 //! Admin API for the activity report: query, CSV export, summaries.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,6 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::auth::Admin;
+use crate::query::ApiQuery;
 use crate::{ApiError, ConsoleState};
 
 /// Default and maximum span of a query without `from`, in days (the longest
@@ -73,6 +74,12 @@ fn build_query(tenant: &str, params: ActivityParams) -> Result<swg_activity::Que
         );
     }
     if let Some(limit) = params.limit {
+        if !(1..=swg_activity::query::MAX_PAGE_SIZE).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be 1 to {}",
+                swg_activity::query::MAX_PAGE_SIZE
+            )));
+        }
         query.limit = limit;
     }
     if let Some(cursor) = params.cursor {
@@ -89,7 +96,7 @@ fn build_query(tenant: &str, params: ActivityParams) -> Result<swg_activity::Que
 pub(crate) async fn query(
     State(state): State<ConsoleState>,
     admin: Admin,
-    Query(params): Query<ActivityParams>,
+    ApiQuery(params): ApiQuery<ActivityParams>,
 ) -> Result<Json<Page>, ApiError> {
     let query = build_query(admin.tenant(), params)?;
     let store = state.activity.clone();
@@ -102,7 +109,7 @@ pub(crate) async fn query(
 pub(crate) async fn export_csv(
     State(state): State<ConsoleState>,
     admin: Admin,
-    Query(params): Query<ActivityParams>,
+    ApiQuery(params): ApiQuery<ActivityParams>,
 ) -> Result<Response, ApiError> {
     let mut query = build_query(admin.tenant(), params)?;
     query.limit = swg_activity::query::MAX_PAGE_SIZE;
@@ -155,9 +162,28 @@ pub(crate) struct SummaryParams {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Summary {
-    daily_totals: Vec<DailyTotal>,
+    daily_totals: Vec<DayTotal>,
     top_blocked_domains: Vec<TopEntry>,
     top_blocked_categories: Vec<TopEntry>,
+}
+
+/// One day's count of one action, with the day as `YYYY-MM-DD`.
+#[derive(Debug, Serialize)]
+pub(crate) struct DayTotal {
+    day: String,
+    action: swg_activity::Action,
+    count: u64,
+}
+
+impl From<DailyTotal> for DayTotal {
+    fn from(total: DailyTotal) -> Self {
+        let (year, month, day) = total.day.to_calendar_date();
+        DayTotal {
+            day: format!("{year:04}-{:02}-{day:02}", u8::from(month)),
+            action: total.action,
+            count: total.count,
+        }
+    }
 }
 
 fn parse_day(name: &str, value: &str) -> Result<Date, ApiError> {
@@ -173,7 +199,7 @@ fn parse_day(name: &str, value: &str) -> Result<Date, ApiError> {
 pub(crate) async fn summary(
     State(state): State<ConsoleState>,
     admin: Admin,
-    Query(params): Query<SummaryParams>,
+    ApiQuery(params): ApiQuery<SummaryParams>,
 ) -> Result<Json<Summary>, ApiError> {
     let to = match &params.to {
         Some(value) => parse_day("to", value)?,
@@ -197,7 +223,11 @@ pub(crate) async fn summary(
     let tenant = admin.tenant().to_owned();
     let summary = tokio::task::spawn_blocking(move || -> Result<Summary, ActivityError> {
         Ok(Summary {
-            daily_totals: store.daily_totals(&tenant, from, to)?,
+            daily_totals: store
+                .daily_totals(&tenant, from, to)?
+                .into_iter()
+                .map(DayTotal::from)
+                .collect(),
             top_blocked_domains: store.top_blocked_domains(&tenant, from, to, limit)?,
             top_blocked_categories: store.top_blocked_categories(&tenant, from, to, limit)?,
         })

@@ -76,6 +76,16 @@ pub enum ConfigError {
     /// A text value is empty.
     #[error("console.{0} is empty; set it to a non-empty value")]
     Empty(&'static str),
+    /// An endpoint handed to agents is not of the form the agents need.
+    #[error("console.{key} = {value:?} is invalid; expected {expected}")]
+    InvalidEndpoint {
+        /// The key, without the `console.` prefix.
+        key: &'static str,
+        /// The configured value.
+        value: String,
+        /// The form the key takes.
+        expected: &'static str,
+    },
 }
 
 impl ConsoleConfig {
@@ -121,6 +131,115 @@ impl ConsoleConfig {
                 return Err(ConfigError::Empty(key));
             }
         }
+        check_https_url("doh_url", &self.doh_url)?;
+        check_https_url("console_url", &self.console_url)?;
+        check_host_port("proxy", &self.proxy)
+    }
+}
+
+/// Checks that an endpoint is an absolute `https://` URL with a host.
+fn check_https_url(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    let valid =
+        url::Url::parse(value).is_ok_and(|url| url.scheme() == "https" && url.host().is_some());
+    if valid {
         Ok(())
+    } else {
+        Err(ConfigError::InvalidEndpoint {
+            key,
+            value: value.to_owned(),
+            expected: "an https:// URL with a host",
+        })
+    }
+}
+
+/// Checks that an endpoint is `host:port` with a port from 1 to 65535.
+fn check_host_port(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    // A scheme with no default port, so that an explicit `:80` or `:443` is kept.
+    let valid = url::Url::parse(&format!("swg-endpoint://{value}/")).is_ok_and(|url| {
+        url.host().is_some()
+            && url.port().is_some_and(|port| port > 0)
+            && url.path() == "/"
+            && url.username().is_empty()
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidEndpoint {
+            key,
+            value: value.to_owned(),
+            expected: "host:port, such as proxy.example.com:3128",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ConsoleConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn endpoints_must_have_their_form() {
+        for (doh_url, proxy, console_url, bad_key) in [
+            (
+                "not a url",
+                "localhost:3128",
+                "https://localhost:9443",
+                "doh_url",
+            ),
+            (
+                "http://localhost/dns-query",
+                "localhost:3128",
+                "https://localhost:9443",
+                "doh_url",
+            ),
+            (
+                "https://localhost/dns-query",
+                "no-port",
+                "https://localhost:9443",
+                "proxy",
+            ),
+            (
+                "https://localhost/dns-query",
+                "localhost:0",
+                "https://localhost:9443",
+                "proxy",
+            ),
+            (
+                "https://localhost/dns-query",
+                "localhost:3128/x",
+                "https://localhost:9443",
+                "proxy",
+            ),
+            (
+                "https://localhost/dns-query",
+                "localhost:3128",
+                "ftp://x",
+                "console_url",
+            ),
+        ] {
+            let config = ConsoleConfig {
+                doh_url: doh_url.to_owned(),
+                proxy: proxy.to_owned(),
+                console_url: console_url.to_owned(),
+                ..ConsoleConfig::default()
+            };
+            match config.validate() {
+                Err(ConfigError::InvalidEndpoint { key, .. }) => assert_eq!(key, bad_key),
+                other => panic!("{doh_url} {proxy} {console_url}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_on_port_80_is_valid() {
+        let config = ConsoleConfig {
+            proxy: "proxy.example.com:80".to_owned(),
+            ..ConsoleConfig::default()
+        };
+        config.validate().unwrap();
     }
 }

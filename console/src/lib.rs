@@ -58,6 +58,7 @@ mod error;
 mod listener;
 mod policy_api;
 mod profile;
+mod query;
 mod router;
 mod seed;
 mod state;

@@ -1,6 +1,6 @@
 //! Downloads for devices: the root CA certificate and the MDM configuration profile.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use plist::{Dictionary, Value};
@@ -8,6 +8,7 @@ use serde::Deserialize;
 use swg_identity::AuthenticationKey;
 
 use crate::auth::Admin;
+use crate::query::ApiQuery;
 use crate::{ApiError, ConsoleState};
 
 const MOBILECONFIG_TYPE: &str = "application/x-apple-aspen-config";
@@ -24,7 +25,7 @@ pub(crate) struct CertificateQuery {
 pub(crate) async fn certificate(
     State(state): State<ConsoleState>,
     _admin: Admin,
-    Query(query): Query<CertificateQuery>,
+    ApiQuery(query): ApiQuery<CertificateQuery>,
 ) -> Result<Response, ApiError> {
     let ca = state.root_certificate.as_ref();
     let (content_type, file_name, body) = match query.format.as_deref().unwrap_or("pem") {
@@ -146,7 +147,7 @@ pub(crate) struct ProfileQuery {
 pub(crate) async fn mdm_profile(
     State(state): State<ConsoleState>,
     admin: Admin,
-    Query(query): Query<ProfileQuery>,
+    ApiQuery(query): ApiQuery<ProfileQuery>,
 ) -> Result<Response, ApiError> {
     let mdm_name = query.mdm.as_deref().unwrap_or("generic");
     let mdm = Mdm::parse(mdm_name).ok_or_else(|| {

@@ -687,10 +687,37 @@ async fn csv_export_escapes_cells() {
     let summary = console.as_admin("GET", "/api/activity/summary", &[]).await;
     assert_eq!(summary.status, 200, "{}", summary.text());
     assert_eq!(summary.json()["topBlockedDomains"][0]["count"], 1);
+    let day = summary.json()["dailyTotals"][0]["day"].clone();
+    let day = day.as_str().unwrap_or_default().to_owned();
+    assert_eq!(day.len(), 10, "days are YYYY-MM-DD: {}", summary.text());
+    assert_eq!(&day[4..5], "-", "{day}");
     let bad = console
         .as_admin("GET", "/api/activity?action=explode", &[])
         .await;
     assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn bad_query_strings_get_json_400() {
+    let console = start().await;
+    for path in [
+        "/api/activity?limit=abc",
+        "/api/activity?limit=0",
+        "/api/activity?limit=1001",
+        "/api/activity?unknown=1",
+        "/api/certificate?format=pem&format=der",
+        "/api/mdm-profile?mdm=generic&mdm=intune",
+    ] {
+        let answer = console.as_admin("GET", path, &[]).await;
+        assert_eq!(answer.status, 400, "{path}: {}", answer.text());
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty()),
+            "{path}: {}",
+            answer.text()
+        );
+    }
 }
 
 #[tokio::test]
