@@ -94,7 +94,8 @@ forward-zone:
 CONF
 
 unbound -d -c "$work/auth.conf" & pids+=($!)
-unbound -d -c "$work/unbound.conf" & pids+=($!)
+unbound -d -c "$work/unbound.conf" & unbound_pid=$!
+pids+=($unbound_pid)
 
 mkdir -p "$work/swg"
 "$server" "127.0.0.1:$SWG_PORT" "udp://127.0.0.1:$AUTH_PORT" "$work/swg" > "$work/swg.out" 2> "$work/swg.err" & swg_pid=$!
@@ -124,14 +125,27 @@ percentiles() {
         }'
 }
 
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+ticks_per_second="$(getconf CLK_TCK)"
+
 echo "warming both caches" >&2
 run x "$UNBOUND_PORT" 3 -n 1 >/dev/null
 run x "$SWG_PORT" 3 -n 1 >/dev/null
 
-for target in "unbound:$UNBOUND_PORT" "swg-dns:$SWG_PORT"; do
-    name="${target%%:*}"; port="${target##*:}"
+echo "== load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+for target in "unbound:$UNBOUND_PORT:$unbound_pid" "swg-dns:$SWG_PORT:$swg_pid"; do
+    IFS=: read -r name port pid <<<"$target"
     echo "== $name: throughput ($SECONDS_PER_RUN s, $CLIENTS clients, $OUTSTANDING outstanding)"
-    run "$name" "$port" "$SECONDS_PER_RUN" | grep -E "Queries (sent|completed|lost)|Queries per second|Average Latency|Latency StdDev"
+    before="$(cpu_ticks "$pid")"
+    run "$name" "$port" "$SECONDS_PER_RUN" > "$work/throughput.txt"
+    after="$(cpu_ticks "$pid")"
+    grep -E "Queries (sent|completed|lost)|Queries per second|Average Latency|Latency StdDev" "$work/throughput.txt"
+    completed="$(awk '/Queries completed/ { print $3 }' "$work/throughput.txt")"
+    awk -v t=$(( after - before )) -v hz="$ticks_per_second" -v n="$completed" -v l="$(cut -d' ' -f1 /proc/loadavg)" \
+        'BEGIN { printf "  server CPU: %.2f s for %d queries, %.3f CPU s per 100 000 queries (load average %s)\n", t/hz, n, t/hz*100000/n, l }'
     echo "== $name: latency at full load"
     run "$name" "$port" 5 -v | percentiles
     echo "== $name: latency at $LATENCY_QPS queries per second"
