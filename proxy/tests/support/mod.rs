@@ -30,9 +30,11 @@ pub const GOOD_TOKEN: &str = "device-token-good";
 pub const AUTH_HOST: &str = "auth.swg.test";
 
 /// Identities: one valid device token, and correlation hints for every host asked
-/// from 127.0.0.1 unless switched off.
+/// from 127.0.0.1 (not from other loopback addresses) unless switched off.
 pub struct TestIdentify {
     pub hints_enabled: Mutex<bool>,
+    /// The app class that hints report.
+    pub hint_class: Mutex<swg_proxy::boundary::AppClass>,
 }
 
 pub fn identity(discovery: Discovery) -> ClientIdentity {
@@ -57,8 +59,12 @@ impl Identify for TestIdentify {
         _host: &'a str,
     ) -> BoxFuture<'a, Option<ClientIdentity>> {
         let enabled = *self.hints_enabled.lock().unwrap();
+        let class = *self.hint_class.lock().unwrap();
         Box::pin(async move {
-            (enabled && client.is_loopback()).then(|| identity(Discovery::Correlation))
+            (enabled && client == IpAddr::from([127, 0, 0, 1])).then(|| ClientIdentity {
+                app_class: class,
+                ..identity(Discovery::Correlation)
+            })
         })
     }
 }
@@ -228,6 +234,7 @@ impl Harness {
 
         let identify = Arc::new(TestIdentify {
             hints_enabled: Mutex::new(true),
+            hint_class: Mutex::new(swg_proxy::boundary::AppClass::Browser),
         });
         let policy = Arc::new(PrefixPolicy {
             blocked_prefixes: Mutex::new(Vec::new()),
@@ -375,4 +382,61 @@ pub async fn curl(args: Vec<String>, url: &str) -> CurlResult {
 
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|arg| arg.to_string()).collect()
+}
+
+/// A response as curl saw it, headers included.
+pub struct FullResponse {
+    pub status: u16,
+    /// Header names in lowercase, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl FullResponse {
+    /// Every value of header `name`.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
+
+    /// The single value of header `name`.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.header_values(name).into_iter().next()
+    }
+
+    /// The value of cookie `name` set by this response.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.header_values("set-cookie")
+            .into_iter()
+            .find(|line| line.starts_with(&format!("{name}=")))
+    }
+}
+
+/// Runs curl once (no redirects followed) and returns status, headers and body.
+pub async fn curl_full(args: Vec<String>, url: &str) -> FullResponse {
+    let mut full_args = vec!["-D".to_owned(), "-".to_owned()];
+    full_args.extend(args);
+    let result = curl(full_args, url).await;
+    assert!(result.status != 0, "curl failed: {}", result.stderr);
+    let text = result.body;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    FullResponse {
+        status: result.status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// The `name=value` part of a `Set-Cookie` line.
+pub fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().trim().to_owned()
 }

@@ -97,6 +97,14 @@ async fn route(mut request: Request<Incoming>) -> Result<Response<OriginBody>, I
     let response = match path.as_str() {
         "/small" => text("hello from origin\n"),
         "/headers" => text(&describe(&request)),
+        "/set-cookie" => {
+            let mut response = text("cookie set\n");
+            response.headers_mut().insert(
+                "set-cookie",
+                HeaderValue::from_static("site=1; Path=/; Secure"),
+            );
+            response
+        }
         "/alt-svc" => {
             let mut response = text("alt-svc\n");
             response
