@@ -97,15 +97,28 @@ fn explain_prints_verdict_and_rules() {
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(stdout.contains("app class: app"), "{stdout}");
-    // At DNS the URL entry does not apply; at the proxy it blocks.
+    // At DNS the URL entry only sends the app to the proxy; at the proxy it blocks.
     let (dns, proxy) = stdout.split_once("proxy:").unwrap();
-    assert!(dns.contains("verdict: allow"), "{dns}");
+    assert!(dns.contains("verdict: inspect"), "{dns}");
     assert!(dns.contains("applies at the proxy only"), "{dns}");
     assert!(proxy.contains("verdict: block"), "{proxy}");
     assert!(
         proxy.contains("rule:    everyone/block/url/downloads.example/cracks/"),
         "{proxy}"
     );
+}
+
+#[test]
+fn explain_reports_canary_nxdomain() {
+    for name in ["use-application-dns.net", "mask.icloud.com"] {
+        let output = swg(&[
+            "policy", "explain", "--policy", EXAMPLE, "--tenant", "acme", name,
+        ]);
+        let stdout = text(&output.stdout);
+        assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+        assert!(stdout.contains("verdict: block"), "{name}: {stdout}");
+        assert!(stdout.contains("NXDOMAIN"), "{name}: {stdout}");
+    }
 }
 
 #[test]

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use crate::app::{App, AppClass};
-use crate::tenant::{Subject, Tenant};
-use crate::verdict::{Trace, Verdict};
+use crate::tenant::{Canary, Subject, Tenant};
+use crate::verdict::{Action, Trace, Verdict};
 
 /// One decision with its trace.
 #[derive(Debug, Clone)]
@@ -79,7 +79,40 @@ impl Tenant {
 
     fn explain_dns(&self, name: &str, subject: &Subject<'_>, app: &App<'_>) -> Explained {
         let mut trace = Trace::default();
+        if let Some(canary) = Canary::of(name) {
+            if self.canary_nxdomain(name) {
+                return self.explain_canary(canary, app);
+            }
+        }
         let verdict = self.decide_dns_traced(name, subject, app, Some(&mut trace));
+        Explained { verdict, trace }
+    }
+
+    /// Explains the resolver's NXDOMAIN for a canary name, which it answers before any
+    /// policy, so that `explain` and the live resolver agree.
+    fn explain_canary(&self, canary: Canary, app: &App<'_>) -> Explained {
+        let (rule, reason) = match canary {
+            Canary::ApplicationDns => (
+                "canary/use-application-dns",
+                "the resolver answers NXDOMAIN for this canary so browsers keep DNS on the device",
+            ),
+            Canary::PrivateRelay => (
+                "canary/private-relay",
+                "the resolver answers NXDOMAIN for this canary because the tenant blocks iCloud Private Relay",
+            ),
+        };
+        let mut trace = Trace::default();
+        trace.push(true, rule.to_owned(), reason.to_owned());
+        let verdict = Verdict {
+            action: Action::Block,
+            policy_action: Action::Block,
+            app_class: self.app_class(app.bundle_id, app.class_hint),
+            rule_id: Some(rule.to_owned()),
+            category: None,
+            policy_id: None,
+            reason: reason.to_owned(),
+            exception: None,
+        };
         Explained { verdict, trace }
     }
 }

@@ -123,7 +123,10 @@ fn urlhaus_url_rule_applies_at_proxy_only() {
     let (_dir, set) = real_lists();
     let real = set.tenant("real").unwrap();
     // At DNS the URL rule only sends the app to the proxy, which checks the path.
-    assert_eq!(app_dns(real, "astenterprises.com.pk").action, Action::Inspect);
+    assert_eq!(
+        app_dns(real, "astenterprises.com.pk").action,
+        Action::Inspect
+    );
     let verdict = proxy(real, "https://astenterprises.com.pk/ef/ef.vbs");
     assert_eq!(verdict.action, Action::Block);
     assert_eq!(
