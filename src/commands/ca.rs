@@ -92,6 +92,12 @@ pub(crate) fn run(command: CaCommand) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A reader that closed the pipe early (`swg ca show | head -1`) took what it wanted.
+        Err(CaCommandError::Output { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(error) => super::fail(&error),
     }
 }
