@@ -12,7 +12,8 @@ use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Tenant id of the test policy.
@@ -89,55 +90,90 @@ pub struct Process {
     arrivals: Mutex<mpsc::Receiver<String>>,
 }
 
+/// Folder of this test process's log files, removed by a watcher a few seconds after
+/// the process has exited.
+fn log_folder() -> &'static Path {
+    static FOLDER: OnceLock<PathBuf> = OnceLock::new();
+    FOLDER.get_or_init(|| {
+        let folder = std::env::temp_dir().join(format!("swg-e2e-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        watch_parent(&format!("sleep 5; rm -rf '{}'", folder.display()), None);
+        folder
+    })
+}
+
+/// Starts a shell loop that runs `then` once this test process has exited (or, with
+/// `child`, once that process has exited too).
+fn watch_parent(then: &str, child: Option<u32>) {
+    let alive = match child {
+        Some(child) => format!(
+            "kill -0 {} 2>/dev/null && kill -0 {child} 2>/dev/null",
+            std::process::id()
+        ),
+        None => format!("kill -0 {} 2>/dev/null", std::process::id()),
+    };
+    // The watcher must outlive this process, so nothing waits for it.
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .args(["-c", &format!("while {alive}; do sleep 1; done; {then}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+}
+
 impl Process {
-    /// Starts `command` with piped output and a watcher that sends it SIGTERM when
-    /// this test process is gone.
+    /// Starts `command` with its output going to a log file, and a watcher that sends
+    /// it SIGTERM when this test process is gone.
+    ///
+    /// Output goes to a file rather than a pipe so that a process outliving the test
+    /// (a fixture in a `static`) never writes into a closed pipe.
     pub fn spawn(name: &str, command: &mut Command) -> Process {
-        let mut child = command
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let sequence = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let file_name: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let path = log_folder().join(format!("{sequence:03}-{file_name}.log"));
+        let file = std::fs::File::create(&path).unwrap();
+        let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
-        let watcher = format!(
-            "while kill -0 {parent} 2>/dev/null && kill -0 {child} 2>/dev/null; do sleep 1; done; kill {child} 2>/dev/null",
-            parent = std::process::id(),
-            child = child.id()
+        watch_parent(
+            &format!("kill {} 2>/dev/null", child.id()),
+            Some(child.id()),
         );
-        // The watcher must outlive this process, so nothing waits for it.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .args(["-c", &watcher])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (sender, arrivals) = mpsc::channel();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let lines = Arc::clone(&lines);
-            let sender = sender.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    lines.lock().unwrap().push(line.clone());
-                    let _ = sender.send(line);
+        let reader_lines = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            let Ok(file) = std::fs::File::open(&path) else {
+                return;
+            };
+            let mut reader = BufReader::new(file);
+            let mut line = String::new();
+            loop {
+                match reader.read_line(&mut line) {
+                    Ok(0) => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(_) if line.ends_with('\n') => {
+                        let complete = line.trim_end().to_owned();
+                        line.clear();
+                        reader_lines.lock().unwrap().push(complete.clone());
+                        if sender.send(complete).is_err() {
+                            return;
+                        }
+                    }
+                    // Half a line: wait for the rest.
+                    Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(_) => return,
                 }
-            });
-        }
+            }
+        });
         Process {
             name: name.to_owned(),
             child: Mutex::new(child),
@@ -850,6 +886,11 @@ impl Bed {
             .prefix("swg-e2e-")
             .tempdir()
             .unwrap();
+        // A bed kept in a `static` is never dropped; remove its folder after the test.
+        watch_parent(
+            &format!("sleep 5; rm -rf '{}'", folder.path().display()),
+            None,
+        );
         let ca = TestCa::create(folder.path(), ORIGIN_NAMES);
         let phishing = a_phishing_domain();
         let upstream_port = free_port();
