@@ -34,7 +34,13 @@ impl RenderPage for BlockPages {
                 context.rule_id = decision.rule.clone();
                 context.category = decision.categories.first().cloned();
                 context.reason = Some(decision.reason.clone()).filter(|reason| !reason.is_empty());
-                Page::Warn(context, WarnForm::new(form_token.clone()))
+                // The URL field lets a rejected token get the warn page of the
+                // same URL again; it is never trusted as a redirect target.
+                let form = WarnForm {
+                    hidden_fields: vec![("url".to_owned(), request.url.clone())],
+                    ..WarnForm::new(form_token.clone())
+                };
+                Page::Warn(context, form)
             }
             PageKind::Inspection => Page::Inspection(context),
             PageKind::Unidentified => Page::Unidentified(context),

@@ -212,6 +212,14 @@ pub fn static_hosts(extra: &[(&str, &str)]) -> BTreeMap<String, Vec<IpAddr>> {
 impl Harness {
     /// Starts a proxy on ephemeral loopback ports allowing only 127.0.0.1 as a destination.
     pub async fn start(adjust: impl FnOnce(&mut ProxyConfig)) -> Harness {
+        Harness::start_with_pages(adjust, Arc::new(TextPages)).await
+    }
+
+    /// Starts a proxy as [`Harness::start`] does, rendering pages with `pages`.
+    pub async fn start_with_pages(
+        adjust: impl FnOnce(&mut ProxyConfig),
+        pages: Arc<dyn RenderPage>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let origin_ca = pki::TestCa::new("origin test CA");
         let origin_ca_path = dir.path().join("origin-ca.pem");
@@ -244,7 +252,7 @@ impl Harness {
         let collaborators = Collaborators {
             identify: identify.clone(),
             decide: policy.clone(),
-            pages: Arc::new(TextPages),
+            pages,
             record: events.clone(),
             leaves: leaves.clone(),
         };
