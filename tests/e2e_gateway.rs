@@ -259,22 +259,48 @@ async fn browser_sees_the_block_page_for_a_phishing_domain() {
 }
 
 #[tokio::test]
-#[ignore = "known bug: the proxy answers a warn verdict with the block page (docs/proxy.md, Known gaps); needs dnsmasq, nginx, dig, unshare, chromium"]
-async fn browser_sees_the_warn_page_for_a_warn_category_site() {
+#[ignore = "known bug: swg serve builds the proxy without SignedValues (src/components.rs, build_proxy), so a warn verdict gets the block page; needs chromium"]
+async fn browser_sees_the_warn_page_and_continues_to_the_site() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(BROWSER_APP, "casino.test"),
         ["127.0.0.1"]
     );
+    let url = origin_url(shared, "casino.test", "/tables");
     let chromium = chromium(shared).await;
     let tab = chromium.new_tab().await.unwrap();
-    tab.goto(&origin_url(shared, "casino.test", "/"))
-        .await
-        .unwrap();
-    let text = tab.visible_text().await.unwrap();
+    tab.goto(&url).await.unwrap();
+    let warned = tab.visible_text().await.unwrap();
+    let continued = if warned.contains("This page may be risky") {
+        tab.click_and_wait_for_navigation("form button[type=submit]")
+            .await
+            .unwrap();
+        Some(tab.visible_text().await.unwrap())
+    } else {
+        None
+    };
     chromium.close().await;
-    assert!(text.contains("This page may be risky"), "{text}");
-    assert!(!text.contains(ORIGIN_MARKER), "{text}");
+    assert!(warned.contains("This page may be risky"), "{warned}");
+    assert!(warned.contains("gambling"), "{warned}");
+    assert!(!warned.contains(ORIGIN_MARKER), "{warned}");
+    let continued = continued.unwrap();
+    assert!(continued.contains(ORIGIN_MARKER), "{continued}");
+    assert!(continued.contains("casino.test/tables"), "{continued}");
+    let events = shared
+        .bed
+        .swg
+        .wait_activity(DEVICE, Duration::from_secs(5), |events| {
+            events
+                .iter()
+                .any(|e| e["request"] == url.as_str() && e["action"] == "accepted")
+        });
+    let actions: Vec<&str> = events
+        .iter()
+        .filter(|e| e["request"] == url.as_str())
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"warn"), "{actions:?}");
+    assert!(actions.contains(&"accepted"), "{actions:?}");
 }
 
 #[tokio::test]
