@@ -15,9 +15,7 @@
 use http::{Method, Response, StatusCode};
 
 use crate::body::ProxyBody;
-use crate::boundary::AppClass;
 use crate::cookies::{set_cookie, SwgCookies, GATEWAY_COOKIE};
-use crate::identify::to_signed_identity;
 use crate::request::{plain, redirect, Exchange};
 use crate::signed::SignedValues;
 use crate::target::Target;
@@ -136,14 +134,7 @@ async fn register(
         return exchange.unidentified();
     };
     if let Some(ticket) = ticket {
-        let identity = to_signed_identity(&crate::boundary::ClientIdentity {
-            tenant: ticket.tenant,
-            user: ticket.user,
-            device: ticket.device,
-            app_bundle_id: None,
-            app_class: AppClass::Browser,
-            discovery: crate::boundary::Discovery::Ticket,
-        });
+        let identity = ticket.into_identity();
         let value = signed
             .signer
             .issue_gateway_cookie(&identity, auth_host, now);

@@ -137,7 +137,7 @@ pub(crate) fn issue_identity_cookie(
     )
 }
 
-/// The identity in swg-identity's terms, for signing.
+/// The identity in swg-identity's terms, for signing; the discovery is not signed.
 pub(crate) fn to_signed_identity(identity: &ClientIdentity) -> swg_identity::Identity {
     swg_identity::Identity {
         tenant: identity.tenant.clone(),

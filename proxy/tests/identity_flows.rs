@@ -690,3 +690,51 @@ async fn not_continuable_category_blocked() {
     assert_eq!(response.body, "swg-page: block\n");
     assert_eq!(events(&harness).pop().unwrap().action, Action::Block);
 }
+
+#[tokio::test]
+async fn split_http2_cookie_headers_lose_swg_cookies() {
+    use std::sync::Arc;
+
+    use rustls::pki_types::ServerName;
+
+    let (harness, port) = harness().await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(harness.leaves.ca.der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(harness.tls).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(SITE).unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+
+    let request = http::Request::get(format!("https://{SITE}:{port}/headers"))
+        .header("cookie", "a=1")
+        .header("cookie", "__swg_id=forged")
+        .header("cookie", "b=2; __swg_ack=forged")
+        .body(())
+        .unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains("cookie: a=1; b=2\n"), "{text}");
+    assert!(!text.contains("__swg"), "{text}");
+}
