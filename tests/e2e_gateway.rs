@@ -1,7 +1,7 @@
-//! End-to-end checks of one running gateway with real clients: dig through the
-//! reference agent for each kind of app, curl and headless Chromium through the TLS
-//! landing, the admin and device APIs with the secrets `swg serve` printed, and bad
-//! input between real requests.
+//! End-to-end checks of one running gateway with real clients. dig queries go through
+//! the reference agent for each kind of app, and curl and headless Chromium go through
+//! the TLS landing. The admin and device APIs are called with the secrets that
+//! `swg serve` printed, and bad input is sent between real requests.
 //!
 //! One gateway (with its upstream DNS, origin and agent) serves every test of this
 //! file; each test uses its own host names or device, so its assertions do not depend
@@ -86,7 +86,7 @@ fn curl_via_landing(shared: &Shared, host: &str, path: &str) -> (u16, String) {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn plain_app_gets_the_upstream_address_of_an_allowed_name() {
+fn plain_app_gets_real_address() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(PLAIN_APP, "plain-allowed.test"),
@@ -96,7 +96,7 @@ fn plain_app_gets_the_upstream_address_of_an_allowed_name() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn plain_app_gets_zero_address_for_a_warn_category_name() {
+fn plain_app_warn_name_gets_zero() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(PLAIN_APP, "www.casino.test"),
@@ -106,7 +106,7 @@ fn plain_app_gets_zero_address_for_a_warn_category_name() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn plain_app_request_for_a_warn_url_is_blocked_not_warned() {
+fn plain_app_warn_url_is_blocked() {
     let shared = shared();
     // The host has a URL rule, so the app is steered to the proxy, which sees the path.
     assert_eq!(
@@ -114,7 +114,7 @@ fn plain_app_request_for_a_warn_url_is_blocked_not_warned() {
         ["127.0.0.1"]
     );
     let (status, body) = curl_via_landing(shared, "mixed.web.test", "/casino/table");
-    // Not a navigation, so the short text answer rather than the page.
+    // curl's request is not a navigation, so it gets the short text body, not the page.
     assert_eq!(
         (status, body.as_str()),
         (403, "forbidden: blocked by policy\n")
@@ -148,7 +148,7 @@ fn plain_app_request_for_a_warn_url_is_blocked_not_warned() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn trusted_app_is_never_steered_but_blocked_names_get_zero() {
+fn trusted_app_is_never_steered() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(TRUSTED_APP, "trusted-allowed.test"),
@@ -182,7 +182,7 @@ fn trusted_app_is_never_steered_but_blocked_names_get_zero() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn bypassed_app_is_answered_by_the_system_resolver_and_not_logged() {
+fn bypassed_app_uses_system_resolver() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(BYPASSED_APP, "bypassed-only.test"),
@@ -208,7 +208,7 @@ fn bypassed_app_is_answered_by_the_system_resolver_and_not_logged() {
 
 #[tokio::test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare, chromium; run by .ci/run"]
-async fn browser_loads_an_allowed_site_through_the_landing() {
+async fn browser_loads_allowed_site() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(BROWSER_APP, "news.web.test"),
@@ -227,7 +227,7 @@ async fn browser_loads_an_allowed_site_through_the_landing() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn landing_certificate_chain_verifies_against_the_swg_root() {
+fn landing_chain_verifies_with_swg_root() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(BROWSER_APP, "chain.web.test"),
@@ -241,7 +241,7 @@ fn landing_certificate_chain_verifies_against_the_swg_root() {
 
 #[tokio::test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare, chromium; run by .ci/run"]
-async fn browser_sees_the_block_page_for_a_phishing_domain() {
+async fn browser_phishing_domain_shows_block_page() {
     let shared = shared();
     let phishing = &shared.bed.phishing;
     // Browsers are steered even for blocked names, so they can see the page.
@@ -260,7 +260,7 @@ async fn browser_sees_the_block_page_for_a_phishing_domain() {
 
 #[tokio::test]
 #[ignore = "known bug: swg serve builds the proxy without SignedValues (src/components.rs, build_proxy), so a warn verdict gets the block page; needs chromium"]
-async fn browser_sees_the_warn_page_and_continues_to_the_site() {
+async fn browser_warn_page_continues_to_site() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(BROWSER_APP, "casino.test"),
@@ -305,7 +305,7 @@ async fn browser_sees_the_warn_page_and_continues_to_the_site() {
 
 #[tokio::test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare, chromium; run by .ci/run"]
-async fn browser_sees_the_block_page_only_for_the_blocked_path() {
+async fn browser_blocks_only_blocked_path() {
     let shared = shared();
     assert_eq!(
         shared.agent.resolve(BROWSER_APP, "www.shop.test"),
@@ -330,7 +330,7 @@ async fn browser_sees_the_block_page_only_for_the_blocked_path() {
 
 // ---- activity ---------------------------------------------------------------------
 
-/// The (via, request, action, app) of each event, sorted.
+/// Returns the (via, request, action, app) of each event, sorted.
 fn summarize(events: &[Value]) -> Vec<(String, String, String, String)> {
     let field = |event: &Value, name: &str| event[name].as_str().unwrap_or_default().to_owned();
     let mut summary: Vec<_> = events
@@ -350,7 +350,7 @@ fn summarize(events: &[Value]) -> Vec<(String, String, String, String)> {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn activity_report_shows_exactly_the_expected_events() {
+fn activity_report_lists_expected_events() {
     let shared = shared();
     let user = "bob@e2e.test";
     let device = "e2e-activity-laptop";
@@ -449,7 +449,7 @@ fn activity_report_shows_exactly_the_expected_events() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn device_api_shows_the_devices_block_and_warn_events() {
+fn device_api_lists_block_and_warn() {
     let shared = shared();
     let user = "carol@e2e.test";
     let device = "e2e-device-api";
@@ -507,7 +507,7 @@ fn device_api_shows_the_devices_block_and_warn_events() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn admin_downloads_the_root_ca_in_three_formats() {
+fn admin_downloads_root_ca_formats() {
     let shared = shared();
     let swg = &shared.bed.swg;
     let root = std::fs::read(swg.root_pem()).unwrap();
@@ -544,7 +544,7 @@ fn admin_downloads_the_root_ca_in_three_formats() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn admin_downloads_the_mdm_profile_for_each_vendor() {
+fn admin_downloads_mdm_profiles() {
     let shared = shared();
     let swg = &shared.bed.swg;
     for (mdm, user, device) in [
@@ -605,7 +605,7 @@ fn send_tcp(server: SocketAddr, payload: &[u8]) {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn malformed_input_between_real_requests_changes_nothing() {
+fn malformed_input_leaves_requests_working() {
     let shared = shared();
     let ports = shared.bed.swg.ports;
     let dns = SocketAddr::from(([127, 0, 0, 1], ports.dns));
@@ -695,4 +695,30 @@ fn malformed_input_between_real_requests_changes_nothing() {
         shared.bed.swg.process.exited().is_none(),
         "swg exited after bad input"
     );
+}
+
+// ---- fixture ----------------------------------------------------------------------
+
+/// The test policy must load as the gateway loads it, so the ignored tests fail only
+/// for what they check; this needs no system tools.
+#[test]
+fn test_policy_passes_check() {
+    let folder = tempfile::tempdir().unwrap();
+    let feeds = folder.path().join("feeds");
+    e2e::write_feeds(&feeds);
+    let policy = folder.path().join("policy.toml");
+    std::fs::write(&policy, e2e::policy_text(&feeds, &e2e::phishing_list())).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_swg"))
+        .args(["policy", "check"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("ok, tenant e2e"), "{stdout}");
+    assert!(!e2e::a_phishing_domain().is_empty());
 }

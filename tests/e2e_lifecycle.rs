@@ -43,7 +43,7 @@ fn tools() {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn policy_edit_applies_within_two_seconds_and_a_broken_edit_is_refused() {
+fn policy_edits_apply_and_broken_rejected() {
     tools();
     let bed = Bed::start(false);
     let agent = bed.agent("erin@e2e.test", "e2e-reload", &[PLAIN_APP]);
@@ -111,8 +111,8 @@ fn run_curl_metrics(swg: &Swg) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// One request through the TLS landing: the HTTP status (`None` when nothing
-/// answered) and the body size.
+/// Sends one request through the TLS landing and returns the HTTP status (`None`
+/// when no response came) and the body size.
 fn fetch(bed: &Bed, host: &str, path: &str) -> (Option<u16>, usize) {
     let port = bed.origin_port;
     let output = Command::new(require_tool("curl"))
@@ -142,7 +142,7 @@ fn fetch(bed: &Bed, host: &str, path: &str) -> (Option<u16>, usize) {
 
 #[test]
 #[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
-fn sigterm_under_load_finishes_requests_flushes_activity_and_restart_keeps_state() {
+fn sigterm_drains_and_restart_keeps_state() {
     tools();
     let bed = Arc::new(Bed::start(false));
     let device = "e2e-shutdown";
@@ -151,7 +151,7 @@ fn sigterm_under_load_finishes_requests_flushes_activity_and_restart_keeps_state
     assert_eq!(agent.resolve(BROWSER_APP, host), ["127.0.0.1"]);
     let root_before = std::fs::read(bed.swg.root_pem()).unwrap();
 
-    // (path, status, bytes) of every request that swg answered.
+    // (path, status, bytes) of every request that got a response from swg.
     let answered: Arc<Mutex<Vec<(String, u16, usize)>>> = Arc::default();
     let slow_finished: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -187,7 +187,7 @@ fn sigterm_under_load_finishes_requests_flushes_activity_and_restart_keeps_state
     let signalled = Instant::now();
     bed.swg.process.signal("TERM");
     let exit = {
-        // wait_exit needs the process by value-like access; poll through exited().
+        // The bed is shared with the workers, so poll `exited` instead of `wait_exit`.
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = bed.swg.process.exited() {
@@ -285,7 +285,7 @@ fn sigterm_under_load_finishes_requests_flushes_activity_and_restart_keeps_state
 
 #[test]
 #[ignore = "known bug: swg serve ignores SIGTERM once its standard error is a closed pipe (src/shutdown.rs, src/logging.rs)"]
-fn sigterm_stops_swg_after_its_log_reader_has_gone() {
+fn sigterm_stops_with_closed_stderr() {
     use std::io::Read as _;
     use std::process::Stdio;
 

@@ -54,7 +54,7 @@ pub fn require_tool(name: &str) -> PathBuf {
     panic!("{name} is missing: install its Debian package (see .ci/run)");
 }
 
-/// A free TCP port on 127.0.0.1 that is also free for UDP.
+/// Returns a port on 127.0.0.1 that is free for both TCP and UDP.
 pub fn free_port() -> u16 {
     for _ in 0..100 {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -182,7 +182,7 @@ impl Process {
         }
     }
 
-    /// Every output line so far.
+    /// Returns every output line so far.
     pub fn log(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
@@ -210,12 +210,12 @@ impl Process {
         }
     }
 
-    /// The exit status once the process has ended.
+    /// Returns the exit status once the process has ended.
     pub fn exited(&self) -> Option<std::process::ExitStatus> {
         self.child.lock().unwrap().try_wait().unwrap()
     }
 
-    /// The process id.
+    /// Returns the process id.
     pub fn id(&self) -> u32 {
         self.child.lock().unwrap().id()
     }
@@ -230,7 +230,7 @@ impl Process {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.exited() {
-                // Let the reader threads drain the pipes.
+                // Give the reader thread the time to reach the end of the log.
                 std::thread::sleep(Duration::from_millis(200));
                 return status.code();
             }
@@ -495,7 +495,7 @@ impl Ports {
     }
 }
 
-/// The test policy: block lists, the phishing feed from the shared threat data, a
+/// Returns the test policy: block lists, the phishing feed from the shared threat data, a
 /// gambling feed with a warn action (names and one URL rule), and the app lists.
 pub fn policy_text(feeds: &Path, phishing_feed: &Path) -> String {
     format!(
@@ -550,7 +550,7 @@ warn = ["gambling"]
     )
 }
 
-/// The phishing list shared by all helpers, read as the real threat data.
+/// Returns the path of the shared phishing list, loaded as real threat data.
 pub fn phishing_list() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -558,8 +558,8 @@ pub fn phishing_list() -> PathBuf {
     ))
 }
 
-/// The first domain of the phishing list (used only through the local upstream and
-/// Chromium's host mapping, never the real host).
+/// Returns the first domain of the phishing list. Tests reach it only through the
+/// local upstream and Chromium's host mapping, never on the real host.
 pub fn a_phishing_domain() -> String {
     std::fs::read_to_string(phishing_list())
         .unwrap()
@@ -692,7 +692,7 @@ extra_roots = ["{root}"]
         }
     }
 
-    /// The swg root CA (PEM) in the data folder.
+    /// Returns the path of the swg root CA (PEM) in the data folder.
     pub fn root_pem(&self) -> PathBuf {
         self.folder.join("data/ca/root-cert.pem")
     }
@@ -711,7 +711,7 @@ extra_roots = ["{root}"]
         )
     }
 
-    /// Admin activity events for `device` (newest first), as JSON values.
+    /// Fetches the activity events of `device` (newest first) with the admin token.
     pub fn activity_of_device(&self, device: &str) -> Vec<serde_json::Value> {
         let (status, body) = self.admin_get(&format!("/api/activity?device={device}&limit=1000"));
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
@@ -823,7 +823,7 @@ impl Agent {
         }
     }
 
-    /// The listener of `app`.
+    /// Returns the listener address of `app`.
     pub fn listener(&self, app: &str) -> SocketAddr {
         self.listeners
             .iter()
