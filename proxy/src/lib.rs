@@ -1,7 +1,8 @@
 //! The inspection proxy: TLS landing, plain-HTTP landing, explicit proxy, upstream client.
 //!
-//! Every request is tied to an identity (a device token on the explicit proxy, a
-//! correlation hint on the landings), judged by policy on its full URL, and then
+//! Every request is tied to an identity (a device token on the explicit proxy; on
+//! the landings the signed `__swg_id` cookie, a correlation hint, or a ticket from
+//! swg's auth host), judged by policy on its full URL, and then
 //! forwarded to its origin through swg's own resolver and a destination check that
 //! keeps the proxy out of private networks, or refused with a page.
 
