@@ -5,9 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use futures::FutureExt;
+
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RecordType};
 use prometheus::IntCounter;
 
 use crate::answer::{self, EdeCode};
@@ -15,7 +17,7 @@ use crate::backends::{
     AppRef, AppTreatment, Client, ClientIdentifier, Decision, DnsPolicy, EventAction, EventSink,
     HintSink, QueryEvent, SteerHint, TokenRejection, Verdict,
 };
-use crate::cache::CachingUpstream;
+use crate::cache::{answer_addresses, chained_names, CachedAnswer, CachingUpstream};
 use crate::config::{AppBlockAnswer, DnsConfig};
 use crate::context::{AppClass, QueryContext, CONTEXT_OPTION_CODE};
 use crate::metrics::DnsMetrics;
@@ -81,11 +83,70 @@ pub enum DohAnswer {
 
 /// The response to one query and its event and metric label.
 struct Outcome {
-    response: Message,
+    response: Response,
     /// `None` for queries that are never logged (exceptions, bypassed apps).
     event: Option<(EventAction, Decision)>,
     /// Metric label of the action.
     label: &'static str,
+}
+
+/// An upstream answer: as the cache holds it, or fresh from an exchange.
+enum Upstream {
+    Cached(Arc<CachedAnswer>),
+    Fresh(Message),
+}
+
+impl Upstream {
+    fn response_code(&self) -> ResponseCode {
+        match self {
+            Upstream::Cached(answer) => answer.response_code(),
+            Upstream::Fresh(message) => message.metadata.response_code,
+        }
+    }
+
+    /// Returns the answer as a message, TTLs aged.
+    fn into_message(self) -> Message {
+        match self {
+            Upstream::Cached(answer) => answer.aged(),
+            Upstream::Fresh(message) => message,
+        }
+    }
+}
+
+/// The response to one query. A cached answer passed on unchanged stays in its cached
+/// form, so plain DNS can copy its encoded bytes instead of building a message.
+enum Response {
+    /// A response built as a message.
+    Built(Message),
+    /// `answer::upstream_response(query, answer.aged())`.
+    Cached(Arc<CachedAnswer>),
+    /// Not answered: it needs an upstream exchange and the asker does not wait.
+    Deferred,
+}
+
+impl Response {
+    /// Passes an upstream answer on to the client unchanged.
+    fn pass(query: &Message, upstream: Upstream) -> Self {
+        match upstream {
+            Upstream::Cached(answer) => Response::Cached(answer),
+            Upstream::Fresh(message) => Response::Built(answer::upstream_response(query, message)),
+        }
+    }
+
+    fn into_message(self, query: &Message) -> Message {
+        match self {
+            Response::Built(message) => message,
+            Response::Cached(answer) => answer::upstream_response(query, answer.aged()),
+            // Only askers that do not wait get this, and they never ask for a message.
+            Response::Deferred => answer::code_response(query, ResponseCode::ServFail),
+        }
+    }
+}
+
+impl From<Message> for Response {
+    fn from(message: Message) -> Self {
+        Response::Built(message)
+    }
 }
 
 /// The client, source and app of one query.
@@ -94,6 +155,16 @@ struct Asker<'a> {
     source: IpAddr,
     context: QueryContext,
     transport: Transport,
+    /// False: answer only what needs no upstream exchange, defer the rest.
+    wait: bool,
+}
+
+/// The outcome of answering a plain DNS query without waiting.
+pub(crate) enum Plain {
+    /// The response to send (`None`: send nothing).
+    Answered(Option<Vec<u8>>),
+    /// The answer needs an upstream exchange; nothing was recorded.
+    NeedsUpstream,
 }
 
 /// The query handler shared by the UDP, TCP and DoH listeners.
@@ -134,6 +205,57 @@ impl Resolver {
         source: SocketAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
+        match self
+            .answer_plain_or_defer(bytes, source, transport, true)
+            .await
+        {
+            Plain::Answered(response) => response,
+            // Only produced when waiting is not allowed.
+            Plain::NeedsUpstream => None,
+        }
+    }
+
+    /// Answers a plain DNS message if that needs no upstream exchange (a cache hit, a
+    /// canary name, an ANY query, a refusal); [`Plain::NeedsUpstream`] otherwise, with
+    /// nothing recorded yet. Lets the UDP loop answer most queries without spawning a
+    /// task for each.
+    pub(crate) fn answer_plain_now(
+        &self,
+        bytes: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+    ) -> Plain {
+        // Nothing on this path waits, so one poll completes it; the future stays on the
+        // stack instead of in a heap allocation per query.
+        self.answer_plain_or_defer(bytes, source, transport, false)
+            .now_or_never()
+            .unwrap_or(Plain::NeedsUpstream)
+    }
+
+    async fn answer_plain_or_defer(
+        &self,
+        bytes: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        wait: bool,
+    ) -> Plain {
+        match self
+            .answer_plain_inner(bytes, source, transport, wait)
+            .await
+        {
+            Some(response) => Plain::Answered(response),
+            None => Plain::NeedsUpstream,
+        }
+    }
+
+    /// `None`: the answer needs upstream and `wait` is false.
+    async fn answer_plain_inner(
+        &self,
+        bytes: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        wait: bool,
+    ) -> Option<Option<Vec<u8>>> {
         let query = match wire::read_query(bytes) {
             Incoming::Query(query) => query,
             Incoming::Reject(response, reason) => {
@@ -141,14 +263,14 @@ impl Resolver {
                     .refused
                     .with_label_values(&[reject_label(reason)])
                     .inc();
-                return wire::encode_response(&response, wire::CLASSIC_UDP_LIMIT);
+                return Some(wire::encode_response(&response, wire::CLASSIC_UDP_LIMIT));
             }
             Incoming::Drop(reason) => {
                 self.metrics
                     .dropped
                     .with_label_values(&[reason.as_str()])
                     .inc();
-                return None;
+                return Some(None);
             }
         };
         let limit = match transport {
@@ -163,7 +285,7 @@ impl Resolver {
                 .inc();
             tracing::debug!(client = %source, "refused query from a source outside every location");
             let response = answer::code_response(&query, ResponseCode::Refused);
-            return wire::encode_response(&response, limit);
+            return Some(wire::encode_response(&response, limit));
         };
 
         // Over plain DNS the location is the identity, so only the bundle id is taken
@@ -177,9 +299,16 @@ impl Resolver {
             source: source.ip(),
             context,
             transport,
+            wait,
         };
-        let response = self.answer(&query, &asker).await;
-        wire::encode_response(&response, limit)
+        Some(match self.answer(&query, &asker).await {
+            Response::Deferred => return None,
+            Response::Cached(answer) => answer.write_response(bytes, &query, limit).or_else(|| {
+                let response = answer::upstream_response(&query, answer.aged());
+                wire::encode_response(&response, limit)
+            }),
+            Response::Built(response) => wire::encode_response(&response, limit),
+        })
     }
 
     /// Answers a DoH request carrying `token` (the bearer token, if any).
@@ -233,8 +362,9 @@ impl Resolver {
             source: source.ip(),
             context: read_context(&query),
             transport: Transport::Doh,
+            wait: true,
         };
-        let response = self.answer(&query, &asker).await;
+        let response = self.answer(&query, &asker).await.into_message(&query);
         let max_age = wire::min_ttl(&response).unwrap_or(0);
         match wire::encode_response(&response, MAX_MESSAGE_LEN) {
             Some(body) => DohAnswer::Response { body, max_age },
@@ -243,9 +373,9 @@ impl Resolver {
     }
 
     /// Answers one identified query and records its event and metric.
-    async fn answer(&self, query: &Message, asker: &Asker<'_>) -> Message {
+    async fn answer(&self, query: &Message, asker: &Asker<'_>) -> Response {
         let Some(question) = query.queries.first() else {
-            return answer::code_response(query, ResponseCode::FormErr);
+            return answer::code_response(query, ResponseCode::FormErr).into();
         };
         let name = normalize(question.name());
         let app = asker.context.bundle_id.as_deref();
@@ -256,7 +386,7 @@ impl Resolver {
 
         let (outcome, class) = match treatment {
             AppTreatment::Bypassed => (
-                self.unfiltered(query, question, &name).await,
+                self.unfiltered(query, question, &name, asker.wait).await,
                 AppClass::Unknown,
             ),
             AppTreatment::Filtered(class) => (
@@ -265,6 +395,9 @@ impl Resolver {
             ),
         };
 
+        if matches!(outcome.response, Response::Deferred) {
+            return Response::Deferred;
+        }
         self.answered
             .get(&self.metrics, asker.transport, outcome.label)
             .inc();
@@ -296,13 +429,30 @@ impl Resolver {
     }
 
     /// Resolves with no policy and no event (domain exceptions, bypassed apps).
-    async fn unfiltered(&self, query: &Message, question: &Query, name: &str) -> Outcome {
+    async fn unfiltered(
+        &self,
+        query: &Message,
+        question: &Query,
+        name: &str,
+        wait: bool,
+    ) -> Outcome {
+        if !wait {
+            let response = match self.upstream.cached_answer(question, name) {
+                Some(answer) => Response::Cached(answer),
+                None => Response::Deferred,
+            };
+            return Outcome {
+                response,
+                event: None,
+                label: "unfiltered",
+            };
+        }
         let response = match self.upstream.resolve(question, name).await {
             Ok(upstream) => answer::upstream_response(query, upstream),
             Err(_) => answer::code_response(query, ResponseCode::ServFail),
         };
         Outcome {
-            response,
+            response: response.into(),
             event: None,
             label: "unfiltered",
         }
@@ -333,18 +483,25 @@ impl Resolver {
 
         // A cached answer is decided as a whole at once. Otherwise the asked name is
         // decided first, so exceptions and blocked names cost no upstream exchange.
-        let upstream = match self.upstream.cached(question, name).await {
-            Some(upstream) => upstream,
+        let upstream = match self.upstream.cached_answer(question, name) {
+            Some(answer) => Upstream::Cached(answer),
             None => {
+                if !asker.wait {
+                    return Outcome {
+                        response: Response::Deferred,
+                        event: None,
+                        label: "unfiltered",
+                    };
+                }
                 let first = self.backends.policy.decide(client, app, &[name], &[]);
                 if first.verdict == Verdict::Exception {
-                    return self.unfiltered(query, question, name).await;
+                    return self.unfiltered(query, question, name, asker.wait).await;
                 }
                 if first.verdict == Verdict::Block {
                     return self.apply(query, question, name, app, first, None, asker);
                 }
                 match self.upstream.resolve(question, name).await {
-                    Ok(upstream) => upstream,
+                    Ok(upstream) => Upstream::Fresh(upstream),
                     Err(error) => {
                         tracing::debug!(domain = %name, %error, "upstream resolution failed");
                         let response = answer::code_response(query, ResponseCode::ServFail);
@@ -359,18 +516,34 @@ impl Resolver {
             }
         };
 
-        let chain = chain_names(name, &upstream);
-        let names: Vec<&str> = chain.iter().map(String::as_str).collect();
-        let addresses = answer_addresses(&upstream);
-        let decision = self.backends.policy.decide(client, app, &names, &addresses);
-        match decision.verdict {
-            Verdict::IpException => {
-                let response = answer::upstream_response(query, upstream);
-                logged(response, EventAction::BypassIp, decision)
+        let decision = match &upstream {
+            Upstream::Cached(answer) => {
+                self.backends
+                    .policy
+                    .decide(client, app, &answer.chain(name), answer.addresses())
             }
+            Upstream::Fresh(message) => {
+                let chained = chained_names(message);
+                let mut names = vec![name];
+                names.extend(
+                    chained
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|chained| *chained != name),
+                );
+                let addresses = answer_addresses(message);
+                self.backends.policy.decide(client, app, &names, &addresses)
+            }
+        };
+        match decision.verdict {
+            Verdict::IpException => logged(
+                Response::pass(query, upstream),
+                EventAction::BypassIp,
+                decision,
+            ),
             // Only reachable if the policy changed between the two calls.
             Verdict::Exception => Outcome {
-                response: answer::upstream_response(query, upstream),
+                response: Response::pass(query, upstream),
                 event: None,
                 label: "unfiltered",
             },
@@ -408,7 +581,7 @@ impl Resolver {
         name: &str,
         app: AppRef<'_>,
         decision: Decision,
-        upstream: Option<Message>,
+        upstream: Option<Upstream>,
         asker: &Asker<'_>,
     ) -> Outcome {
         let action = class_action(app.class, decision.verdict);
@@ -417,9 +590,9 @@ impl Resolver {
         // blocked name is blocked whatever upstream says, as when it is decided alone.
         let upstream = match upstream {
             Some(upstream) => {
-                let resolves = upstream.metadata.response_code == ResponseCode::NoError;
+                let resolves = upstream.response_code() == ResponseCode::NoError;
                 if action == EventAction::Allow || (!resolves && action != EventAction::Block) {
-                    let response = answer::upstream_response(query, upstream);
+                    let response = Response::pass(query, upstream);
                     return logged(response, EventAction::Allow, decision);
                 }
                 Some(upstream)
@@ -444,7 +617,7 @@ impl Resolver {
                     self.config.proxy_ipv6,
                 ),
                 // Other types (TXT, MX...) carry no address a browser connects to.
-                (_, Some(upstream)) => upstream.answers,
+                (_, Some(upstream)) => upstream.into_message().answers,
             };
             self.backends.hints.record(SteerHint {
                 client_ip: asker.source,
@@ -529,37 +702,9 @@ fn class_action(class: AppClass, verdict: Verdict) -> EventAction {
     }
 }
 
-/// Lists the asked name, then every other name of the answer's CNAME chain.
-fn chain_names(name: &str, upstream: &Message) -> Vec<String> {
-    let mut names = vec![name.to_owned()];
-    for record in &upstream.answers {
-        let RData::CNAME(target) = &record.data else {
-            continue;
-        };
-        for chained in [normalize(&record.name), normalize(&target.0)] {
-            if !names.contains(&chained) {
-                names.push(chained);
-            }
-        }
-    }
-    names
-}
-
-fn answer_addresses(upstream: &Message) -> Vec<IpAddr> {
-    upstream
-        .answers
-        .iter()
-        .filter_map(|record| match &record.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn logged(response: Message, action: EventAction, decision: Decision) -> Outcome {
+fn logged(response: impl Into<Response>, action: EventAction, decision: Decision) -> Outcome {
     Outcome {
-        response,
+        response: response.into(),
         event: Some((action, decision)),
         label: action.as_str(),
     }

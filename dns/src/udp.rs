@@ -7,7 +7,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
 use crate::ratelimit::RateLimiter;
-use crate::resolver::{Resolver, Transport};
+use crate::resolver::{Plain, Resolver, Transport};
 use crate::wire::MAX_MESSAGE_LEN;
 
 /// Receives queries on `socket` forever, answering each in its own task.
@@ -50,18 +50,26 @@ pub async fn serve_udp(
             continue;
         };
 
-        let packet = buffer[..len].to_vec();
-        let socket = socket.clone();
-        let resolver = resolver.clone();
-        let mut answer = Box::pin(async move {
-            answer_datagram(&socket, &resolver, &packet, source).await;
-            drop(permit);
-        });
-        // Most queries are cache hits that complete without waiting: answer those here
-        // and spawn a task only for queries that wait on upstream. Polling once from
-        // this task may leave a stale waker behind, which only causes a spurious wakeup.
-        if futures::poll!(answer.as_mut()).is_pending() {
-            tokio::spawn(answer);
+        // Most queries are cache hits: answer those here, without a task or a copy of
+        // the packet, and spawn a task only for queries that wait on upstream.
+        match resolver.answer_plain_now(&buffer[..len], source, Transport::Udp) {
+            Plain::Answered(response) => {
+                if let Some(response) = response {
+                    if let Err(error) = socket.send_to(&response, source).await {
+                        tracing::debug!(client = %source, %error, "UDP send failed");
+                    }
+                }
+                drop(permit);
+            }
+            Plain::NeedsUpstream => {
+                let packet = buffer[..len].to_vec();
+                let socket = socket.clone();
+                let resolver = resolver.clone();
+                tokio::spawn(async move {
+                    answer_datagram(&socket, &resolver, &packet, source).await;
+                    drop(permit);
+                });
+            }
         }
     }
 }
