@@ -37,12 +37,12 @@ impl SwgCookies {
     /// returns swg's values.
     ///
     /// HTTP/2 clients may split cookies over several `cookie` fields (RFC 9113
-    /// section 8.2.3); when anything is removed, the remaining pairs are joined into
+    /// section 8.2.3). When anything is removed, the remaining pairs are joined into
     /// one `Cookie` header, which suits HTTP/1.1 and HTTP/2 origins alike. Headers
     /// without swg cookies are left exactly as they were.
     pub(crate) fn take(headers: &mut HeaderMap) -> SwgCookies {
         let mut found = SwgCookies::default();
-        let mut kept: Vec<&[u8]> = Vec::new();
+        let mut site_pairs: Vec<&[u8]> = Vec::new();
         let mut removed_any = false;
         for value in headers.get_all(header::COOKIE) {
             for pair in value.as_bytes().split(|byte| *byte == b';') {
@@ -55,7 +55,7 @@ impl SwgCookies {
                     None => (pair, &[][..]),
                 };
                 if !is_reserved_name(name) {
-                    kept.push(pair);
+                    site_pairs.push(pair);
                     continue;
                 }
                 removed_any = true;
@@ -66,7 +66,7 @@ impl SwgCookies {
             return found;
         }
 
-        let joined = kept.join(&b"; "[..]);
+        let joined = site_pairs.join(&b"; "[..]);
         headers.remove(header::COOKIE);
         if !joined.is_empty() {
             // Every byte comes from a valid header value, and "; " is valid too.
@@ -141,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn swg_cookies_removed_and_site_cookies_kept() {
+    fn swg_cookies_removed_and_site_cookies_site_pairs() {
         let mut headers = headers(&["a=1; __swg_id=v1.id.x; b=2", "__swg_ack=v1.ack.y;c=3"]);
         let found = SwgCookies::take(&mut headers);
         assert_eq!(found.identity, vec!["v1.id.x"]);
@@ -172,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn site_cookie_with_similar_name_kept() {
+    fn site_cookie_with_similar_name_site_pairs() {
         let mut headers = headers(&["swg_id=1; __swgid=2; __swg_id=3"]);
         SwgCookies::take(&mut headers);
         assert_eq!(cookie_values(&headers), vec!["swg_id=1; __swgid=2"]);

@@ -1,4 +1,4 @@
-//! Who is asking, in order: the explicit proxy's device token, the `__swg_id`
+//! The identity of a request, found in this order: the explicit proxy's device token, the `__swg_id`
 //! identity cookie, a correlation hint (then the identity cookie is set), and for
 //! top-level navigations the inspection flow through the auth host.
 
@@ -99,7 +99,7 @@ fn flow_enabled(shared: &Shared) -> bool {
     !shared.config.auth_host.is_empty()
 }
 
-/// The first `__swg_id` value that verifies for this host.
+/// Returns the identity of the first `__swg_id` value that verifies for this host.
 fn identity_cookie(signed: &SignedValues, asking: &Asking<'_>) -> Option<ClientIdentity> {
     let now = swg_identity::unix_now();
     asking.cookies.identity.iter().find_map(|value| {
@@ -137,7 +137,7 @@ pub(crate) fn issue_identity_cookie(
     )
 }
 
-/// The identity in swg-identity's terms, for signing; the discovery is not signed.
+/// Converts the identity to swg-identity's type for signing. The discovery is not signed.
 pub(crate) fn to_signed_identity(identity: &ClientIdentity) -> swg_identity::Identity {
     swg_identity::Identity {
         tenant: identity.tenant.clone(),
@@ -149,7 +149,7 @@ pub(crate) fn to_signed_identity(identity: &ClientIdentity) -> swg_identity::Ide
     }
 }
 
-/// Whether the class may be a browser, which keeps cookies and follows redirects.
+/// Returns whether the class may be a browser, which keeps cookies and follows redirects.
 pub(crate) fn may_be_browser(class: AppClass) -> bool {
     matches!(class, AppClass::Browser | AppClass::Unknown)
 }
@@ -194,7 +194,7 @@ fn register_gateway_cookie(
     Some(response)
 }
 
-/// The redirect of an unidentified navigation to the auth host.
+/// Builds the redirect of an unidentified navigation to the auth host.
 fn identify_at_auth_host(asking: &Asking<'_>, signed: &SignedValues) -> Response<ProxyBody> {
     let now = swg_identity::unix_now();
     let location = return_url(signed, asking, now).and_then(|return_value| {
@@ -230,9 +230,9 @@ fn return_url(signed: &SignedValues, asking: &Asking<'_>, now: u64) -> Option<St
         .ok()
 }
 
-/// Whether a request is a top-level navigation that may be redirected to the auth
-/// host: a GET that is a navigation and, when the browser says so, of a document
-/// rather than a frame.
+/// Returns whether a request is a top-level navigation that may be redirected to
+/// the auth host: a GET navigation of a document, not a frame, when
+/// `Sec-Fetch-Dest` is sent.
 pub(crate) fn is_top_level_navigation<B>(request: &Request<B>, navigation: bool) -> bool {
     if !navigation || request.method() != Method::GET {
         return false;

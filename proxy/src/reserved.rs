@@ -16,9 +16,9 @@ use crate::request::{plain, redirect, Exchange, RESERVED_PREFIX};
 use crate::target::Target;
 use crate::warn::{self, WarnOutcome};
 
-/// Where the auth host sends a browser back with a one-time ticket.
+/// Path to which the auth host sends a browser back with a one-time ticket.
 pub(crate) const TICKET_PATH: &str = "/.swg/auth";
-/// Where the warn page's "continue" form posts.
+/// Path that the warn page's "continue" form posts to.
 pub(crate) const CONTINUE_PATH: &str = "/.swg/continue";
 
 /// Largest "continue" form body read; the real form is a token and a URL, each at
@@ -153,9 +153,9 @@ pub(crate) async fn accept_warning(
         now,
     );
     let domain = swg_identity::registrable_domain(host);
-    // A Domain attribute widens the cookie to the registrable domain; for a host
-    // that is its own registrable domain (or an IP literal) host-only is the same
-    // scope and needs no attribute.
+    // A Domain attribute widens the cookie to the registrable domain. A host that is
+    // its own registrable domain (or an IP literal) gets a host-only cookie, which
+    // has the same scope.
     let domain = (domain != host).then_some(domain);
     exchange.set_cookies.extend(set_cookie(
         ACK_COOKIE,
@@ -242,7 +242,7 @@ async fn read_form(request: Request<Incoming>) -> Option<ContinueFields> {
     })
 }
 
-/// Whether the request asks for an HTML page (a form submission by a browser).
+/// Returns whether the request expects an HTML page (a form submission by a browser).
 fn wants_html<B>(request: &Request<B>) -> bool {
     let header_text = |name: &str| {
         request
@@ -278,7 +278,7 @@ pub(crate) fn same_site_url(url: Option<&str>, target: &Target, host: &str) -> S
     }
 }
 
-/// Whether `path` is a path on the same site that swg may redirect to: absolute,
+/// Returns whether `path` is a path on the same site that swg may redirect to: absolute,
 /// not protocol-relative, free of backslashes, controls and spaces, and outside
 /// `/.swg/`.
 pub(crate) fn is_safe_path(path: &str) -> bool {

@@ -1,5 +1,5 @@
-//! What the proxy needs for swg's signed values, and its memory of auth host
-//! redirects.
+//! The signer and spent-ticket store of swg's signed values, and the proxy's
+//! memory of auth host redirects.
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use crate::boundary::{AppClass, ClientIdentity, Decision};
 use crate::cookies::SwgCookies;
 use crate::server::Shared;
 
-/// What a warn verdict becomes for one request.
+/// The handling of a warn verdict for one request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum WarnOutcome {
     /// Show the warn page with "continue".
@@ -59,12 +59,12 @@ pub(crate) fn judge(
     }
 }
 
-/// The reason recorded for a request let through by an earlier "continue".
+/// Builds the reason recorded for a request let through by an earlier "continue".
 pub(crate) fn acknowledged_reason(reason: &str) -> String {
     format!("warning accepted earlier: {reason}")
 }
 
-/// The id under which a warning is acknowledged: the rule id, or for a decision
+/// Returns the id under which a warning is acknowledged: the rule id, or for a decision
 /// without one, its first category.
 pub(crate) fn acknowledgement_key(decision: &Decision) -> String {
     match (&decision.rule, decision.categories.first()) {

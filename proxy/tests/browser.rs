@@ -20,7 +20,7 @@ const SITE: &str = "www.site.example";
 const OTHER_SITE: &str = "other.site.example";
 const WARN_SITE: &str = "www.warn.example";
 
-/// The base64 SHA-256 of the SubjectPublicKeyInfo of the leaf the landing presents
+/// Returns the base64 SHA-256 of the SubjectPublicKeyInfo of the leaf the landing presents
 /// for `host`, which Chromium then accepts.
 fn leaf_spki_hash(harness: &Harness, host: &str) -> String {
     let leaf = harness.leaves.leaf(host).unwrap();
@@ -32,14 +32,14 @@ fn leaf_spki_hash(harness: &Harness, host: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
-/// The last event recorded for `url`.
+/// Returns the last event recorded for `url`.
 fn event_for(harness: &Harness, url: &str) -> swg_proxy::boundary::ProxyEvent {
     let events = harness.events.0.lock().unwrap();
     let found = events.iter().rev().find(|event| event.url == url).cloned();
     found.unwrap_or_else(|| panic!("no event for {url}"))
 }
 
-/// The document's URL, as the page itself sees it.
+/// Returns the document's URL as the page's own `location.href` reports it.
 async fn current_url(tab: &Tab) -> String {
     tab.evaluate_string("location.href").await.unwrap()
 }
@@ -50,7 +50,7 @@ async fn text_of(tab: &Tab) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium; run by .ci/run"]
-async fn browser_identified_by_hint_cookie_and_auth_host_then_continues_past_warning() {
+async fn chromium_identity_flows_and_continue() {
     let dir = tempfile::tempdir().unwrap();
     let pages =
         swg_blockpages::Pages::new(&swg_blockpages::PagesConfig::default(), dir.path()).unwrap();

@@ -71,7 +71,7 @@ fn events(harness: &Harness) -> Vec<swg_proxy::boundary::ProxyEvent> {
 }
 
 #[tokio::test]
-async fn hint_sets_identity_cookie_and_origin_sees_no_swg_cookie() {
+async fn hint_sets_cookie_hidden_from_origin() {
     let (harness, port) = harness().await;
 
     // The first navigation of the device also sets its gateway cookie on the auth host.
