@@ -188,26 +188,35 @@ impl Process {
     }
 
     /// Waits for an output line containing `needle` (including lines seen before) and
-    /// returns it.
+    /// returns it; panics with the output when the line does not come.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.try_wait_for(needle, timeout)
+            .unwrap_or_else(|message| panic!("{message}"))
+    }
+
+    /// Waits for an output line containing `needle` and returns it, or a message with
+    /// the output when the process exits or `timeout` passes first.
+    pub fn try_wait_for(&self, needle: &str, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
-            return line;
+            return Ok(line);
         }
         let arrivals = self.arrivals.lock().unwrap();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match arrivals.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
+        let mut exited = None;
+        while Instant::now() < deadline {
+            match arrivals.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains(needle) => return Ok(line),
                 Ok(_) => {}
-                Err(_) => panic!(
-                    "{}: no line with {needle:?} within {timeout:?}; exited: {:?}; output:\n{}",
-                    self.name,
-                    self.exited(),
-                    self.log().join("\n")
-                ),
+                Err(_) if exited.is_some() => break,
+                // One more round after the exit, so the last lines arrive.
+                Err(_) => exited = self.exited(),
             }
         }
+        Err(format!(
+            "{}: no line with {needle:?} within {timeout:?}; exit status: {exited:?}; output:\n{}",
+            self.name,
+            self.log().join("\n")
+        ))
     }
 
     /// Returns the exit status once the process has ended.
@@ -372,6 +381,14 @@ pub fn spki_sha256_base64(certificate: &Path) -> String {
 /// dnsmasq on `listen_ip:port` answering each `(domain, address)` pair for the domain
 /// and its subdomains (the longest matching domain wins), with no upstream of its own.
 pub fn start_dnsmasq(listen_ip: &str, port: u16, answers: &[(&str, &str)]) -> Process {
+    let mut command = dnsmasq_command(listen_ip, port, answers);
+    let process = Process::spawn("dnsmasq", &mut command);
+    process.wait_for("started, version", Duration::from_secs(10));
+    process
+}
+
+/// Builds the dnsmasq command of [`start_dnsmasq`].
+fn dnsmasq_command(listen_ip: &str, port: u16, answers: &[(&str, &str)]) -> Command {
     let dnsmasq = require_tool("dnsmasq");
     let mut command = Command::new(dnsmasq);
     command.args([
@@ -391,9 +408,24 @@ pub fn start_dnsmasq(listen_ip: &str, port: u16, answers: &[(&str, &str)]) -> Pr
     for (domain, address) in answers {
         command.arg(format!("--address=/{domain}/{address}"));
     }
-    let process = Process::spawn("dnsmasq", &mut command);
-    process.wait_for("started, version", Duration::from_secs(10));
-    process
+    command
+}
+
+/// Starts the agents' system resolver, retrying for a few seconds while the address is
+/// still taken by the resolver of a test binary that has just exited (its watcher
+/// stops it within about a second).
+fn start_system_resolver() -> Process {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut command =
+            dnsmasq_command(SYSTEM_RESOLVER_IP, 53, &[("test", SYSTEM_RESOLVER_ANSWER)]);
+        let process = Process::spawn("system resolver (dnsmasq)", &mut command);
+        match process.try_wait_for("started, version", Duration::from_secs(10)) {
+            Ok(_) => return process,
+            Err(message) if Instant::now() > deadline => panic!("{message}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
 }
 
 /// nginx serving HTTPS on 127.0.0.1:`port` with the origin certificate; every page is
@@ -903,8 +935,7 @@ impl Bed {
                 (IP_EXCEPTION_NAME, IP_EXCEPTION_ADDRESS),
             ],
         );
-        let system_resolver = with_system_resolver
-            .then(|| start_dnsmasq(SYSTEM_RESOLVER_IP, 53, &[("test", SYSTEM_RESOLVER_ANSWER)]));
+        let system_resolver = with_system_resolver.then(start_system_resolver);
         let origin_port = free_port();
         let origin = start_nginx(folder.path(), origin_port, &ca);
         let feeds = folder.path().join("feeds");
