@@ -756,3 +756,47 @@ async fn split_http2_cookie_headers_lose_swg_cookies() {
     assert!(text.contains("cookie: a=1; b=2\n"), "{text}");
     assert!(!text.contains("__swg"), "{text}");
 }
+
+#[tokio::test]
+async fn real_warn_page_posts_token_and_url_to_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let pages =
+        swg_blockpages::Pages::new(&swg_blockpages::PagesConfig::default(), dir.path()).unwrap();
+    let harness = Harness::start_with_pages(
+        |config| {
+            config.static_hosts = support::static_hosts(&[(WARN_SITE, "127.0.0.1")]);
+        },
+        std::sync::Arc::new(swg_proxy::adapters::BlockPages(std::sync::Arc::new(pages))),
+    )
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&[WARN_SITE]);
+    let port = origin::start_https(certificate, &[b"h2", b"http/1.1"])
+        .await
+        .port();
+    warn_on(
+        &harness,
+        format!("https://{WARN_SITE}:{port}/"),
+        "rule-a",
+        "newly-seen",
+    );
+
+    // The device's first navigation goes to the auth host to set its gateway cookie.
+    let first = fetch(&harness, WARN_SITE, port, "/small?q=1", &navigation(&[])).await;
+    assert_eq!(first.status, 302);
+    let page = fetch(&harness, WARN_SITE, port, "/small?q=1", &navigation(&[])).await;
+    assert_eq!(page.status, 403);
+    assert_eq!(page.header("cache-control").as_deref(), Some("no-store"));
+    assert!(
+        // minijinja escapes "/" in attribute values as "&#x2f;".
+        page.body
+            .contains(r#"<form method="post" action="&#x2f;.swg&#x2f;continue">"#),
+        "{}",
+        page.body
+    );
+    assert!(page
+        .body
+        .contains(r#"<input type="hidden" name="token" value="v1.cont."#));
+    assert!(page.body.contains(&format!(
+        r#"<input type="hidden" name="url" value="https:&#x2f;&#x2f;{WARN_SITE}:{port}&#x2f;small?q=1">"#
+    )));
+}
