@@ -279,14 +279,14 @@ pub(crate) fn same_site_url(url: Option<&str>, target: &Target, host: &str) -> S
 }
 
 /// Returns whether `path` is a path on the same site that swg may redirect to: absolute,
-/// not protocol-relative, free of backslashes, controls and spaces, and outside
-/// `/.swg/`.
+/// not protocol-relative, free of backslashes, made of printable ASCII only (so
+/// it is a valid `Location` value), and outside `/.swg/`.
 pub(crate) fn is_safe_path(path: &str) -> bool {
     path.starts_with('/')
         && !path.starts_with("//")
         && !path.starts_with(RESERVED_PREFIX)
         && !path.contains('\\')
-        && !path.chars().any(|c| c.is_control() || c.is_whitespace())
+        && path.bytes().all(|byte| byte.is_ascii_graphic())
         && path.len() <= swg_identity::MAX_SIGNED_VALUE_LEN
 }
 
@@ -306,6 +306,7 @@ mod tests {
             "/.swg/auth?ticket=x",
             "/a\r\nSet-Cookie: x=y",
             "/a b",
+            "/caf\u{e9}",
         ] {
             assert!(!is_safe_path(unsafe_path), "{unsafe_path:?}");
         }
