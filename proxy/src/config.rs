@@ -286,3 +286,52 @@ fn invalid(key: &'static str, problem: &str) -> ConfigError {
         problem: problem.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_flow_keys_validated() {
+        assert!(ProxyConfig::default().validate().is_ok());
+
+        let config = ProxyConfig {
+            auth_host: "not a host/".to_owned(),
+            ..ProxyConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().key, "auth_host");
+
+        let config = ProxyConfig {
+            auth_attempt_window_secs: 0,
+            ..ProxyConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().key,
+            "auth_attempt_window_secs"
+        );
+
+        let off = ProxyConfig {
+            auth_host: String::new(),
+            ..ProxyConfig::default()
+        };
+        assert!(off.validate().is_ok());
+        assert!(!off.is_auth_host(""));
+    }
+
+    #[test]
+    fn auth_host_matched_without_case_or_trailing_dot() {
+        let config = ProxyConfig::default();
+        assert!(config.is_auth_host("auth.swg.localhost"));
+        assert!(config.is_auth_host("AUTH.swg.localhost."));
+        assert!(!config.is_auth_host("www.auth.swg.localhost"));
+    }
+
+    #[test]
+    fn malware_and_phishing_not_continuable_by_default() {
+        let config = ProxyConfig::default();
+        assert!(!config.is_continuable(&["Malware".to_owned()]));
+        assert!(!config.is_continuable(&["newly-seen".to_owned(), "phishing".to_owned()]));
+        assert!(config.is_continuable(&["newly-seen".to_owned()]));
+        assert!(config.is_continuable(&[]));
+    }
+}
