@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -280,20 +281,28 @@ async fn seed_tenants(secrets: &dyn SecretStore, policy: &PolicyWatcher) -> Resu
         .await
         .map_err(|error| StartError::component("console state")(Box::new(error)))?;
     for (tenant, created) in seeded {
-        println!("Created the first secrets of tenant {tenant}; they are shown only now:");
+        // Written with `writeln!`, not `println!`, so a closed standard output cannot panic.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "Created the first secrets of tenant {tenant}; they are shown only now:"
+        );
         if let Some(key) = &created.authentication_key {
-            println!(
+            let _ = writeln!(
+                out,
                 "  authentication key (for agents and MDM profiles): {}",
                 key.key
             );
         }
         if let Some(token) = &created.admin_token {
-            println!(
+            let _ = writeln!(
+                out,
                 "  admin token (for the admin API):                  {}",
                 token.token
             );
         }
-        println!("{NEXT_STEPS}");
+        let _ = writeln!(out, "{NEXT_STEPS}");
+        let _ = out.flush();
     }
     Ok(())
 }

@@ -14,5 +14,8 @@ pub(crate) fn init() {
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never in log files.
         .with_ansi(std::io::stderr().is_terminal())
+        // A failed log write (standard error closed by a departed log collector) must
+        // not become a panic inside whichever task was logging.
+        .log_internal_errors(false)
         .try_init();
 }

@@ -18,8 +18,10 @@ pub(crate) fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> 
             _ = interrupt.recv() => "SIGINT",
             () = token.cancelled() => return,
         };
-        tracing::info!(signal = name, "shutting down");
+        // Cancel first: logging can fail (a closed standard error), and shutdown must not
+        // depend on it.
         token.cancel();
+        tracing::info!(signal = name, "shutting down");
     });
     Ok(())
 }

@@ -284,7 +284,6 @@ fn sigterm_drains_and_restart_keeps_state() {
 }
 
 #[test]
-#[ignore = "known bug: swg serve ignores SIGTERM once its standard error is a closed pipe (src/shutdown.rs, src/logging.rs)"]
 fn sigterm_stops_with_closed_stderr() {
     use std::io::Read as _;
     use std::process::Stdio;
