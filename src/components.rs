@@ -18,12 +18,13 @@ use swg_dns::gateway::{ActivityEvents, HintRecorder, PolicySource, SwgIdentifier
 use swg_dns::upstream::{system_upstreams, UpstreamAddr};
 use swg_dns::{Backends, DnsServer};
 use swg_identity::{
-    CorrelationHints, InProcessHints, LiveKeys, SecretStore, Signer, SqliteSecretStore,
+    CorrelationHints, InProcessHints, InProcessSpentTickets, LiveKeys, SecretStore, Signer,
+    SqliteSecretStore,
 };
 use swg_policy::PolicyWatcher;
 use swg_proxy::adapters::{ActivityRecorder, BlockPages, CaLeaves, IdentityAdapter, PolicyDecider};
 use swg_proxy::boundary::Collaborators;
-use swg_proxy::Proxy;
+use swg_proxy::{Proxy, SignedValues};
 use tokio::task::JoinSet;
 
 use crate::app::{App, StartError};
@@ -38,6 +39,10 @@ const PROXY_DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Correlation hints kept in memory at most; each is small, so this bounds the hints to
 /// tens of megabytes.
 const HINT_CAPACITY: u64 = 500_000;
+
+/// Spent one-time tickets, return URLs and form tokens remembered in memory at most.
+/// Each is remembered only until it would have expired anyway.
+const SPENT_TICKET_CAPACITY: u64 = 1_000_000;
 
 /// File name of the console state (tenants' keys, disabler passwords, admin tokens) in the
 /// data folder.
@@ -196,7 +201,13 @@ fn build_proxy(
         record: Arc::new(ActivityRecorder(recorder.clone())),
         leaves: Arc::new(CaLeaves(Arc::clone(&app.leaves))),
     };
-    Proxy::new(config, collaborators, &app.registry)
+    let signed = SignedValues {
+        signer: Arc::new(signer.clone()),
+        spent: Arc::new(InProcessSpentTickets::new(SPENT_TICKET_CAPACITY)),
+    };
+    Proxy::builder(config, collaborators)
+        .signed_values(signed)
+        .build(&app.registry)
         .map_err(|error| StartError::component("proxy")(Box::new(error)))
 }
 
