@@ -259,7 +259,7 @@ async fn browser_phishing_domain_shows_block_page() {
 }
 
 #[tokio::test]
-#[ignore = "known bug: swg serve builds the proxy without SignedValues (src/components.rs, build_proxy), so a warn verdict gets the block page; needs chromium"]
+#[ignore = "needs chromium, dnsmasq, nginx, unshare; run by .ci/run"]
 async fn browser_warn_page_continues_to_site() {
     let shared = shared();
     assert_eq!(
