@@ -151,7 +151,11 @@ async fn start_dns(
     recorder: &Recorder,
     hints: &Arc<dyn CorrelationHints>,
 ) -> Result<DnsServer, StartError> {
-    let config = &app.config.dns;
+    let mut config = app.config.dns.clone();
+    let auth_host = app.config.proxy.auth_host.trim_end_matches('.');
+    if !auth_host.is_empty() {
+        config.auth_host = Some(auth_host.to_ascii_lowercase());
+    }
     let policies = PolicySource::Watcher(Arc::clone(policy));
     let backends = Backends {
         identifier: Arc::new(SwgIdentifier::new(
@@ -168,7 +172,7 @@ async fn start_dns(
             .resolver()
             .with_default_host(config.doh_host.clone()),
     );
-    let server = DnsServer::start(config.clone(), backends, Some(certificates), &app.registry)
+    let server = DnsServer::start(config, backends, Some(certificates), &app.registry)
         .await
         .map_err(|error| StartError::component("resolver")(Box::new(error)))?;
     Ok(server)

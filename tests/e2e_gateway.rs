@@ -722,3 +722,39 @@ fn test_policy_passes_check() {
     assert!(stdout.contains("ok, tenant e2e"), "{stdout}");
     assert!(!e2e::a_phishing_domain().is_empty());
 }
+
+#[test]
+#[ignore = "needs dnsmasq, nginx, dig, unshare; run by .ci/run"]
+fn auth_host_is_steered_without_event() {
+    let shared = shared();
+    let device = "e2e-auth-host";
+    let agent = shared.bed.agent(USER, device, &[TRUSTED_APP]);
+
+    // Trusted apps are never steered by policy, so the proxy's address here can only
+    // come from the auth-host rule.
+    assert_eq!(
+        agent.resolve(TRUSTED_APP, "auth.swg.localhost"),
+        ["127.0.0.1"]
+    );
+    assert_eq!(
+        agent.resolve(TRUSTED_APP, "plain-allowed.test"),
+        [ORIGIN_IP]
+    );
+
+    let events = shared
+        .bed
+        .swg
+        .wait_activity(device, Duration::from_secs(5), |events| {
+            events.iter().any(|e| e["request"] == "plain-allowed.test")
+        });
+    assert!(
+        events.iter().any(|e| e["request"] == "plain-allowed.test"),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["request"].as_str().unwrap_or("").contains("auth.swg")),
+        "the auth host must not be logged: {events:?}"
+    );
+}

@@ -41,6 +41,11 @@ pub struct DnsConfig {
     pub proxy_ipv6: Option<Ipv6Addr>,
     /// TTL in seconds of steered and blocked answers (1..=60).
     pub steer_ttl_secs: u32,
+    /// The proxy's auth host, answered with the proxy's addresses for every client, with
+    /// no policy and no event. Not read from `[dns]`: the binary copies `[proxy] auth_host`
+    /// here, lower-case and without a trailing dot.
+    #[serde(skip)]
+    pub auth_host: Option<String>,
     /// What apps get for a blocked name: `zero` or `nxdomain`.
     pub app_block_answer: AppBlockAnswer,
     /// Time in milliseconds to wait for one upstream answer before trying the next upstream.
@@ -73,6 +78,7 @@ impl Default for DnsConfig {
             proxy_ipv4: Ipv4Addr::LOCALHOST,
             proxy_ipv6: Some(Ipv6Addr::LOCALHOST),
             steer_ttl_secs: 60,
+            auth_host: None,
             app_block_answer: AppBlockAnswer::Zero,
             upstream_timeout_ms: 2_000,
             idle_timeout_secs: 30,

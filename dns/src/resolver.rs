@@ -472,6 +472,9 @@ impl Resolver {
             class,
         };
 
+        if let Some(outcome) = self.auth_host(query, question, name) {
+            return outcome;
+        }
         if let Some(outcome) = self.canary(query, name, client) {
             return outcome;
         }
@@ -549,6 +552,27 @@ impl Resolver {
             },
             _ => self.apply(query, question, name, app, decision, Some(upstream), asker),
         }
+    }
+
+    /// Steers the proxy's auth host to the proxy for every client, with no policy and no
+    /// event: the inspection flow sends browsers there to identify their device.
+    fn auth_host(&self, query: &Message, question: &Query, name: &str) -> Option<Outcome> {
+        if self.config.auth_host.as_deref() != Some(name) {
+            return None;
+        }
+        let mut response = answer::base_response(query);
+        response.answers = answer::steered_records(
+            question.name(),
+            question.query_type(),
+            self.config.steer_ttl_secs,
+            self.config.proxy_ipv4,
+            self.config.proxy_ipv6,
+        );
+        Some(Outcome {
+            response: response.into(),
+            event: None,
+            label: "unfiltered",
+        })
     }
 
     /// Answers the canary names that switch browsers' and Apple's bypasses off.
