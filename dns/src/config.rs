@@ -1,11 +1,12 @@
 //! The `[dns]` section of `swg.toml`.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::upstream::UpstreamAddr;
+use crate::upstream::{UpstreamAddr, UPSTREAM_FORMATS};
 
 /// What an app (not a browser) gets for a blocked name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -31,8 +32,13 @@ pub struct DnsConfig {
     /// Host name the DoH listener presents a certificate for.
     pub doh_host: String,
     /// Upstream resolvers as `udp://IP:PORT`, `tcp://IP:PORT` or `IP[:PORT]` (UDP with
-    /// TCP retry on truncation). Empty: the `nameserver` lines of `/etc/resolv.conf`.
+    /// TCP retry on truncation), `tls://IP[:PORT][#NAME]` (DoT, port 853) or
+    /// `https://HOST[:PORT]/PATH[#IP]` (DoH). Empty: the `nameserver` lines of
+    /// `/etc/resolv.conf`.
     pub upstreams: Vec<String>,
+    /// PEM files of CA certificates trusted for DoT and DoH upstreams in addition to
+    /// the webpki roots.
+    pub upstream_extra_roots: Vec<PathBuf>,
     /// Maximum number of upstream answers in the shared cache.
     pub cache_size: u64,
     /// Public IPv4 address of the inspection proxy, the A answer for steered names.
@@ -74,6 +80,7 @@ impl Default for DnsConfig {
             tcp_listen: SocketAddr::from(([127, 0, 0, 1], 5353)),
             doh_host: "localhost".to_owned(),
             upstreams: Vec::new(),
+            upstream_extra_roots: Vec::new(),
             cache_size: 200_000,
             proxy_ipv4: Ipv4Addr::LOCALHOST,
             proxy_ipv6: Some(Ipv6Addr::LOCALHOST),
@@ -106,10 +113,12 @@ pub enum ConfigError {
         allowed: &'static str,
     },
     /// An upstream entry cannot be parsed.
-    #[error("dns.upstreams entry {entry:?} is invalid: expected udp://IP:PORT, tcp://IP:PORT or IP[:PORT]")]
+    #[error("dns.upstreams entry {entry:?} is invalid: {reason}; expected {formats}", formats = UPSTREAM_FORMATS)]
     InvalidUpstream {
         /// The entry as written.
         entry: String,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// `doh_host` is empty or not a DNS name.
     #[error("dns.doh_host {0:?} is not a host name")]
@@ -206,8 +215,9 @@ impl DnsConfig {
         self.upstreams
             .iter()
             .map(|entry| {
-                UpstreamAddr::parse(entry).ok_or_else(|| ConfigError::InvalidUpstream {
+                UpstreamAddr::parse_entry(entry).map_err(|reason| ConfigError::InvalidUpstream {
                     entry: entry.clone(),
+                    reason,
                 })
             })
             .collect()
@@ -279,5 +289,23 @@ mod tests {
             config.validate(),
             Err(ConfigError::InvalidUpstream { .. })
         ));
+    }
+
+    #[test]
+    fn doh_upstream_without_address_names_the_reason() {
+        let config = DnsConfig {
+            upstreams: vec!["https://dns.example/dns-query".to_owned()],
+            ..DnsConfig::default()
+        };
+        let message = config.validate().err().map(|e| e.to_string());
+        assert_eq!(
+            message.as_deref(),
+            Some(
+                "dns.upstreams entry \"https://dns.example/dns-query\" is invalid: an https URL \
+                 with a host name needs its IP address after # (it is never looked up through \
+                 the system resolver); expected udp://IP[:PORT], tcp://IP[:PORT], IP[:PORT], \
+                 tls://IP[:PORT][#NAME] or https://HOST[:PORT]/PATH[#IP]"
+            )
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod ratelimit;
 pub mod resolver;
+mod secure_upstream;
 pub mod server;
 pub mod tcp;
 pub mod udp;

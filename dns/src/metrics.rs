@@ -9,6 +9,9 @@ pub struct DnsMetrics {
     pub queries: IntCounterVec,
     /// `swg_dns_upstream_seconds`: time for one upstream exchange.
     pub upstream_seconds: Histogram,
+    /// `swg_dns_upstream_errors_total{transport}`: failed upstream exchanges (timeout,
+    /// I/O, TLS, HTTP), by upstream transport (`udp`, `tcp`, `tls`, `https`).
+    pub upstream_errors: IntCounterVec,
     /// `swg_dns_cache_hits_total`: queries answered from the shared cache.
     pub cache_hits: IntCounter,
     /// `swg_dns_refused_total{reason}`: refused or rejected queries.
@@ -23,6 +26,7 @@ impl DnsMetrics {
         let metrics = Self::unregistered()?;
         registry.register(Box::new(metrics.queries.clone()))?;
         registry.register(Box::new(metrics.upstream_seconds.clone()))?;
+        registry.register(Box::new(metrics.upstream_errors.clone()))?;
         registry.register(Box::new(metrics.cache_hits.clone()))?;
         registry.register(Box::new(metrics.refused.clone()))?;
         registry.register(Box::new(metrics.dropped.clone()))?;
@@ -51,6 +55,13 @@ impl DnsMetrics {
                 .buckets(vec![
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 ]),
+            )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "swg_dns_upstream_errors_total",
+                    "Failed upstream DNS exchanges, by upstream transport",
+                ),
+                &["transport"],
             )?,
             cache_hits: IntCounter::new(
                 "swg_dns_cache_hits_total",

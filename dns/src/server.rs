@@ -72,7 +72,8 @@ impl DnsServer {
         if upstream_addrs.is_empty() {
             upstream_addrs = system_upstreams(Path::new("/etc/resolv.conf"))?;
         }
-        let upstreams = Upstreams::new(upstream_addrs, config.upstream_timeout(), metrics.clone())?;
+        let upstreams = Upstreams::new(upstream_addrs, config.upstream_timeout(), metrics.clone())?
+            .with_extra_roots(&config.upstream_extra_roots)?;
         let upstream = CachingUpstream::new(upstreams, config.cache_size, metrics.clone());
 
         let config = Arc::new(config);

@@ -1,53 +1,165 @@
-//! Forwarding queries to upstream resolvers over UDP (with TCP retry on truncation)
-//! or TCP.
+//! Forwarding queries to upstream resolvers over UDP (with TCP retry on truncation),
+//! TCP, TLS (DoT) or HTTPS (DoH).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, Query};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::metrics::DnsMetrics;
+use crate::secure_upstream::{exchange_https, exchange_tls, UpstreamTls};
 use crate::wire::{EDNS_UDP_LIMIT, MAX_MESSAGE_LEN};
 
 /// One upstream resolver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamAddr {
     /// UDP, retried over TCP when the answer is truncated.
     Udp(SocketAddr),
     /// TCP only.
     Tcp(SocketAddr),
+    /// DNS over TLS (RFC 7858).
+    Tls {
+        /// Address of the upstream.
+        addr: SocketAddr,
+        /// Name (or IP address) its certificate must be valid for.
+        name: ServerName<'static>,
+    },
+    /// DNS over HTTPS (RFC 8484), POST.
+    Https {
+        /// Address connected to; never looked up through the system resolver.
+        addr: SocketAddr,
+        /// Name (or IP address) its certificate must be valid for: the URL's host.
+        name: ServerName<'static>,
+        /// The URL queries are posted to.
+        url: http::Uri,
+    },
 }
+
+/// The forms an upstream entry may take, for error messages.
+pub const UPSTREAM_FORMATS: &str = "udp://IP[:PORT], tcp://IP[:PORT], IP[:PORT], \
+     tls://IP[:PORT][#NAME] or https://HOST[:PORT]/PATH[#IP]";
 
 impl UpstreamAddr {
-    /// Parses `udp://IP:PORT`, `tcp://IP:PORT` or `IP[:PORT]` (UDP, port 53). IPv6
-    /// addresses with a port take brackets: `[::1]:53`.
+    /// Parses `udp://IP:PORT`, `tcp://IP:PORT` or `IP[:PORT]` (UDP, port 53),
+    /// `tls://IP[:PORT][#NAME]` (port 853) or `https://HOST[:PORT]/PATH[#IP]`. IPv6
+    /// addresses with a port take brackets: `[::1]:53`. See [`UpstreamAddr::parse_entry`]
+    /// for the reason an entry is rejected.
     pub fn parse(entry: &str) -> Option<Self> {
-        if let Some(rest) = entry.strip_prefix("udp://") {
-            return parse_socket_addr(rest).map(UpstreamAddr::Udp);
-        }
-        if let Some(rest) = entry.strip_prefix("tcp://") {
-            return parse_socket_addr(rest).map(UpstreamAddr::Tcp);
-        }
-        parse_socket_addr(entry).map(UpstreamAddr::Udp)
+        Self::parse_entry(entry).ok()
     }
 
-    fn socket_addr(self) -> SocketAddr {
+    /// Parses one `upstreams` entry, or says what is wrong with it.
+    pub fn parse_entry(entry: &str) -> Result<Self, &'static str> {
+        if let Some(rest) = entry.strip_prefix("udp://") {
+            return parse_socket_addr(rest, 53)
+                .map(UpstreamAddr::Udp)
+                .ok_or("not an IP address with an optional port");
+        }
+        if let Some(rest) = entry.strip_prefix("tcp://") {
+            return parse_socket_addr(rest, 53)
+                .map(UpstreamAddr::Tcp)
+                .ok_or("not an IP address with an optional port");
+        }
+        if let Some(rest) = entry.strip_prefix("tls://") {
+            return parse_tls(rest);
+        }
+        if entry.starts_with("https://") {
+            return parse_https(entry);
+        }
+        parse_socket_addr(entry, 53).map(UpstreamAddr::Udp).ok_or(
+            "not an IP address with an optional port, nor a udp://, tcp://, tls:// or https:// URL",
+        )
+    }
+
+    /// The address the upstream is reached at.
+    pub fn socket_addr(&self) -> SocketAddr {
         match self {
-            UpstreamAddr::Udp(addr) | UpstreamAddr::Tcp(addr) => addr,
+            UpstreamAddr::Udp(addr) | UpstreamAddr::Tcp(addr) => *addr,
+            UpstreamAddr::Tls { addr, .. } | UpstreamAddr::Https { addr, .. } => *addr,
+        }
+    }
+
+    /// The transport as a metric label: `udp`, `tcp`, `tls` or `https`.
+    pub fn transport(&self) -> &'static str {
+        match self {
+            UpstreamAddr::Udp(_) => "udp",
+            UpstreamAddr::Tcp(_) => "tcp",
+            UpstreamAddr::Tls { .. } => "tls",
+            UpstreamAddr::Https { .. } => "https",
         }
     }
 }
 
-fn parse_socket_addr(text: &str) -> Option<SocketAddr> {
+fn parse_tls(rest: &str) -> Result<UpstreamAddr, &'static str> {
+    let (address, name) = match rest.split_once('#') {
+        Some((address, name)) => (address, Some(name)),
+        None => (rest, None),
+    };
+    let addr = parse_socket_addr(address, 853)
+        .ok_or("tls:// takes an IP address with an optional port (the name goes after #)")?;
+    let name = match name {
+        Some(name) => ServerName::try_from(name.to_owned())
+            .map_err(|_| "the name after # is not a DNS name or IP address")?,
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    Ok(UpstreamAddr::Tls { addr, name })
+}
+
+fn parse_https(entry: &str) -> Result<UpstreamAddr, &'static str> {
+    let (url, address) = match entry.split_once('#') {
+        Some((url, address)) => (url, Some(address)),
+        None => (entry, None),
+    };
+    let url: http::Uri = url.parse().map_err(|_| "not a valid https URL")?;
+    if url.query().is_some() {
+        return Err("the https URL must not have a query");
+    }
+    let host = url.host().ok_or("the https URL has no host")?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = url.port_u16().unwrap_or(443);
+    let literal = host.parse::<IpAddr>().ok();
+    let ip = match (address, literal) {
+        (Some(address), _) => address
+            .parse::<IpAddr>()
+            .map_err(|_| "the address after # is not an IP address")?,
+        (None, Some(ip)) => ip,
+        (None, None) => {
+            return Err(
+                "an https URL with a host name needs its IP address after # \
+                 (it is never looked up through the system resolver)",
+            )
+        }
+    };
+    let name = match literal {
+        Some(ip) => ServerName::IpAddress(ip.into()),
+        None => {
+            ServerName::try_from(host.to_owned()).map_err(|_| "the URL's host is not a DNS name")?
+        }
+    };
+    if url.path() == "/" {
+        return Err("the https URL needs a path, usually /dns-query");
+    }
+    Ok(UpstreamAddr::Https {
+        addr: SocketAddr::new(ip, port),
+        name,
+        url,
+    })
+}
+
+fn parse_socket_addr(text: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Some(addr);
     }
     text.parse::<IpAddr>()
         .ok()
-        .map(|ip| SocketAddr::new(ip, 53))
+        .map(|ip| SocketAddr::new(ip, default_port))
 }
 
 /// Reads the `nameserver` lines of a resolv.conf file.
@@ -97,12 +209,28 @@ pub enum UpstreamError {
     /// The query could not be serialized.
     #[error("query cannot be serialized: {0}")]
     Encode(#[from] hickory_proto::ProtoError),
+    /// A file of extra TLS roots could not be used.
+    #[error("cannot use upstream root file {path}: {reason}")]
+    ExtraRoot {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS setup or handshake with a DoT or DoH upstream failed (including a
+    /// certificate that is not valid for the configured name).
+    #[error("upstream TLS failed: {0}")]
+    Tls(String),
+    /// The HTTP exchange with a DoH upstream failed or did not return 200.
+    #[error("upstream HTTP exchange failed: {0}")]
+    Http(String),
 }
 
 /// Forwards queries to an ordered list of upstreams, trying the next on failure.
 pub struct Upstreams {
     addrs: Vec<UpstreamAddr>,
     timeout: Duration,
+    tls: UpstreamTls,
     metrics: DnsMetrics,
 }
 
@@ -119,8 +247,16 @@ impl Upstreams {
         Ok(Upstreams {
             addrs,
             timeout,
+            tls: UpstreamTls::new(&[])?,
             metrics,
         })
+    }
+
+    /// Trusts, for DoT and DoH upstreams, the certificates of the PEM files
+    /// `extra_roots` in addition to the webpki roots.
+    pub fn with_extra_roots(mut self, extra_roots: &[PathBuf]) -> Result<Self, UpstreamError> {
+        self.tls = UpstreamTls::new(extra_roots)?;
+        Ok(self)
     }
 
     /// Resolves one question. The answer's question matches `query` and its id and
@@ -138,12 +274,22 @@ impl Upstreams {
             let result = match addr {
                 UpstreamAddr::Udp(server) => self.exchange_udp(&request, *server).await,
                 UpstreamAddr::Tcp(server) => exchange_tcp(&request, *server, self.timeout).await,
-            };
-            let result = match result {
-                Ok(response) if response.metadata.truncation => {
-                    exchange_tcp(&request, addr.socket_addr(), self.timeout).await
+                UpstreamAddr::Tls { addr, name } => {
+                    within(self.timeout, exchange_tls(&self.tls, &request, *addr, name)).await
                 }
-                other => other,
+                UpstreamAddr::Https { addr, name, url } => {
+                    within(
+                        self.timeout,
+                        exchange_https(&self.tls, &request, *addr, name, url),
+                    )
+                    .await
+                }
+            };
+            let result = match (addr, result) {
+                (UpstreamAddr::Udp(server), Ok(response)) if response.metadata.truncation => {
+                    exchange_tcp(&request, *server, self.timeout).await
+                }
+                (_, other) => other,
             };
             self.metrics
                 .upstream_seconds
@@ -151,7 +297,11 @@ impl Upstreams {
             match result {
                 Ok(response) => return Ok(response),
                 Err(error) => {
-                    tracing::debug!(upstream = %addr.socket_addr(), %error, "upstream exchange failed");
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[addr.transport()])
+                        .inc();
+                    tracing::debug!(upstream = %addr.socket_addr(), transport = addr.transport(), %error, "upstream exchange failed");
                 }
             }
         }
@@ -186,6 +336,16 @@ impl Upstreams {
     }
 }
 
+/// Bounds an exchange by the upstream timeout.
+async fn within(
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<Message, UpstreamError>>,
+) -> Result<Message, UpstreamError> {
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| UpstreamError::NoAnswer)?
+}
+
 async fn exchange_tcp(
     request: &Message,
     server: SocketAddr,
@@ -214,8 +374,8 @@ async fn exchange_tcp(
         .map_err(|_| UpstreamError::NoAnswer)?
 }
 
-/// Parses an upstream datagram and keeps it only if it answers `request`.
-fn accept_response(request: &Message, bytes: &[u8]) -> Option<Message> {
+/// Parses an upstream message and keeps it only if it answers `request`.
+pub(crate) fn accept_response(request: &Message, bytes: &[u8]) -> Option<Message> {
     let response = Message::from_vec(bytes).ok()?;
     if response.metadata.message_type != MessageType::Response
         || response.metadata.id != request.metadata.id
@@ -261,6 +421,61 @@ mod tests {
             ))))
         );
         assert_eq!(UpstreamAddr::parse("dns.example"), None);
+    }
+
+    #[test]
+    fn tls_entries_parse_with_port_853_and_the_given_name() {
+        assert_eq!(
+            UpstreamAddr::parse("tls://127.0.0.1#dot.example"),
+            Some(UpstreamAddr::Tls {
+                addr: SocketAddr::from(([127, 0, 0, 1], 853)),
+                name: ServerName::try_from("dot.example").unwrap_or_else(|_| unreachable!()),
+            })
+        );
+        assert_eq!(
+            UpstreamAddr::parse("tls://[::1]:8853"),
+            Some(UpstreamAddr::Tls {
+                addr: SocketAddr::from((Ipv6Addr::LOCALHOST, 8853)),
+                name: ServerName::IpAddress(IpAddr::from(Ipv6Addr::LOCALHOST).into()),
+            })
+        );
+        assert!(UpstreamAddr::parse_entry("tls://dot.example").is_err());
+        assert!(UpstreamAddr::parse_entry("tls://127.0.0.1#bad name").is_err());
+    }
+
+    #[test]
+    fn https_entries_take_the_address_after_the_hash() {
+        let Ok(UpstreamAddr::Https { addr, name, url }) =
+            UpstreamAddr::parse_entry("https://dns.example/dns-query#127.0.0.1")
+        else {
+            unreachable!("a valid DoH entry parses");
+        };
+        assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 443)));
+        assert_eq!(
+            name,
+            ServerName::try_from("dns.example").unwrap_or_else(|_| unreachable!())
+        );
+        assert_eq!(url.to_string(), "https://dns.example/dns-query");
+
+        let literal = UpstreamAddr::parse_entry("https://[::1]:8443/q").map(|u| u.socket_addr());
+        assert_eq!(literal, Ok(SocketAddr::from((Ipv6Addr::LOCALHOST, 8443))));
+    }
+
+    #[test]
+    fn https_entries_without_an_address_or_path_are_rejected() {
+        assert_eq!(
+            UpstreamAddr::parse_entry("https://dns.example/dns-query"),
+            Err(
+                "an https URL with a host name needs its IP address after # \
+                 (it is never looked up through the system resolver)"
+            )
+        );
+        assert_eq!(
+            UpstreamAddr::parse_entry("https://127.0.0.1"),
+            Err("the https URL needs a path, usually /dns-query")
+        );
+        assert!(UpstreamAddr::parse_entry("https://dns.example/dns-query#dns.example").is_err());
+        assert!(UpstreamAddr::parse_entry("https://127.0.0.1/dns-query?dns=x").is_err());
     }
 
     #[test]

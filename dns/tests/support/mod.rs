@@ -2,6 +2,7 @@
 //! backends with a small policy, and DNS/DoH clients over real sockets.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod secure_upstream;
 pub mod upstream;
 
 use std::collections::HashSet;

@@ -105,7 +105,7 @@ fn a(owner: &Name, ip: [u8; 4]) -> Record {
     Record::from_rdata(owner.clone(), 300, RData::A(A(Ipv4Addr::from(ip))))
 }
 
-async fn respond(packet: &[u8], stats: &UpstreamStats, udp_limit: usize) -> Option<Vec<u8>> {
+pub async fn respond(packet: &[u8], stats: &UpstreamStats, udp_limit: usize) -> Option<Vec<u8>> {
     let query = Message::from_vec(packet).ok()?;
     stats.queries.fetch_add(1, Ordering::SeqCst);
     if let Some(edns) = &query.edns {
