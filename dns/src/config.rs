@@ -117,7 +117,7 @@ pub enum ConfigError {
     InvalidUpstream {
         /// The entry as written.
         entry: String,
-        /// What is wrong with it.
+        /// The reason it is invalid.
         reason: &'static str,
     },
     /// `doh_host` is empty or not a DNS name.

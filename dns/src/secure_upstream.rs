@@ -1,14 +1,16 @@
 //! Exchanges with encrypted upstreams: DNS over TLS (RFC 7858) and DNS over HTTPS
-//! (RFC 8484, POST). Each exchange opens its own connection; reuse across queries is
-//! left for later, as the cache absorbs most repeats.
+//! (RFC 8484, POST). Connections are kept for later queries: idle DoT connections in a
+//! small pool (one exchange at a time each), and one HTTP/2 connection per DoH upstream
+//! that carries concurrent queries as streams.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use hickory_proto::op::Message;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -22,6 +24,32 @@ use crate::wire::MAX_MESSAGE_LEN;
 
 /// The media type of DNS messages over HTTPS.
 const DNS_MESSAGE: &str = "application/dns-message";
+
+/// Idle DoT connections kept per upstream.
+const MAX_IDLE_DOT: usize = 8;
+
+/// Open connections of one DoT or DoH upstream, reused across queries.
+#[derive(Default)]
+pub(crate) struct Connections {
+    idle_tls: Mutex<Vec<TlsStream<TcpStream>>>,
+    http2: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl Connections {
+    fn take_idle(&self) -> Option<TlsStream<TcpStream>> {
+        self.idle_tls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    fn keep_idle(&self, stream: TlsStream<TcpStream>) {
+        let mut idle = self.idle_tls.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_DOT {
+            idle.push(stream);
+        }
+    }
+}
 
 /// TLS client settings for DoT and DoH upstreams.
 #[derive(Clone)]
@@ -88,59 +116,105 @@ async fn connect_tls(
         .map_err(|error| UpstreamError::Tls(error.to_string()))
 }
 
-/// Sends `request` over a new TLS connection to `server`, checked for `name`, with
-/// 2-byte length framing, and waits for the answer to it.
+/// Sends `request` to a DoT upstream with 2-byte length framing and waits for the
+/// response to it. An idle connection is reused when there is one; when it turns out
+/// closed, the exchange is repeated on a new connection.
 pub(crate) async fn exchange_tls(
     tls: &UpstreamTls,
+    connections: &Connections,
     request: &Message,
     server: SocketAddr,
     name: &ServerName<'static>,
 ) -> Result<Message, UpstreamError> {
     let bytes = request.to_vec()?;
     let len = u16::try_from(bytes.len()).map_err(|_| UpstreamError::NoAnswer)?;
-    let mut stream = connect_tls(&tls.dot, server, name).await?;
     let mut framed = Vec::with_capacity(bytes.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(&bytes);
-    stream.write_all(&framed).await?;
+
+    if let Some(stream) = connections.take_idle() {
+        match exchange_framed(stream, request, &framed).await {
+            Ok((response, stream)) => {
+                connections.keep_idle(stream);
+                return Ok(response);
+            }
+            Err(error) => {
+                tracing::debug!(upstream = %server, %error, "idle DoT connection failed, reconnecting");
+            }
+        }
+    }
+    let stream = connect_tls(&tls.dot, server, name).await?;
+    let (response, stream) = exchange_framed(stream, request, &framed).await?;
+    connections.keep_idle(stream);
+    Ok(response)
+}
+
+/// Writes one framed query and reads framed messages until the response to it.
+async fn exchange_framed(
+    mut stream: TlsStream<TcpStream>,
+    request: &Message,
+    framed: &[u8],
+) -> Result<(Message, TlsStream<TcpStream>), UpstreamError> {
+    stream.write_all(framed).await?;
     stream.flush().await?;
     loop {
         let len = usize::from(stream.read_u16().await?);
         let mut buffer = vec![0u8; len.min(MAX_MESSAGE_LEN)];
         stream.read_exact(&mut buffer).await?;
         if let Some(response) = accept_response(request, &buffer) {
-            return Ok(response);
+            return Ok((response, stream));
         }
     }
 }
 
-/// POSTs `request` as `application/dns-message` to `url` over a new connection to
-/// `server` (HTTP/2 when the server offers it) and checks the answer.
+/// POSTs `request` as `application/dns-message` to a DoH upstream and checks the
+/// response. HTTP/2 connections are kept and shared by concurrent queries; when the
+/// server offers only HTTP/1.1, each query opens its own connection.
 pub(crate) async fn exchange_https(
     tls: &UpstreamTls,
+    connections: &Connections,
     request: &Message,
     server: SocketAddr,
     name: &ServerName<'static>,
     url: &http::Uri,
 ) -> Result<Message, UpstreamError> {
     let bytes = Bytes::from(request.to_vec()?);
+    let post = || {
+        http::Request::post(url.clone())
+            .header(http::header::CONTENT_TYPE, DNS_MESSAGE)
+            .header(http::header::ACCEPT, DNS_MESSAGE)
+            .body(Full::new(bytes.clone()))
+            .map_err(|error| UpstreamError::Http(error.to_string()))
+    };
+
+    let kept = connections
+        .http2
+        .lock()
+        .await
+        .as_ref()
+        .filter(|sender| !sender.is_closed())
+        .cloned();
+    if let Some(mut sender) = kept {
+        match sender.send_request(post()?).await {
+            Ok(response) => return read_response(request, response).await,
+            Err(error) => {
+                tracing::debug!(upstream = %server, %error, "kept DoH connection failed, reconnecting");
+            }
+        }
+    }
+
     let stream = connect_tls(&tls.doh, server, name).await?;
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(stream);
     let http_error = |error: hyper::Error| UpstreamError::Http(error.to_string());
-    let post = http::Request::post(url.clone())
-        .header(http::header::CONTENT_TYPE, DNS_MESSAGE)
-        .header(http::header::ACCEPT, DNS_MESSAGE);
+    let h2 = io.inner().get_ref().1.alpn_protocol() == Some(b"h2");
     let response = if h2 {
         let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                 .await
                 .map_err(http_error)?;
         tokio::spawn(connection);
-        let request = post
-            .body(Full::new(bytes))
-            .map_err(|error| UpstreamError::Http(error.to_string()))?;
-        sender.send_request(request).await.map_err(http_error)?
+        *connections.http2.lock().await = Some(sender.clone());
+        sender.send_request(post()?).await.map_err(http_error)?
     } else {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
@@ -148,16 +222,31 @@ pub(crate) async fn exchange_https(
         tokio::spawn(connection);
         let authority = url.authority().map(|a| a.as_str()).unwrap_or_default();
         let path = url.path_and_query().map_or("/", |p| p.as_str());
-        let request = post
-            .uri(path)
-            .header(http::header::HOST, authority)
-            .body(Full::new(bytes))
-            .map_err(|error| UpstreamError::Http(error.to_string()))?;
-        sender.send_request(request).await.map_err(http_error)?
+        let mut request_http1 = post()?;
+        *request_http1.uri_mut() = path
+            .parse()
+            .map_err(|_| UpstreamError::Http(format!("invalid path {path}")))?;
+        let host = http::HeaderValue::from_str(authority)
+            .map_err(|_| UpstreamError::Http(format!("invalid host {authority}")))?;
+        request_http1.headers_mut().insert(http::header::HOST, host);
+        sender
+            .send_request(request_http1)
+            .await
+            .map_err(http_error)?
     };
+    read_response(request, response).await
+}
+
+/// Reads a DoH response body and keeps it only if it is a 200 answering `request`.
+async fn read_response(
+    request: &Message,
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<Message, UpstreamError> {
     let status = response.status();
     if status != http::StatusCode::OK {
-        return Err(UpstreamError::Http(format!("status {status}")));
+        return Err(UpstreamError::Http(format!(
+            "DoH upstream returned status {status}"
+        )));
     }
     let body = Limited::new(response.into_body(), MAX_MESSAGE_LEN)
         .collect()

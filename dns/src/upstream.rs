@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::metrics::DnsMetrics;
-use crate::secure_upstream::{exchange_https, exchange_tls, UpstreamTls};
+use crate::secure_upstream::{exchange_https, exchange_tls, Connections, UpstreamTls};
 use crate::wire::{EDNS_UDP_LIMIT, MAX_MESSAGE_LEN};
 
 /// One upstream resolver.
@@ -52,7 +52,7 @@ impl UpstreamAddr {
         Self::parse_entry(entry).ok()
     }
 
-    /// Parses one `upstreams` entry, or says what is wrong with it.
+    /// Parses one `upstreams` entry, or returns the reason it is invalid.
     pub fn parse_entry(entry: &str) -> Result<Self, &'static str> {
         if let Some(rest) = entry.strip_prefix("udp://") {
             return parse_socket_addr(rest, 53)
@@ -75,7 +75,7 @@ impl UpstreamAddr {
         )
     }
 
-    /// The address the upstream is reached at.
+    /// Returns the address the upstream is reached at.
     pub fn socket_addr(&self) -> SocketAddr {
         match self {
             UpstreamAddr::Udp(addr) | UpstreamAddr::Tcp(addr) => *addr,
@@ -83,7 +83,7 @@ impl UpstreamAddr {
         }
     }
 
-    /// The transport as a metric label: `udp`, `tcp`, `tls` or `https`.
+    /// Returns the transport as a metric label: `udp`, `tcp`, `tls` or `https`.
     pub fn transport(&self) -> &'static str {
         match self {
             UpstreamAddr::Udp(_) => "udp",
@@ -214,7 +214,7 @@ pub enum UpstreamError {
     ExtraRoot {
         /// The file.
         path: String,
-        /// What is wrong with it.
+        /// The reason it is unusable.
         reason: String,
     },
     /// The TLS setup or handshake with a DoT or DoH upstream failed (including a
@@ -231,6 +231,8 @@ pub struct Upstreams {
     addrs: Vec<UpstreamAddr>,
     timeout: Duration,
     tls: UpstreamTls,
+    /// Kept DoT and DoH connections, one entry per element of `addrs`.
+    connections: Vec<Connections>,
     metrics: DnsMetrics,
 }
 
@@ -244,10 +246,12 @@ impl Upstreams {
         if addrs.is_empty() {
             return Err(UpstreamError::NoUpstreams);
         }
+        let connections = addrs.iter().map(|_| Connections::default()).collect();
         Ok(Upstreams {
             addrs,
             timeout,
             tls: UpstreamTls::new(&[])?,
+            connections,
             metrics,
         })
     }
@@ -269,18 +273,22 @@ impl Upstreams {
         edns.set_max_payload(EDNS_UDP_LIMIT);
         request.set_edns(edns);
 
-        for addr in &self.addrs {
+        for (addr, connections) in self.addrs.iter().zip(&self.connections) {
             let started = Instant::now();
             let result = match addr {
                 UpstreamAddr::Udp(server) => self.exchange_udp(&request, *server).await,
                 UpstreamAddr::Tcp(server) => exchange_tcp(&request, *server, self.timeout).await,
                 UpstreamAddr::Tls { addr, name } => {
-                    within(self.timeout, exchange_tls(&self.tls, &request, *addr, name)).await
+                    within(
+                        self.timeout,
+                        exchange_tls(&self.tls, connections, &request, *addr, name),
+                    )
+                    .await
                 }
                 UpstreamAddr::Https { addr, name, url } => {
                     within(
                         self.timeout,
-                        exchange_https(&self.tls, &request, *addr, name, url),
+                        exchange_https(&self.tls, connections, &request, *addr, name, url),
                     )
                     .await
                 }
@@ -424,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_entries_parse_with_port_853_and_the_given_name() {
+    fn tls_entries_parse() {
         assert_eq!(
             UpstreamAddr::parse("tls://127.0.0.1#dot.example"),
             Some(UpstreamAddr::Tls {
@@ -444,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn https_entries_take_the_address_after_the_hash() {
+    fn https_entries_parse() {
         let Ok(UpstreamAddr::Https { addr, name, url }) =
             UpstreamAddr::parse_entry("https://dns.example/dns-query#127.0.0.1")
         else {
@@ -462,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn https_entries_without_an_address_or_path_are_rejected() {
+    fn https_entries_without_address_rejected() {
         assert_eq!(
             UpstreamAddr::parse_entry("https://dns.example/dns-query"),
             Err(

@@ -37,7 +37,7 @@ async fn harness_with(ca: &TestCa, upstream: String, timeout_ms: u64) -> Harness
 }
 
 #[tokio::test]
-async fn dot_upstream_answers_and_the_answer_is_cached() {
+async fn dot_answer_is_cached() {
     let ca = TestCa::new();
     let dot = SecureUpstream::dot(ca.server_config(&[DOT_NAME], &[])).await;
     let harness = harness_with(&ca, format!("tls://{}#{DOT_NAME}", dot.addr), 5_000).await;
@@ -63,7 +63,56 @@ async fn dot_upstream_answers_and_the_answer_is_cached() {
 }
 
 #[tokio::test]
-async fn dot_upstream_with_a_certificate_for_another_name_is_rejected() {
+async fn dot_connection_is_reused() {
+    let ca = TestCa::new();
+    let dot = SecureUpstream::dot(ca.server_config(&[DOT_NAME], &[])).await;
+    let harness = harness_with(&ca, format!("tls://{}#{DOT_NAME}", dot.addr), 5_000).await;
+
+    let first = harness
+        .udp(&query("one.example.test", RecordType::A, None))
+        .await;
+    let second = harness
+        .udp(&query("two.example.test", RecordType::AAAA, None))
+        .await;
+
+    assert_eq!(first.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(first.answers.len(), 1);
+    assert_eq!(second.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(second.answers.len(), 1);
+    assert_eq!(dot.stats.dns.queries.load(Ordering::SeqCst), 2);
+    assert_eq!(dot.stats.handshakes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn dot_closed_connection_is_replaced() {
+    let ca = TestCa::new();
+    let dot = SecureUpstream::dot_answering(ca.server_config(&[DOT_NAME], &[]), 1).await;
+    let harness = harness_with(&ca, format!("tls://{}#{DOT_NAME}", dot.addr), 5_000).await;
+
+    let first = harness
+        .udp(&query("one.example.test", RecordType::A, None))
+        .await;
+    let second = harness
+        .udp(&query("two.example.test", RecordType::A, None))
+        .await;
+
+    assert_eq!(
+        ipv4_answers(&first),
+        vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))]
+    );
+    assert_eq!(
+        ipv4_answers(&second),
+        vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))]
+    );
+    assert_eq!(dot.stats.handshakes.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        harness.counter("swg_dns_upstream_errors_total", &[("transport", "tls")]),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn dot_wrong_name_certificate_rejected() {
     let ca = TestCa::new();
     let dot = SecureUpstream::dot(ca.server_config(&["other.upstream.test"], &[])).await;
     let harness = harness_with(&ca, format!("tls://{}#{DOT_NAME}", dot.addr), 5_000).await;
@@ -82,7 +131,7 @@ async fn dot_upstream_with_a_certificate_for_another_name_is_rejected() {
 }
 
 #[tokio::test]
-async fn dot_upstream_signed_by_an_untrusted_ca_is_rejected() {
+async fn dot_untrusted_ca_rejected() {
     let trusted = TestCa::new();
     let untrusted = TestCa::new();
     let dot = SecureUpstream::dot(untrusted.server_config(&[DOT_NAME], &[])).await;
@@ -116,7 +165,7 @@ async fn dot_answer_to_another_question_is_dropped() {
 }
 
 #[tokio::test]
-async fn doh_upstream_answers_over_http2_at_the_given_address() {
+async fn doh_answers_over_http2() {
     let ca = TestCa::new();
     let doh = SecureUpstream::doh(ca.server_config(&[DOH_NAME], &[b"h2", b"http/1.1"])).await;
     let url = format!("https://{DOH_NAME}:{}/dns-query#127.0.0.1", doh.addr.port());
@@ -136,7 +185,32 @@ async fn doh_upstream_answers_over_http2_at_the_given_address() {
 }
 
 #[tokio::test]
-async fn doh_upstream_over_http1_answers_when_http2_is_not_offered() {
+async fn doh_http2_connection_is_reused() {
+    let ca = TestCa::new();
+    let doh = SecureUpstream::doh(ca.server_config(&[DOH_NAME], &[b"h2"])).await;
+    let url = format!("https://{DOH_NAME}:{}/dns-query#127.0.0.1", doh.addr.port());
+    let harness = harness_with(&ca, url, 5_000).await;
+
+    let one = query("one.example.test", RecordType::A, None);
+    let two = query("two.example.test", RecordType::A, None);
+    let three = query("three.example.test", RecordType::TXT, None);
+    let (one, two, three) = tokio::join!(harness.udp(&one), harness.udp(&two), harness.udp(&three));
+    let four = harness
+        .udp(&query("four.example.test", RecordType::A, None))
+        .await;
+
+    for response in [&one, &two, &three, &four] {
+        assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(response.answers.len(), 1);
+    }
+    assert_eq!(doh.stats.dns.queries.load(Ordering::SeqCst), 4);
+    assert_eq!(doh.stats.http2_requests.load(Ordering::SeqCst), 4);
+    // Concurrent first queries may each open a connection; the fourth reuses one.
+    assert!(doh.stats.handshakes.load(Ordering::SeqCst) <= 3);
+}
+
+#[tokio::test]
+async fn doh_falls_back_to_http1() {
     let ca = TestCa::new();
     let doh = SecureUpstream::doh(ca.server_config(&[DOH_NAME], &[b"http/1.1"])).await;
     let url = format!("https://{DOH_NAME}:{}/dns-query#127.0.0.1", doh.addr.port());
@@ -150,7 +224,7 @@ async fn doh_upstream_over_http1_answers_when_http2_is_not_offered() {
 }
 
 #[tokio::test]
-async fn doh_upstream_with_a_certificate_for_another_name_is_rejected() {
+async fn doh_wrong_name_certificate_rejected() {
     let ca = TestCa::new();
     let doh = SecureUpstream::doh(ca.server_config(&["other.upstream.test"], &[b"h2"])).await;
     let url = format!("https://{DOH_NAME}:{}/dns-query#127.0.0.1", doh.addr.port());
@@ -169,10 +243,10 @@ async fn doh_upstream_with_a_certificate_for_another_name_is_rejected() {
 }
 
 #[tokio::test]
-async fn doh_upstream_error_status_fails_over_to_the_next_upstream() {
+async fn doh_error_status_tries_next_upstream() {
     let ca = TestCa::new();
     let doh = SecureUpstream::doh(ca.server_config(&[DOH_NAME], &[b"h2"])).await;
-    // The test server answers 404 on any other path.
+    // The test server returns 404 for any other path.
     let url = format!("https://{DOH_NAME}:{}/other#127.0.0.1", doh.addr.port());
     let roots = vec![ca.pem_path()];
     let harness = Harness::start_with(move |config| {

@@ -87,6 +87,14 @@ pub struct SecureUpstream {
 impl SecureUpstream {
     /// DNS over TLS: length-prefixed messages, several per connection.
     pub async fn dot(config: Arc<rustls::ServerConfig>) -> SecureUpstream {
+        Self::dot_answering(config, usize::MAX).await
+    }
+
+    /// DNS over TLS closing each connection after `per_connection` answers.
+    pub async fn dot_answering(
+        config: Arc<rustls::ServerConfig>,
+        per_connection: usize,
+    ) -> SecureUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(SecureStats::default());
@@ -101,7 +109,11 @@ impl SecureUpstream {
                         return;
                     };
                     stats.handshakes.fetch_add(1, Ordering::SeqCst);
-                    while let Ok(len) = stream.read_u16().await {
+                    let mut answered = 0;
+                    while answered < per_connection {
+                        let Ok(len) = stream.read_u16().await else {
+                            return;
+                        };
                         let mut packet = vec![0u8; usize::from(len)];
                         if stream.read_exact(&mut packet).await.is_err() {
                             return;
@@ -114,7 +126,9 @@ impl SecureUpstream {
                         if stream.write_all(&framed).await.is_err() {
                             return;
                         }
+                        answered += 1;
                     }
+                    let _ = stream.shutdown().await;
                 });
             }
         });
