@@ -95,8 +95,7 @@ impl UpstreamTls {
             Ok(Arc::new(config))
         };
         Ok(UpstreamTls {
-            // RFC 7858 defines no ALPN token that servers must accept; "dot" is
-            // registered but optional, so none is offered.
+            // RFC 7858 does not require ALPN, so none is offered.
             dot: config(Vec::new())?,
             doh: config(vec![b"h2".to_vec(), b"http/1.1".to_vec()])?,
         })
@@ -237,7 +236,8 @@ pub(crate) async fn exchange_https(
     read_response(request, response).await
 }
 
-/// Reads a DoH response body and keeps it only if it is a 200 answering `request`.
+/// Reads a DoH response body and keeps it only if the status is 200 and the message
+/// matches `request`.
 async fn read_response(
     request: &Message,
     response: http::Response<hyper::body::Incoming>,
@@ -254,4 +254,34 @@ async fn read_response(
         .map_err(|error| UpstreamError::Http(error.to_string()))?
         .to_bytes();
     accept_response(request, &body).ok_or(UpstreamError::NoAnswer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_extra_root_file_is_rejected() {
+        let path = std::env::temp_dir().join("swg-dns-no-such-root.pem");
+        let error = UpstreamTls::new(std::slice::from_ref(&path)).err();
+        assert!(
+            matches!(&error, Some(UpstreamError::ExtraRoot { path: named, .. }) if *named == path.display().to_string())
+        );
+    }
+
+    #[test]
+    fn extra_root_file_without_certificates_is_rejected() {
+        let dir = std::env::temp_dir().join(format!("swg-dns-roots-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("empty.pem");
+        assert!(std::fs::write(&path, "not a certificate\n").is_ok());
+
+        let reason = match UpstreamTls::new(&[path]) {
+            Err(UpstreamError::ExtraRoot { reason, .. }) => Some(reason),
+            _ => None,
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+
+        assert_eq!(reason.as_deref(), Some("no certificate in the file"));
+    }
 }
