@@ -215,8 +215,11 @@ fn build_proxy(
         .map_err(|error| StartError::component("proxy")(Box::new(error)))
 }
 
-/// Returns the addresses of the resolver's upstreams: `[dns] upstreams`, or the
-/// `nameserver` lines of `/etc/resolv.conf` when that list is empty.
+/// Returns the addresses of the resolver's plain UDP and TCP upstreams: `[dns] upstreams`,
+/// or the `nameserver` lines of `/etc/resolv.conf` when that list is empty.
+///
+/// The proxy's resolver speaks plain DNS only, so DoT and DoH upstreams are left out, and a
+/// list with only those is an error that asks for `[proxy] resolver_upstreams`.
 fn resolver_upstreams(dns: &swg_dns::DnsConfig) -> Result<Vec<SocketAddr>, StartError> {
     let mut upstreams = dns
         .upstream_addrs()
@@ -225,12 +228,21 @@ fn resolver_upstreams(dns: &swg_dns::DnsConfig) -> Result<Vec<SocketAddr>, Start
         upstreams = system_upstreams(Path::new("/etc/resolv.conf"))
             .map_err(|error| StartError::component("proxy")(Box::new(error)))?;
     }
-    Ok(upstreams
+    let plain: Vec<SocketAddr> = upstreams
         .into_iter()
-        .map(|upstream| match upstream {
-            UpstreamAddr::Udp(address) | UpstreamAddr::Tcp(address) => address,
+        .filter_map(|upstream| match upstream {
+            UpstreamAddr::Udp(address) | UpstreamAddr::Tcp(address) => Some(address),
+            UpstreamAddr::Tls { .. } | UpstreamAddr::Https { .. } => None,
         })
-        .collect())
+        .collect();
+    if plain.is_empty() {
+        return Err(StartError::component("proxy")(
+            "[dns] upstreams has only tls:// or https:// entries, which the proxy's resolver \
+             cannot use; set [proxy] resolver_upstreams to plain DNS servers"
+                .into(),
+        ));
+    }
+    Ok(plain)
 }
 
 /// Returns the console configuration with the endpoints handed to agents derived from
