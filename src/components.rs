@@ -299,7 +299,7 @@ const NEXT_STEPS: &str = "Next steps (see \"Try it\" in README.md):
   swg agent run --server https://localhost:9443 --ca-file swg-root.pem --auth-key KEY \\
       --user alice@example.com --device laptop-1 \\
       --listen 127.0.0.1:5300=com.apple.mobilesafari --listen 127.0.0.1:5301=com.example.notes
-  dig @127.0.0.1 -p 5300 www.example.com";
+  dig @127.0.0.1 -p 5300 example.com";
 
 /// Creates the first secrets of every tenant that lacks them and prints them once: the
 /// admin token is stored hashed and cannot be shown again.
