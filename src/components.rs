@@ -219,7 +219,7 @@ fn build_proxy(
 /// or the `nameserver` lines of `/etc/resolv.conf` when that list is empty.
 ///
 /// The proxy's resolver speaks plain DNS only, so DoT and DoH upstreams are left out, and a
-/// list with only those is an error that asks for `[proxy] resolver_upstreams`.
+/// list with only those is an error that points to `[proxy] resolver_upstreams`.
 fn resolver_upstreams(dns: &swg_dns::DnsConfig) -> Result<Vec<SocketAddr>, StartError> {
     let mut upstreams = dns
         .upstream_addrs()

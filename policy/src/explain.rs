@@ -88,7 +88,7 @@ impl Tenant {
         Explained { verdict, trace }
     }
 
-    /// Explains the resolver's NXDOMAIN for a canary name, which it answers before any
+    /// Explains the NXDOMAIN the resolver returns for a canary name before it applies any
     /// policy, so that `explain` and the live resolver agree.
     fn explain_canary(&self, canary: Canary, app: &App<'_>) -> Explained {
         let (rule, reason) = match canary {
