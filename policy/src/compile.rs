@@ -2,7 +2,7 @@
 //! ids, references, categories, feed files) and building the shared index. Every problem
 //! of every file is collected; any problem rejects the whole set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::ops::Range;
@@ -52,6 +52,9 @@ pub(crate) struct Compiler {
     source_ids: HashMap<Source, u32>,
     feeds: Vec<FeedInfo>,
     feed_keys: HashMap<(PathBuf, FeedFormat, Option<Category>), u32>,
+    /// Feed ids of the tenant being compiled whose feed failed to load; references to them
+    /// are not reported again as unknown.
+    failed_feed_ids: HashSet<String>,
     inputs: Vec<PathBuf>,
     tenants: Vec<TenantDraft>,
     tenant_ids: HashMap<String, Definition>,
@@ -87,6 +90,7 @@ impl Compiler {
             source_ids: HashMap::new(),
             feeds: Vec::new(),
             feed_keys: HashMap::new(),
+            failed_feed_ids: HashSet::new(),
             inputs: Vec::new(),
             tenants: Vec::new(),
             tenant_ids: HashMap::new(),
@@ -600,6 +604,7 @@ impl Compiler {
     ) -> (Vec<TenantFeed>, Vec<u32>) {
         let mut feeds: Vec<TenantFeed> = Vec::new();
         let mut used = Vec::new();
+        self.failed_feed_ids.clear();
         for raw_feed in &raw.feeds {
             let Some(id) = &raw_feed.id else {
                 self.report(
@@ -626,6 +631,8 @@ impl Compiler {
                     feed,
                 });
                 used.push(feed);
+            } else {
+                self.failed_feed_ids.insert(id.value.clone());
             }
         }
         (feeds, used)
@@ -698,7 +705,9 @@ impl Compiler {
                 DiagnosticKind::MissingFeed,
                 format!(
                     "feed {what} not found: {} (paths are relative to the policy file)",
-                    resolved.display()
+                    std::path::absolute(&resolved)
+                        .unwrap_or_else(|_| resolved.clone())
+                        .display()
                 ),
             );
             return None;
@@ -945,6 +954,8 @@ impl Compiler {
                     }
                     out.push(feed.feed);
                 }
+                // The feed itself is already reported.
+                None if self.failed_feed_ids.contains(&id.value) => {}
                 None => {
                     let known: Vec<&str> = feeds.iter().map(|f| f.id.as_str()).collect();
                     self.report(

@@ -130,6 +130,16 @@ fn messages_say_what_is_allowed() {
 }
 
 #[test]
+fn missing_feed_listed_in_a_policy_is_reported_once() {
+    let (_dir, errors) = errors_of(
+        "id = \"t\"\n[[feeds]]\nid = \"f\"\npath = \"gone.txt\"\nformat = \"domains\"\n\
+         [[policies]]\nid = \"p\"\n[policies.block]\nfeeds = [\"f\"]\n",
+    );
+    assert_eq!(errors.diagnostics.len(), 1, "{errors:?}");
+    assert_eq!(errors.diagnostics[0].kind, DiagnosticKind::MissingFeed);
+}
+
+#[test]
 fn missing_feed_names_its_path() {
     let (dir, errors) = errors_of("id = \"t\"\n[[feeds]]\nid = \"f\"\npath = \"feeds/gone.txt\"\nformat = \"hosts\"\ncategory = \"malware\"\n");
     assert_eq!(errors.diagnostics.len(), 1);
