@@ -122,6 +122,17 @@ fn explain_reports_canary_nxdomain() {
 }
 
 #[test]
+fn explain_rejects_invalid_names_and_schemes() {
+    for input in ["bad name", "ftp://files.example/"] {
+        let output = swg(&[
+            "policy", "explain", "--policy", EXAMPLE, "--tenant", "acme", input,
+        ]);
+        assert!(!output.status.success(), "{input}");
+        assert!(text(&output.stderr).contains("error:"), "{input}");
+    }
+}
+
+#[test]
 fn explain_uses_user_and_group_targets() {
     let output = swg(&[
         "policy",

@@ -7,7 +7,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use swg_policy::{App, LoadErrors, PolicySet, ReplaceError, Subject, Trace};
+use swg_policy::{App, Explained, LoadErrors, PolicySet, ReplaceError, Subject};
 
 use crate::auth::Admin;
 use crate::body::{ApiJson, TextBody};
@@ -167,14 +167,28 @@ pub(crate) async fn explain(
     };
     let app = request.app.as_deref().map(App::bundle).unwrap_or_default();
 
-    let mut trace = Trace::default();
-    let verdict = match (&request.url, &request.domain) {
-        (Some(url), None) => {
-            let url = url::Url::parse(url)
-                .map_err(|error| ApiError::BadRequest(format!("url is invalid: {error}")))?;
-            tenant.decide_url_traced(&url, &subject, &app, Some(&mut trace))
+    // The same explanation as `swg policy explain`, so both report canary names and
+    // invalid input alike.
+    let explain = |input: &str| {
+        tenant
+            .explain(input, &subject, &app)
+            .map_err(|error| ApiError::BadRequest(error.to_string()))
+    };
+    let Explained { verdict, trace } = match (&request.url, &request.domain) {
+        (Some(url), None) if url.contains("://") => explain(url)?
+            .proxy
+            .ok_or_else(|| ApiError::BadRequest("url has no host".to_owned()))?,
+        (Some(_), None) => {
+            return Err(ApiError::BadRequest(
+                "url must be an absolute URL such as https://host/path".to_owned(),
+            ))
         }
-        (None, Some(domain)) => tenant.decide_dns_traced(domain, &subject, &app, Some(&mut trace)),
+        (None, Some(domain)) if !domain.contains("://") => explain(domain)?.dns,
+        (None, Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "domain must be a host name; give a URL as url".to_owned(),
+            ))
+        }
         _ => {
             return Err(ApiError::BadRequest(
                 "give exactly one of url and domain".to_owned(),

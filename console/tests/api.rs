@@ -767,6 +767,31 @@ async fn policy_replace_is_validated_and_atomic() {
         .await;
     assert_eq!(explain.status, 200, "{}", explain.text());
     assert_eq!(explain.json()["action"], "block");
+
+    for (body, status, action) in [
+        (r#"{"domain":"mask.icloud.com"}"#, 200, Some("block")),
+        (r#"{"domain":"bad domain"}"#, 400, None),
+        (r#"{"domain":"https://www.other.example/"}"#, 400, None),
+        (r#"{"url":"ftp://www.other.example/"}"#, 400, None),
+        (r#"{"url":"www.other.example"}"#, 400, None),
+    ] {
+        let answer = console
+            .as_admin(
+                "POST",
+                "/api/policy/explain",
+                &[
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    body,
+                ],
+            )
+            .await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.text());
+        if let Some(action) = action {
+            assert_eq!(answer.json()["action"], action, "{body}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::app::{App, AppClass};
+use crate::name::{normalize_name, NameError};
 use crate::tenant::{Canary, Subject, Tenant};
 use crate::verdict::{Action, Trace, Verdict};
 
@@ -41,6 +42,17 @@ pub enum ExplainError {
     /// The URL has no host.
     #[error("the URL {0:?} has no host")]
     NoHost(String),
+    /// The URL's scheme is not one the proxy sees.
+    #[error("the URL {0:?} is not http, https, ws or wss")]
+    UnsupportedScheme(String),
+    /// The input is neither a URL nor a valid host name.
+    #[error("invalid host name {input:?}: {source}")]
+    InvalidName {
+        /// The input.
+        input: String,
+        /// Why the name is invalid.
+        source: NameError,
+    },
 }
 
 impl Tenant {
@@ -54,6 +66,10 @@ impl Tenant {
     ) -> Result<Explanation, ExplainError> {
         let app_class = self.app_class(app.bundle_id, app.class_hint);
         if !name_or_url.contains("://") {
+            normalize_name(name_or_url).map_err(|source| ExplainError::InvalidName {
+                input: name_or_url.to_string(),
+                source,
+            })?;
             return Ok(Explanation {
                 app_class,
                 dns: self.explain_dns(name_or_url, subject, app),
@@ -65,6 +81,9 @@ impl Tenant {
             input: name_or_url.to_string(),
             source,
         })?;
+        if !matches!(url.scheme(), "http" | "https" | "ws" | "wss") {
+            return Err(ExplainError::UnsupportedScheme(name_or_url.to_string()));
+        }
         let host = url
             .host_str()
             .ok_or_else(|| ExplainError::NoHost(name_or_url.to_string()))?;
