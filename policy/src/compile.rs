@@ -351,6 +351,39 @@ impl Compiler {
         id.value.clone()
     }
 
+    /// Returns the id of a tenant item (`what`: location, group, feed, policy) when it is
+    /// present and not a duplicate in this tenant, reporting it otherwise. A present id is
+    /// also checked for its allowed characters.
+    fn item_id<'r>(
+        &mut self,
+        file: &FileContext<'_>,
+        id: &'r Option<Sp<String>>,
+        item_span: &Range<usize>,
+        what: &str,
+        is_duplicate: impl FnOnce(&str) -> bool,
+    ) -> Option<&'r Sp<String>> {
+        let Some(id) = id else {
+            self.report(
+                file,
+                item_span.clone(),
+                DiagnosticKind::MissingKey,
+                format!("a {what} needs an `id`"),
+            );
+            return None;
+        };
+        self.check_id(file, id, &format!("{what} id"));
+        if is_duplicate(&id.value) {
+            self.report(
+                file,
+                id.span.clone(),
+                DiagnosticKind::Duplicate,
+                format!("duplicate {what} id `{}` in this tenant", id.value),
+            );
+            return None;
+        }
+        Some(id)
+    }
+
     fn check_id(&mut self, file: &FileContext<'_>, id: &Sp<String>, what: &str) {
         let valid = !id.value.is_empty()
             && id.value.len() <= 64
@@ -477,25 +510,15 @@ impl Compiler {
     ) -> Vec<Location> {
         let mut locations: Vec<Location> = Vec::new();
         for raw_location in &raw.locations {
-            let Some(id) = &raw_location.id else {
-                self.report(
-                    file,
-                    raw_location.span.clone(),
-                    DiagnosticKind::MissingKey,
-                    "a location needs an `id`".into(),
-                );
+            let Some(id) = self.item_id(
+                file,
+                &raw_location.id,
+                &raw_location.span,
+                "location",
+                |id| locations.iter().any(|l| l.id == id),
+            ) else {
                 continue;
             };
-            self.check_id(file, id, "location id");
-            if locations.iter().any(|l| l.id == id.value) {
-                self.report(
-                    file,
-                    id.span.clone(),
-                    DiagnosticKind::Duplicate,
-                    format!("duplicate location id `{}` in this tenant", id.value),
-                );
-                continue;
-            }
             if raw_location.cidrs.is_empty() {
                 self.report(
                     file,
@@ -566,25 +589,11 @@ impl Compiler {
     fn groups(&mut self, file: &FileContext<'_>, raw: &RawTenant) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
         for raw_group in &raw.groups {
-            let Some(id) = &raw_group.id else {
-                self.report(
-                    file,
-                    raw_group.span.clone(),
-                    DiagnosticKind::MissingKey,
-                    "a group needs an `id`".into(),
-                );
+            let Some(id) = self.item_id(file, &raw_group.id, &raw_group.span, "group", |id| {
+                groups.iter().any(|g| g.id == id)
+            }) else {
                 continue;
             };
-            self.check_id(file, id, "group id");
-            if groups.iter().any(|g| g.id == id.value) {
-                self.report(
-                    file,
-                    id.span.clone(),
-                    DiagnosticKind::Duplicate,
-                    format!("duplicate group id `{}` in this tenant", id.value),
-                );
-                continue;
-            }
             groups.push(Group {
                 id: id.value.clone(),
                 name: raw_group
@@ -606,25 +615,11 @@ impl Compiler {
         let mut used = Vec::new();
         self.failed_feed_ids.clear();
         for raw_feed in &raw.feeds {
-            let Some(id) = &raw_feed.id else {
-                self.report(
-                    file,
-                    raw_feed.span.clone(),
-                    DiagnosticKind::MissingKey,
-                    "a feed needs an `id`".into(),
-                );
+            let Some(id) = self.item_id(file, &raw_feed.id, &raw_feed.span, "feed", |id| {
+                feeds.iter().any(|f| f.id == id)
+            }) else {
                 continue;
             };
-            self.check_id(file, id, "feed id");
-            if feeds.iter().any(|f| f.id == id.value) {
-                self.report(
-                    file,
-                    id.span.clone(),
-                    DiagnosticKind::Duplicate,
-                    format!("duplicate feed id `{}` in this tenant", id.value),
-                );
-                continue;
-            }
             if let Some(feed) = self.feed(file, raw_feed, id) {
                 feeds.push(TenantFeed {
                     id: id.value.clone(),
@@ -867,25 +862,9 @@ impl Compiler {
         ids: &mut HashMap<String, Range<usize>>,
         stats: &mut TenantStats,
     ) -> Option<Policy> {
-        let Some(id) = &raw.id else {
-            self.report(
-                file,
-                raw.span.clone(),
-                DiagnosticKind::MissingKey,
-                "a policy needs an `id`".into(),
-            );
-            return None;
-        };
-        self.check_id(file, id, "policy id");
-        if ids.contains_key(&id.value) {
-            self.report(
-                file,
-                id.span.clone(),
-                DiagnosticKind::Duplicate,
-                format!("duplicate policy id `{}` in this tenant", id.value),
-            );
-            return None;
-        }
+        let id = self.item_id(file, &raw.id, &raw.span, "policy", |id| {
+            ids.contains_key(id)
+        })?;
         ids.insert(id.value.clone(), id.span.clone());
 
         let target = self.target(file, raw, context.groups, context.locations);
