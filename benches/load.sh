@@ -116,9 +116,10 @@ NGINX
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
 PIDS+=($!)
 
-# Upstream: every name under bench.test resolves to the origin's address.
+# Upstream: every name under bench.test resolves to the origin's address, with a
+# TTL of 300 s (dnsmasq gives such names TTL 0 by default, which no cache keeps).
 dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null --bind-interfaces \
-    --user=root --pid-file --log-facility="$WORK/dnsmasq.log" --cache-size=10000 \
+    --user=root --pid-file --log-facility="$WORK/dnsmasq.log" --cache-size=10000 --local-ttl=300 \
     --listen-address=127.0.0.1 --port="$UPSTREAM_PORT" --address="/bench.test/$ORIGIN_IP" &
 PIDS+=($!)
 
