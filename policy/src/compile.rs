@@ -36,11 +36,13 @@ struct Definition {
     column: usize,
 }
 
-/// A location network with its owner, for overlap checks across tenants.
+/// A location network with its owner and position, for overlap checks across tenants.
 struct LocationNet {
     network: IpNet,
     tenant: usize,
     location: usize,
+    line: usize,
+    column: usize,
 }
 
 pub(crate) struct Compiler {
@@ -530,17 +532,20 @@ impl Compiler {
                     ),
                 );
             }
-            let cidrs: Vec<IpNet> = raw_location
-                .cidrs
-                .iter()
-                .filter_map(|c| self.cidr(file, c))
-                .collect();
-            for network in &cidrs {
+            let mut cidrs = Vec::with_capacity(raw_location.cidrs.len());
+            for raw_cidr in &raw_location.cidrs {
+                let Some(network) = self.cidr(file, raw_cidr) else {
+                    continue;
+                };
+                let (line, column) = crate::error::line_column(file.text, raw_cidr.span.start);
                 self.location_nets.push(LocationNet {
-                    network: *network,
+                    network,
                     tenant,
                     location: locations.len(),
+                    line,
+                    column,
                 });
+                cidrs.push(network);
             }
             locations.push(Location {
                 id: id.value.clone(),
@@ -563,27 +568,36 @@ impl Compiler {
                 if a.tenant != b.tenant
                     && (a.network.contains(&b.network) || b.network.contains(&a.network))
                 {
-                    problems.push((a.tenant, a.location, a.network, b.tenant, b.network));
+                    problems.push((a, b));
                 }
             }
         }
-        for (tenant_a, location_a, network_a, tenant_b, network_b) in problems {
-            let a = &self.tenants[tenant_a].tenant;
-            let b_id = self
-                .tenants
-                .get(tenant_b)
-                .map_or("?", |t| t.tenant.id.as_str());
-            let message = format!(
-                "location `{}` network {network_a} of tenant `{}` overlaps {network_b} of tenant `{b_id}`; plain DNS from one source must belong to one tenant",
-                a.locations.get(location_a).map_or("?", |l| l.id.as_str()),
-                a.id
+        let mut diagnostics = Vec::with_capacity(problems.len());
+        for (a, b) in problems {
+            let tenant_a = &self.tenants[a.tenant].tenant;
+            let location_a = tenant_a
+                .locations
+                .get(a.location)
+                .map_or("?", |l| l.id.as_str());
+            let (b_id, b_place) = self.tenants.get(b.tenant).map_or_else(
+                || ("?".to_owned(), String::new()),
+                |t| {
+                    let place = format!(" ({}:{}:{})", t.tenant.file.display(), b.line, b.column);
+                    (t.tenant.id.clone(), place)
+                },
             );
-            self.diagnostics.push(Diagnostic::whole_file(
-                &a.file.clone(),
-                DiagnosticKind::Duplicate,
-                message,
-            ));
+            diagnostics.push(Diagnostic {
+                path: tenant_a.file.clone(),
+                line: a.line,
+                column: a.column,
+                kind: DiagnosticKind::Duplicate,
+                message: format!(
+                    "location `{location_a}` network {} of tenant `{}` overlaps {} of tenant `{b_id}`{b_place}; plain DNS from one source must belong to one tenant",
+                    a.network, tenant_a.id, b.network
+                ),
+            });
         }
+        self.diagnostics.extend(diagnostics);
     }
 
     fn groups(&mut self, file: &FileContext<'_>, raw: &RawTenant) -> Vec<Group> {

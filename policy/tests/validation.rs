@@ -191,11 +191,11 @@ fn overlapping_locations_of_two_tenants_are_rejected() {
         "[[tenants]]\nid = \"a\"\n[[tenants.locations]]\nid = \"x\"\ncidrs = [\"192.0.2.0/24\"]\n[[tenants]]\nid = \"b\"\n[[tenants.locations]]\nid = \"y\"\ncidrs = [\"192.0.2.64/26\"]\n",
     );
     assert_eq!(errors.diagnostics.len(), 1);
-    assert!(
-        errors.diagnostics[0].message.contains("overlaps"),
-        "{}",
-        errors
-    );
+    let diagnostic = &errors.diagnostics[0];
+    // Points at the first tenant's CIDR and names the second one's position.
+    assert_eq!((diagnostic.line, diagnostic.column), (5, 10), "{errors}");
+    assert!(diagnostic.message.contains("overlaps"), "{errors}");
+    assert!(diagnostic.message.contains(":10:10)"), "{errors}");
 }
 
 #[test]
