@@ -2,13 +2,18 @@
 //! writer, SQLite) and reports drops, queue depth and memory as it goes.
 //!
 //! ```text
-//! cargo run --release -p swg-activity --example sustained_recording -- [RATE] [SECONDS] [DB] [QUEUE]
+//! cargo run --release -p swg-activity --example sustained_recording -- [RATE] [SECONDS] [DB] [QUEUE] [BATCH] [INTERVAL_MS]
 //! ```
 //!
 //! RATE defaults to 100 000 events per second, SECONDS to 60, DB to
-//! `target/activity-sustained.db` (deleted first) and QUEUE to the default
-//! `queue_capacity`. The rest of the configuration is the default `[activity]`
+//! `target/activity-sustained.db` (deleted first), and QUEUE, BATCH and INTERVAL_MS to
+//! the defaults of `queue_capacity`, `batch_size` and `batch_interval_ms`. The rest of the configuration is the default `[activity]`
 //! section. Exits with status 1 if any event was dropped.
+//!
+//! At the end it prints the process CPU time (user and system, from
+//! `/proc/self/stat`) per 100 000 events, split by thread, and the CPU time the
+//! producer spends cloning 100 000 events from its pool. That clone stands in for
+//! the caller building its event, so the activity log's own cost is the total minus it.
 
 #[path = "support/generate.rs"]
 #[allow(dead_code)]
@@ -47,6 +52,12 @@ fn main() -> ExitCode {
     if let Some(queue) = args.next().and_then(|a| a.parse().ok()) {
         config.queue_capacity = queue;
     }
+    if let Some(batch) = args.next().and_then(|a| a.parse().ok()) {
+        config.batch_size = batch;
+    }
+    if let Some(interval) = args.next().and_then(|a| a.parse().ok()) {
+        config.batch_interval_ms = interval;
+    }
     let (log, recorder) = {
         let _guard = runtime.enter();
         ActivityLog::open(&path, &config, &registry).expect("open activity log")
@@ -68,6 +79,9 @@ fn main() -> ExitCode {
         "time_s", "recorded", "written", "dropped", "queue", "rss_mib"
     );
 
+    let build_cpu = build_cost(&pool);
+    let cpu_started = cpu_seconds();
+    let threads_started = thread_cpu_seconds();
     let started = Instant::now();
     let total = rate * seconds;
     let mut recorded = 0u64;
@@ -112,6 +126,12 @@ fn main() -> ExitCode {
         sample(&registry, "swg_activity_write_seconds_count"),
         1e3 * sample(&registry, "swg_activity_write_seconds_sum")
             / sample(&registry, "swg_activity_write_seconds_count").max(1.0)
+    );
+    print_cpu(
+        recorded,
+        cpu_seconds() - cpu_started,
+        &threads_started,
+        build_cpu,
     );
     if dropped > 0.0 {
         ExitCode::FAILURE
@@ -168,4 +188,94 @@ fn rss_mib() -> f64 {
         })
         .map(|kib| kib / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// Clones and drops 1 000 000 events from `pool`, as the recording loop does, and
+/// returns the CPU seconds of this thread it took per 100 000.
+fn build_cost(pool: &[swg_activity::Event]) -> f64 {
+    let started = thread_cpu_now();
+    for index in 0..1_000_000 {
+        let event = std::hint::black_box(pool[index % pool.len()].clone());
+        drop(event);
+    }
+    (thread_cpu_now() - started) / 10.0
+}
+
+/// Prints the process CPU time per 100 000 events, in total and per thread name.
+fn print_cpu(recorded: u64, cpu: f64, threads_started: &[(String, f64)], build_cpu: f64) {
+    let per = |seconds: f64| seconds * 100_000.0 / recorded.max(1) as f64;
+    println!(
+        "process CPU {cpu:.2} s: {:.3} CPU s per 100 000 events ({:.2} us per event); \
+         building events costs {build_cpu:.3} s per 100 000, so the activity log costs \
+         {:.3} s per 100 000 ({:.2} us per event)",
+        per(cpu),
+        per(cpu) * 10.0,
+        per(cpu) - build_cpu,
+        (per(cpu) - build_cpu) * 10.0
+    );
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    for (name, seconds) in thread_cpu_seconds() {
+        let before: f64 = threads_started
+            .iter()
+            .filter(|(started, _)| *started == name)
+            .map(|(_, s)| s)
+            .sum();
+        match by_name.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, total)) => *total += seconds - before,
+            None => by_name.push((name, seconds - before)),
+        }
+    }
+    for (name, seconds) in by_name {
+        println!(
+            "  thread {name:<24} {:.3} CPU s per 100 000 events",
+            per(seconds)
+        );
+    }
+}
+
+/// CPU time (user and system) this process has used, from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
+}
+
+/// CPU time of the calling thread, from /proc/thread-self/stat.
+fn thread_cpu_now() -> f64 {
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default())
+}
+
+/// CPU time per live thread, summed over threads of the same name.
+fn thread_cpu_seconds() -> Vec<(String, f64)> {
+    let mut threads: Vec<(String, f64)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map(|(name, _)| name.to_owned())
+            .unwrap_or_default();
+        let seconds = stat_cpu_seconds(&stat);
+        match threads.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, total)) => *total += seconds,
+            None => threads.push((name, seconds)),
+        }
+    }
+    threads
+}
+
+/// Reads utime and stime from a `stat` line of /proc.
+fn stat_cpu_seconds(stat: &str) -> f64 {
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0.0);
+    // The kernel reports CPU time in clock ticks of 1/100 s on Linux.
+    ticks / 100.0
 }

@@ -174,7 +174,11 @@ fn query_plans_use_indexes_without_table_scan() {
     cases.push((q, "events_by_time"));
     let mut q = day_range();
     q.action = Some(Action::Block);
-    cases.push((q, "events_by_action"));
+    cases.push((q, "events_by_time"));
+    let mut q = day_range();
+    q.action = Some(Action::Block);
+    q.domain = Some("example".to_owned());
+    cases.push((q, "events_by_time"));
     let mut q = day_range();
     q.app = Some("com.apple.mobilesafari".to_owned());
     cases.push((q, "events_by_time"));

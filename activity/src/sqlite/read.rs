@@ -6,20 +6,19 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use time::{Date, Duration, OffsetDateTime};
 
+use super::payload;
 #[cfg(test)]
 use super::write::unix_day;
 use super::write::{
-    host_slot, unix_ms, CATEGORY_SEPARATOR, MS_PER_HOST_SLOT, MS_PER_HOUR, PRESENCE_APP,
+    host_slot, unix_ms, MS_PER_HOST_SLOT, MS_PER_HOUR, PRESENCE_ACTION, PRESENCE_APP,
     PRESENCE_DEVICE, PRESENCE_USER,
 };
 use crate::error::ActivityError;
 use crate::event::{Action, Event};
 use crate::query::{Cursor, DailyTotal, Page, Query, TopEntry, MAX_PAGE_SIZE};
-use crate::request_id::RequestId;
 
 /// Columns read into an [`Event`] by [`event_from_row`], in its order.
-const EVENT_COLUMNS: &str = "e.id, e.time_ms, e.user, e.device, e.discovery, e.app, e.app_class, e.client_ip, \
-     e.device_ip, e.via, e.request, e.categories, e.policy, e.rule, e.action, e.reason, e.request_id";
+const EVENT_COLUMNS: &str = "e.id, e.time_ms, e.user, e.device, e.app, e.action, e.payload";
 
 /// Julian day number of 1970-01-01, to turn Unix days into dates.
 const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
@@ -51,8 +50,8 @@ enum Driver {
     Index(&'static str),
     /// Walk `event_categories` for the category and join each row to its event.
     Categories,
-    /// Probe `hourly_presence` for the hours of this user, device or app (kind),
-    /// newest first, and walk `events_by_time` within each of them.
+    /// Probe `hourly_presence` for the hours of this user, device, app or action
+    /// (kind), newest first, and walk `events_by_time` within each of them.
     Presence(i64),
 }
 
@@ -69,8 +68,10 @@ fn driver(query: &Query) -> Driver {
         Driver::Categories
     } else if query.app.is_some() {
         Driver::Presence(PRESENCE_APP)
-    } else if query.action.is_some() {
-        Driver::Index("events_by_action")
+    } else if query.action.is_some() && query.domain.is_none() {
+        // With a domain filter, the slots of the matching hosts are the narrower
+        // windows; the action is then checked on the index entries.
+        Driver::Presence(PRESENCE_ACTION)
     } else {
         Driver::Index("events_by_time")
     }
@@ -160,6 +161,7 @@ fn time_windows<'q>(
             let value = match kind {
                 PRESENCE_DEVICE => query.device.clone(),
                 PRESENCE_USER => query.user.clone(),
+                PRESENCE_ACTION => query.action.map(|action| action.as_str().to_owned()),
                 _ => query.app.clone(),
             }
             .unwrap_or_default();
@@ -179,7 +181,7 @@ fn time_windows<'q>(
             )?;
             Ok(Some(windows))
         }
-        Driver::Index("events_by_time" | "events_by_action") if query.domain.is_some() => {
+        Driver::Index("events_by_time") if query.domain.is_some() => {
             host_windows(conn, query, tenant)
         }
         _ => Ok(None),
@@ -332,7 +334,7 @@ pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>
     };
     let window = match driver(query) {
         Driver::Presence(_) => Some((unix_ms(query.from), unix_ms(query.to))),
-        Driver::Index("events_by_time" | "events_by_action") if query.domain.is_some() => {
+        Driver::Index("events_by_time") if query.domain.is_some() => {
             Some((unix_ms(query.from), unix_ms(query.to)))
         }
         _ => None,
@@ -637,34 +639,31 @@ fn event_from_row(row: &Row<'_>, tenant: &str) -> Result<(i64, i64, Event), Acti
     let time_ms: i64 = row.get(1)?;
     let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(time_ms) * 1_000_000)
         .map_err(|_| invalid(id, "time_ms", time_ms.to_string()))?;
-    let categories: String = row.get(11)?;
-    let request_id: String = row.get(16)?;
+    let packed = row
+        .get_ref(6)?
+        .as_blob()
+        .map_err(|_| invalid(id, "payload", "not a blob".to_owned()))?;
+    let payload = payload::decode(packed)
+        .ok_or_else(|| invalid(id, "payload", format!("{} malformed bytes", packed.len())))?;
 
     let event = Event {
         time,
         tenant: tenant.to_owned(),
         user: row.get(2)?,
         device: row.get(3)?,
-        discovery: parse_column(&row.get::<_, String>(4)?, "discovery", id)?,
-        app: row.get(5)?,
-        app_class: parse_column(&row.get::<_, String>(6)?, "app_class", id)?,
-        client_ip: parse_optional(row.get(7)?, "client_ip", id)?,
-        device_ip: parse_optional(row.get(8)?, "device_ip", id)?,
-        via: parse_column(&row.get::<_, String>(9)?, "via", id)?,
-        request: row.get(10)?,
-        categories: if categories.is_empty() {
-            Vec::new()
-        } else {
-            categories
-                .split(CATEGORY_SEPARATOR)
-                .map(str::to_owned)
-                .collect()
-        },
-        policy: row.get(12)?,
-        rule: row.get(13)?,
-        action: parse_column::<Action>(&row.get::<_, String>(14)?, "action", id)?,
-        reason: row.get(15)?,
-        request_id: parse_column::<RequestId>(&request_id, "request_id", id)?,
+        discovery: payload.discovery,
+        app: row.get(4)?,
+        app_class: payload.app_class,
+        client_ip: payload.client_ip,
+        device_ip: payload.device_ip,
+        via: payload.via,
+        request: payload.request,
+        categories: payload.categories,
+        policy: payload.policy,
+        rule: payload.rule,
+        action: parse_column::<Action>(&row.get::<_, String>(5)?, "action", id)?,
+        reason: payload.reason,
+        request_id: payload.request_id,
     };
     Ok((id, time_ms, event))
 }
@@ -672,14 +671,6 @@ fn event_from_row(row: &Row<'_>, tenant: &str) -> Result<(i64, i64, Event), Acti
 fn parse_column<T: FromStr>(text: &str, column: &'static str, id: i64) -> Result<T, ActivityError> {
     text.parse()
         .map_err(|_| invalid(id, column, text.to_owned()))
-}
-
-fn parse_optional<T: FromStr>(
-    text: Option<String>,
-    column: &'static str,
-    id: i64,
-) -> Result<Option<T>, ActivityError> {
-    text.map(|text| parse_column(&text, column, id)).transpose()
 }
 
 fn invalid(id: i64, column: &'static str, value: String) -> ActivityError {

@@ -5,14 +5,10 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
-use super::WriterState;
+use super::{payload, WriterState};
 use crate::error::ActivityError;
 use crate::event::{Action, Event};
 use crate::host::request_host;
-
-/// Separates the categories stored in `events.categories`. Sanitizing removes
-/// control characters from category names, so it cannot occur inside one.
-pub(crate) const CATEGORY_SEPARATOR: char = '\u{1f}';
 
 pub(crate) const MS_PER_DAY: i64 = 86_400_000;
 pub(crate) const MS_PER_HOUR: i64 = 3_600_000;
@@ -25,6 +21,8 @@ pub(crate) const PRESENCE_USER: i64 = 1;
 pub(crate) const PRESENCE_DEVICE: i64 = 2;
 /// `hourly_presence.kind` of an app bundle id.
 pub(crate) const PRESENCE_APP: i64 = 3;
+/// `hourly_presence.kind` of an action, stored in its string form.
+pub(crate) const PRESENCE_ACTION: i64 = 5;
 /// Key of `host_slots` rows in the writer's presence cache, which stores their slot
 /// in place of an hour.
 const PRESENCE_HOST: i64 = 4;
@@ -32,9 +30,9 @@ const PRESENCE_HOST: i64 = 4;
 /// bytes each, this bounds the cache to some 20 MB.
 const MAX_CACHED_PRESENCE: usize = 200_000;
 
-const INSERT_EVENT: &str = "INSERT INTO events (tenant_id, time_ms, user, device, discovery, app, app_class, \
-     client_ip, device_ip, via, request, host, categories, policy, rule, action, reason, request_id) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+const INSERT_EVENT: &str =
+    "INSERT INTO events (tenant_id, time_ms, user, device, app, host, action, payload) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 const INSERT_EVENT_CATEGORY: &str =
     "INSERT OR IGNORE INTO event_categories (tenant_id, category_id, time_ms, event_id) VALUES (?1, ?2, ?3, ?4)";
 const INSERT_PRESENCE: &str =
@@ -107,6 +105,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
     }
     let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut daily = DailyCounts::default();
+    let mut packed = Vec::with_capacity(512);
     {
         let mut insert_event = transaction.prepare_cached(INSERT_EVENT)?;
         let mut insert_category = transaction.prepare_cached(INSERT_EVENT_CATEGORY)?;
@@ -127,39 +126,30 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             let tenant_id = lookup_id(&transaction, tenant_ids, "tenants", &event.tenant)?;
             let time_ms = unix_ms(event.time);
             let host = request_host(&event.request);
-            let categories = event.categories.join(&CATEGORY_SEPARATOR.to_string());
+            payload::encode(event, &mut packed);
             let event_id = insert_event.insert(params![
                 tenant_id,
                 time_ms,
                 &event.user,
                 &event.device,
-                event.discovery.as_str(),
-                event.app,
-                event.app_class.as_str(),
-                event.client_ip.map(|ip| ip.to_string()),
-                event.device_ip.map(|ip| ip.to_string()),
-                event.via.as_str(),
-                event.request,
+                &event.app,
                 host,
-                categories,
-                event.policy,
-                event.rule,
                 event.action.as_str(),
-                event.reason,
-                event.request_id.as_str(),
+                packed,
             ])?;
 
             let hour = unix_hour(time_ms);
             for (kind, value) in [
-                (PRESENCE_USER, &event.user),
-                (PRESENCE_DEVICE, &event.device),
-                (PRESENCE_APP, &event.app),
+                (PRESENCE_USER, event.user.as_deref()),
+                (PRESENCE_DEVICE, event.device.as_deref()),
+                (PRESENCE_APP, event.app.as_deref()),
+                (PRESENCE_ACTION, Some(event.action.as_str())),
             ] {
                 let Some(value) = value else { continue };
                 let known = presence.entry((tenant_id, kind)).or_default();
-                if known.get(value.as_str()) != Some(&hour) {
+                if known.get(value) != Some(&hour) {
                     insert_presence.execute(params![tenant_id, hour, kind, value])?;
-                    known.insert(value.clone(), hour);
+                    known.insert(value.to_owned(), hour);
                 }
             }
 
