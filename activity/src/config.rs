@@ -15,12 +15,16 @@ pub struct ActivityConfig {
     /// 100 000 events/s. A full queue takes an estimated 150 MB (about 600 bytes an
     /// event).
     pub queue_capacity: usize,
-    /// Events that make the writer write a batch (1 to 100 000, default 1 000, at most
-    /// `queue_capacity`). A writer that has fallen behind takes up to 50 000 queued
-    /// events, or `batch_size` if larger, in one transaction.
+    /// Events that make the writer write a batch (1 to 100 000, default 10 000, at most
+    /// `queue_capacity`). The writer looks at the queue every quarter of
+    /// `batch_interval_ms` (at most every 50 ms) and writes when it finds this many
+    /// events or events that have waited `batch_interval_ms`. It then takes every
+    /// queued event, up to 50 000 or `batch_size` if larger, in one transaction.
+    /// Larger batches cost less CPU per event.
     pub batch_size: usize,
-    /// Maximum time in milliseconds an event waits in the queue for its batch to fill
-    /// (10 to 60 000, default 200).
+    /// Time in milliseconds after which queued events are written even when fewer
+    /// than `batch_size` (10 to 60 000, default 200). An event waits at most about
+    /// this plus a quarter of it, or plus 50 ms when that is less.
     pub batch_interval_ms: u64,
     /// SQLite file of the store; a relative path is taken relative to the data folder
     /// (default `activity.db`).
@@ -32,7 +36,7 @@ impl Default for ActivityConfig {
         ActivityConfig {
             retention_days: 30,
             queue_capacity: 262_144,
-            batch_size: 1_000,
+            batch_size: 10_000,
             batch_interval_ms: 200,
             database: PathBuf::from("activity.db"),
         }
@@ -133,7 +137,7 @@ mod tests {
         assert_eq!(config, ActivityConfig::default());
         assert_eq!(config.retention_days, 30);
         assert_eq!(config.queue_capacity, 262_144);
-        assert_eq!(config.batch_size, 1_000);
+        assert_eq!(config.batch_size, 10_000);
         assert_eq!(config.batch_interval_ms, 200);
         assert_eq!(config.database, PathBuf::from("activity.db"));
         assert_eq!(config.validate(), Ok(()));
