@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn count_events(path: &std::path::Path) -> rusqlite::Result<i64> {
     let conn = rusqlite::Connection::open(path)?;
-    conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |row| {
+    conn.query_row("SELECT next_event_id - 1 FROM writer_state", [], |row| {
         row.get(0)
     })
 }

@@ -161,30 +161,30 @@ fn query_plans_use_indexes_without_table_scan() {
         .unwrap();
 
     let mut cases: Vec<(Query, &str)> = Vec::new();
-    cases.push((day_range(), "events_by_time"));
+    cases.push((day_range(), "SEARCH e USING PRIMARY KEY"));
     let mut q = day_range();
     q.cursor = Some(swg_activity::Cursor::after(1, 1));
-    cases.push((q, "events_by_time"));
+    cases.push((q, "SEARCH e USING PRIMARY KEY"));
     let mut q = day_range();
     q.user = Some("alice@example.com".to_owned());
-    cases.push((q, "events_by_time"));
+    cases.push((q, "SEARCH e USING PRIMARY KEY"));
     let mut q = day_range();
     q.device = Some("DEV-1".to_owned());
     q.cursor = Some(swg_activity::Cursor::after(1, 1));
-    cases.push((q, "events_by_time"));
+    cases.push((q, "SEARCH e USING PRIMARY KEY"));
     let mut q = day_range();
     q.action = Some(Action::Block);
-    cases.push((q, "events_by_time"));
+    cases.push((q, "SEARCH e USING PRIMARY KEY"));
     let mut q = day_range();
     q.action = Some(Action::Block);
     q.domain = Some("example".to_owned());
-    cases.push((q, "events_by_time"));
+    cases.push((q, "SEARCH e USING PRIMARY KEY"));
     let mut q = day_range();
     q.app = Some("com.apple.mobilesafari".to_owned());
-    cases.push((q, "events_by_time"));
+    cases.push((q, "SEARCH e USING PRIMARY KEY"));
     let mut q = day_range();
     q.domain = Some("example".to_owned());
-    cases.push((q, "events_by_time"));
+    cases.push((q, "SEARCH e USING PRIMARY KEY"));
     let mut q = day_range();
     q.category = Some("phishing".to_owned());
     cases.push((q, "SEARCH c USING PRIMARY KEY"));
@@ -197,7 +197,7 @@ fn query_plans_use_indexes_without_table_scan() {
     q.app = Some("com.apple.mobilesafari".to_owned());
     q.action = Some(Action::Block);
     q.domain = Some("example".to_owned());
-    cases.push((q, "events_by_time"));
+    cases.push((q, "SEARCH e USING PRIMARY KEY"));
 
     let mut q = day_range();
     q.domain = Some("a.exa".to_owned());

@@ -46,12 +46,14 @@ struct Statement {
 /// The access path of a page query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Driver {
+    /// Walk `events` itself, whose key is the page order.
+    Time,
     /// Walk this index of `events` in page order.
     Index(&'static str),
     /// Walk `event_categories` for the category and join each row to its event.
     Categories,
     /// Probe `hourly_presence` for the hours of this user, device, app or action
-    /// (kind), newest first, and walk `events_by_time` within each of them.
+    /// (kind), newest first, and walk `events` within each of them.
     Presence(i64),
 }
 
@@ -73,7 +75,7 @@ fn driver(query: &Query) -> Driver {
         // windows; the action is then checked on the index entries.
         Driver::Presence(PRESENCE_ACTION)
     } else {
-        Driver::Index("events_by_time")
+        Driver::Time
     }
 }
 
@@ -181,9 +183,7 @@ fn time_windows<'q>(
             )?;
             Ok(Some(windows))
         }
-        Driver::Index("events_by_time") if query.domain.is_some() => {
-            host_windows(conn, query, tenant)
-        }
+        Driver::Time if query.domain.is_some() => host_windows(conn, query, tenant),
         _ => Ok(None),
     }
 }
@@ -334,9 +334,7 @@ pub(super) fn query_plan(conn: &Connection, query: &Query) -> Result<Vec<String>
     };
     let window = match driver(query) {
         Driver::Presence(_) => Some((unix_ms(query.from), unix_ms(query.to))),
-        Driver::Index("events_by_time") if query.domain.is_some() => {
-            Some((unix_ms(query.from), unix_ms(query.to)))
-        }
+        Driver::Time if query.domain.is_some() => Some((unix_ms(query.from), unix_ms(query.to))),
         _ => None,
     };
     let statement = build_statement(query, &ids, window, query.page_size() + 1);
@@ -396,10 +394,11 @@ fn resolve_ids(conn: &Connection, query: &Query) -> Result<Option<Ids>, Activity
 /// Builds the SQL for `query`, limited to `window` (a time range in milliseconds)
 /// when given, returning at most `limit` rows.
 ///
-/// The statement names the index to walk instead of leaving the choice to SQLite,
-/// whose planner has no statistics on a fresh store and may pick an index that
-/// does not serve the filter. Every index ends in `time_ms` and the row id, so rows
-/// come out in page order without sorting and the walk stops after one page.
+/// A statement on the device index names it instead of leaving the choice to
+/// SQLite, whose planner has no statistics on a fresh store and may pick another
+/// access path. The key of `events` and of every index used ends in `time_ms` and
+/// the event id, so rows come out in page order without sorting and the walk
+/// stops after one page.
 /// Pages continue with a keyset condition on `(time_ms, id)` rather than an OFFSET.
 fn build_statement(
     query: &Query,
@@ -417,7 +416,8 @@ fn build_statement(
             // CROSS JOIN keeps event_categories as the outer loop.
             statement.sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM event_categories c CROSS JOIN events e \
-                 ON e.id = c.event_id AND e.time_ms = c.time_ms WHERE c.tenant_id = ?1"
+                 ON e.tenant_id = c.tenant_id AND e.time_ms = c.time_ms AND e.id = c.event_id \
+                 WHERE c.tenant_id = ?1"
             );
             statement.push(" AND c.category_id = #", Value::Integer(ids.category));
             ("c.time_ms", "c.event_id")
@@ -428,9 +428,8 @@ fn build_statement(
             );
             ("e.time_ms", "e.id")
         }
-        Driver::Presence(_) => {
-            statement.sql =
-                format!("SELECT {EVENT_COLUMNS} FROM events e INDEXED BY events_by_time WHERE e.tenant_id = ?1");
+        Driver::Time | Driver::Presence(_) => {
+            statement.sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.tenant_id = ?1");
             ("e.time_ms", "e.id")
         }
     };

@@ -5,38 +5,38 @@
 //! store at one version or the next, never in between.
 //!
 //! Layout, and the query each part serves. Inserts must stay cheap at 100 000
-//! events per second, so every index on `events` either grows at its end (keys that
-//! start with the time) or has few distinct leading values (action). An index
-//! led by a column with thousands of values, such as the device, would dirty one
-//! page per event and cut the insert rate by more than half.
-//! - `events`: one row per event. Tenants are stored as small integers from
-//!   `tenants` so that every index entry stays short. `host` is the request's host
-//!   name in lowercase, for the domain filter and the top-domains chart. The
-//!   fields no query filters on (the request, categories, addresses and so on)
-//!   are packed into `payload`, see [`super::payload`].
-//! - `events_by_time (tenant_id, time_ms, id, host, device, user, app, action)`:
-//!   pages without a narrower index. It holds every filtered column, so filters
-//!   are checked on the index entry and rows that do not match cost no table
-//!   lookup. `id` (the row id) comes right after `time_ms` so that the index order
-//!   is the page order `(time_ms, id)`.
+//! events per second, so `events` and its index grow at their end (keys that start
+//! with the tenant and the time, or with few distinct values). An index led by a
+//! column with thousands of values, such as the device, would dirty one page per
+//! event and cut the insert rate by more than half.
+//! - `events`: one row per event, stored in page order: a `WITHOUT ROWID` table
+//!   keyed by `(tenant_id, time_ms, id)`, so that the table is its own time index
+//!   and an insert updates one tree instead of a table and a time index. Tenants
+//!   are stored as small integers from `tenants` so that keys stay short. Every
+//!   filtered column (`host`, `device`, `user`, `app`, `action`) sits before
+//!   `payload`, which packs the fields no query filters on (see
+//!   [`super::payload`]). `host` is the request's host name in lowercase, for the
+//!   domain filter and the top-domains chart. `id` comes from `writer_state`.
+//! - `writer_state`: one row holding the id of the next event, which the writer
+//!   keeps in memory and stores with each batch.
 //! - `hourly_presence (tenant_id, hour, kind, value)`: the hours in which a user,
 //!   device, app or action has events. A page filtered on one of these probes its hours
-//!   newest first and scans `events_by_time` only within them. New keys land at
+//!   newest first and scans `events` only within them. New keys land at
 //!   the end of the table, and the writer skips keys it stored this hour.
 //! - `hosts (tenant_id, name)`: each tenant's distinct host names, with an id and
 //!   the last slot (see below) each was seen in. A domain filter searches this
 //!   small table for names containing its text.
 //! - `host_slots (slot, host_id)`: the 10-minute slots in which a host has events.
 //!   A domain filter that matches few hosts probes their slots newest first and
-//!   scans `events_by_time` only within those, so a rare host costs one slot's
+//!   scans `events` only within those, so a rare host costs one slot's
 //!   scan per page row at most. Keys start with the slot, so new rows land at the
 //!   end, and the writer adds one only for the first event of a host in a slot.
 //!   Slots are shorter than the hours of `hourly_presence` because hosts are far
 //!   more numerous than users and devices, so their rare members are rarer.
 //! - Pages filtered on the action alone probe `hourly_presence` for the hours that
-//!   have the action, like a user filter, and check it on `events_by_time`'s
-//!   entries. An index led by the action cost about a sixth of the insert time,
-//!   while every action has events in nearly every hour.
+//!   have the action, like a user filter, and check it on the rows of `events`.
+//!   An index led by the action cost about a sixth of the insert time, while
+//!   every action has events in nearly every hour.
 //! - `events_by_device_alert`: a partial index of block and warn events by device,
 //!   for the agent's activity list; it takes one insert per blocked or warned
 //!   event only.
@@ -61,17 +61,21 @@ const MIGRATIONS: &[&str] = &[
         name TEXT NOT NULL UNIQUE
     );
     CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
         tenant_id INTEGER NOT NULL,
         time_ms INTEGER NOT NULL,
-        user TEXT,
-        device TEXT,
-        app TEXT,
+        id INTEGER NOT NULL,
         host TEXT NOT NULL,
+        device TEXT,
+        user TEXT,
+        app TEXT,
         action TEXT NOT NULL,
-        payload BLOB NOT NULL
+        payload BLOB NOT NULL,
+        PRIMARY KEY (tenant_id, time_ms, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE writer_state (
+        next_event_id INTEGER NOT NULL
     );
-    CREATE INDEX events_by_time ON events (tenant_id, time_ms, id, host, device, user, app, action);
+    INSERT INTO writer_state (next_event_id) VALUES (1);
     CREATE INDEX events_by_device_alert ON events (tenant_id, device, time_ms, id)
         WHERE action IN ('block', 'warn');
     CREATE TABLE hourly_presence (

@@ -31,8 +31,8 @@ const PRESENCE_HOST: i64 = 4;
 const MAX_CACHED_PRESENCE: usize = 200_000;
 
 const INSERT_EVENT: &str =
-    "INSERT INTO events (tenant_id, time_ms, user, device, app, host, action, payload) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    "INSERT INTO events (tenant_id, time_ms, id, host, device, user, app, action, payload) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 const INSERT_EVENT_CATEGORY: &str =
     "INSERT OR IGNORE INTO event_categories (tenant_id, category_id, time_ms, event_id) VALUES (?1, ?2, ?3, ?4)";
 const INSERT_PRESENCE: &str =
@@ -89,6 +89,7 @@ pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<
         state.tenant_ids.clear();
         state.category_ids.clear();
         state.presence.clear();
+        state.next_event_id = None;
     }
     result
 }
@@ -99,11 +100,18 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         tenant_ids,
         category_ids,
         presence,
+        next_event_id,
     } = state;
     if presence.values().map(HashMap::len).sum::<usize>() > MAX_CACHED_PRESENCE {
         presence.clear();
     }
     let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut event_id = match *next_event_id {
+        Some(id) => id,
+        None => transaction.query_row("SELECT next_event_id FROM writer_state", [], |row| {
+            row.get(0)
+        })?,
+    };
     let mut daily = DailyCounts::default();
     let mut packed = Vec::with_capacity(512);
     {
@@ -127,13 +135,15 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             let time_ms = unix_ms(event.time);
             let host = request_host(&event.request);
             payload::encode(event, &mut packed);
-            let event_id = insert_event.insert(params![
+            event_id += 1;
+            insert_event.execute(params![
                 tenant_id,
                 time_ms,
-                &event.user,
-                &event.device,
-                &event.app,
+                event_id - 1,
                 host,
+                &event.device,
+                &event.user,
+                &event.app,
                 event.action.as_str(),
                 packed,
             ])?;
@@ -175,7 +185,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             }
             for category in &event.categories {
                 let category_id = lookup_id(&transaction, category_ids, "categories", category)?;
-                insert_category.execute(params![tenant_id, category_id, time_ms, event_id])?;
+                insert_category.execute(params![tenant_id, category_id, time_ms, event_id - 1])?;
                 if blocked {
                     *daily
                         .blocked_categories
@@ -185,8 +195,12 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             }
         }
         write_daily_counts(&transaction, daily)?;
+        transaction
+            .prepare_cached("UPDATE writer_state SET next_event_id = ?1")?
+            .execute([event_id])?;
     }
     transaction.commit()?;
+    *next_event_id = Some(event_id);
     Ok(())
 }
 
@@ -254,8 +268,9 @@ pub(super) fn delete_older_than(
             .query_map([], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         let mut delete_events = transaction.prepare_cached(
-            "DELETE FROM events WHERE id IN \
-             (SELECT id FROM events WHERE tenant_id = ?1 AND time_ms < ?2 ORDER BY time_ms LIMIT ?3)",
+            "DELETE FROM events WHERE (tenant_id, time_ms, id) IN \
+             (SELECT tenant_id, time_ms, id FROM events WHERE tenant_id = ?1 AND time_ms < ?2 \
+              ORDER BY time_ms LIMIT ?3)",
         )?;
         for tenant_id in &tenant_ids {
             let budget = max_rows - deleted as i64;
