@@ -534,6 +534,38 @@ fn reopening_keeps_events_and_schema() {
     assert_eq!(store.integrity_check().unwrap(), vec!["ok"]);
 }
 
+#[test]
+fn two_stores_on_one_file_keep_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let second = open(dir.path());
+
+    // Events in the same millisecond differ only by their id.
+    for _ in 0..3 {
+        first
+            .insert_batch(&[event("acme", 0, "a.example", Action::Allow)])
+            .unwrap();
+        second
+            .insert_batch(&[event("acme", 0, "b.example", Action::Allow)])
+            .unwrap();
+    }
+
+    let page = first.query(&day_range()).unwrap();
+    assert_eq!(page.events.len(), 6);
+    let hosts: Vec<&str> = page.events.iter().map(|e| e.request.as_str()).collect();
+    assert_eq!(
+        hosts,
+        [
+            "b.example",
+            "a.example",
+            "b.example",
+            "a.example",
+            "b.example",
+            "a.example"
+        ]
+    );
+}
+
 /// Clears the immutable flag set by the read-only test, even when it fails.
 struct Mutable<'a>(&'a Path);
 

@@ -52,9 +52,6 @@ struct WriterState {
     /// The last hour stored in `hourly_presence` per (tenant id, kind) and user or
     /// device id, so repeats in the same hour cost no statement.
     presence: HashMap<(i64, i64), HashMap<String, i64>>,
-    /// The id of the next event, or none until a batch reads it from
-    /// `writer_state`.
-    next_event_id: Option<i64>,
 }
 
 impl SqliteStore {
@@ -89,7 +86,6 @@ impl SqliteStore {
                 tenant_ids: HashMap::new(),
                 category_ids: HashMap::new(),
                 presence: HashMap::new(),
-                next_event_id: None,
             }),
             readers: Mutex::new(Vec::new()),
             checkpointer: checkpoint::Checkpointer::start(path),

@@ -17,8 +17,8 @@
 //!   `payload`, which packs the fields no query filters on (see
 //!   [`super::payload`]). `host` is the request's host name in lowercase, for the
 //!   domain filter and the top-domains chart. `id` comes from `writer_state`.
-//! - `writer_state`: one row holding the id of the next event, which the writer
-//!   keeps in memory and stores with each batch.
+//! - `writer_state`: one row holding the id of the next event, read and updated
+//!   by each insert batch.
 //! - `hourly_presence (tenant_id, hour, kind, value)`: the hours in which a user,
 //!   device, app or action has events. A page filtered on one of these probes its hours
 //!   newest first and scans `events` only within them. New keys land at

@@ -89,7 +89,6 @@ pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<
         state.tenant_ids.clear();
         state.category_ids.clear();
         state.presence.clear();
-        state.next_event_id = None;
     }
     result
 }
@@ -100,18 +99,16 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         tenant_ids,
         category_ids,
         presence,
-        next_event_id,
     } = state;
     if presence.values().map(HashMap::len).sum::<usize>() > MAX_CACHED_PRESENCE {
         presence.clear();
     }
     let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut event_id = match *next_event_id {
-        Some(id) => id,
-        None => transaction.query_row("SELECT next_event_id FROM writer_state", [], |row| {
-            row.get(0)
-        })?,
-    };
+    // Read inside the transaction, so that another store on the same file, which
+    // writes only while it holds the write lock, never hands out the same ids.
+    let mut event_id: i64 = transaction
+        .prepare_cached("SELECT next_event_id FROM writer_state")?
+        .query_row([], |row| row.get(0))?;
     let mut daily = DailyCounts::default();
     let mut packed = Vec::with_capacity(512);
     {
@@ -200,7 +197,6 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             .execute([event_id])?;
     }
     transaction.commit()?;
-    *next_event_id = Some(event_id);
     Ok(())
 }
 
