@@ -7,6 +7,11 @@
 /// trailing dot. IPv6 literals keep their brackets. Text that is neither a domain nor
 /// a URL comes back lowercased as it is, up to the first `/`, `?` or `#`.
 pub fn request_host(request: &str) -> String {
+    host_text(request).to_lowercase()
+}
+
+/// Returns the host name part of `request` as it is written, without lowercasing.
+pub(crate) fn host_text(request: &str) -> &str {
     let after_scheme = match request.find("://") {
         Some(index) => &request[index + 3..],
         None => request,
@@ -36,7 +41,7 @@ pub fn request_host(request: &str) -> String {
             _ => host_and_port,
         }
     };
-    host.strip_suffix('.').unwrap_or(host).to_lowercase()
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ mod read;
 mod schema;
 mod write;
 
-use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -43,15 +42,10 @@ pub struct SqliteStore {
     checkpointer: Option<checkpoint::Checkpointer>,
 }
 
-/// The write connection and the ids it has looked up, so that inserts do not
-/// query `tenants` and `categories` for every event.
+/// The write connection and what it remembers between batches.
 struct WriterState {
     conn: Connection,
-    tenant_ids: HashMap<String, i64>,
-    category_ids: HashMap<String, i64>,
-    /// The last hour stored in `hourly_presence` per (tenant id, kind) and user or
-    /// device id, so repeats in the same hour cost no statement.
-    presence: HashMap<(i64, i64), HashMap<String, i64>>,
+    cache: write::WriterCache,
 }
 
 impl SqliteStore {
@@ -83,9 +77,7 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(WriterState {
                 conn,
-                tenant_ids: HashMap::new(),
-                category_ids: HashMap::new(),
-                presence: HashMap::new(),
+                cache: write::WriterCache::default(),
             }),
             readers: Mutex::new(Vec::new()),
             checkpointer: checkpoint::Checkpointer::start(path),

@@ -1,5 +1,6 @@
 //! Inserting batches and deleting expired rows.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -8,7 +9,7 @@ use time::OffsetDateTime;
 use super::{payload, WriterState};
 use crate::error::ActivityError;
 use crate::event::{Action, Event};
-use crate::host::request_host;
+use crate::host::host_text;
 
 pub(crate) const MS_PER_DAY: i64 = 86_400_000;
 pub(crate) const MS_PER_HOUR: i64 = 3_600_000;
@@ -23,9 +24,6 @@ pub(crate) const PRESENCE_DEVICE: i64 = 2;
 pub(crate) const PRESENCE_APP: i64 = 3;
 /// `hourly_presence.kind` of an action, stored in its string form.
 pub(crate) const PRESENCE_ACTION: i64 = 5;
-/// Key of `host_slots` rows in the writer's presence cache, which stores their slot
-/// in place of an hour.
-const PRESENCE_HOST: i64 = 4;
 /// Users and devices the writer remembers before it starts over; at about 100
 /// bytes each, this bounds the cache to some 20 MB.
 const MAX_CACHED_PRESENCE: usize = 200_000;
@@ -79,6 +77,94 @@ struct DailyCounts {
     blocked_categories: HashMap<(i64, i64, i64), i64>,
 }
 
+/// What the writer remembers about one tenant, so that repeated keys cost no
+/// statement.
+struct TenantCache {
+    name: String,
+    id: i64,
+    /// The last hour stored in `hourly_presence` per user, device and app id.
+    users: HashMap<String, i64>,
+    devices: HashMap<String, i64>,
+    apps: HashMap<String, i64>,
+    /// The last hour stored per action, by its position in [`Action::ALL`].
+    actions: [i64; Action::ALL.len()],
+    /// The last slot stored in `host_slots` per host name.
+    hosts: HashMap<String, i64>,
+}
+
+impl TenantCache {
+    fn new(name: &str, id: i64) -> Self {
+        TenantCache {
+            name: name.to_owned(),
+            id,
+            users: HashMap::new(),
+            devices: HashMap::new(),
+            apps: HashMap::new(),
+            actions: [i64::MIN; Action::ALL.len()],
+            hosts: HashMap::new(),
+        }
+    }
+
+    fn entries(&self) -> usize {
+        self.users.len() + self.devices.len() + self.apps.len() + self.hosts.len()
+    }
+}
+
+/// The ids the writer has looked up and the keys it has stored, so that inserts
+/// do not query `tenants` and `categories`, or repeat presence rows, for every
+/// event.
+#[derive(Default)]
+pub(super) struct WriterCache {
+    tenants: Vec<TenantCache>,
+    tenant_index: HashMap<String, usize>,
+    category_ids: HashMap<String, i64>,
+}
+
+impl WriterCache {
+    fn clear(&mut self) {
+        self.tenants.clear();
+        self.tenant_index.clear();
+        self.category_ids.clear();
+    }
+
+    /// Returns the position in `tenants` of the tenant named `name`, looking its
+    /// id up or adding it to `tenants` when not cached. `last` is the previous
+    /// event's position: consecutive events mostly share a tenant.
+    fn tenant(&mut self, conn: &Connection, name: &str, last: usize) -> rusqlite::Result<usize> {
+        if self
+            .tenants
+            .get(last)
+            .is_some_and(|tenant| tenant.name == name)
+        {
+            return Ok(last);
+        }
+        if let Some(index) = self.tenant_index.get(name) {
+            return Ok(*index);
+        }
+        let mut ids = HashMap::new();
+        let id = lookup_id(conn, &mut ids, "tenants", name)?;
+        self.tenants.push(TenantCache::new(name, id));
+        self.tenant_index
+            .insert(name.to_owned(), self.tenants.len() - 1);
+        Ok(self.tenants.len() - 1)
+    }
+}
+
+/// Records that `value` was stored for `hour`, returning whether it was new.
+fn first_in_hour(known: &mut HashMap<String, i64>, value: &str, hour: i64) -> bool {
+    match known.get_mut(value) {
+        Some(stored) if *stored == hour => false,
+        Some(stored) => {
+            *stored = hour;
+            true
+        }
+        None => {
+            known.insert(value.to_owned(), hour);
+            true
+        }
+    }
+}
+
 pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<(), ActivityError> {
     if events.is_empty() {
         return Ok(());
@@ -86,22 +172,21 @@ pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<
     let result = insert_in_transaction(state, events);
     if result.is_err() {
         // Ids cached during the failed transaction may name rows that were rolled back.
-        state.tenant_ids.clear();
-        state.category_ids.clear();
-        state.presence.clear();
+        state.cache.clear();
     }
     result
 }
 
 fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<(), ActivityError> {
-    let WriterState {
-        conn,
-        tenant_ids,
-        category_ids,
-        presence,
-    } = state;
-    if presence.values().map(HashMap::len).sum::<usize>() > MAX_CACHED_PRESENCE {
-        presence.clear();
+    let WriterState { conn, cache } = state;
+    if cache
+        .tenants
+        .iter()
+        .map(TenantCache::entries)
+        .sum::<usize>()
+        > MAX_CACHED_PRESENCE
+    {
+        cache.clear();
     }
     let transaction = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Read inside the transaction, so that another store on the same file, which
@@ -117,6 +202,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         let mut insert_presence = transaction.prepare_cached(INSERT_PRESENCE)?;
         let mut upsert_host = transaction.prepare_cached(UPSERT_HOST)?;
         let mut insert_host_slot = transaction.prepare_cached(INSERT_HOST_SLOT)?;
+        let mut last_tenant = usize::MAX;
         for original in events {
             let cleaned;
             let event = if original.is_clean() {
@@ -128,16 +214,17 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
                 &cleaned
             };
 
-            let tenant_id = lookup_id(&transaction, tenant_ids, "tenants", &event.tenant)?;
+            last_tenant = cache.tenant(&transaction, &event.tenant, last_tenant)?;
+            let tenant = &mut cache.tenants[last_tenant];
+            let tenant_id = tenant.id;
             let time_ms = unix_ms(event.time);
-            let host = request_host(&event.request);
+            let host = host_of(&event.request);
             payload::encode(event, &mut packed);
-            event_id += 1;
             insert_event.execute(params![
                 tenant_id,
                 time_ms,
-                event_id - 1,
-                host,
+                event_id,
+                &host,
                 &event.device,
                 &event.user,
                 &event.app,
@@ -146,27 +233,33 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             ])?;
 
             let hour = unix_hour(time_ms);
-            for (kind, value) in [
-                (PRESENCE_USER, event.user.as_deref()),
-                (PRESENCE_DEVICE, event.device.as_deref()),
-                (PRESENCE_APP, event.app.as_deref()),
-                (PRESENCE_ACTION, Some(event.action.as_str())),
+            for (kind, value, known) in [
+                (PRESENCE_USER, &event.user, &mut tenant.users),
+                (PRESENCE_DEVICE, &event.device, &mut tenant.devices),
+                (PRESENCE_APP, &event.app, &mut tenant.apps),
             ] {
-                let Some(value) = value else { continue };
-                let known = presence.entry((tenant_id, kind)).or_default();
-                if known.get(value) != Some(&hour) {
-                    insert_presence.execute(params![tenant_id, hour, kind, value])?;
-                    known.insert(value.to_owned(), hour);
+                if let Some(value) = value {
+                    if first_in_hour(known, value, hour) {
+                        insert_presence.execute(params![tenant_id, hour, kind, value])?;
+                    }
                 }
             }
+            let action_hour = &mut tenant.actions[event.action as usize];
+            if *action_hour != hour {
+                insert_presence.execute(params![
+                    tenant_id,
+                    hour,
+                    PRESENCE_ACTION,
+                    event.action.as_str()
+                ])?;
+                *action_hour = hour;
+            }
 
-            let known_hosts = presence.entry((tenant_id, PRESENCE_HOST)).or_default();
             let slot = host_slot(time_ms);
-            if known_hosts.get(host.as_str()) != Some(&slot) {
+            if first_in_hour(&mut tenant.hosts, &host, slot) {
                 let host_id: i64 =
                     upsert_host.query_row(params![tenant_id, &host, slot], |row| row.get(0))?;
                 insert_host_slot.execute(params![slot, host_id])?;
-                known_hosts.insert(host.clone(), slot);
             }
             let day = unix_day(time_ms);
             *daily
@@ -177,12 +270,17 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             if blocked {
                 *daily
                     .blocked_hosts
-                    .entry((tenant_id, day, host))
+                    .entry((tenant_id, day, host.into_owned()))
                     .or_default() += 1;
             }
             for category in &event.categories {
-                let category_id = lookup_id(&transaction, category_ids, "categories", category)?;
-                insert_category.execute(params![tenant_id, category_id, time_ms, event_id - 1])?;
+                let category_id = lookup_id(
+                    &transaction,
+                    &mut cache.category_ids,
+                    "categories",
+                    category,
+                )?;
+                insert_category.execute(params![tenant_id, category_id, time_ms, event_id])?;
                 if blocked {
                     *daily
                         .blocked_categories
@@ -190,6 +288,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
                         .or_default() += 1;
                 }
             }
+            event_id += 1;
         }
         write_daily_counts(&transaction, daily)?;
         transaction
@@ -198,6 +297,20 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
     }
     transaction.commit()?;
     Ok(())
+}
+
+/// Returns the lowercase host name of `request`, borrowed when it is lowercase
+/// already, as nearly every host is.
+fn host_of(request: &str) -> Cow<'_, str> {
+    let host = host_text(request);
+    if host
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(host)
+    } else {
+        Cow::Owned(host.to_lowercase())
+    }
 }
 
 fn write_daily_counts(conn: &Connection, daily: DailyCounts) -> rusqlite::Result<()> {
