@@ -7,20 +7,28 @@
 #   HTTPS requests per second at the TLS landing   h2load (keep-alive HTTP/1.1, HTTP/2)
 #                                                   oha --disable-keepalive (new connection
 #                                                   per request), swg vs nginx
+#   HTTPS requests per second through the explicit oha -x with the device token
+#   proxy (CONNECT, then TLS in the tunnel)        (keep-alive HTTP/1.1, HTTP/2, new
+#                                                   connection per request), swg vs nginx
 #   10 000 distinct hosts, resolved and fetched    dig through the agent, then Python
-#   RSS of swg idle, with 10 000 open TLS          /proc/<pid>/status, Python
-#   connections to the landing, and after the run
+#   RSS of swg idle, after the load runs, after    /proc/<pid>/status, ss, Python
+#   the pooled origin connections close, with
+#   10 000 open TLS connections to the landing and
+#   after they close
 #   activity events written and dropped            swg's /metrics
 #
 # Requests at the landing are identified by correlation hints: every host is first
 # resolved through `swg agent run` as Safari (DoH with the app's context), from
-# 127.0.0.1, so the landing serves them as that device.
+# 127.0.0.1, so the landing serves them as that device. The explicit proxy gets the
+# device token of a second device, enrolled through the console's agent API.
 #
 # Needs: nginx, dnsmasq, dnsperf, dig (bind9-dnsutils), h2load (nghttp2-client),
-# oha (cargo install oha), openssl, python3, curl.
-# DURATION: seconds per measured run (default 15; 6 runs, so the script takes
-# about 2.5 minutes plus the policy build). HOSTS (default 10000) and
+# oha (cargo install oha), openssl, python3, curl, ss (iproute2).
+# DURATION: seconds per measured run (default 15; 13 runs, so the script takes
+# about 3.5 minutes plus the policy build, the 10 000 hosts and up to 200 s waiting
+# for the pooled origin connections to close). HOSTS (default 10000) and
 # CONNECTIONS (open connections of the memory case, default 10000) are overridable.
+# SWG: the binary to measure (default target/release/swg).
 # The Markdown table goes to stdout and to $OUT (default benches/load-results.md).
 set -euo pipefail
 
@@ -30,7 +38,7 @@ CONNECTIONS=${CONNECTIONS:-10000}
 CLIENTS=${CLIENTS:-32}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/benches/load-results.md}
-SWG=$ROOT/target/release/swg
+SWG=${SWG:-$ROOT/target/release/swg}
 ORIGIN_IP=127.0.0.2
 # Unusual ports, all on loopback.
 ORIGIN_PORT=29443
@@ -56,7 +64,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in nginx dnsmasq dnsperf dig h2load oha openssl python3 curl; do
+for tool in nginx dnsmasq dnsperf dig h2load oha openssl python3 curl ss; do
     command -v "$tool" >/dev/null || { echo "load.sh: $tool not found" >&2; exit 1; }
 done
 ulimit -n "$(ulimit -Hn)"
@@ -156,6 +164,12 @@ extra_roots = ["$WORK/ca.pem"]
 
 [proxy.limits]
 max_connections_per_client = 100000
+
+# The memory case keeps connections open without sending a request. swg closes such a
+# connection after client_header_read_ms (default 10 s), and opening 10 000 of them can
+# take longer than that.
+[proxy.timeouts]
+client_header_read_ms = 600000
 TOML
 (cd "$WORK/swg" && exec "$SWG" serve --config "$WORK/swg/swg.toml" > "$WORK/swg.log" 2>&1) &
 SWG_PID=$!
@@ -188,6 +202,8 @@ wait_for_port 127.0.0.1 "$AGENT_PORT"
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$SWG_PID/status"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f MiB", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }'; }
+# Counts established TCP connections to IP:PORT on this machine.
+established() { ss -Htn state established dst "$1" dport = ":$2" | wc -l; }
 metric() { curl -s "http://127.0.0.1:$OPERATIONS_PORT/metrics" | awk -v m="$1" '$1 == m { s += $2 } END { printf "%d", s }'; }
 # Resolves names (one a line in $1) through the agent as Safari: the correlation hints.
 hint() { dig @127.0.0.1 -p "$AGENT_PORT" +short +tries=1 +time=5 -f "$1" A > "$WORK/hint.out"; }
@@ -233,14 +249,44 @@ for mode in h1 h2; do
     [ "$mode" = h2 ] && label="HTTP/2, 10 streams per connection"
     row "| HTTPS $label, 600-byte page (h2load, $CLIENTS connections) | $d req/s | $s req/s | $(ratio "$s" "$d") |"
 done
-oha_rps() { # address
-    oha --no-tui --output-format json -z "${DURATION}s" -c "$CLIENTS" --disable-keepalive --insecure \
-        --connect-to "www.bench.test:$ORIGIN_PORT:$1" "$URL" \
-        | python3 -c 'import json, sys; r = json.load(sys.stdin); print(round(r["summary"]["requestsPerSec"]), r["summary"]["successRate"])'
+# Prints requests/s and the share of responses that were 200. "$@": oha's flags.
+oha_rps() {
+    oha --no-tui --output-format json -z "${DURATION}s" -c "$CLIENTS" --insecure "$@" "$URL" \
+        | python3 -c 'import json, sys
+r = json.load(sys.stdin)
+codes = r.get("statusCodeDistribution", {})
+print(round(r["summary"]["requestsPerSec"]), "%.2f" % (codes.get("200", 0) / max(1, sum(codes.values()))))'
 }
-read -r d d_ok < <(oha_rps "$ORIGIN_IP:$ORIGIN_PORT")
-read -r s s_ok < <(oha_rps "127.0.0.1:$TLS_PORT")
-row "| HTTPS new TLS connection per request, 600-byte page (oha, $CLIENTS connections; success $d_ok / $s_ok) | $d req/s | $s req/s | $(ratio "$s" "$d") |"
+read -r d d_ok < <(oha_rps --disable-keepalive --connect-to "www.bench.test:$ORIGIN_PORT:$ORIGIN_IP:$ORIGIN_PORT")
+read -r s s_ok < <(oha_rps --disable-keepalive --connect-to "www.bench.test:$ORIGIN_PORT:127.0.0.1:$TLS_PORT")
+row "| HTTPS new TLS connection per request, 600-byte page (oha, $CLIENTS connections; share of 200: $d_ok / $s_ok) | $d req/s | $s req/s | $(ratio "$s" "$d") |"
+DIRECT_NEW_CONNECTION=$d
+DIRECT_NEW_CONNECTION_OK=$d_ok
+
+# The explicit proxy: CONNECT with the device token of an enrolled device, then TLS
+# with a leaf from swg inside the tunnel. oha's pre-lookup resolves the URL's host
+# through the system resolver, which cannot resolve bench.test, so it is turned off.
+TOKEN=$(curl -s --cacert "$WORK/swg/data/ca/root-cert.pem" "https://localhost:$CONSOLE_PORT/api/agent/enroll" \
+    -H 'content-type: application/json' \
+    -d "{\"authenticationKey\":\"$AUTH_KEY\",\"deviceId\":\"bench-2\",\"userId\":\"bench\"}" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+curl -s --cacert "$WORK/swg/data/ca/root-cert.pem" -x "http://127.0.0.1:$EXPLICIT_PORT" \
+    --proxy-header "Proxy-Authorization: Bearer $TOKEN" "$URL" | cmp -s - "$WORK/www/small.html" \
+    || { echo "load.sh: the explicit proxy did not serve the origin's page" >&2; exit 1; }
+EXPLICIT=(--no-pre-lookup -x "http://127.0.0.1:$EXPLICIT_PORT" --proxy-header "Proxy-Authorization: Bearer $TOKEN")
+for mode in h1 h2; do
+    flags=()
+    label="keep-alive HTTP/1.1"
+    if [ "$mode" = h2 ]; then
+        flags=(--http2 -p 10)
+        label="HTTP/2, 10 streams per connection"
+    fi
+    read -r d d_ok < <(oha_rps "${flags[@]}" --connect-to "www.bench.test:$ORIGIN_PORT:$ORIGIN_IP:$ORIGIN_PORT")
+    read -r s s_ok < <(oha_rps "${flags[@]}" "${EXPLICIT[@]}")
+    row "| HTTPS through the explicit proxy, $label in the tunnel, 600-byte page (oha, $CLIENTS connections; share of 200: $d_ok / $s_ok) | $d req/s | $s req/s | $(ratio "$s" "$d") |"
+done
+read -r s s_ok < <(oha_rps --disable-keepalive "${EXPLICIT[@]}")
+row "| HTTPS through the explicit proxy, new connection, CONNECT and TLS per request, 600-byte page (oha, $CLIENTS connections; share of 200: $DIRECT_NEW_CONNECTION_OK / $s_ok; direct as in the landing row) | $DIRECT_NEW_CONNECTION req/s | $s req/s | $(ratio "$s" "$DIRECT_NEW_CONNECTION") |"
 
 # Leaf minting under load: HOSTS distinct names, each resolved and fetched once.
 for i in $(seq 1 "$HOSTS"); do echo "h$i.bench.test"; done > "$WORK/hosts.txt"
@@ -284,6 +330,7 @@ awk -v a="$start" -v b="$hinted" -v f="$fetch_s" -v n="$fetched" -v t="$total" -
     printf "| %d distinct hosts: fetched once each (Python, 16 threads, new connection each; 200 with the origin page: %d direct, %d swg) | %.2f s, %.0f req/s | %.2f s, %.0f leaves/s | %.0f%% |\n", t, dn, n, df, dn / df, f, n / f, 100 * (n / f) / (dn / df)
 }' > "$WORK/hosts.rows"
 while read -r line; do row "$line"; done < "$WORK/hosts.rows"
+HOSTS_DONE=$(date +%s)
 
 # Memory with CONNECTIONS open TLS connections (handshake done, keep-alive, idle).
 cat > "$WORK/hold.py" <<'PY'
@@ -299,6 +346,19 @@ print(len(held), flush=True)
 time.sleep(3600)
 PY
 RSS_BEFORE=$(rss_kib)
+POOLED_BEFORE=$(established "$ORIGIN_IP" "$ORIGIN_PORT")
+
+# The origin pool keeps one idle connection, and one file descriptor, per distinct
+# host until nginx (keepalive_timeout, 75 s by default) or swg's pool (90 s idle)
+# closes it. Opening the connections below before then can exhaust swg's descriptors.
+for _ in $(seq 1 100); do
+    [ "$(established "$ORIGIN_IP" "$ORIGIN_PORT")" -le 1 ] && break
+    sleep 2
+done
+RSS_SETTLED=$(rss_kib)
+SETTLED_AFTER=$(awk -v a="$HOSTS_DONE" -v b="$(date +%s)" 'BEGIN { print b - a }')
+POOLED_SETTLED=$(established "$ORIGIN_IP" "$ORIGIN_PORT")
+
 python3 "$WORK/hold.py" "$CONNECTIONS" "$TLS_PORT" "$WORK/swg/data/ca/root-cert.pem" > "$WORK/hold.out" 2> "$WORK/hold.err" &
 HOLD_PID=$!
 PIDS+=($HOLD_PID)
@@ -310,7 +370,7 @@ done
 if [ -s "$WORK/hold.out" ]; then
     sleep 2
     RSS_HELD=$(rss_kib)
-    HELD="$(mib "$RSS_HELD")"
+    HELD="$(mib "$RSS_HELD") ($(established 127.0.0.1 "$TLS_PORT") open when measured)"
 else
     tail -3 "$WORK/hold.err" >&2
     HELD="not measured (the client failed to open the connections)"
@@ -320,9 +380,10 @@ sleep 3
 RSS_AFTER=$(rss_kib)
 
 row "| RSS of swg: idle (policy loaded) | | $(mib "$RSS_IDLE") | |"
-row "| RSS of swg: after the load runs, before opening the connections | | $(mib "$RSS_BEFORE") | |"
-row "| RSS of swg: $CONNECTIONS open TLS connections at the landing | | $HELD | |"
-row "| RSS of swg: after the run (connections closed) | | $(mib "$RSS_AFTER") | |"
+row "| RSS of swg: after the load runs ($POOLED_BEFORE pooled origin connections) | | $(mib "$RSS_BEFORE") | |"
+row "| RSS of swg: pooled origin connections closed ($POOLED_SETTLED left, $SETTLED_AFTER s after the last distinct host) | | $(mib "$RSS_SETTLED") | |"
+row "| RSS of swg: $CONNECTIONS TLS connections opened at the landing | | $HELD | |"
+row "| RSS of swg: after the run (those connections closed) | | $(mib "$RSS_AFTER") | |"
 sleep 1
 row "| activity events written / dropped (swg_activity_written_total / swg_activity_dropped_total) | | $(metric swg_activity_written_total) / $(metric swg_activity_dropped_total) | |"
 
