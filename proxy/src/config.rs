@@ -64,6 +64,7 @@ pub struct TimeoutConfig {
     /// From sending a request upstream to receiving the response head.
     pub first_byte_ms: u64,
     /// Longest silence inside a request or response body, in either direction.
+    /// A WebSocket tunnel in which no byte moves either way for this long is closed.
     pub idle_ms: u64,
     /// Time a client has to send a complete request head (slow-loris protection).
     pub client_header_read_ms: u64,
@@ -269,7 +270,7 @@ impl TimeoutConfig {
         Duration::from_millis(self.first_byte_ms)
     }
 
-    /// The body idle timeout.
+    /// The idle timeout of bodies and WebSocket tunnels.
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms)
     }

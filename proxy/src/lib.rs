@@ -26,6 +26,7 @@ pub mod resolve;
 mod server;
 mod signed;
 mod target;
+mod tunnel;
 pub mod upstream;
 mod warn;
 mod websocket;

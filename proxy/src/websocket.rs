@@ -1,6 +1,7 @@
 //! WebSocket upgrades (HTTP/1.1): the handshake goes to the origin on a dedicated
 //! HTTP/1.1 connection, and after `101 Switching Protocols` both sides are joined
-//! byte for byte. Extension offers and the origin's choice pass unchanged.
+//! byte for byte until either closes or the tunnel idles for `timeouts.idle_ms`.
+//! Extension offers and the origin's choice pass unchanged.
 
 use http::{header, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -11,6 +12,7 @@ use crate::body::{empty, GuardedBody, ProxyBody};
 use crate::headers::remove_hop_by_hop;
 use crate::server::Shared;
 use crate::target::Target;
+use crate::tunnel::{self, TunnelEnd};
 use crate::upstream::UpstreamFailure;
 
 /// Sends a WebSocket handshake to the origin and, when it switches protocols, joins
@@ -77,6 +79,7 @@ pub(crate) async fn tunnel(
     }
 
     let origin_upgrade = hyper::upgrade::on(&mut response);
+    let idle = shared.config.timeouts.idle();
     tokio::spawn(async move {
         let (client, origin) = match tokio::try_join!(client_upgrade, origin_upgrade) {
             Ok(pair) => pair,
@@ -85,13 +88,16 @@ pub(crate) async fn tunnel(
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut origin = TokioIo::new(origin);
-        // NOTE: a WebSocket may stay silent for long by design, so the tunnel has no
-        // idle timeout; the client and origin keep-alive pings decide its life.
-        match tokio::io::copy_bidirectional(&mut client, &mut origin).await {
-            Ok((sent, received)) => tracing::debug!(sent, received, "WebSocket tunnel closed"),
-            Err(error) => tracing::debug!(%error, "WebSocket tunnel ended with an error"),
+        // NOTE: an application that stays silent for longer than `timeouts.idle_ms`
+        // without WebSocket pings loses its tunnel, and its client has to reconnect.
+        match tunnel::join(TokioIo::new(client), TokioIo::new(origin), idle).await {
+            TunnelEnd::Closed { sent, received } => {
+                tracing::debug!(sent, received, "WebSocket tunnel closed")
+            }
+            TunnelEnd::Idle => tracing::debug!(?idle, "WebSocket tunnel closed after idling"),
+            TunnelEnd::Failed(error) => {
+                tracing::debug!(%error, "WebSocket tunnel ended with an error")
+            }
         }
     });
 

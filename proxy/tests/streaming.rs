@@ -184,6 +184,54 @@ async fn websocket_echo_through_tls_landing() {
 }
 
 #[tokio::test]
+async fn websocket_tunnel_closes_after_idle_timeout() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+        config.timeouts.idle_ms = 500;
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let port = origin::start_https(certificate, &[b"h2", b"http/1.1"])
+        .await
+        .port();
+    let tcp = TcpStream::connect(harness.tls).await.unwrap();
+    let mut tls = client_tls(&harness)
+        .connect(ServerName::try_from("origin.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    websocket_echo(&mut tls, port).await;
+
+    // Messages every 250 ms for 1.5 s, three times the idle timeout, keep it open.
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        websocket::write_frame(&mut tls, 1, b"still here", Some([5, 6, 7, 8]))
+            .await
+            .unwrap();
+        let (_, payload) = websocket::read_frame(&mut tls).await.unwrap();
+        assert_eq!(payload, b"still here");
+    }
+
+    let silent = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the tunnel stayed open for 10 s of silence");
+    let closed_after = silent.elapsed();
+    assert_eq!(read.unwrap(), 0);
+    assert!(
+        closed_after >= std::time::Duration::from_millis(450),
+        "closed after {closed_after:?}"
+    );
+    assert!(
+        closed_after < std::time::Duration::from_secs(3),
+        "closed after {closed_after:?}"
+    );
+}
+
+#[tokio::test]
 async fn blocked_websocket_gets_block_page() {
     let (harness, port) = harness_with_origin().await;
     harness
