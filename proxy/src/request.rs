@@ -156,7 +156,7 @@ async fn handle_in_span(
     {
         websocket::tunnel(&shared, &target, request).await
     } else {
-        forward(&shared, &target, request).await
+        forward(&shared, &exchange.url, request).await
     };
     let response = match result {
         Ok(response) => exchange.allowed(identity, decision, response),
@@ -172,11 +172,11 @@ fn check_sni(context: &ConnectionContext, host: &str) {
     }
 }
 
-/// Forwards a request upstream and returns the response with hop-by-hop headers
-/// removed and the body streamed under the response limits.
+/// Forwards a request to `url` (the target's full URL) and returns the response
+/// with hop-by-hop headers removed and the body streamed under the response limits.
 async fn forward(
     shared: &Shared,
-    target: &Target,
+    url: &str,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, UpstreamFailure> {
     let limits = &shared.config.limits;
@@ -191,14 +191,7 @@ async fn forward(
     remove_hop_by_hop(&mut parts.headers, false);
     // hyper writes Host (HTTP/1.1) or :authority (HTTP/2) from the URI.
     parts.headers.remove(header::HOST);
-    parts.uri = format!(
-        "{}://{}{}",
-        target.scheme.as_str(),
-        target.authority(),
-        target.path_and_query
-    )
-    .parse()
-    .map_err(|_| UpstreamFailure::InvalidHost)?;
+    parts.uri = http::Uri::try_from(url).map_err(|_| UpstreamFailure::InvalidHost)?;
     parts.version = Version::HTTP_11;
     let mut body = GuardedBody::new(body, limits.max_request_body_bytes, idle);
     let request_sent = body.end_signal();

@@ -1,5 +1,8 @@
 //! The target of a request: scheme, host, port and the full URL that policy judges.
 
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
 use http::header;
 use http::Request;
 
@@ -90,12 +93,36 @@ impl Target {
 
     /// `host` or `host:port` when the port is not the scheme's default.
     pub(crate) fn authority(&self) -> String {
-        let host = self.host.to_authority_host();
-        if self.port == self.scheme.default_port() {
-            host
-        } else {
-            format!("{host}:{}", self.port)
+        let mut authority = String::with_capacity(self.authority_len());
+        self.push_authority(&mut authority);
+        authority
+    }
+
+    /// Appends the authority to `out`. Built piece by piece because this runs for
+    /// every request, where `format!` would allocate and regrow several strings.
+    fn push_authority(&self, out: &mut String) {
+        match &self.host {
+            Host::Name(name) => out.push_str(name),
+            Host::Ip(IpAddr::V4(ip)) => {
+                let _ = write!(out, "{ip}");
+            }
+            Host::Ip(IpAddr::V6(ip)) => {
+                let _ = write!(out, "[{ip}]");
+            }
         }
+        if self.port != self.scheme.default_port() {
+            let _ = write!(out, ":{}", self.port);
+        }
+    }
+
+    /// Returns an upper bound of the authority's length, counting the longest IP
+    /// text (IPv6 in brackets, 41 bytes) and the longest port text (`:65535`).
+    fn authority_len(&self) -> usize {
+        let host = match &self.host {
+            Host::Name(name) => name.len(),
+            Host::Ip(_) => 41,
+        };
+        host + 6
     }
 
     /// `scheme://authority` of this target, the origin of a same-site redirect.
@@ -135,12 +162,15 @@ impl Target {
 
     /// The full URL that policy decides on.
     pub(crate) fn url(&self) -> String {
-        format!(
-            "{}://{}{}",
-            self.scheme.as_str(),
-            self.authority(),
-            self.path_and_query
-        )
+        let scheme = self.scheme.as_str();
+        let mut url = String::with_capacity(
+            scheme.len() + 3 + self.authority_len() + self.path_and_query.len(),
+        );
+        url.push_str(scheme);
+        url.push_str("://");
+        self.push_authority(&mut url);
+        url.push_str(&self.path_and_query);
+        url
     }
 
     /// The host name as policy, hints and logs see it (no brackets, no port).
@@ -207,6 +237,28 @@ mod tests {
             Target::of_request(&request("/", Some("2130706434")), Scheme::Http, None, None)
                 .expect("valid target");
         assert_eq!(target.url(), "http://127.0.0.2/");
+    }
+
+    #[test]
+    fn ipv6_host_bracketed_in_authority_and_url() {
+        let target = Target::of_request(
+            &request("/p?q", Some("[2001:DB8::1]:8443")),
+            Scheme::Https,
+            None,
+            None,
+        )
+        .expect("valid target");
+        assert_eq!(target.authority(), "[2001:db8::1]:8443");
+        assert_eq!(target.url(), "https://[2001:db8::1]:8443/p?q");
+        assert_eq!(target.host_name(), "2001:db8::1");
+    }
+
+    #[test]
+    fn default_port_left_out_of_authority() {
+        let target =
+            Target::of_request(&request("/", Some("a.test:443")), Scheme::Https, None, None)
+                .expect("valid target");
+        assert_eq!(target.authority(), "a.test");
     }
 
     #[test]
