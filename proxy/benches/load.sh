@@ -10,11 +10,15 @@
 # Needs nginx, openssl, h2load (nghttp2-client) and oha (cargo install oha).
 # Everything listens on 127.0.0.1: nginx on 19443, swg on 18443/18080/13128.
 # DURATION (seconds per run, default 10) and CONNECTIONS (default 32) are
-# overridable. Results go to stdout as Markdown table rows.
+# overridable. WORKERS (default 1) is both the number of nginx worker processes
+# and the number of swg's tokio worker threads, so that each server gets the same
+# number of threads on a machine that also runs the clients.
+# Results go to stdout as Markdown table rows.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-32}
+WORKERS=${WORKERS:-1}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d)
 PIDS=()
@@ -48,7 +52,7 @@ head -c 600 /dev/zero | tr '\0' 'a' > "$WORK/www/small.html"
 head -c 1048576 /dev/urandom > "$WORK/www/1m.bin"
 chmod 644 "$WORK/www/small.html" "$WORK/www/1m.bin"
 cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
+worker_processes $WORKERS;
 daemon off;
 pid $WORK/nginx.pid;
 error_log $WORK/nginx-error.log;
@@ -75,7 +79,7 @@ nginx -c "$WORK/nginx.conf" -p "$WORK" &
 PIDS+=($!)
 
 cargo build --quiet --profile bench -p swg-proxy --example bench_proxy --manifest-path "$ROOT/Cargo.toml"
-"$ROOT/target/release/examples/bench_proxy" "$WORK/ca.pem" "$WORK/swg-root.pem" 2>"$WORK/proxy.log" &
+TOKIO_WORKER_THREADS=$WORKERS "$ROOT/target/release/examples/bench_proxy" "$WORK/ca.pem" "$WORK/swg-root.pem" 2>"$WORK/proxy.log" &
 PROXY=$!
 PIDS+=($PROXY)
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use support::{curl, Harness};
 
+/// nginx as one process (`master_process off`), so that killing the child leaves no
+/// orphaned worker behind.
 struct Nginx(Child);
 
 impl Drop for Nginx {
@@ -35,7 +37,7 @@ async fn start_nginx(harness: &Harness) -> (Nginx, u16) {
         .port();
     let path = dir.display();
     let config = format!(
-        "worker_processes 1;\ndaemon off;\npid {path}/nginx.pid;\nerror_log {path}/nginx-error.log;\n\
+        "master_process off;\ndaemon off;\npid {path}/nginx.pid;\nerror_log {path}/nginx-error.log;\n\
          events {{ worker_connections 256; }}\n\
          http {{\n access_log off;\n client_body_temp_path {path}/body;\n proxy_temp_path {path}/proxy;\n\
          fastcgi_temp_path {path}/fastcgi;\n uwsgi_temp_path {path}/uwsgi;\n scgi_temp_path {path}/scgi;\n\
