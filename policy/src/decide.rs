@@ -793,7 +793,7 @@ impl Tenant {
         if let Some(verdict) = bypassed_app(class, &mut trace) {
             return verdict;
         }
-        let lower = path_and_query.to_lowercase();
+        let lower = crate::request_target::canonical_target(path_and_query);
         let path = lower
             .split_once('?')
             .map_or(lower.as_str(), |(path, _)| path);

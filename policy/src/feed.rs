@@ -355,12 +355,7 @@ fn url_host(host: &str) -> Result<String, String> {
 }
 
 fn normalize_path(path: &str) -> String {
-    let lower = path.to_lowercase();
-    if lower.starts_with('/') {
-        lower
-    } else {
-        format!("/{lower}")
-    }
+    crate::request_target::canonical_target(path)
 }
 
 /// Parses a URL-prefix entry: `host/path`, optionally with an `http://` or `https://`

@@ -43,6 +43,7 @@ mod index;
 mod model;
 mod name;
 mod parse;
+mod request_target;
 mod set;
 pub mod synthetic;
 mod tenant;
@@ -59,6 +60,7 @@ pub use model::{
     CategoryAction, CategorySetting, FeedInfo, Group, Location, Policy, Target, TenantStats,
 };
 pub use name::{normalize_name, NameError, MAX_LABEL_LEN, MAX_NAME_LEN};
+pub use request_target::canonical_target;
 pub use set::PolicySet;
 pub use tenant::{
     Canary, Subject, Tenant, CANARY_DOH, CANARY_PRIVATE_RELAY, DEFAULT_EXCEPTION_DOMAINS,

@@ -534,6 +534,43 @@ fn url_rules_never_apply_at_dns() {
 }
 
 #[test]
+fn url_rules_match_every_spelling_of_a_blocked_path() {
+    let (_dir, set) = load(POLICY);
+    let acme = set.tenant("acme").unwrap();
+    let browser = App::bundle("com.apple.mobilesafari");
+    for target in [
+        "/files/setup.exe",
+        "/%66iles/setup.exe",
+        "/%66%69%6C%65%73/",
+        "//files/setup.exe",
+        "/x/../files/",
+        "/x/%2e%2e/files/",
+        "/./files/",
+        "/\\files\\",
+        "/%2Ffiles/",
+    ] {
+        let verdict =
+            acme.decide_request("downloads.example", target, &Subject::anyone(), &browser);
+        assert_eq!(verdict.action, Action::Block, "{target}");
+    }
+    let verdict = acme.decide_request(
+        "search.example",
+        "/find?%71=bad",
+        &Subject::anyone(),
+        &browser,
+    );
+    assert_eq!(verdict.action, Action::Block);
+    // Decoding happens once, as at the origin: `%2566` is the text `%66`, not `f`.
+    let verdict = acme.decide_request(
+        "downloads.example",
+        "/%2566iles/",
+        &Subject::anyone(),
+        &browser,
+    );
+    assert_eq!(verdict.action, Action::Allow);
+}
+
+#[test]
 fn url_rules_apply_at_proxy() {
     let (_dir, set) = load(POLICY);
     let acme = set.tenant("acme").unwrap();
