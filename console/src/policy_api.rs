@@ -63,9 +63,11 @@ pub(crate) async fn validate(
     TextBody(text): TextBody,
 ) -> Result<Json<Validation>, ApiError> {
     let file = tenant_file(&state, admin.tenant())?;
-    let set = tokio::task::spawn_blocking(move || PolicySet::from_texts(&[(file, text)]))
-        .await?
-        .map_err(|errors| ApiError::InvalidPolicy(diagnostics(&errors)))?;
+    let set = tokio::task::spawn_blocking(move || {
+        PolicySet::from_texts(&[(file.clone(), text)], Some(&file))
+    })
+    .await?
+    .map_err(|errors| ApiError::InvalidPolicy(diagnostics(&errors)))?;
     let tenants: Vec<String> = set
         .tenants()
         .iter()

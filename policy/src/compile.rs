@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -62,6 +62,8 @@ pub(crate) struct Compiler {
     tenant_ids: HashMap<String, Definition>,
     location_nets: Vec<LocationNet>,
     files: Vec<PathBuf>,
+    /// The policy file whose feed paths must stay inside its folder (an upload).
+    confined: Option<PathBuf>,
 }
 
 /// Things a policy of a tenant can refer to.
@@ -80,6 +82,11 @@ struct FileContext<'a> {
 }
 
 impl Compiler {
+    /// Requires the feed paths of the file at `path` to be relative and free of `..`.
+    pub(crate) fn confine_feeds_of(&mut self, path: Option<&Path>) {
+        self.confined = path.map(Path::to_path_buf);
+    }
+
     pub(crate) fn new() -> Compiler {
         let seed =
             std::collections::hash_map::RandomState::new().hash_one(0x5367_5f70_6f6c_6963_u64);
@@ -98,6 +105,7 @@ impl Compiler {
             tenant_ids: HashMap::new(),
             location_nets: Vec::new(),
             files: Vec::new(),
+            confined: None,
         };
         let source = compiler.source_id(Source::DefaultException);
         for domain in DEFAULT_EXCEPTION_DOMAINS {
@@ -695,6 +703,18 @@ impl Compiler {
             (Some(category), _) => Some(self.category(file, category)?),
         };
 
+        if self.confined.as_deref() == Some(file.path) && !stays_in_folder(&path.value) {
+            self.report(
+                file,
+                path.span.clone(),
+                DiagnosticKind::InvalidValue,
+                format!(
+                    "feed path {:?} is not allowed in an uploaded policy; use a path relative to the policy file's folder, without `..`",
+                    path.value
+                ),
+            );
+            return None;
+        }
         let base = file.path.parent().unwrap_or(Path::new(""));
         let resolved = base.join(&path.value);
         let exists = if format == FeedFormat::Directory {
@@ -1237,4 +1257,13 @@ fn list_or_none(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// Tells whether `path` is relative and names something inside its base folder:
+/// no root, no drive prefix and no `..` component.
+fn stays_in_folder(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|component| matches!(component, Component::Normal(_) | Component::CurDir))
 }

@@ -74,8 +74,16 @@ impl PolicySet {
 
     /// Validates policy texts as if they were the files at the given paths (feed paths
     /// resolve relative to those paths). Used to check a replacement before writing it.
-    pub fn from_texts(files: &[(PathBuf, String)]) -> Result<PolicySet, LoadErrors> {
+    ///
+    /// The text for the path `uploaded`, when given, came from outside the machine
+    /// (the console API): its feed paths must be relative and must not leave the
+    /// file's folder, so an upload can never read other files of the server.
+    pub fn from_texts(
+        files: &[(PathBuf, String)],
+        uploaded: Option<&Path>,
+    ) -> Result<PolicySet, LoadErrors> {
         let mut compiler = Compiler::new();
+        compiler.confine_feeds_of(uploaded);
         for (path, text) in files {
             compiler.add_file(path, text);
         }

@@ -375,7 +375,7 @@ impl PolicyWatcher {
             };
             files.push((other.clone(), content));
         }
-        PolicySet::from_texts(&files).map_err(ReplaceError::Invalid)
+        PolicySet::from_texts(&files, Some(path)).map_err(ReplaceError::Invalid)
     }
 
     fn write_and_install(

@@ -223,6 +223,53 @@ async fn replace_tenant_checks_the_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_tenant_keeps_feeds_in_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_dir = dir.path().join("policy");
+    std::fs::create_dir_all(policy_dir.join("feeds")).unwrap();
+    let file = policy_dir.join("acme.toml");
+    let outside = dir.path().join("secret.txt");
+    write(&outside, "secret.example\n");
+    write(&policy_dir.join("feeds").join("ok.txt"), "ok.example\n");
+    write(&policy_dir.join("feed.txt"), "x.example\n");
+    write(&file, &policy_blocking("first.example"));
+    let watcher = PolicyWatcher::new(vec![file.clone()], &Registry::new()).unwrap();
+
+    // Without a security table a policy blocks every security category.
+    let feed_policy = |path: &str| {
+        format!(
+            "id = \"acme\"\n[[feeds]]\nid = \"f\"\npath = {path:?}\nformat = \"domains\"\ncategory = \"malware\"\n[[policies]]\nid = \"p\"\n"
+        )
+    };
+    for path in [
+        outside.to_str().unwrap(),
+        "../secret.txt",
+        "feeds/../../secret.txt",
+        "/etc/hostname",
+    ] {
+        let error = watcher
+            .replace_tenant("acme", &feed_policy(path))
+            .unwrap_err();
+        let ReplaceError::Invalid(errors) = &error else {
+            panic!("{path}: {error}");
+        };
+        assert_eq!(errors.diagnostics.len(), 1, "{path}: {errors}");
+        assert!(
+            errors.diagnostics[0]
+                .message
+                .contains("not allowed in an uploaded policy"),
+            "{path}: {errors}"
+        );
+    }
+    assert!(blocks(&watcher, "first.example"));
+
+    watcher
+        .replace_tenant("acme", &feed_policy("feeds/ok.txt"))
+        .unwrap();
+    assert!(blocks(&watcher, "ok.example"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_feed_gains_new_category() {
     let dir = tempfile::tempdir().unwrap();
     let lists = dir.path().join("lists");
