@@ -195,6 +195,7 @@ impl App {
         self.shutdown.cancelled().await;
         self.readiness.set(false);
         components.dns.stop_accepting();
+        components.dns.drain(DRAIN_DEADLINE).await;
 
         while let Some(result) = components.tasks.join_next().await {
             if let Err(error) = result {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::server::ResolvesServerCert;
 use rustls::ServerConfig;
@@ -52,6 +53,8 @@ pub struct DnsServer {
     tcp_addr: SocketAddr,
     doh_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
 }
 
 impl DnsServer {
@@ -79,6 +82,7 @@ impl DnsServer {
         let config = Arc::new(config);
         let resolver = Arc::new(Resolver::new(config.clone(), upstream, backends, metrics));
         let in_flight = Arc::new(Semaphore::new(config.max_queries_in_flight));
+        let in_flight_total = in_flight.clone();
         let connections = Arc::new(Semaphore::new(config.max_connections));
         let limiter =
             RateLimiter::new(config.udp_rate_limit_qps, config.udp_rate_limit_burst).map(Arc::new);
@@ -159,6 +163,8 @@ impl DnsServer {
             tcp_addr,
             doh_addr,
             tasks,
+            in_flight: in_flight_total,
+            max_in_flight: config.max_queries_in_flight,
         })
     }
 
@@ -187,6 +193,29 @@ impl DnsServer {
     pub fn stop_accepting(&self) {
         for task in &self.tasks {
             task.abort();
+        }
+    }
+
+    /// Waits until every query in flight (UDP, TCP and DoH) has been answered, or until
+    /// `deadline` has passed; returns whether all were answered. Call it after
+    /// [`DnsServer::stop_accepting`], so that no new query starts meanwhile.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        let waiting =
+            self.max_in_flight - self.in_flight.available_permits().min(self.max_in_flight);
+        if waiting > 0 {
+            tracing::info!(queries = waiting, "waiting for DNS queries in flight");
+        }
+        match tokio::time::timeout(deadline, self.in_flight.acquire_many(all)).await {
+            Ok(Ok(_all_permits)) => true,
+            Ok(Err(_closed)) => true,
+            Err(_elapsed) => {
+                tracing::warn!(
+                    deadline_secs = deadline.as_secs(),
+                    "DNS queries still in flight at the shutdown deadline"
+                );
+                false
+            }
         }
     }
 }

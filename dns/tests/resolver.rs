@@ -569,6 +569,39 @@ async fn query_behind_slow_answer_on_one_tcp_connection_returns_first() {
 }
 
 #[tokio::test]
+async fn shutdown_answers_queries_in_flight() {
+    let harness = Harness::start().await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_query = query("slow.test", RecordType::A, None);
+    socket
+        .send_to(&udp_query.to_vec().unwrap(), harness.server.udp_addr())
+        .await
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(harness.server.tcp_addr())
+        .await
+        .unwrap();
+    let tcp_query = query("slow.test", RecordType::A, None);
+    write_framed(&mut stream, &tcp_query.to_vec().unwrap()).await;
+    // Both queries now wait on the slow upstream answer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    harness.server.stop_accepting();
+    assert!(harness.server.drain(Duration::from_secs(5)).await);
+
+    let mut buffer = vec![0u8; 4096];
+    let (len, _) = tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buffer))
+        .await
+        .expect("the UDP answer was sent before drain returned")
+        .unwrap();
+    let udp_answer = Message::from_vec(&buffer[..len]).unwrap();
+    assert_eq!(udp_answer.metadata.id, udp_query.metadata.id);
+    assert_eq!(addresses(&udp_answer), vec![ip("192.0.2.30")]);
+    let tcp_answer = Message::from_vec(&read_framed(&mut stream).await.unwrap()).unwrap();
+    assert_eq!(tcp_answer.metadata.id, tcp_query.metadata.id);
+    assert_eq!(addresses(&tcp_answer), vec![ip("192.0.2.30")]);
+}
+
+#[tokio::test]
 async fn query_behind_slow_answer_on_one_h2_connection_returns_first() {
     let harness = Harness::start().await;
     let client = std::sync::Arc::new(DohClient::connect(&harness, Alpn::H2).await);
