@@ -46,7 +46,7 @@ const SPENT_TICKET_CAPACITY: u64 = 1_000_000;
 
 /// File name of the console state (tenants' keys, disabler passwords, admin tokens) in the
 /// data folder.
-const CONSOLE_DATABASE: &str = "console.db";
+pub(crate) const CONSOLE_DATABASE: &str = "console.db";
 
 /// The started components that shutdown must reach.
 pub(crate) struct Components {
@@ -87,7 +87,8 @@ impl Components {
             SqliteSecretStore::open(&config.data_dir.join(CONSOLE_DATABASE))
                 .map_err(|error| StartError::component("console state")(Box::new(error)))?,
         );
-        seed_tenants(secrets.as_ref(), &policy).await?;
+        let endpoints = public_endpoints(config);
+        seed_tenants(secrets.as_ref(), &policy, &endpoints.console_url).await?;
         let live_keys = Arc::new(LiveKeys::new());
         live_keys
             .refresh(secrets.as_ref())
@@ -97,7 +98,7 @@ impl Components {
             .push(Arc::clone(&live_keys).spawn_refresh(Arc::clone(&secrets), LIVE_KEYS_REFRESH));
 
         let console_state = swg_console::ConsoleState {
-            config: Arc::new(public_endpoints(config)),
+            config: Arc::new(endpoints),
             signer: signer.clone(),
             live_keys: Arc::clone(&live_keys),
             secrets,
@@ -292,18 +293,28 @@ fn log_tenants(policy: &PolicyWatcher) {
     }
 }
 
-/// Printed after a tenant's first secrets: what to try next, as the README's "Try it"
-/// section explains.
-const NEXT_STEPS: &str = "Next steps (see \"Try it\" in README.md):
+/// Prints what to try next after a tenant's first secrets, with this gateway's
+/// console URL, as the README's "Try it" section explains.
+fn write_next_steps(out: &mut dyn std::io::Write, console_url: &str) {
+    let _ = writeln!(
+        out,
+        "Next steps (see \"Try it\" in README.md):
   swg ca export --format pem --out swg-root.pem
-  swg agent run --server https://localhost:9443 --ca-file swg-root.pem --auth-key KEY \\
+  swg agent run --server {console_url} --ca-file swg-root.pem --auth-key KEY \\
       --user alice@example.com --device laptop-1 \\
       --listen 127.0.0.1:5300=com.apple.mobilesafari --listen 127.0.0.1:5301=com.example.notes
-  dig @127.0.0.1 -p 5300 example.com";
+  dig @127.0.0.1 -p 5300 example.com
+A lost key or token is replaced with `swg secrets auth-key|admin-token --tenant ID`."
+    );
+}
 
 /// Creates the first secrets of every tenant that lacks them and prints them once: the
 /// admin token is stored hashed and cannot be shown again.
-async fn seed_tenants(secrets: &dyn SecretStore, policy: &PolicyWatcher) -> Result<(), StartError> {
+async fn seed_tenants(
+    secrets: &dyn SecretStore,
+    policy: &PolicyWatcher,
+    console_url: &str,
+) -> Result<(), StartError> {
     let seeded = swg_console::seed_policy_tenants(secrets, policy)
         .await
         .map_err(|error| StartError::component("console state")(Box::new(error)))?;
@@ -328,7 +339,7 @@ async fn seed_tenants(secrets: &dyn SecretStore, policy: &PolicyWatcher) -> Resu
                 token.token
             );
         }
-        let _ = writeln!(out, "{NEXT_STEPS}");
+        write_next_steps(&mut out, console_url);
         let _ = out.flush();
     }
     Ok(())

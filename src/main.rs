@@ -38,6 +38,9 @@ enum Command {
     /// Run the reference device agent.
     #[command(subcommand)]
     Agent(commands::agent::AgentCommand),
+    /// Create a tenant's admin token or authentication key offline.
+    #[command(subcommand)]
+    Secrets(commands::secrets::SecretsCommand),
 }
 
 fn main() -> ExitCode {
@@ -47,5 +50,6 @@ fn main() -> ExitCode {
         Command::Ca(command) => commands::ca::run(command),
         Command::Policy(command) => commands::policy::run(command),
         Command::Agent(command) => commands::agent::run(command),
+        Command::Secrets(command) => commands::secrets::run(command),
     }
 }

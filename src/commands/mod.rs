@@ -3,6 +3,7 @@
 pub(crate) mod agent;
 pub(crate) mod ca;
 pub(crate) mod policy;
+pub(crate) mod secrets;
 pub(crate) mod serve;
 
 use std::process::ExitCode;
