@@ -10,7 +10,7 @@ use swg_dns::agent::{Agent, AgentOptions};
 /// The console address and the identity the agent enrols with.
 #[derive(Debug, clap::Args)]
 pub(crate) struct EnrolArgs {
-    /// Console URL, such as https://127.0.0.1:9443.
+    /// Console URL, such as https://localhost:9443 (the console certificate names localhost).
     #[arg(long, value_name = "URL")]
     server: String,
     /// The tenant's authentication key.

@@ -28,12 +28,20 @@ pub fn tls_config(
     if let Some(path) = ca_file {
         let certificates = CertificateDer::pem_file_iter(path)
             .map_err(|error| AgentError::CaFile(format!("{}: {error}", path.display())))?;
+        let mut added = 0usize;
         for certificate in certificates {
             let certificate = certificate
                 .map_err(|error| AgentError::CaFile(format!("{}: {error}", path.display())))?;
             roots
                 .add(certificate)
                 .map_err(|error| AgentError::CaFile(format!("{}: {error}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(AgentError::CaFile(format!(
+                "{}: contains no PEM certificate (export one with `swg ca export --format pem`)",
+                path.display()
+            )));
         }
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -153,7 +161,7 @@ impl HttpsClient {
         let tls = TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
-            .map_err(|error| AgentError::Tls(error.to_string()))?;
+            .map_err(|error| AgentError::Tls(handshake_failure(&error)))?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
         if h2 {
@@ -170,5 +178,24 @@ impl HttpsClient {
             tokio::spawn(connection);
             Ok(Sender::Http11(sender))
         }
+    }
+}
+
+/// Describes a failed TLS handshake, with a hint when the server's certificate comes
+/// from a CA the agent does not trust, which is what a missing `--ca-file` looks like.
+fn handshake_failure(error: &std::io::Error) -> String {
+    let unknown_issuer = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|inner| {
+            matches!(
+                inner,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+            )
+        });
+    if unknown_issuer {
+        format!("{error}; if this is swg's own root CA, pass it with --ca-file (`swg ca export --format pem --out swg-root.pem`)")
+    } else {
+        error.to_string()
     }
 }

@@ -36,7 +36,7 @@ pub enum AgentError {
     #[error("HTTP request failed: {0}")]
     Http(String),
     /// The console or the DoH endpoint rejected the authentication key or token.
-    #[error("rejected by swg (HTTP 401): check the authentication key, or enrol again")]
+    #[error("rejected by swg (HTTP 401): the authentication key or the device token is not valid for this gateway")]
     Unauthorized,
     /// The console returned an error status or invalid JSON.
     #[error("console request failed: {0}")]
@@ -52,7 +52,7 @@ pub enum AgentError {
 /// The console address and the identity the agent enrols with.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    /// The console URL, e.g. `https://127.0.0.1:9443`.
+    /// The console URL, e.g. `https://localhost:9443`.
     pub server: String,
     /// The tenant's authentication key from the MDM configuration.
     pub auth_key: String,
