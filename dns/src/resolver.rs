@@ -764,6 +764,8 @@ fn reject_label(reason: RejectReason) -> &'static str {
     match reason {
         RejectReason::Malformed => "malformed",
         RejectReason::NotImplemented => "not_implemented",
+        RejectReason::BadVersion => "bad_version",
+        RejectReason::ZoneTransfer => "zone_transfer",
     }
 }
 

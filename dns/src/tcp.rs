@@ -127,6 +127,10 @@ async fn read_message<R: AsyncReadExt + Unpin>(
         .await
         .ok()?
         .ok()?;
+    // An empty message is no query: close the connection rather than wait for more.
+    if len == 0 {
+        return None;
+    }
     let mut message = vec![0u8; usize::from(len)];
     tokio::time::timeout(limits.read_timeout, reader.read_exact(&mut message))
         .await

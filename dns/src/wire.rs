@@ -1,7 +1,7 @@
 //! Reading queries off the wire and writing responses that fit the transport.
 
-use hickory_proto::op::{Header, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record};
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 /// Largest DNS message any transport carries (the TCP length prefix is 16 bits).
@@ -20,7 +20,7 @@ pub enum Incoming {
     /// A well-formed standard query with exactly one question.
     Query(Box<Message>),
     /// A packet with a readable header that cannot be answered normally: send this
-    /// response (FORMERR or NOTIMP).
+    /// response (FORMERR, NOTIMP, REFUSED or BADVERS).
     Reject(Box<Message>, RejectReason),
     /// Not a query, or not even a header: send nothing.
     Drop(DropReason),
@@ -33,6 +33,10 @@ pub enum RejectReason {
     Malformed,
     /// The opcode or class is not supported.
     NotImplemented,
+    /// The EDNS version is above 0, the only one swg speaks (RFC 6891).
+    BadVersion,
+    /// A zone transfer (AXFR or IXFR): swg is a resolver, not a primary server.
+    ZoneTransfer,
 }
 
 /// Why a packet was dropped silently.
@@ -83,6 +87,20 @@ pub fn read_query(bytes: &[u8]) -> Incoming {
         let mut response = error_response(&header, ResponseCode::NotImp);
         response.add_query(query.clone());
         return Incoming::Reject(Box::new(response), RejectReason::NotImplemented);
+    }
+    if message.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
+        // RFC 6891, section 6.1.3: BADVERS, with the highest version swg speaks.
+        let mut response = error_response(&header, ResponseCode::BADVERS);
+        response.add_query(query.clone());
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_UDP_LIMIT).set_version(0);
+        response.set_edns(edns);
+        return Incoming::Reject(Box::new(response), RejectReason::BadVersion);
+    }
+    if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+        let mut response = error_response(&header, ResponseCode::Refused);
+        response.add_query(query.clone());
+        return Incoming::Reject(Box::new(response), RejectReason::ZoneTransfer);
     }
     Incoming::Query(Box::new(message))
 }

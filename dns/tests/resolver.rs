@@ -569,6 +569,46 @@ async fn query_behind_slow_answer_on_one_tcp_connection_returns_first() {
 }
 
 #[tokio::test]
+async fn edns_version_above_zero_gets_badvers() {
+    let harness = Harness::start().await;
+    let mut versioned = query("allowed.test", RecordType::A, None);
+    versioned.edns.as_mut().unwrap().set_version(1);
+    let response = harness.udp(&versioned).await;
+    // Code 16 reads back as BADSIG: the two names share the value.
+    assert_eq!(u16::from(response.metadata.response_code), 16);
+    assert_eq!(response.edns.as_ref().unwrap().version(), 0);
+    assert!(response.answers.is_empty());
+}
+
+#[tokio::test]
+async fn zone_transfer_over_tcp_is_refused() {
+    let harness = Harness::start().await;
+    let mut stream = tokio::net::TcpStream::connect(harness.server.tcp_addr())
+        .await
+        .unwrap();
+    for query_type in [RecordType::AXFR, RecordType::IXFR] {
+        let transfer = query("allowed.test", query_type, None);
+        write_framed(&mut stream, &transfer.to_vec().unwrap()).await;
+        let response = Message::from_vec(&read_framed(&mut stream).await.unwrap()).unwrap();
+        assert_eq!(response.metadata.id, transfer.metadata.id);
+        assert_eq!(response.metadata.response_code, ResponseCode::Refused);
+    }
+}
+
+#[tokio::test]
+async fn empty_tcp_message_closes_connection() {
+    let harness = Harness::start().await;
+    let mut stream = tokio::net::TcpStream::connect(harness.server.tcp_addr())
+        .await
+        .unwrap();
+    write_framed(&mut stream, &[]).await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), read_framed(&mut stream))
+        .await
+        .expect("the connection is closed at once, not after the idle timeout");
+    assert!(closed.is_none());
+}
+
+#[tokio::test]
 async fn shutdown_answers_queries_in_flight() {
     let harness = Harness::start().await;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
