@@ -111,6 +111,11 @@ pub(crate) async fn export_csv(
     admin: Admin,
     ApiQuery(params): ApiQuery<ActivityParams>,
 ) -> Result<Response, ApiError> {
+    if params.limit.is_some() {
+        return Err(ApiError::BadRequest(
+            "the export holds every matching event and takes no limit; narrow it with from, to and the filters".to_owned(),
+        ));
+    }
     let mut query = build_query(admin.tenant(), params)?;
     query.limit = swg_activity::query::MAX_PAGE_SIZE;
     let store = state.activity.clone();

@@ -33,7 +33,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// A UTF-8 text body of any content type, such as a policy file.
+/// A UTF-8 text body, such as a policy file. Any content type but JSON is taken,
+/// because curl's `--data-binary` sends a form type by default; a JSON type means
+/// the client sent something other than the TOML text and is rejected with 415.
 #[derive(Debug)]
 pub(crate) struct TextBody(pub(crate) String);
 
@@ -44,6 +46,22 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let media_type = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .map(|value| value.trim().to_ascii_lowercase());
+        if let Some(media_type) = media_type {
+            if media_type == "application/json" || media_type.ends_with("+json") {
+                return Err(ApiError::Rejected {
+                    status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    message: format!(
+                        "the body must be TOML text (application/toml or text/plain), not {media_type}"
+                    ),
+                });
+            }
+        }
         let bytes =
             Bytes::from_request(request, state)
                 .await

@@ -666,6 +666,10 @@ async fn csv_export_escapes_cells() {
         text.contains("\"https://blocked.example/a,b?q=\"\"x\"\"\""),
         "{text}"
     );
+    let limited = console
+        .as_admin("GET", "/api/activity/export.csv?limit=1", &[])
+        .await;
+    assert_eq!(limited.status, 400, "{}", limited.text());
 
     let page = console
         .as_admin("GET", "/api/activity?action=block", &[])
@@ -744,6 +748,23 @@ async fn policy_replace_is_validated_and_atomic() {
     assert_eq!(validate.status, 200, "{}", validate.text());
 
     let replacement = ACME_POLICY.replace("blocked.example", "other.example");
+    let json = console
+        .as_admin(
+            "PUT",
+            "/api/policy",
+            &[
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                &replacement,
+            ],
+        )
+        .await;
+    assert_eq!(json.status, 415, "{}", json.text());
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        ACME_POLICY
+    );
     let answer = console
         .as_admin("PUT", "/api/policy", &["--data-binary", &replacement])
         .await;
