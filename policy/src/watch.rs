@@ -305,6 +305,47 @@ impl PolicyWatcher {
             feeds = set.feeds().len(),
             "policy loaded"
         );
+        for feed in set.feeds() {
+            let stats = &feed.stats;
+            if stats.skipped == 0 {
+                continue;
+            }
+            let first = stats.skipped_examples.first();
+            // A feed that is mostly unusable was probably replaced by the wrong file.
+            if stats.skipped > stats.entries {
+                tracing::warn!(
+                    feed = %feed.path.display(),
+                    entries = stats.entries,
+                    skipped = stats.skipped,
+                    first_line = first.map(|line| line.line),
+                    first_reason = first.map(|line| line.reason.as_str()),
+                    "most lines of the feed were skipped"
+                );
+            } else {
+                tracing::info!(
+                    feed = %feed.path.display(),
+                    entries = stats.entries,
+                    skipped = stats.skipped,
+                    "feed lines skipped"
+                );
+            }
+        }
+        // A renamed or deleted tenant locks its enrolled devices out: make that visible.
+        let previous = self.current();
+        for tenant in previous.tenants() {
+            if set.tenant(tenant.id()).is_none() {
+                tracing::warn!(
+                    tenant = tenant.id(),
+                    file = %tenant.file().display(),
+                    "tenant is no longer in the policy; its enrolled devices are now rejected"
+                );
+            }
+        }
+        for tenant in set.tenants() {
+            if previous.tenant(tenant.id()).is_none() && !previous.tenants().is_empty() {
+                tracing::info!(tenant = tenant.id(), "tenant added to the policy");
+            }
+        }
         self.current.store(Arc::new(set));
     }
 
