@@ -59,6 +59,7 @@ pub mod host;
 mod log;
 mod metrics;
 pub mod query;
+mod queue;
 mod recorder;
 pub mod request_id;
 pub mod retention;

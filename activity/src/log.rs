@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use crate::config::ActivityConfig;
 use crate::error::ActivityError;
 use crate::metrics::Metrics;
+use crate::queue::Queue;
 use crate::recorder::Recorder;
 use crate::retention;
 use crate::sqlite::SqliteStore;
@@ -57,7 +58,7 @@ impl ActivityLog {
     ) -> Result<(ActivityLog, Recorder), ActivityError> {
         config.validate()?;
         let metrics = Metrics::register(registry)?;
-        let (sender, receiver) = mpsc::channel(config.queue_capacity);
+        let queue = Arc::new(Queue::new(config.queue_capacity));
         let (control, control_receiver) = mpsc::unbounded_channel();
 
         let writer = Writer {
@@ -66,7 +67,7 @@ impl ActivityLog {
             batch_size: config.batch_size,
             batch_interval: Duration::from_millis(config.batch_interval_ms),
         };
-        let writer = tokio::spawn(writer.run(receiver, control_receiver));
+        let writer = tokio::spawn(writer.run(Arc::clone(&queue), control_receiver));
         let retention = tokio::spawn(retention::run(Arc::clone(&store), config.retention_days));
 
         let log = ActivityLog {
@@ -76,7 +77,7 @@ impl ActivityLog {
             writer: Mutex::new(Some(writer)),
             retention,
         };
-        Ok((log, Recorder::new(sender, metrics)))
+        Ok((log, Recorder::new(queue, metrics)))
     }
 
     /// Returns the store, for queries.

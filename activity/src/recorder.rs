@@ -4,10 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::queue::Queue;
 
 /// Minimum time between two warnings about dropped events.
 const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
@@ -19,15 +18,15 @@ const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// in `swg_activity_dropped_total`.
 #[derive(Clone)]
 pub struct Recorder {
-    sender: mpsc::Sender<Event>,
+    queue: Arc<Queue>,
     drops: Arc<DropWarning>,
     metrics: Metrics,
 }
 
 impl Recorder {
-    pub(crate) fn new(sender: mpsc::Sender<Event>, metrics: Metrics) -> Self {
+    pub(crate) fn new(queue: Arc<Queue>, metrics: Metrics) -> Self {
         Recorder {
-            sender,
+            queue,
             drops: Arc::new(DropWarning::new()),
             metrics,
         }
@@ -39,7 +38,7 @@ impl Recorder {
     /// queue's memory.
     pub fn record(&self, mut event: Event) {
         event.truncate_fields();
-        if self.sender.try_send(event).is_err() {
+        if !self.queue.push(event) {
             self.metrics.dropped.inc();
             self.drops.dropped();
         }

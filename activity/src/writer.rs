@@ -1,5 +1,5 @@
-//! The writer task: takes events off the queue in batches and stores each batch in
-//! one transaction on a blocking thread.
+//! The writer task: takes the queued events in batches and stores them in
+//! transactions on a blocking thread.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,13 +8,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::queue::Queue;
 use crate::store::ActivityStore;
 
-/// Maximum events one transaction takes when the writer has fallen behind.
-/// Larger batches cost less per event because they share commits and dirty index
-/// pages: about 17 µs per event at 10 000 events against 38 µs at 1 000, measured
-/// with this crate's examples on a loaded 2-core machine. At about 500 bytes an
-/// event, this bounds a batch to some 25 MB.
+/// Most events one transaction takes; a larger backlog is written in several.
+/// Larger batches cost less CPU per event because they share the commit and the
+/// partly filled pages that each commit writes again (docs/benchmarks.md). At
+/// about 500 bytes an event, this bounds a batch to some 25 MB.
 const MAX_BACKLOG_BATCH: usize = 50_000;
 
 /// Longest pause between two looks at the queue.
@@ -40,19 +40,19 @@ impl Writer {
     /// Runs until shut down, or until every [`crate::Recorder`] and the log are gone.
     ///
     /// The writer looks at the queue every [`Writer::tick`] instead of waiting on it,
-    /// so recording an event never wakes the writer task: at 100 000 events/s, a
-    /// wake-up per event would cost more CPU than writing it. A batch is written
+    /// so recording an event never wakes the writer task; waiting on the queue
+    /// would cost a wake-up and a poll of this task per event. A batch is written
     /// at the first look that finds `batch_size` events queued, or finds events
-    /// that have waited about `batch_interval`. It takes every queued event, up to
-    /// [`MAX_BACKLOG_BATCH`]. While one batch is written the queue keeps filling,
-    /// so recording never waits for the disk.
+    /// that have waited about `batch_interval`. It takes every queued event. While
+    /// one batch is written the queue keeps filling, so recording never waits for
+    /// the disk.
     pub(crate) async fn run(
         self,
-        mut events: mpsc::Receiver<Event>,
+        queue: Arc<Queue>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
         let tick = self.tick();
-        let mut batch = Vec::with_capacity(self.batch_size);
+        let mut batch = Vec::new();
         // When the writer first saw the events now queued; they may have arrived
         // up to one tick earlier.
         let mut waiting_since: Option<tokio::time::Instant> = None;
@@ -61,24 +61,27 @@ impl Writer {
                 biased;
                 command = control.recv() => match command {
                     Some(Control::Flush(done)) => {
-                        batch = self.drain_queued(&mut events, batch).await;
+                        batch = self.write_queued(&queue, batch).await;
                         waiting_since = None;
                         let _ = done.send(());
                     }
                     Some(Control::Shutdown(done)) => {
-                        self.drain_closed(&mut events, batch).await;
+                        queue.close();
+                        self.write_queued(&queue, batch).await;
                         let _ = done.send(());
                         return;
                     }
                     None => {
-                        self.drain_closed(&mut events, batch).await;
+                        queue.close();
+                        self.write_queued(&queue, batch).await;
                         return;
                     }
                 },
                 () = tokio::time::sleep(tick) => {
-                    let queued = events.len();
+                    let queued = queue.len();
                     if queued == 0 {
-                        if events.is_closed() {
+                        // Only this task holds the queue once every recorder is gone.
+                        if Arc::strong_count(&queue) == 1 {
                             tracing::debug!("every activity recorder is gone; writer stops");
                             return;
                         }
@@ -90,9 +93,7 @@ impl Writer {
                     if queued < self.batch_size && now + tick < since + self.batch_interval {
                         continue;
                     }
-                    self.take_backlog(&mut events, &mut batch).await;
-                    self.metrics.queue_depth.set(events.len() as i64);
-                    batch = self.write(batch).await;
+                    batch = self.write_queued(&queue, batch).await;
                     waiting_since = None;
                 }
             }
@@ -106,90 +107,55 @@ impl Writer {
         (self.batch_interval / 4).clamp(Duration::from_millis(1), MAX_TICK)
     }
 
-    /// Adds the events already queued to `batch`, without waiting for more.
-    async fn take_backlog(&self, events: &mut mpsc::Receiver<Event>, batch: &mut Vec<Event>) {
-        let room = MAX_BACKLOG_BATCH
-            .max(self.batch_size)
-            .saturating_sub(batch.len());
-        let queued = events.len().min(room);
-        if queued > 0 {
-            events.recv_many(batch, queued).await;
-        }
-    }
-
-    /// Writes the events queued right now, not those that arrive meanwhile, so a
-    /// flush under constant load still ends.
-    async fn drain_queued(
-        &self,
-        events: &mut mpsc::Receiver<Event>,
-        mut batch: Vec<Event>,
-    ) -> Vec<Event> {
-        let mut remaining = events.len();
-        while remaining > 0 {
-            let take = remaining.min(self.batch_size - batch.len());
-            let received = events.recv_many(&mut batch, take).await;
-            if received == 0 {
-                break;
-            }
-            remaining -= received.min(remaining);
-            if batch.len() == self.batch_size {
-                batch = self.write(batch).await;
-            }
-        }
-        self.metrics.queue_depth.set(events.len() as i64);
+    /// Takes every queued event and writes it; events that arrive meanwhile wait
+    /// for the next look, so a flush under constant load still ends. Returns the
+    /// emptied batch for reuse.
+    async fn write_queued(&self, queue: &Queue, mut batch: Vec<Event>) -> Vec<Event> {
+        queue.take_all(&mut batch);
+        self.metrics.queue_depth.set(queue.len() as i64);
         self.write(batch).await
     }
 
-    /// Closes the queue, so further records are dropped, and writes what it contains.
-    async fn drain_closed(&self, events: &mut mpsc::Receiver<Event>, mut batch: Vec<Event>) {
-        events.close();
-        loop {
-            let room = self.batch_size - batch.len();
-            let received = events.recv_many(&mut batch, room).await;
-            if received == 0 {
-                break;
-            }
-            if batch.len() == self.batch_size {
-                batch = self.write(batch).await;
-            }
-        }
-        self.write(batch).await;
-        self.metrics.queue_depth.set(0);
-    }
-
-    /// Stores `batch` on a blocking thread and returns the emptied vector for reuse.
+    /// Stores `batch` on a blocking thread, in transactions of at most
+    /// [`MAX_BACKLOG_BATCH`] events (or `batch_size` if larger), and returns the
+    /// emptied vector for reuse.
     async fn write(&self, batch: Vec<Event>) -> Vec<Event> {
         if batch.is_empty() {
             return batch;
         }
         let count = batch.len() as u64;
         let store = Arc::clone(&self.store);
-        let started = Instant::now();
+        let metrics = self.metrics.clone();
+        let transaction_size = MAX_BACKLOG_BATCH.max(self.batch_size);
         let outcome = tokio::task::spawn_blocking(move || {
-            let result = store.insert_batch(&batch);
-            (batch, result)
+            for chunk in batch.chunks(transaction_size) {
+                let started = Instant::now();
+                let result = store.insert_batch(chunk);
+                metrics
+                    .write_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let events = chunk.len() as u64;
+                match result {
+                    Ok(()) => metrics.written.inc_by(events),
+                    Err(error) => {
+                        metrics.write_failed.inc_by(events);
+                        tracing::error!(%error, events, "failed to write activity batch; its events are lost");
+                    }
+                }
+            }
+            batch
         })
         .await;
-        self.metrics
-            .write_seconds
-            .observe(started.elapsed().as_secs_f64());
 
         match outcome {
-            Ok((mut batch, Ok(()))) => {
-                self.metrics.written.inc_by(count);
-                batch.clear();
-                batch
-            }
-            Ok((mut batch, Err(error))) => {
-                self.metrics.write_failed.inc_by(count);
-                tracing::error!(%error, events = count, "failed to write activity batch; its events are lost");
+            Ok(mut batch) => {
                 batch.clear();
                 batch
             }
             Err(error) => {
                 self.metrics.write_failed.inc_by(count);
                 tracing::error!(%error, events = count, "activity batch write task failed; its events are lost");
-                Vec::with_capacity(self.batch_size)
+                Vec::new()
             }
         }
     }
