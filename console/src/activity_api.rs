@@ -193,6 +193,12 @@ impl From<DailyTotal> for DayTotal {
 
 fn parse_day(name: &str, value: &str) -> Result<Date, ApiError> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
+    // `[year]` also takes a sign (`-2026-01-01`), which no caller means.
+    if !value.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} is not a YYYY-MM-DD day: {value:?}"
+        )));
+    }
     Date::parse(value, &format).map_err(|error| {
         ApiError::BadRequest(format!(
             "{name} is not a YYYY-MM-DD day ({error}): {value:?}"

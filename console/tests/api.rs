@@ -695,6 +695,12 @@ async fn csv_export_escapes_cells() {
     let day = day.as_str().unwrap_or_default().to_owned();
     assert_eq!(day.len(), 10, "days are YYYY-MM-DD: {}", summary.text());
     assert_eq!(&day[4..5], "-", "{day}");
+    for range in ["from=-2026-01-01", "to=+2026-01-01", "from=2026-1-1"] {
+        let bad_day = console
+            .as_admin("GET", &format!("/api/activity/summary?{range}"), &[])
+            .await;
+        assert_eq!(bad_day.status, 400, "{range}: {}", bad_day.text());
+    }
     let bad = console
         .as_admin("GET", "/api/activity?action=explode", &[])
         .await;
