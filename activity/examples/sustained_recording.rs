@@ -6,14 +6,15 @@
 //! ```
 //!
 //! RATE defaults to 100 000 events per second, SECONDS to 60, DB to
-//! `target/activity-sustained.db` (deleted first), and QUEUE, BATCH and INTERVAL_MS to
-//! the defaults of `queue_capacity`, `batch_size` and `batch_interval_ms`. The rest of the configuration is the default `[activity]`
-//! section. Exits with status 1 if any event was dropped.
+//! `target/activity-sustained.db` (deleted first), and QUEUE, BATCH and INTERVAL_MS
+//! to the defaults of `queue_capacity`, `batch_size` and `batch_interval_ms`. The
+//! rest of the configuration is the default `[activity]` section. Exits with status
+//! 1 if any event was dropped.
 //!
 //! At the end it prints the process CPU time (user and system, from
 //! `/proc/self/stat`) per 100 000 events, split by thread, and the CPU time the
-//! producer spends cloning 100 000 events from its pool. That clone stands in for
-//! the caller building its event, so the activity log's own cost is the total minus it.
+//! producer spends cloning 100 000 events from its pool. That clone takes the place
+//! of the caller building its event, so the activity log's own cost is the total minus it.
 //! Before the timed run, it records 200 000 events, cloned beforehand, as fast as it
 //! can, twice, and prints the CPU time of `Recorder::record` alone in the second
 //! round, the cost on the caller's thread once the queue has grown.
@@ -264,7 +265,7 @@ fn cpu_seconds() -> f64 {
     stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }
 
-/// CPU time of the calling thread in nanoseconds precision, from
+/// CPU time of the calling thread with nanosecond precision, from
 /// /proc/thread-self/schedstat (its first field is the time spent running).
 fn thread_cpu_now() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")

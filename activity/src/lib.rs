@@ -6,10 +6,11 @@
 //! [`ActivityLog::open`] opens the store and starts two tasks on the current tokio
 //! runtime: the writer, which drains a bounded in-memory queue in batches (by count
 //! and by time), and retention, which deletes expired events at start and hourly.
-//! It returns a [`Recorder`], the hot-path handle: [`Recorder::record`] never waits,
-//! and when the queue is full it drops the event and counts it in
-//! `swg_activity_dropped_total`. Each batch is one transaction written on a blocking
-//! thread, so a crash loses whole batches, never part of one.
+//! It returns a [`Recorder`], the hot-path handle: [`Recorder::record`] never waits
+//! for the writer or the disk, and when the queue is full it drops the event and
+//! counts it in `swg_activity_dropped_total`. Each batch is written in transactions
+//! of up to 50 000 events on a blocking thread, so a crash loses whole transactions,
+//! never part of one.
 //! [`ActivityLog::shutdown`] writes everything queued before it returns.
 //!
 //! Callers record no event for bypassed apps and domain exceptions.

@@ -1,11 +1,11 @@
 //! The bounded queue between the recorders and the writer.
 //!
 //! A vector behind a mutex, which the writer exchanges for an empty one. Recording
-//! an event locks the mutex once and moves the event in; no task is woken, because
+//! an event locks the mutex once and moves the event in. No task is woken, because
 //! the writer looks at the queue on a timer. The exchange hands the writer every
-//! queued event at once and gives the recorders back a vector whose capacity the
-//! last batch left, so once the queue has seen its usual load, recording moves
-//! an event into room that is already allocated.
+//! queued event at once and gives the recorders back the vector of the last batch,
+//! with its capacity. So once the queue has seen its usual load, recording moves an
+//! event into room that is already allocated.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

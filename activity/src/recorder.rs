@@ -11,11 +11,11 @@ use crate::queue::Queue;
 /// Minimum time between two warnings about dropped events.
 const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Queues events for the writer without waiting.
+/// Queues events for the writer without waiting for it.
 ///
-/// Cheap to clone; every clone feeds the same queue. Recording never blocks and
-/// never touches the disk: when the queue is full the event is dropped and counted
-/// in `swg_activity_dropped_total`.
+/// Cheap to clone; every clone feeds the same queue. Recording holds the queue's
+/// mutex only to move the event in, and never touches the disk: when the queue is
+/// full the event is dropped and counted in `swg_activity_dropped_total`.
 #[derive(Clone)]
 pub struct Recorder {
     queue: Arc<Queue>,

@@ -17,7 +17,7 @@ use crate::store::ActivityStore;
 /// about 500 bytes an event, this bounds a batch to some 25 MB.
 const MAX_BACKLOG_BATCH: usize = 50_000;
 
-/// Longest pause between two looks at the queue.
+/// Maximum pause between two looks at the queue.
 const MAX_TICK: Duration = Duration::from_millis(50);
 
 /// Requests from [`crate::ActivityLog`] to the writer task.
@@ -40,7 +40,7 @@ impl Writer {
     /// Runs until shut down, or until every [`crate::Recorder`] and the log are gone.
     ///
     /// The writer looks at the queue every [`Writer::tick`] instead of waiting on it,
-    /// so recording an event never wakes the writer task; waiting on the queue
+    /// so recording an event never wakes the writer task. Waiting on the queue
     /// would cost a wake-up and a poll of this task per event. A batch is written
     /// at the first look that finds `batch_size` events queued, or finds events
     /// that have waited about `batch_interval`. It takes every queued event. While
@@ -80,7 +80,7 @@ impl Writer {
                 () = tokio::time::sleep(tick) => {
                     let queued = queue.len();
                     if queued == 0 {
-                        // Only this task holds the queue once every recorder is gone.
+                        // Once every recorder is gone, this task owns the only reference to the queue.
                         if Arc::strong_count(&queue) == 1 {
                             tracing::debug!("every activity recorder is gone; writer stops");
                             return;
@@ -100,9 +100,9 @@ impl Writer {
         }
     }
 
-    /// How often the writer looks at the queue: a quarter of the batch interval,
-    /// between 1 and 50 ms, so an event waits at most about `batch_interval` plus
-    /// one tick.
+    /// Returns how often the writer looks at the queue: a quarter of the batch
+    /// interval, between 1 and 50 ms. An event then waits at most about
+    /// `batch_interval` plus one tick.
     fn tick(&self) -> Duration {
         (self.batch_interval / 4).clamp(Duration::from_millis(1), MAX_TICK)
     }

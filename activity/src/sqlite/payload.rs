@@ -1,9 +1,10 @@
 //! The `events.payload` column: the fields no query filters on, packed into one
 //! blob.
 //!
-//! Binding one blob instead of eleven columns makes each insert cheaper: SQLite
-//! copies every bound text and builds a record header entry for every column, and
-//! the enums and addresses take a byte or a few here instead of their text form.
+//! Binding one blob instead of eleven columns makes each insert cheaper, because
+//! SQLite copies every bound text and builds a record header entry for every
+//! column. The enums and addresses also take a byte or a few here instead of their
+//! text form.
 //! Queries filter only on the columns of `events` and on the index tables, so
 //! nothing needs to look inside the blob but [`decode`].
 //!
@@ -78,6 +79,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Payload> {
     if reader.byte()? != VERSION {
         return None;
     }
+
     let discovery = discovery_of(reader.byte()?)?;
     let app_class = app_class_of(reader.byte()?)?;
     let via = via_of(reader.byte()?)?;
@@ -98,6 +100,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Payload> {
     if !reader.0.is_empty() {
         return None;
     }
+
     Some(Payload {
         discovery,
         app_class,

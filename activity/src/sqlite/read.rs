@@ -72,7 +72,7 @@ fn driver(query: &Query) -> Driver {
         Driver::Presence(PRESENCE_APP)
     } else if query.action.is_some() && query.domain.is_none() {
         // With a domain filter, the slots of the matching hosts are the narrower
-        // windows; the action is then checked on the index entries.
+        // windows, and the action is checked on the rows in them.
         Driver::Presence(PRESENCE_ACTION)
     } else {
         Driver::Time

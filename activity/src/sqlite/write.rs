@@ -77,8 +77,8 @@ struct DailyCounts {
     blocked_categories: HashMap<(i64, i64, i64), i64>,
 }
 
-/// What the writer remembers about one tenant, so that repeated keys cost no
-/// statement.
+/// The writer's cached id and stored keys of one tenant, so that repeated keys cost
+/// no statement.
 struct TenantCache {
     name: String,
     id: i64,
@@ -150,16 +150,17 @@ impl WriterCache {
     }
 }
 
-/// Records that `value` was stored for `hour`, returning whether it was new.
-fn first_in_hour(known: &mut HashMap<String, i64>, value: &str, hour: i64) -> bool {
+/// Records that `value` is stored for `unit` (an hour or a host slot) and returns
+/// whether it was not yet.
+fn first_in_unit(known: &mut HashMap<String, i64>, value: &str, unit: i64) -> bool {
     match known.get_mut(value) {
-        Some(stored) if *stored == hour => false,
+        Some(stored) if *stored == unit => false,
         Some(stored) => {
-            *stored = hour;
+            *stored = unit;
             true
         }
         None => {
-            known.insert(value.to_owned(), hour);
+            known.insert(value.to_owned(), unit);
             true
         }
     }
@@ -239,7 +240,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
                 (PRESENCE_APP, &event.app, &mut tenant.apps),
             ] {
                 if let Some(value) = value {
-                    if first_in_hour(known, value, hour) {
+                    if first_in_unit(known, value, hour) {
                         insert_presence.execute(params![tenant_id, hour, kind, value])?;
                     }
                 }
@@ -256,7 +257,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
             }
 
             let slot = host_slot(time_ms);
-            if first_in_hour(&mut tenant.hosts, &host, slot) {
+            if first_in_unit(&mut tenant.hosts, &host, slot) {
                 let host_id: i64 =
                     upsert_host.query_row(params![tenant_id, &host, slot], |row| row.get(0))?;
                 insert_host_slot.execute(params![slot, host_id])?;
