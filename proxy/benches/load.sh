@@ -152,8 +152,8 @@ for path in /small.html /1m.bin; do
         flags=()
         [ "$mode" = h1 ] && flags=(--h1)
         [ "$mode" = h2 ] && flags=(-m 10)
-        # Direct and through swg alternate ROUNDS times; the fastest run of each
-        # side is kept, the one least slowed by other load on the machine.
+        # Direct and through swg alternate ROUNDS times. The fastest run of each
+        # side is kept because it is the one least slowed by other load.
         direct=(0) swg=(0)
         for _ in $(seq "$ROUNDS"); do
             read -r -a run < <(h2load_run "${flags[@]}" $DIRECT "$url")
