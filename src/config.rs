@@ -23,6 +23,8 @@ pub(crate) const DEFAULT_DATA_DIR: &str = "swg-data";
 pub(crate) struct Config {
     /// Folder for the generated root CA, secrets and the embedded store.
     pub(crate) data_dir: PathBuf,
+    /// Threads that run the listeners; 0 means one per core the process may use.
+    pub(crate) worker_threads: usize,
     /// `[ca]`: the root CA.
     pub(crate) ca: swg_ca::CaConfig,
     /// `[leaf]`: leaf certificates and their cache.
@@ -49,6 +51,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            worker_threads: 0,
             ca: swg_ca::CaConfig::default(),
             leaf: swg_ca::LeafConfig::default(),
             operations: OperationsConfig::default(),
@@ -115,6 +118,9 @@ pub(crate) enum ConfigError {
 
 /// Error of one section's `validate()`.
 pub(crate) type SectionError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Largest accepted `worker_threads`.
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// Command-line options that locate the configuration file and the data folder.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -186,6 +192,13 @@ impl Config {
     /// Checks every section's values. Each section's `validate()` returns
     /// its crate's own error type, which `?` boxes.
     pub(crate) fn validate(&self) -> Result<(), SectionError> {
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(format!(
+                "worker_threads is {}; allowed: 0 (one per core) to {MAX_WORKER_THREADS}",
+                self.worker_threads
+            )
+            .into());
+        }
         self.ca.validate()?;
         self.leaf.validate()?;
         self.policy.validate()?;
@@ -250,6 +263,16 @@ listen = "[::1]:9191"
         assert_eq!(config.leaf.cache_entries, 5000);
         assert_eq!(config.operations.listen, "[::1]:9191".parse().unwrap());
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let config = Config::from_toml("worker_threads = 2\n", Path::new("swg.toml")).unwrap();
+        assert_eq!(config.worker_threads, 2);
+        assert!(config.validate().is_ok());
+        let config = Config::from_toml("worker_threads = 5000\n", Path::new("swg.toml")).unwrap();
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("worker_threads is 5000"), "{message}");
     }
 
     #[test]

@@ -25,14 +25,16 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         None => tracing::info!("no configuration file; using defaults"),
     }
 
+    let worker_threads = config.worker_threads;
     let app = match App::build(config) {
         Ok(app) => app,
         Err(error) => return super::fail(&error),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return super::fail(&error),
     };
