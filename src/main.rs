@@ -17,6 +17,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc instead of glibc's malloc. After a burst of connections glibc kept the
+/// freed memory in its arenas, so RSS stayed at its peak. jemalloc's background
+/// thread returns freed pages to the system after its decay time (10 s by default).
+/// docs/benchmarks.md ("Whole gateway") has the measurements.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Command line of the `swg` binary.
 #[derive(Debug, Parser)]
 #[command(name = "swg", version, about = "Cloud secure web gateway")]
