@@ -56,7 +56,11 @@ impl Writer {
         // When the writer first saw the events now queued; they may have arrived
         // up to one tick earlier.
         let mut waiting_since: Option<tokio::time::Instant> = None;
+        // Whether a full batch was already queued when the last write ended: the
+        // writer is behind and looks again at once instead of after a tick.
+        let mut behind = false;
         loop {
+            let pause = if behind { Duration::ZERO } else { tick };
             tokio::select! {
                 biased;
                 command = control.recv() => match command {
@@ -77,10 +81,12 @@ impl Writer {
                         return;
                     }
                 },
-                () = tokio::time::sleep(tick) => {
+                () = tokio::time::sleep(pause) => {
+                    behind = false;
                     let queued = queue.len();
                     if queued == 0 {
-                        // Once every recorder is gone, this task owns the only reference to the queue.
+                        // Once every recorder is gone, this task owns the only
+                        // reference to the queue.
                         if Arc::strong_count(&queue) == 1 {
                             tracing::debug!("every activity recorder is gone; writer stops");
                             return;
@@ -95,6 +101,7 @@ impl Writer {
                     }
                     batch = self.write_queued(&queue, batch).await;
                     waiting_since = None;
+                    behind = queue.len() >= self.batch_size;
                 }
             }
         }
