@@ -37,6 +37,20 @@ pub enum ActivityError {
         supported: i64,
     },
 
+    /// The store was created by a development build whose layout was replaced without
+    /// a migration, so its events cannot be read or added to.
+    #[error(
+        "activity store {path} has schema version {found}, a development layout that this \
+         swg cannot read or migrate; move the file aside (and its -wal and -shm files) to \
+         start with an empty store"
+    )]
+    RetiredSchema {
+        /// The store file.
+        path: PathBuf,
+        /// The schema version in the file.
+        found: i64,
+    },
+
     /// The store file or its folder cannot be written.
     #[error(
         "activity store {path} is not writable ({reason}); give the swg user write access to \

@@ -520,6 +520,30 @@ fn newer_schema_is_rejected_and_kept() {
 }
 
 #[test]
+fn retired_development_schema_is_rejected_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activity.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, time_ms INTEGER);")
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    drop(conn);
+
+    let error = SqliteStore::open(&path).err().unwrap();
+
+    assert!(
+        matches!(error, ActivityError::RetiredSchema { found: 1, .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("move the file aside"), "{error}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+}
+
+#[test]
 fn reopening_keeps_events_and_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("activity.db");

@@ -66,6 +66,12 @@ impl SqliteStore {
                 supported: schema::LATEST_VERSION,
             });
         }
+        if (1..schema::FIRST_SUPPORTED_VERSION).contains(&current) {
+            return Err(ActivityError::RetiredSchema {
+                path: path.to_owned(),
+                found: current,
+            });
+        }
         schema::migrate(&mut conn, current).map_err(|source| classify(path, source))?;
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
             row.get::<_, i64>(0)

@@ -47,10 +47,17 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
+/// The oldest schema version a store may have and still be opened. Version 1 was a
+/// development layout that was changed in place, so its stores cannot be told apart
+/// and are refused instead of being written with the wrong tables.
+pub(crate) const FIRST_SUPPORTED_VERSION: i64 = 2;
+
 /// Migrations in order; `MIGRATIONS[n]` moves the schema from version `n` to `n + 1`.
 const MIGRATIONS: &[&str] = &[
-    // Version 1: the initial schema. No store has been deployed yet, so it is still
-    // edited in place; once one is, every change goes into a new migration.
+    // Version 1: the retired development layout. A new store passes through it as an
+    // empty step; a store found at version 1 is refused before migrating.
+    "",
+    // Version 2: the current schema. Every later change goes into a new migration.
     "
     CREATE TABLE tenants (
         id INTEGER PRIMARY KEY,
