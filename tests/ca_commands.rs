@@ -132,6 +132,31 @@ fn show_prints_subject_key_type_fingerprint_and_validity() {
     assert!(text.contains("Key type:    ECDSA P-256\n"), "{text}");
     assert!(text.contains("Not before:  "), "{text}");
     assert!(text.contains("Not after:   "), "{text}");
+    assert!(
+        text.contains("Key check:   matches the certificate\n"),
+        "{text}"
+    );
+
+    // Another CA's key in place of this one's: shown, but reported and failed.
+    let other = tempfile::tempdir().unwrap();
+    assert!(swg(other.path(), &["ca", "init"]).status.success());
+    std::fs::copy(
+        other.path().join("swg-data/ca/root-key.pem"),
+        folder.path().join("swg-data/ca/root-key.pem"),
+    )
+    .unwrap();
+    let mismatched = swg(folder.path(), &["ca", "show"]);
+    assert_eq!(mismatched.status.code(), Some(1));
+    assert!(
+        stdout(&mismatched).contains("Key check:   DOES NOT MATCH"),
+        "{}",
+        stdout(&mismatched)
+    );
+    assert!(
+        stderr(&mismatched).contains("does not match the certificate"),
+        "{}",
+        stderr(&mismatched)
+    );
 }
 
 #[test]

@@ -122,17 +122,32 @@ fn load_certificate(files: &CaFiles) -> Result<CaCertificate, CaError> {
 fn show(args: &ConfigArgs) -> Result<(), CaCommandError> {
     let (_, files) = ca_files(args)?;
     let certificate = load_certificate(&files)?;
+    // The key is checked when it can be read, as `serve` would; showing the
+    // certificate itself needs no access to the key.
+    let key_check = match store::load(&files) {
+        Ok(_) => Ok("matches the certificate".to_owned()),
+        Err(error @ (CaError::KeyMismatch { .. } | CaError::InvalidKey { .. })) => Err(error),
+        Err(error) => Ok(format!("not checked: {error}")),
+    };
     let mut out = std::io::stdout().lock();
-    write_summary(&mut out, &certificate, &files).map_err(|source| CaCommandError::Output {
-        target: "standard output".to_owned(),
-        source,
-    })
+    let note = match &key_check {
+        Ok(note) => note.as_str(),
+        Err(_) => "DOES NOT MATCH the certificate; swg serve will refuse to start",
+    };
+    write_summary(&mut out, &certificate, &files, note).map_err(|source| {
+        CaCommandError::Output {
+            target: "standard output".to_owned(),
+            source,
+        }
+    })?;
+    key_check.map(|_| ()).map_err(CaCommandError::from)
 }
 
 fn write_summary(
     out: &mut impl std::io::Write,
     ca: &CaCertificate,
     files: &CaFiles,
+    key_check: &str,
 ) -> std::io::Result<()> {
     let fingerprint: Vec<&str> = ca
         .fingerprint_hex()
@@ -155,7 +170,8 @@ fn write_summary(
     writeln!(out, "Not before:  {}", format_time(ca.not_before()))?;
     writeln!(out, "Not after:   {}{state}", format_time(ca.not_after()))?;
     writeln!(out, "Certificate: {}", files.cert.display())?;
-    writeln!(out, "Key:         {}", files.key.display())
+    writeln!(out, "Key:         {}", files.key.display())?;
+    writeln!(out, "Key check:   {key_check}")
 }
 
 fn format_time(time: time::OffsetDateTime) -> String {
@@ -203,7 +219,14 @@ fn init(args: &ConfigArgs, force: bool, key_type: Option<KeyType>) -> Result<(),
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Created a new root CA.")
-        .and_then(|()| write_summary(&mut out, root.certificate(), &files))
+        .and_then(|()| {
+            write_summary(
+                &mut out,
+                root.certificate(),
+                &files,
+                "matches the certificate",
+            )
+        })
         .map_err(|source| CaCommandError::Output {
             target: "standard output".to_owned(),
             source,
