@@ -178,7 +178,8 @@ pub trait RenderPage: Send + Sync + 'static {
 pub enum Action {
     /// Forwarded upstream.
     Allow,
-    /// Refused by policy.
+    /// Refused by policy, or by the destination check; the event's `failure` then
+    /// names the refused destination class.
     Block,
     /// Warned: the warn page was sent.
     Warn,
@@ -186,7 +187,7 @@ pub enum Action {
     Accepted,
     /// Refused because no identity was found.
     Unidentified,
-    /// Allowed by policy but the upstream failed or was refused.
+    /// Allowed by policy and the destination check, but the upstream failed.
     UpstreamError,
 }
 
@@ -219,7 +220,7 @@ pub struct ProxyEvent {
     pub action: Action,
     /// The policy decision, when policy was consulted.
     pub decision: Option<Decision>,
-    /// The upstream failure, when one occurred.
+    /// The upstream failure or destination refusal, when one occurred.
     pub failure: Option<UpstreamFailure>,
 }
 

@@ -359,12 +359,12 @@ impl Exchange<'_> {
             .inc();
         tracing::info!(url = %self.url, kind = failure.kind(), detail = ?failure, "upstream request failed");
         let response = self.page(PageKind::UpstreamError(failure), Some(&identity));
-        self.record(
-            Some(identity),
-            Action::UpstreamError,
-            Some(decision),
-            Some(failure),
-        );
+        let action = if failure.is_refusal() {
+            Action::Block
+        } else {
+            Action::UpstreamError
+        };
+        self.record(Some(identity), action, Some(decision), Some(failure));
         response
     }
 

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use support::{curl, origin, pki, Harness};
+use swg_proxy::boundary::Action;
+use swg_proxy::destination::Refusal;
+use swg_proxy::upstream::UpstreamFailure;
 use time::{Duration, OffsetDateTime};
 use tokio::net::TcpListener;
 
@@ -128,6 +131,18 @@ async fn ssrf_attempts_refused_without_connecting() {
     assert_eq!(result.status, 403, "{}", result.stderr);
 
     assert_eq!(connections.load(Ordering::SeqCst), 0);
+    let events = harness.events.0.lock().unwrap();
+    assert_eq!(events.len(), targets.len() + 2);
+    for event in events.iter() {
+        assert_eq!(event.action, Action::Block, "{}", event.url);
+        assert_eq!(
+            event.failure,
+            Some(UpstreamFailure::DestinationRefused(Refusal::Loopback)),
+            "{}",
+            event.url
+        );
+    }
+    drop(events);
     let refused = harness.metric(
         "swg_proxy_upstream_errors_total",
         &[("kind", "destination_refused")],

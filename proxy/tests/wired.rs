@@ -222,3 +222,73 @@ async fn urlhaus_url_blocked_while_other_paths_pass() {
     assert_eq!(blocked_event.categories, vec!["malware".to_owned()]);
     assert!(Path::new(&root).exists());
 }
+
+/// The user gets a refusal page when the destination check rejects a request, so
+/// the activity log records a block that names the rejected class. An unreachable
+/// origin is not a decision of swg and stays an allow whose reason names the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_refusal_logged_as_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let (log, recorder) = swg_activity::ActivityLog::open(
+        &dir.path().join("activity.db"),
+        &swg_activity::ActivityConfig::default(),
+        &registry,
+    )
+    .unwrap();
+    let harness = support::Harness::start_with(
+        |config| {
+            config.static_hosts = support::static_hosts(&[("closed.test", "127.0.0.1")]);
+        },
+        Arc::new(support::TextPages),
+        Some(Arc::new(ActivityRecorder(recorder))),
+    )
+    .await;
+    // A port that was just free on 127.0.0.1 (allowed): connecting is refused.
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+
+    let refused = "http://127.0.0.2:9/";
+    let result = curl(harness.explicit_args(), refused).await;
+    assert_eq!(result.status, 403, "{}", result.stderr);
+    let unreachable = format!("http://closed.test:{closed_port}/");
+    let result = curl(harness.explicit_args(), &unreachable).await;
+    assert_eq!(result.status, 502, "{}", result.stderr);
+
+    log.flush().await;
+    let now = time::OffsetDateTime::now_utc();
+    let query = swg_activity::Query::new(
+        "tenant-a",
+        now - time::Duration::hours(1),
+        now + time::Duration::hours(1),
+    );
+    let events = log.store().query(&query).unwrap().events;
+    let event_for = |url: &str| {
+        events
+            .iter()
+            .find(|event| event.request == url)
+            .unwrap_or_else(|| panic!("no event for {url}"))
+    };
+    let refused_event = event_for(refused);
+    assert_eq!(refused_event.action, swg_activity::Action::Block);
+    assert_eq!(refused_event.reason, "destination refused: loopback");
+    assert_eq!(refused_event.rule, None);
+    let unreachable_event = event_for(&unreachable);
+    assert_eq!(unreachable_event.action, swg_activity::Action::Allow);
+    assert!(
+        unreachable_event
+            .reason
+            .starts_with("upstream error: origin unreachable"),
+        "{}",
+        unreachable_event.reason
+    );
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_requests_total",
+            &[("listener", "explicit"), ("action", "block")]
+        ),
+        1.0
+    );
+}

@@ -53,7 +53,13 @@ impl Record for ActivityRecorder {
             event.reason = decision.reason;
         }
         match (proxy_event.action, proxy_event.failure) {
-            (_, Some(failure)) => event.reason = format!("upstream error: {}", failure.kind()),
+            (_, Some(failure)) => {
+                event.reason = failure.reason();
+                // The rule that allowed the URL did not refuse the destination.
+                if failure.is_refusal() {
+                    event.rule = None;
+                }
+            }
             (Action::Unidentified, _) => event.reason = "no identity".to_owned(),
             _ => {}
         }

@@ -61,6 +61,39 @@ impl UpstreamFailure {
         }
     }
 
+    /// Whether swg itself refused the request: the destination check is a decision
+    /// of swg, which the activity log records as a block, while the other failures
+    /// happen after swg allowed the request.
+    pub fn is_refusal(self) -> bool {
+        matches!(self, UpstreamFailure::DestinationRefused(_))
+    }
+
+    /// The reason of the activity event, naming the refused destination class, the
+    /// certificate problem or what failed.
+    pub fn reason(self) -> String {
+        match self {
+            UpstreamFailure::DestinationRefused(refusal) => {
+                format!("destination refused: {refusal}")
+            }
+            UpstreamFailure::Certificate(problem) => {
+                format!("upstream error: origin certificate {}", problem.as_str())
+            }
+            UpstreamFailure::Unreachable => "upstream error: origin unreachable (name not \
+                resolved, or the TCP connection, TLS handshake or HTTP exchange failed)"
+                .to_owned(),
+            UpstreamFailure::TimedOut => "upstream error: origin timed out (connect, TLS \
+                handshake, first byte or idle timeout)"
+                .to_owned(),
+            UpstreamFailure::RequestTooLarge => {
+                "upstream error: request body over limits.max_request_body_bytes".to_owned()
+            }
+            UpstreamFailure::ResponseTooLarge => {
+                "upstream error: response body over limits.max_response_body_bytes".to_owned()
+            }
+            UpstreamFailure::InvalidHost => "upstream error: invalid host".to_owned(),
+        }
+    }
+
     /// The status of the error page.
     pub fn status(self) -> StatusCode {
         match self {

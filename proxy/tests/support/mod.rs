@@ -220,6 +220,16 @@ impl Harness {
         adjust: impl FnOnce(&mut ProxyConfig),
         pages: Arc<dyn RenderPage>,
     ) -> Harness {
+        Harness::start_with(adjust, pages, None).await
+    }
+
+    /// Starts a proxy as [`Harness::start`] does, recording events into `record`
+    /// instead of `Harness::events` when given.
+    pub async fn start_with(
+        adjust: impl FnOnce(&mut ProxyConfig),
+        pages: Arc<dyn RenderPage>,
+        record: Option<Arc<dyn Record>>,
+    ) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let origin_ca = pki::TestCa::new("origin test CA");
         let origin_ca_path = dir.path().join("origin-ca.pem");
@@ -253,7 +263,7 @@ impl Harness {
             identify: identify.clone(),
             decide: policy.clone(),
             pages,
-            record: events.clone(),
+            record: record.unwrap_or_else(|| events.clone()),
             leaves: leaves.clone(),
         };
         let registry = prometheus::Registry::new();
