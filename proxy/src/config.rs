@@ -74,7 +74,10 @@ pub struct TimeoutConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitConfig {
-    /// Largest request or response head, in bytes (HTTP/1.1 buffer, HTTP/2 header list).
+    /// Largest HTTP/1.1 request head in bytes, from the request line through the
+    /// empty line, and the HTTP/2 header list size at which a stream gets 431. It
+    /// also sizes hyper's read buffer for HTTP/1.1 response heads, which is checked
+    /// only between reads.
     pub max_header_bytes: u32,
     /// Largest number of header fields in an HTTP/1.1 request or response.
     pub max_headers: usize,

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::ProxyBody;
 use crate::boundary::ClientIdentity;
+use crate::malformed;
 use crate::request;
 use crate::server::Shared;
 use crate::target::Scheme;
@@ -140,7 +141,12 @@ pub(crate) async fn serve_intercepted<I>(
     let service = service_fn(move |request| {
         let shared = handler_shared.clone();
         let context = handler_context.clone();
-        async move { Ok::<_, Infallible>(request::handle(shared, context, request).await) }
+        async move {
+            if let Some(response) = malformed::reject(&shared, context.listener, &request) {
+                return Ok(response);
+            }
+            Ok::<_, Infallible>(request::handle(shared, context, request).await)
+        }
     });
     serve_http(&shared, &context, io, h2, service).await;
 }
@@ -200,6 +206,9 @@ pub(crate) async fn serve_http<I, S>(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(shared.config.timeouts.client_header_read())
+            // max_header_size bounds the whole head (request line, fields and the
+            // empty line) exactly, while max_buf_size is checked only between reads.
+            .max_header_size(limits.max_header_bytes as usize)
             .max_buf_size(limits.max_header_bytes.max(8192) as usize)
             .max_headers(limits.max_headers)
             .keep_alive(true);

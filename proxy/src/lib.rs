@@ -18,6 +18,7 @@ mod headers;
 pub mod host;
 mod identify;
 mod listener;
+mod malformed;
 mod metrics;
 mod prefixed;
 mod request;

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use support::{curl, origin, Harness};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Reads until the peer closes or `limit` passes; returns what was read and whether
 /// the peer closed.
-async fn read_until_close(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+async fn read_until_close<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> (String, bool) {
     let mut received = Vec::new();
     let deadline = Instant::now() + limit;
     loop {
@@ -141,9 +141,10 @@ async fn ambiguous_framing_rejected() {
     }
 }
 
-/// With both Transfer-Encoding and Content-Length, hyper follows RFC 9112 section
-/// 6.3: the body is read as chunked, Content-Length is dropped and the connection
-/// closes after the response, so bytes after the chunked body never become a request.
+/// With both Transfer-Encoding and Content-Length, in either order, hyper follows
+/// RFC 9112 section 6.3: the body is read as chunked, Content-Length is dropped
+/// before swg sees the request and the connection closes after the response, so
+/// bytes after the chunked body never become a request.
 #[tokio::test]
 async fn transfer_encoding_with_content_length_cannot_smuggle() {
     let harness = Harness::start(|config| {
@@ -151,20 +152,26 @@ async fn transfer_encoding_with_content_length_cannot_smuggle() {
     })
     .await;
     let origin = origin::start_http().await;
-    let smuggled = format!(
-        "POST /count HTTP/1.1\r\nHost: plain.test:{port}\r\nTransfer-Encoding: chunked\r\nContent-Length: 48\r\n\r\n\
-         0\r\n\r\nGET /small HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n",
-        port = origin.port()
-    );
-    let mut stream = TcpStream::connect(harness.http).await.unwrap();
-    stream.write_all(smuggled.as_bytes()).await.unwrap();
-    let (response, closed) = read_until_close(&mut stream, Duration::from_secs(3)).await;
+    let port = origin.port();
+    let framing = [
+        "Transfer-Encoding: chunked\r\nContent-Length: 48",
+        "Content-Length: 48\r\nTransfer-Encoding: chunked",
+    ];
+    for framing in framing {
+        let smuggled = format!(
+            "POST /count HTTP/1.1\r\nHost: plain.test:{port}\r\n{framing}\r\n\r\n\
+             0\r\n\r\nGET /small HTTP/1.1\r\nHost: plain.test:{port}\r\n\r\n"
+        );
+        let mut stream = TcpStream::connect(harness.http).await.unwrap();
+        stream.write_all(smuggled.as_bytes()).await.unwrap();
+        let (response, closed) = read_until_close(&mut stream, Duration::from_secs(3)).await;
 
-    assert!(closed);
-    assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response}");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.ends_with("\r\n\r\n0\n"), "{response}");
-    assert!(!response.contains("hello from origin"), "{response}");
+        assert!(closed, "{framing}");
+        assert_eq!(response.matches("HTTP/1.1 ").count(), 1, "{response}");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("\r\n\r\n0\n"), "{response}");
+        assert!(!response.contains("hello from origin"), "{response}");
+    }
 }
 
 #[tokio::test]
@@ -236,4 +243,288 @@ async fn rapid_reset_flood_does_not_stop_service() {
     let result = curl(harness.landing_args("origin.test", origin.port()), &url).await;
     assert_eq!(result.status, 200, "after {sent} resets: {}", result.stderr);
     assert_eq!(result.body, "hello from origin\n");
+}
+
+/// Opens a TLS connection to the landing for `host`, offering only `alpn`.
+async fn landing_tls(
+    harness: &Harness,
+    host: &str,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(harness.leaves.ca.der.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(harness.tls).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Builds an HTTP/1.1 request head of exactly `length` bytes (request line, fields and the
+/// empty line), padded with an `X-Pad` field.
+fn head_of_length(request_line: &str, fields: &[String], length: usize) -> String {
+    let mut head = format!("{request_line}\r\n");
+    for field in fields {
+        head.push_str(field);
+        head.push_str("\r\n");
+    }
+    let unpadded = head.len() + "X-Pad: \r\n\r\n".len();
+    format!("{head}X-Pad: {}\r\n\r\n", "p".repeat(length - unpadded))
+}
+
+/// Sends `head` on `stream` and returns the response and whether the proxy closed.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, head: &str) -> (String, bool) {
+    let _ = stream.write_all(head.as_bytes()).await;
+    read_until_close(&mut stream, Duration::from_secs(5)).await
+}
+
+/// `limits.max_header_bytes` bounds the whole HTTP/1.1 request head exactly, on the
+/// plain-HTTP landing, the explicit proxy, the TLS landing and inside a CONNECT
+/// tunnel: a head of the limit is forwarded, one byte more gets 431.
+#[tokio::test]
+async fn header_limit_exact_on_every_listener() {
+    let harness = Harness::start(|config| {
+        config.static_hosts =
+            support::static_hosts(&[("plain.test", "127.0.0.1"), ("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let limit = 65_536;
+    let plain = origin::start_http().await.port();
+    let secure = origin::start_https(
+        harness.origin_ca.valid_leaf(&["origin.test"]),
+        &[b"http/1.1"],
+    )
+    .await
+    .port();
+    let authorization = format!("Proxy-Authorization: Bearer {}", support::GOOD_TOKEN);
+
+    for length in [limit, limit + 1] {
+        let expected = if length == limit {
+            "HTTP/1.1 200"
+        } else {
+            "HTTP/1.1 431"
+        };
+
+        let head = head_of_length(
+            "GET /small HTTP/1.1",
+            &[
+                format!("Host: plain.test:{plain}"),
+                "Connection: close".to_owned(),
+            ],
+            length,
+        );
+        let http = TcpStream::connect(harness.http).await.unwrap();
+        let (response, closed) = exchange(http, &head).await;
+        assert!(
+            response.starts_with(expected),
+            "http landing, {length}: {response:?}"
+        );
+        assert!(closed);
+
+        let head = head_of_length(
+            &format!("GET http://plain.test:{plain}/small HTTP/1.1"),
+            &[
+                format!("Host: plain.test:{plain}"),
+                authorization.clone(),
+                "Connection: close".to_owned(),
+            ],
+            length,
+        );
+        let explicit = TcpStream::connect(harness.explicit).await.unwrap();
+        let (response, closed) = exchange(explicit, &head).await;
+        assert!(
+            response.starts_with(expected),
+            "explicit, {length}: {response:?}"
+        );
+        assert!(closed);
+
+        let head = head_of_length(
+            "GET /small HTTP/1.1",
+            &[
+                format!("Host: origin.test:{secure}"),
+                "Connection: close".to_owned(),
+            ],
+            length,
+        );
+        let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
+        let (response, closed) = exchange(tls, &head).await;
+        assert!(
+            response.starts_with(expected),
+            "TLS landing, {length}: {response:?}"
+        );
+        assert!(closed);
+
+        let mut tunnel = TcpStream::connect(harness.explicit).await.unwrap();
+        let connect = format!(
+            "CONNECT plain.test:{plain} HTTP/1.1\r\nHost: plain.test:{plain}\r\n{authorization}\r\n\r\n"
+        );
+        tunnel.write_all(connect.as_bytes()).await.unwrap();
+        let mut established = Vec::new();
+        while !established.ends_with(b"\r\n\r\n") {
+            established.push(tunnel.read_u8().await.unwrap());
+        }
+        assert!(established.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        let head = head_of_length(
+            "GET /small HTTP/1.1",
+            &[
+                format!("Host: plain.test:{plain}"),
+                "Connection: close".to_owned(),
+            ],
+            length,
+        );
+        let (response, closed) = exchange(tunnel, &head).await;
+        assert!(
+            response.starts_with(expected),
+            "tunnel, {length}: {response:?}"
+        );
+        assert!(closed);
+    }
+}
+
+/// Over HTTP/2, h2 sends 431 on the stream when the header list (RFC 9113 section
+/// 6.5.2: name and value lengths plus 32 per field) reaches
+/// `limits.max_header_bytes`, and the connection stays usable.
+#[tokio::test]
+async fn http2_oversized_header_list_gets_431() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let origin = origin::start_https(
+        harness.origin_ca.valid_leaf(&["origin.test"]),
+        &[b"http/1.1"],
+    )
+    .await;
+    let url = format!("https://origin.test:{}/small", origin.port());
+    // The pseudo-header fields and one padding field, without the padding.
+    let authority = format!("origin.test:{}", origin.port());
+    let fixed = (":method".len() + "GET".len() + 32)
+        + (":scheme".len() + "https".len() + 32)
+        + (":authority".len() + authority.len() + 32)
+        + (":path".len() + "/small".len() + 32)
+        + ("x-pad".len() + 32);
+    let limit = 65_536;
+
+    let mut sender = h2_connection(&harness).await;
+    let cases = [
+        (limit - 1 - fixed, 200),
+        (limit - fixed, 431),
+        // The same connection still serves requests after the 431.
+        (limit - 1 - fixed, 200),
+    ];
+    for (padding, expected) in cases {
+        let request = http::Request::get(url.as_str())
+            .header("x-pad", "p".repeat(padding))
+            .body(())
+            .unwrap();
+        sender = sender.ready().await.unwrap();
+        let (response, _) = sender.send_request(request, true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), expected, "padding {padding}");
+    }
+
+    // curl (nghttp2) sends header blocks up to 64 KiB, so a lower limit shows the
+    // 431 to a real client.
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+        config.limits.max_header_bytes = 16 * 1024;
+    })
+    .await;
+    let header_file = harness.dir.path().join("big-header");
+    std::fs::write(&header_file, format!("X-Big: {}\n", "b".repeat(20_000))).unwrap();
+    let mut args = harness.landing_args("origin.test", origin.port());
+    args.extend(support::args(&[
+        "--http2",
+        "-H",
+        &format!("@{}", header_file.display()),
+    ]));
+    let result = curl(args, &url).await;
+    assert_eq!(result.status, 431, "{}", result.stderr);
+    assert_eq!(result.version, "2");
+}
+
+/// RFC 9112 section 3.2: a request with two Host lines gets 400 before identity,
+/// policy or upstream work, on every listener, and the connection closes.
+#[tokio::test]
+async fn duplicate_host_rejected_on_every_listener() {
+    let harness = Harness::start(|config| {
+        config.static_hosts =
+            support::static_hosts(&[("plain.test", "127.0.0.1"), ("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let plain = origin::start_http().await.port();
+    let secure = origin::start_https(
+        harness.origin_ca.valid_leaf(&["origin.test"]),
+        &[b"http/1.1"],
+    )
+    .await
+    .port();
+    let authorization = format!("Proxy-Authorization: Bearer {}", support::GOOD_TOKEN);
+
+    let http = TcpStream::connect(harness.http).await.unwrap();
+    let head =
+        format!("GET /small HTTP/1.1\r\nHost: plain.test:{plain}\r\nHost: other.test\r\n\r\n");
+    let (response, closed) = exchange(http, &head).await;
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "http landing: {response:?}"
+    );
+    assert!(
+        response.ends_with("more than one Host header\n"),
+        "{response:?}"
+    );
+    assert!(closed);
+
+    let explicit = TcpStream::connect(harness.explicit).await.unwrap();
+    let head = format!(
+        "GET http://plain.test:{plain}/small HTTP/1.1\r\nHost: plain.test:{plain}\r\nHost: other.test\r\n{authorization}\r\n\r\n"
+    );
+    let (response, closed) = exchange(explicit, &head).await;
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "explicit: {response:?}"
+    );
+    assert!(closed);
+
+    let explicit = TcpStream::connect(harness.explicit).await.unwrap();
+    let head = format!(
+        "CONNECT plain.test:{plain} HTTP/1.1\r\nHost: plain.test:{plain}\r\nHost: other.test\r\n{authorization}\r\n\r\n"
+    );
+    let (response, closed) = exchange(explicit, &head).await;
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "CONNECT: {response:?}"
+    );
+    assert!(closed);
+
+    let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
+    let head =
+        format!("GET /small HTTP/1.1\r\nHost: origin.test:{secure}\r\nHost: other.test\r\n\r\n");
+    let (response, closed) = exchange(tls, &head).await;
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "TLS landing: {response:?}"
+    );
+    assert!(closed);
+
+    assert!(harness.events.actions().is_empty());
+    assert_eq!(
+        harness.metric("swg_proxy_requests_total", &[("action", "bad_request")]),
+        4.0
+    );
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_requests_total",
+            &[("listener", "explicit"), ("action", "bad_request")]
+        ),
+        2.0
+    );
 }

@@ -18,6 +18,7 @@ use crate::body::{empty, full, ProxyBody};
 use crate::boundary::ClientIdentity;
 use crate::connection::{serve_http, serve_intercepted, ConnectionContext, Listener};
 use crate::host::{split_host_port, Host};
+use crate::malformed;
 use crate::prefixed::Prefixed;
 use crate::request::{self, plain};
 use crate::server::Shared;
@@ -40,7 +41,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAdd
     let service_shared = shared.clone();
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
-        async move { Ok::<_, Infallible>(handle(shared, client, request).await) }
+        async move {
+            if let Some(response) = malformed::reject(&shared, Listener::Explicit, &request) {
+                return Ok(response);
+            }
+            Ok::<_, Infallible>(handle(shared, client, request).await)
+        }
     });
     serve_http(&shared, &context, tcp, false, service).await;
 }

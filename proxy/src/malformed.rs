@@ -1,0 +1,109 @@
+//! Requests that hyper passes to the service but swg rejects as malformed before
+//! any identity, policy or upstream work.
+//!
+//! hyper already answers 400 to conflicting `Content-Length` values, an invalid
+//! `Content-Length` and a `Transfer-Encoding` whose last coding is not `chunked`.
+//! When a request carries both `Transfer-Encoding: chunked` and `Content-Length`,
+//! hyper drops `Content-Length` before the service sees the request and closes the
+//! connection after the response, so that case cannot be checked here.
+
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+
+use crate::body::ProxyBody;
+use crate::connection::Listener;
+use crate::request::plain;
+use crate::server::Shared;
+
+/// Returns the 400 response for a malformed request, counted in
+/// `swg_proxy_requests_total{action="bad_request"}`, or `None` when the request is
+/// well formed. Every listener calls this first, before reading any credential.
+pub(crate) fn reject<B>(
+    shared: &Shared,
+    listener: Listener,
+    request: &Request<B>,
+) -> Option<Response<ProxyBody>> {
+    let malformed = Malformed::of(request)?;
+    tracing::debug!(
+        listener = listener.as_str(),
+        problem = ?malformed,
+        "malformed request"
+    );
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[listener.as_str(), "bad_request"])
+        .inc();
+    Some(malformed.response(request.version()))
+}
+
+/// Why a request is malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Malformed {
+    /// More than one `Host` field line. RFC 9112 section 3.2 requires 400, because
+    /// each hop could pick a different one and judge and forward different hosts.
+    DuplicateHost,
+}
+
+impl Malformed {
+    /// Finds the first problem of `request`, or `None` when it is well formed.
+    pub(crate) fn of<B>(request: &Request<B>) -> Option<Malformed> {
+        let mut hosts = request.headers().get_all(header::HOST).iter();
+        if hosts.next().is_some() && hosts.next().is_some() {
+            return Some(Malformed::DuplicateHost);
+        }
+        None
+    }
+
+    /// The 400 response. Over HTTP/1.x it also closes the connection, because a
+    /// client or intermediary that sends such a request may disagree with swg about
+    /// where the next request starts.
+    pub(crate) fn response(self, version: Version) -> Response<ProxyBody> {
+        let text = match self {
+            Malformed::DuplicateHost => "bad request: more than one Host header\n",
+        };
+        let mut response = plain(StatusCode::BAD_REQUEST, text);
+        if version < Version::HTTP_2 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_host_found() {
+        let request = Request::builder()
+            .header("host", "a.test")
+            .header("host", "b.test")
+            .body(())
+            .expect("test requests are valid");
+        assert_eq!(Malformed::of(&request), Some(Malformed::DuplicateHost));
+    }
+
+    #[test]
+    fn single_or_missing_host_accepted() {
+        let single = Request::builder()
+            .header("host", "a.test")
+            .body(())
+            .expect("test requests are valid");
+        assert_eq!(Malformed::of(&single), None);
+        let missing = Request::builder()
+            .body(())
+            .expect("test requests are valid");
+        assert_eq!(Malformed::of(&missing), None);
+    }
+
+    #[test]
+    fn http1_response_closes_connection() {
+        let response = Malformed::DuplicateHost.response(Version::HTTP_11);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        let response = Malformed::DuplicateHost.response(Version::HTTP_2);
+        assert!(response.headers().get(header::CONNECTION).is_none());
+    }
+}
