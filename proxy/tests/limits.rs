@@ -452,7 +452,8 @@ async fn http2_oversized_header_list_gets_431() {
 }
 
 /// RFC 9112 section 3.2: a request with two Host lines gets 400 before identity,
-/// policy or upstream work, on every listener, and the connection closes.
+/// policy or upstream work, on every listener and over HTTP/2 too, and an HTTP/1.1
+/// connection closes.
 #[tokio::test]
 async fn duplicate_host_rejected_on_every_listener() {
     let harness = Harness::start(|config| {
@@ -515,10 +516,22 @@ async fn duplicate_host_rejected_on_every_listener() {
     );
     assert!(closed);
 
+    let mut sender = h2_connection(&harness).await.ready().await.unwrap();
+    let request = http::Request::get(format!("https://origin.test:{secure}/small"))
+        .header("host", format!("origin.test:{secure}"))
+        .header("host", "other.test")
+        .body(())
+        .unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 400, "HTTP/2");
+    let body = response.into_body().data().await.unwrap().unwrap();
+    assert_eq!(body, "bad request: more than one Host header\n");
+
     assert!(harness.events.actions().is_empty());
     assert_eq!(
         harness.metric("swg_proxy_requests_total", &[("action", "bad_request")]),
-        4.0
+        5.0
     );
     assert_eq!(
         harness.metric(
