@@ -42,14 +42,25 @@ pub(crate) enum Malformed {
     /// More than one `Host` field line. RFC 9112 section 3.2 requires 400, because
     /// each hop could pick a different one and judge and forward different hosts.
     DuplicateHost,
+    /// An HTTP/1.1 request with no `Host` field and no authority in its target.
+    /// RFC 9112 section 3.2 requires 400; without it the TLS landing would fall back
+    /// to the SNI and judge a host the request never named.
+    MissingHost,
 }
 
 impl Malformed {
     /// Finds the first problem of `request`, or `None` when it is well formed.
     pub(crate) fn of<B>(request: &Request<B>) -> Option<Malformed> {
         let mut hosts = request.headers().get_all(header::HOST).iter();
-        if hosts.next().is_some() && hosts.next().is_some() {
+        let first = hosts.next();
+        if first.is_some() && hosts.next().is_some() {
             return Some(Malformed::DuplicateHost);
+        }
+        if first.is_none()
+            && request.version() == Version::HTTP_11
+            && request.uri().authority().is_none()
+        {
+            return Some(Malformed::MissingHost);
         }
         None
     }
@@ -60,6 +71,7 @@ impl Malformed {
     pub(crate) fn response(self, version: Version) -> Response<ProxyBody> {
         let text = match self {
             Malformed::DuplicateHost => "bad request: more than one Host header\n",
+            Malformed::MissingHost => "bad request: an HTTP/1.1 request needs a Host header\n",
         };
         let mut response = plain(StatusCode::BAD_REQUEST, text);
         if version < Version::HTTP_2 {
@@ -86,16 +98,31 @@ mod tests {
     }
 
     #[test]
-    fn single_or_missing_host_accepted() {
+    fn single_host_or_http10_accepted() {
         let single = Request::builder()
             .header("host", "a.test")
             .body(())
             .expect("test requests are valid");
         assert_eq!(Malformed::of(&single), None);
-        let missing = Request::builder()
+        let http10 = Request::builder()
+            .version(Version::HTTP_10)
             .body(())
             .expect("test requests are valid");
-        assert_eq!(Malformed::of(&missing), None);
+        assert_eq!(Malformed::of(&http10), None);
+        let absolute = Request::builder()
+            .uri("http://a.test/")
+            .body(())
+            .expect("test requests are valid");
+        assert_eq!(Malformed::of(&absolute), None);
+    }
+
+    #[test]
+    fn http11_without_host_rejected() {
+        let missing = Request::builder()
+            .uri("/path")
+            .body(())
+            .expect("test requests are valid");
+        assert_eq!(Malformed::of(&missing), Some(Malformed::MissingHost));
     }
 
     #[test]

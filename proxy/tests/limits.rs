@@ -541,3 +541,37 @@ async fn duplicate_host_rejected_on_every_listener() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn http11_without_host_rejected_at_landings() {
+    let harness = Harness::start(|_| {}).await;
+
+    // Without the check the TLS landing would judge and forward the SNI's host.
+    let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
+    let (response, closed) = exchange(tls, "GET /small HTTP/1.1\r\n\r\n").await;
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "TLS landing: {response:?}"
+    );
+    assert!(response.ends_with("needs a Host header\n"), "{response:?}");
+    assert!(closed);
+
+    let http = TcpStream::connect(harness.http).await.unwrap();
+    let (response, closed) = exchange(http, "GET /small HTTP/1.1\r\n\r\n").await;
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "http landing: {response:?}"
+    );
+    assert!(closed);
+
+    // HTTP/1.0 may omit Host: the landing takes the SNI, as before.
+    let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
+    let (response, _) = exchange(tls, "GET /small HTTP/1.0\r\n\r\n").await;
+    let status_line = response.lines().next().unwrap_or_default();
+    assert!(status_line.starts_with("HTTP/1."), "{response:?}");
+    assert!(!status_line.contains(" 400 "), "{response:?}");
+    assert_eq!(
+        harness.metric("swg_proxy_requests_total", &[("action", "bad_request")]),
+        2.0
+    );
+}
