@@ -208,8 +208,8 @@ metric() { curl -s "http://127.0.0.1:$OPERATIONS_PORT/metrics" | awk -v m="$1" '
 # Resolves names (one a line in $1) through the agent as Safari: the correlation hints.
 hint() { dig @127.0.0.1 -p "$AGENT_PORT" +short +tries=1 +time=5 -f "$1" A > "$WORK/hint.out"; }
 
-# jemalloc returns the memory freed after the policy load within about 15 s of
-# ready (dirty_decay_ms, 10 s by default), so idle RSS is read after that.
+# jemalloc returns the memory that the policy load freed within about 15 s of swg
+# being ready (its dirty_decay_ms is 10 s by default), so idle RSS is read after that.
 sleep 15
 RSS_IDLE=$(rss_kib)
 ROWS=()
