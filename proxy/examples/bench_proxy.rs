@@ -24,7 +24,7 @@ use swg_proxy::{Proxy, ProxyConfig};
 // The allocator of the `swg` binary: the allocator's share of the CPU per request
 // is large enough to change the figures.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 struct Everyone;
 
