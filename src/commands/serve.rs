@@ -24,6 +24,7 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
         Some(path) => tracing::info!(config = %path.display(), "read configuration"),
         None => tracing::info!("no configuration file; using defaults"),
     }
+    raise_open_file_limit();
 
     let worker_threads = config.worker_threads;
     let app = match App::build(config) {
@@ -41,5 +42,18 @@ pub(crate) fn run(args: ServeArgs) -> ExitCode {
     match runtime.block_on(app.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => super::fail(&error),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit. Every client connection, pooled
+/// origin connection and DNS socket takes a file descriptor, and the usual soft limit of
+/// 1024 would refuse connections long before memory or CPU run out.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(open_files = limit, "open-file limit"),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot raise the open-file limit; connections beyond it will be refused"
+        ),
     }
 }
