@@ -172,7 +172,7 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(config.timeouts.origin_idle())
             .pool_max_idle_per_host(256)
             .http1_max_buf_size(config.limits.max_header_bytes.max(8192) as usize)
             .http1_max_headers(config.limits.max_headers)
