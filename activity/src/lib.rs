@@ -6,9 +6,10 @@
 //! [`ActivityLog::open`] opens the store and starts two tasks on the current tokio
 //! runtime: the writer, which drains a bounded in-memory queue in batches (by count
 //! and by time), and retention, which deletes expired events at start and hourly.
-//! It returns a [`Recorder`], the hot-path handle: [`Recorder::record`] never waits
-//! for the writer or the disk, and when the queue is full it drops the event and
-//! counts it in `swg_activity_dropped_total`. Each batch is written in transactions
+//! It returns a [`Recorder`], the hot-path handle. [`Recorder::record`] never waits
+//! for the disk: it takes the queue's lock, which the writer holds only to swap two
+//! vectors. When the queue is full it drops the event and counts it in
+//! `swg_activity_dropped_total`. Each batch is written in transactions
 //! of up to 50 000 events on a blocking thread, so a crash loses whole transactions,
 //! never part of one.
 //! [`ActivityLog::shutdown`] writes everything queued before it returns.

@@ -33,9 +33,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// A UTF-8 text body, such as a policy file. Any content type but JSON is taken,
-/// because curl's `--data-binary` sends a form type by default; a JSON type means
-/// the client sent something other than the TOML text and is rejected with 415.
+/// A UTF-8 text body, such as a policy file.
+///
+/// Any content type but JSON is accepted, because curl's `--data-binary` sends a form
+/// type by default. A JSON type means the client sent something other than the TOML
+/// text, so it is rejected with 415.
 #[derive(Debug)]
 pub(crate) struct TextBody(pub(crate) String);
 

@@ -68,7 +68,7 @@ pub struct TimeoutConfig {
     pub idle_ms: u64,
     /// Time a client has to send a complete request head (slow-loris protection).
     pub client_header_read_ms: u64,
-    /// Time an idle pooled origin connection is kept for reuse. Each one holds buffers
+    /// Time an idle pooled origin connection is kept for reuse. Each one keeps buffers
     /// (about 50 KiB with HTTP/2) and a file descriptor, and the pool has one per
     /// origin recently visited.
     pub origin_idle_ms: u64,
@@ -289,7 +289,7 @@ impl TimeoutConfig {
         Duration::from_millis(self.client_header_read_ms)
     }
 
-    /// How long an idle pooled origin connection is kept.
+    /// Returns how long an idle pooled origin connection is kept.
     pub fn origin_idle(&self) -> Duration {
         Duration::from_millis(self.origin_idle_ms)
     }
