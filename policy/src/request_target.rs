@@ -23,6 +23,10 @@ pub fn canonical_target(path_and_query: &str) -> String {
         Some((path, query)) => (path, Some(query)),
         None => (path_and_query, None),
     };
+    // Most paths are already canonical: lower-casing is then the only work.
+    if is_plain_path(path) && !query.is_some_and(|query| query.contains('%')) {
+        return path_and_query.to_lowercase();
+    }
     let decoded = percent_decode(path, Decode::All).replace('\\', "/");
     let mut canonical = remove_dot_segments(&decoded);
     if let Some(query) = query {
@@ -30,6 +34,25 @@ pub fn canonical_target(path_and_query: &str) -> String {
         canonical.push_str(&percent_decode(query, Decode::Unreserved));
     }
     canonical.to_lowercase()
+}
+
+/// Tells whether `path` starts with `/` and has no escape, backslash, empty segment
+/// or dot segment, so that only its case can differ from the canonical form.
+fn is_plain_path(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if rest.contains(['%', '\\']) {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
+            return false;
+        }
+    }
+    true
 }
 
 /// The set of escapes that [`percent_decode`] decodes.
@@ -174,6 +197,20 @@ mod tests {
             "/a/b/../../blocked/",
         ] {
             assert_eq!(canonical_target(spelling), "/blocked/", "{spelling}");
+        }
+    }
+
+    #[test]
+    fn plain_paths_only_change_case() {
+        for path in ["/", "/a", "/a/", "/A/b.c/D?Q=1", "/a.b/..c/.d"] {
+            assert!(
+                super::is_plain_path(path.split('?').next().unwrap()),
+                "{path}"
+            );
+            assert_eq!(canonical_target(path), path.to_lowercase(), "{path}");
+        }
+        for path in ["a", "//a", "/a//b", "/./a", "/a/..", "/%41", "/a\\b"] {
+            assert!(!super::is_plain_path(path), "{path}");
         }
     }
 
