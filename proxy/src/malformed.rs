@@ -42,9 +42,9 @@ pub(crate) enum Malformed {
     /// More than one `Host` field line. RFC 9112 section 3.2 requires 400, because
     /// each hop could pick a different one and judge and forward different hosts.
     DuplicateHost,
-    /// An HTTP/1.1 request with no `Host` field and no authority in its target.
-    /// RFC 9112 section 3.2 requires 400; without it the TLS landing would fall back
-    /// to the SNI and judge a host the request never named.
+    /// An HTTP/1.1 request other than CONNECT with no `Host` field, even in absolute
+    /// form. RFC 9112 section 3.2 requires 400; without it the TLS landing would fall
+    /// back to the SNI and judge a host the request never named.
     MissingHost,
 }
 
@@ -58,7 +58,7 @@ impl Malformed {
         }
         if first.is_none()
             && request.version() == Version::HTTP_11
-            && request.uri().authority().is_none()
+            && request.method() != http::Method::CONNECT
         {
             return Some(Malformed::MissingHost);
         }
@@ -109,11 +109,12 @@ mod tests {
             .body(())
             .expect("test requests are valid");
         assert_eq!(Malformed::of(&http10), None);
-        let absolute = Request::builder()
-            .uri("http://a.test/")
+        let connect = Request::builder()
+            .method(http::Method::CONNECT)
+            .uri("a.test:443")
             .body(())
             .expect("test requests are valid");
-        assert_eq!(Malformed::of(&absolute), None);
+        assert_eq!(Malformed::of(&connect), None);
     }
 
     #[test]
@@ -123,6 +124,11 @@ mod tests {
             .body(())
             .expect("test requests are valid");
         assert_eq!(Malformed::of(&missing), Some(Malformed::MissingHost));
+        let absolute = Request::builder()
+            .uri("http://a.test/")
+            .body(())
+            .expect("test requests are valid");
+        assert_eq!(Malformed::of(&absolute), Some(Malformed::MissingHost));
     }
 
     #[test]

@@ -543,7 +543,7 @@ async fn duplicate_host_rejected_on_every_listener() {
 }
 
 #[tokio::test]
-async fn http11_without_host_rejected_at_landings() {
+async fn http11_without_host_rejected_everywhere() {
     let harness = Harness::start(|_| {}).await;
 
     // Without the check the TLS landing would judge and forward the SNI's host.
@@ -564,6 +564,18 @@ async fn http11_without_host_rejected_at_landings() {
     );
     assert!(closed);
 
+    let explicit = TcpStream::connect(harness.explicit).await.unwrap();
+    let head = format!(
+        "GET http://plain.test/ HTTP/1.1\r\nProxy-Authorization: Bearer {}\r\n\r\n",
+        support::GOOD_TOKEN
+    );
+    let (response, closed) = exchange(explicit, &head).await;
+    assert!(
+        response.starts_with("HTTP/1.1 400"),
+        "explicit proxy: {response:?}"
+    );
+    assert!(closed);
+
     // HTTP/1.0 may omit Host: the landing takes the SNI, as before.
     let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
     let (response, _) = exchange(tls, "GET /small HTTP/1.0\r\n\r\n").await;
@@ -572,6 +584,6 @@ async fn http11_without_host_rejected_at_landings() {
     assert!(!status_line.contains(" 400 "), "{response:?}");
     assert_eq!(
         harness.metric("swg_proxy_requests_total", &[("action", "bad_request")]),
-        2.0
+        3.0
     );
 }
