@@ -717,6 +717,18 @@ impl Compiler {
         }
         let base = file.path.parent().unwrap_or(Path::new(""));
         let resolved = base.join(&path.value);
+        if self.confined.as_deref() == Some(file.path) && !resolves_inside(base, &resolved) {
+            self.report(
+                file,
+                path.span.clone(),
+                DiagnosticKind::InvalidValue,
+                format!(
+                    "feed path {:?} leads outside the policy file's folder through a symbolic link, which an uploaded policy may not follow",
+                    path.value
+                ),
+            );
+            return None;
+        }
         let exists = if format == FeedFormat::Directory {
             resolved.is_dir()
         } else {
@@ -1266,4 +1278,20 @@ fn stays_in_folder(path: &str) -> bool {
         && Path::new(path)
             .components()
             .all(|component| matches!(component, Component::Normal(_) | Component::CurDir))
+}
+
+/// Tells whether `path`, with every symbolic link followed, lies inside `base`. A path
+/// that does not exist counts as inside, because loading it then fails as not found.
+fn resolves_inside(base: &Path, path: &Path) -> bool {
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return true;
+    };
+    let Ok(real_base) = std::fs::canonicalize(if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    }) else {
+        return false;
+    };
+    real.starts_with(real_base)
 }

@@ -261,6 +261,15 @@ async fn replace_tenant_keeps_feeds_in_folder() {
             "{path}: {errors}"
         );
     }
+    // A symbolic link in the folder that points outside it is not followed either.
+    std::os::unix::fs::symlink(dir.path(), policy_dir.join("feeds").join("up")).unwrap();
+    let error = watcher
+        .replace_tenant("acme", &feed_policy("feeds/up/secret.txt"))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("through a symbolic link"),
+        "{error}"
+    );
     assert!(blocks(&watcher, "first.example"));
 
     watcher
