@@ -36,7 +36,7 @@ pub(crate) fn reject<B>(
     Some(malformed.response(request.version()))
 }
 
-/// Why a request is malformed.
+/// The problem that makes a request malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Malformed {
     /// More than one `Host` field line. RFC 9112 section 3.2 requires 400, because
@@ -65,7 +65,7 @@ impl Malformed {
         None
     }
 
-    /// The 400 response. Over HTTP/1.x it also closes the connection, because a
+    /// Builds the 400 response. Over HTTP/1.x it also closes the connection, because a
     /// client or intermediary that sends such a request may disagree with swg about
     /// where the next request starts.
     pub(crate) fn response(self, version: Version) -> Response<ProxyBody> {

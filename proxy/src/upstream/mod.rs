@@ -61,15 +61,15 @@ impl UpstreamFailure {
         }
     }
 
-    /// Whether swg itself refused the request: the destination check is a decision
-    /// of swg, which the activity log records as a block, while the other failures
+    /// Tells whether swg itself refused the request. The destination check is a
+    /// decision of swg, which the activity log records as a block; the other failures
     /// happen after swg allowed the request.
     pub fn is_refusal(self) -> bool {
         matches!(self, UpstreamFailure::DestinationRefused(_))
     }
 
-    /// The reason of the activity event, naming the refused destination class, the
-    /// certificate problem or what failed.
+    /// Returns the reason of the activity event, naming the refused destination
+    /// class, the certificate problem or what failed.
     pub fn reason(self) -> String {
         match self {
             UpstreamFailure::DestinationRefused(refusal) => {
