@@ -534,7 +534,7 @@ fn url_rules_never_apply_at_dns() {
 }
 
 #[test]
-fn url_rules_match_every_spelling_of_a_blocked_path() {
+fn url_rule_matches_path_spellings() {
     let (_dir, set) = load(POLICY);
     let acme = set.tenant("acme").unwrap();
     let browser = App::bundle("com.apple.mobilesafari");

@@ -48,8 +48,9 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The oldest schema version a store may have and still be opened. Version 1 was a
-/// development layout that was changed in place, so its stores cannot be told apart
-/// and are refused instead of being written with the wrong tables.
+/// development layout that was changed in place, so its variants cannot be
+/// distinguished. Such stores are rejected instead of being written with the wrong
+/// tables.
 pub(crate) const FIRST_SUPPORTED_VERSION: i64 = 2;
 
 /// Migrations in order; `MIGRATIONS[n]` moves the schema from version `n` to `n + 1`.
