@@ -135,6 +135,7 @@ impl Writer {
         let metrics = self.metrics.clone();
         let transaction_size = MAX_BACKLOG_BATCH.max(self.batch_size);
         let outcome = tokio::task::spawn_blocking(move || {
+            let mut batch = batch;
             for chunk in batch.chunks(transaction_size) {
                 let started = Instant::now();
                 let result = store.insert_batch(chunk);
@@ -150,15 +151,15 @@ impl Writer {
                     }
                 }
             }
+            // Free the events on this thread, because freeing the strings of a large
+            // batch on a runtime thread delays the requests that thread serves.
+            batch.clear();
             batch
         })
         .await;
 
         match outcome {
-            Ok(mut batch) => {
-                batch.clear();
-                batch
-            }
+            Ok(batch) => batch,
             Err(error) => {
                 self.metrics.write_failed.inc_by(count);
                 tracing::error!(%error, events = count, "activity batch write task failed; its events are lost");
