@@ -124,6 +124,7 @@ h2load_run() {
     nginx_after=$(cpu_ticks $NGINX_WORKERS)
     if ! grep -q "0 failed, 0 errored" <<<"$output"; then
         grep -E "requests:|status codes" <<<"$output" >&2
+        tail -n 3 "$WORK/proxy.log" >&2
     fi
     local rps mean completed
     rps=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' <<<"$output")

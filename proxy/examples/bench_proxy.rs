@@ -5,6 +5,7 @@
 //! 127.0.0.1:18443 (TLS landing), 127.0.0.1:18080 (HTTP landing) and
 //! 127.0.0.1:13128 (explicit proxy; any bearer token is accepted). The number of
 //! tokio worker threads comes from `TOKIO_WORKER_THREADS` (default: one per core).
+//! Logs go to stderr, filtered by `RUST_LOG` (default `warn,swg_proxy=info`).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -97,6 +98,15 @@ async fn main() {
             std::process::exit(2);
         }
     };
+
+    // Warnings and failed upstream requests (info) go to stderr unless RUST_LOG says otherwise.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,swg_proxy=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 
     let registry = prometheus::Registry::new();
     let root =

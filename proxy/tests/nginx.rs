@@ -21,7 +21,8 @@ impl Drop for Nginx {
 }
 
 /// Starts nginx with TLS 1.3 and HTTP/2 on a free loopback port, serving `dir/www`.
-async fn start_nginx(harness: &Harness) -> (Nginx, u16) {
+/// nginx closes each connection with GOAWAY after `keepalive_requests` requests.
+async fn start_nginx(harness: &Harness, keepalive_requests: u32) -> (Nginx, u16) {
     let dir = harness.dir.path();
     let (certificate, key) = harness.origin_ca.leaf_pem(&["nginx.test"]);
     std::fs::write(dir.join("nginx-leaf.pem"), certificate).unwrap();
@@ -39,7 +40,7 @@ async fn start_nginx(harness: &Harness) -> (Nginx, u16) {
     let config = format!(
         "master_process off;\ndaemon off;\npid {path}/nginx.pid;\nerror_log {path}/nginx-error.log;\n\
          events {{ worker_connections 256; }}\n\
-         http {{\n access_log off;\n client_body_temp_path {path}/body;\n proxy_temp_path {path}/proxy;\n\
+         http {{\n access_log off;\n keepalive_requests {keepalive_requests};\n client_body_temp_path {path}/body;\n proxy_temp_path {path}/proxy;\n\
          fastcgi_temp_path {path}/fastcgi;\n uwsgi_temp_path {path}/uwsgi;\n scgi_temp_path {path}/scgi;\n\
          server {{\n  listen 127.0.0.1:{port} ssl http2;\n  ssl_certificate {path}/nginx-leaf.pem;\n\
          ssl_certificate_key {path}/nginx-leaf.key;\n  ssl_protocols TLSv1.3;\n  root {path}/www;\n }}\n}}\n"
@@ -70,7 +71,7 @@ async fn nginx_origin_through_landing_and_explicit_proxy() {
         config.static_hosts = support::static_hosts(&[("nginx.test", "127.0.0.1")]);
     })
     .await;
-    let (_nginx, port) = start_nginx(&harness).await;
+    let (_nginx, port) = start_nginx(&harness, 1000).await;
     let url = format!("https://nginx.test:{port}/index.html");
 
     for version in ["--http2", "--http1.1"] {
@@ -86,4 +87,37 @@ async fn nginx_origin_through_landing_and_explicit_proxy() {
         assert_eq!(result.status, 200, "{version}: {}", result.stderr);
         assert_eq!(result.body.len(), 5 << 20);
     }
+}
+
+#[tokio::test]
+#[ignore = "needs nginx; run by .ci/run"]
+async fn origin_goaway_requests_are_sent_again() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("nginx.test", "127.0.0.1")]);
+    })
+    .await;
+    // Every third request on the pooled HTTP/2 connection ends it with GOAWAY while
+    // other requests are in flight on it.
+    let (_nginx, port) = start_nginx(&harness, 3).await;
+    let url = format!("https://nginx.test:{port}/index.html");
+
+    let mut arguments = harness.explicit_args();
+    arguments.extend(["-sS", "--max-time", "60", "-Z", "--parallel-max", "20"].map(str::to_owned));
+    for _ in 0..60 {
+        arguments.extend(["-o", "/dev/null", "-w", "%{http_code}\\n", &url].map(str::to_owned));
+    }
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("curl").args(&arguments).output().unwrap()
+    })
+    .await
+    .unwrap();
+
+    let statuses = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(statuses.lines().count(), 60, "{stderr}");
+    assert!(
+        statuses.lines().all(|status| status == "200"),
+        "statuses: {statuses}"
+    );
+    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
 }
