@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
+
 use support::{args, curl, origin, Harness};
 use swg_proxy::boundary::Action;
 
@@ -344,4 +346,48 @@ async fn policy_applies_to_every_request_on_a_connection() {
         );
         assert_eq!(result.status, 403);
     }
+}
+
+#[tokio::test]
+async fn refused_stream_sent_again_without_body() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let (address, origin) = origin::start_refusing_h2(certificate).await;
+    let url = format!("https://origin.test:{}/refused", address.port());
+
+    let result = curl(harness.explicit_args(), &url).await;
+
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.body, "GET\n");
+    assert_eq!(origin.streams.load(Ordering::SeqCst), 2);
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn refused_stream_with_body_not_sent_again() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let (address, origin) = origin::start_refusing_h2(certificate).await;
+    let url = format!("https://origin.test:{}/refused", address.port());
+
+    let mut post = harness.explicit_args();
+    post.extend(args(&["--data-binary", "order=1"]));
+    let result = curl(post, &url).await;
+
+    assert_eq!(result.status, 502, "{}", result.stderr);
+    assert_eq!(origin.streams.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_upstream_errors_total",
+            &[("kind", "unreachable")]
+        ),
+        1.0
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -32,8 +33,7 @@ impl ResolvesServerCert for FixedCert {
     }
 }
 
-/// Starts an HTTPS origin presenting `certificate`, offering `alpn`.
-pub async fn start_https(certificate: CertifiedKey, alpn: &[&[u8]]) -> SocketAddr {
+fn tls_acceptor(certificate: CertifiedKey, alpn: &[&[u8]]) -> TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -41,7 +41,12 @@ pub async fn start_https(certificate: CertifiedKey, alpn: &[&[u8]]) -> SocketAdd
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(FixedCert(Arc::new(certificate))));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Starts an HTTPS origin presenting `certificate`, offering `alpn`.
+pub async fn start_https(certificate: CertifiedKey, alpn: &[&[u8]]) -> SocketAddr {
+    let acceptor = tls_acceptor(certificate, alpn);
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -60,6 +65,56 @@ pub async fn start_https(certificate: CertifiedKey, alpn: &[&[u8]]) -> SocketAdd
         }
     });
     address
+}
+
+/// Connection and stream counts of an origin from [`start_refusing_h2`].
+#[derive(Default)]
+pub struct RefusingOrigin {
+    /// Connections accepted.
+    pub connections: AtomicUsize,
+    /// Streams opened, the refused one included.
+    pub streams: AtomicUsize,
+}
+
+/// Starts an HTTPS origin that speaks only HTTP/2, resets the first stream it
+/// receives with REFUSED_STREAM, and responds to every later one with 200 and the
+/// request's method as the body.
+pub async fn start_refusing_h2(certificate: CertifiedKey) -> (SocketAddr, Arc<RefusingOrigin>) {
+    let acceptor = tls_acceptor(certificate, &[b"h2"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = Arc::new(RefusingOrigin::default());
+    let counts = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            counts.connections.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            let counts = Arc::clone(&counts);
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut connection) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    if counts.streams.fetch_add(1, Ordering::SeqCst) == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let head = Response::builder().status(StatusCode::OK).body(()).unwrap();
+                    let Ok(mut body) = respond.send_response(head, false) else {
+                        continue;
+                    };
+                    let _ = body.send_data(Bytes::from(format!("{}\n", request.method())), true);
+                }
+            });
+        }
+    });
+    (address, seen)
 }
 
 /// Starts a plain-HTTP origin.
