@@ -885,3 +885,27 @@ async fn doh_body_trickling_past_read_timeout_gets_408() {
     assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line}");
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
+
+#[tokio::test]
+async fn second_server_on_same_udp_port_fails() {
+    let first = Harness::start().await;
+    let taken = first.server.udp_addr();
+
+    let second = Harness::try_start_with(|config| config.udp_listen = taken).await;
+
+    let Err(error) = second else {
+        panic!("a second resolver started on {taken}");
+    };
+    assert!(
+        matches!(
+            error,
+            swg_dns::ServerError::Bind {
+                transport: "udp",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let response = first.udp(&query("allowed.test", RecordType::A, None)).await;
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+}

@@ -250,6 +250,22 @@ impl Harness {
         adjust: impl FnOnce(&mut DnsConfig),
         backends: impl FnOnce(&Arc<Recorded>) -> Option<Backends>,
     ) -> Harness {
+        Self::try_start_with_backends(adjust, backends)
+            .await
+            .unwrap()
+    }
+
+    /// Starts the resolver, or returns the error that stopped the start.
+    pub async fn try_start_with(
+        adjust: impl FnOnce(&mut DnsConfig),
+    ) -> Result<Harness, swg_dns::ServerError> {
+        Self::try_start_with_backends(adjust, |_| None).await
+    }
+
+    async fn try_start_with_backends(
+        adjust: impl FnOnce(&mut DnsConfig),
+        backends: impl FnOnce(&Arc<Recorded>) -> Option<Backends>,
+    ) -> Result<Harness, swg_dns::ServerError> {
         let upstream = TestUpstream::start().await;
         let recorded = Arc::new(Recorded::default());
         let certificate = test_certificate();
@@ -271,17 +287,15 @@ impl Harness {
         });
         let registry = prometheus::Registry::new();
         let resolver = Some(certificate.resolver.clone());
-        let server = DnsServer::start(config, backends, resolver, &registry)
-            .await
-            .unwrap();
-        Harness {
+        let server = DnsServer::start(config, backends, resolver, &registry).await?;
+        Ok(Harness {
             server,
             upstream,
             recorded,
             certificate: certificate.der,
             certificate_resolver: certificate.resolver,
             registry,
-        }
+        })
     }
 
     /// Reads a counter's value from the registry.
