@@ -127,13 +127,16 @@ async fn get(address: SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
-/// Writes `./swg.toml` that moves the operations listener to a free port.
+/// Configuration that moves every listener to a free port, so that these tests run
+/// while another swg uses the default ports on this machine.
+const FREE_PORTS: &str = "[operations]\nlisten = \"127.0.0.1:0\"\n\
+    [console]\nlisten = \"127.0.0.1:0\"\n\
+    [dns]\ndoh_listen = \"127.0.0.1:0\"\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
+    [proxy]\ntls_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nexplicit_listen = \"127.0.0.1:0\"\n";
+
+/// Writes `./swg.toml` with [`FREE_PORTS`].
 fn write_free_port_config(folder: &Path) {
-    std::fs::write(
-        folder.join("swg.toml"),
-        "[operations]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+    std::fs::write(folder.join("swg.toml"), FREE_PORTS).unwrap();
 }
 
 #[tokio::test]
@@ -180,7 +183,7 @@ async fn second_start_reuses_ca_and_stops_on_sigint() {
     let folder = tempfile::tempdir().unwrap();
     let data = folder.path().join("state");
     let config = folder.path().join("custom.toml");
-    std::fs::write(&config, "[operations]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    std::fs::write(&config, FREE_PORTS).unwrap();
     let args = [
         "--config",
         config.to_str().unwrap(),
