@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use rustls::server::ResolvesServerCert;
 use rustls::ServerConfig;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -89,19 +88,16 @@ impl DnsServer {
             RateLimiter::new(config.udp_rate_limit_qps, config.udp_rate_limit_burst).map(Arc::new);
         let mut tasks = Vec::new();
 
-        // One receive loop per core keeps every core busy under load. Each loop has
-        // a socket of its own, so the loops never contend for one receive queue.
+        let (udp, tcp) = bind_plain(config.udp_listen, config.tcp_listen).await?;
+        let udp_addr = udp.local_addr().unwrap_or(config.udp_listen);
+        let udp = Arc::new(udp);
+        // Several receive loops on one socket keep every core busy under load.
         let receivers = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .min(8);
-        let (udp, tcp) = bind_plain(config.udp_listen, config.tcp_listen, receivers).await?;
-        let udp_addr = udp
-            .first()
-            .and_then(|socket| socket.local_addr().ok())
-            .unwrap_or(config.udp_listen);
-        for socket in udp {
+        for _ in 0..receivers {
             tasks.push(tokio::spawn(serve_udp(
-                Arc::new(socket),
+                udp.clone(),
                 resolver.clone(),
                 in_flight.clone(),
                 limiter.clone(),
@@ -227,14 +223,10 @@ impl DnsServer {
 /// Binds the UDP and TCP listeners. When both addresses are the same, TCP takes the
 /// port UDP got, which matters for port 0: a port free for UDP may be taken for TCP,
 /// so binding is retried with a new port a few times.
-/// Binds `udp_count` UDP sockets to `udp_listen` and a TCP listener to `tcp_listen`.
-/// When both addresses are the same with port 0, the TCP listener takes the port the
-/// UDP sockets got.
 async fn bind_plain(
     udp_listen: SocketAddr,
     tcp_listen: SocketAddr,
-    udp_count: usize,
-) -> Result<(Vec<UdpSocket>, TcpListener), ServerError> {
+) -> Result<(UdpSocket, TcpListener), ServerError> {
     let bind_error = |transport, addr, source| ServerError::Bind {
         transport,
         addr,
@@ -247,18 +239,11 @@ async fn bind_plain(
     };
     let mut last_error = None;
     for _ in 0..attempts {
-        let udp = match bind_udp_group(udp_listen, udp_count) {
-            Ok(udp) => udp,
-            // Another process may take the probed port before the group binds it.
-            Err(source) if udp_listen.port() == 0 => {
-                last_error = Some(source);
-                continue;
-            }
-            Err(source) => return Err(bind_error("udp", udp_listen, source)),
-        };
-        let bound = udp.first().and_then(|socket| socket.local_addr().ok());
-        let tcp_addr = match (udp_listen == tcp_listen, bound) {
-            (true, Some(bound)) => bound,
+        let udp = UdpSocket::bind(udp_listen)
+            .await
+            .map_err(|source| bind_error("udp", udp_listen, source))?;
+        let tcp_addr = match (udp_listen == tcp_listen, udp.local_addr()) {
+            (true, Ok(bound)) => bound,
             _ => tcp_listen,
         };
         match TcpListener::bind(tcp_addr).await {
@@ -268,31 +253,6 @@ async fn bind_plain(
     }
     let source = last_error.unwrap_or_else(|| std::io::Error::other("no attempt made"));
     Err(bind_error("tcp", tcp_listen, source))
-}
-
-/// Binds `count` UDP sockets to `addr` with SO_REUSEPORT, so that the kernel spreads
-/// clients over them by address and port.
-///
-/// A plain bind comes first and fails when any other socket is bound to the address.
-/// SO_REUSEPORT alone would let a second swg of the same user join the group and
-/// take part of the queries. The group then binds the port that bind returned.
-fn bind_udp_group(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
-    let probe = std::net::UdpSocket::bind(addr)?;
-    if count <= 1 {
-        probe.set_nonblocking(true)?;
-        return Ok(vec![UdpSocket::from_std(probe)?]);
-    }
-    let bound = probe.local_addr()?;
-    drop(probe);
-    (0..count)
-        .map(|_| {
-            let socket = Socket::new(Domain::for_address(bound), Type::DGRAM, Some(Protocol::UDP))?;
-            socket.set_reuse_port(true)?;
-            socket.set_nonblocking(true)?;
-            socket.bind(&bound.into())?;
-            UdpSocket::from_std(socket.into())
-        })
-        .collect()
 }
 
 impl Drop for DnsServer {
