@@ -182,6 +182,7 @@ impl App {
         let state = OperationsState {
             registry: self.registry.clone(),
             readiness: self.readiness.clone(),
+            activity: components.activity.write_status(),
         };
         components.tasks.spawn(operations::serve(
             listener,

@@ -47,6 +47,8 @@ pub(crate) struct OperationsState {
     pub(crate) registry: Registry,
     /// Readiness reported by `/readyz`.
     pub(crate) readiness: Readiness,
+    /// Whether the activity log's last batch failed; `/readyz` returns 503 then.
+    pub(crate) activity: swg_activity::WriteStatus,
 }
 
 /// Serves the operations endpoints on `listener` until `shutdown` is
@@ -113,8 +115,14 @@ fn respond(state: &OperationsState, request: &Request<Incoming>) -> Response<Ful
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.readiness.is_ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" if !state.readiness.is_ready() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        }
+        "/readyz" if state.activity.is_failing() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: activity events cannot be stored; see the log\n",
+        ),
+        "/readyz" => text(StatusCode::OK, "ready\n"),
         "/metrics" => metrics(&state.registry),
         _ => text(
             StatusCode::NOT_FOUND,

@@ -303,3 +303,82 @@ fn readable_key_file_is_warned_about() {
     server.signal("-TERM");
     assert_eq!(server.wait_exit(), 0);
 }
+
+/// Sends one A query for `name` over UDP and waits up to 5 s for an answer with its id.
+async fn dns_query(server: SocketAddr, name: &str) {
+    let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        packet.push(label.len() as u8);
+        packet.extend_from_slice(label.as_bytes());
+    }
+    packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&packet, server).await.unwrap();
+    let mut answer = [0u8; 512];
+    let (length, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut answer))
+        .await
+        .expect("no DNS answer within 5 s")
+        .unwrap();
+    assert!(length >= 12);
+    assert_eq!(answer[..2], [0x12, 0x34]);
+}
+
+/// Polls `/readyz` until its status is `expected`, for up to 5 s, and returns its body.
+async fn wait_for_readyz(address: SocketAddr, expected: u16) -> String {
+    let mut last = (0, String::new());
+    for _ in 0..50 {
+        last = get(address, "/readyz").await;
+        if last.0 == expected {
+            return last.1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "/readyz stayed {} {:?}, expected {expected}",
+        last.0, last.1
+    );
+}
+
+#[tokio::test]
+async fn failing_activity_writes_make_readyz_503() {
+    let folder = tempfile::tempdir().unwrap();
+    write_free_port_config(folder.path());
+    let mut server = Server::start(folder.path(), &[]);
+    let address = server.operations_address();
+    let line = server.wait_for("DNS resolver listening");
+    let dns: SocketAddr = line
+        .split("udp=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    server.wait_for("swg is ready");
+    assert_eq!(wait_for_readyz(address, 200).await, "ready\n");
+
+    // Dropping the events table from outside makes every later insert fail.
+    let database = rusqlite::Connection::open(folder.path().join("swg-data/activity.db")).unwrap();
+    database.busy_timeout(Duration::from_secs(5)).unwrap();
+    let schema: Vec<String> = database
+        .prepare("SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND sql IS NOT NULL")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    database.execute_batch("DROP TABLE events").unwrap();
+
+    // The demo policy blocks this name, so the answer needs no upstream.
+    dns_query(dns, "blocked.example").await;
+    let body = wait_for_readyz(address, 503).await;
+    assert!(body.contains("activity events cannot be stored"), "{body}");
+
+    for statement in &schema {
+        database.execute_batch(statement).unwrap();
+    }
+    dns_query(dns, "blocked.example").await;
+    assert_eq!(wait_for_readyz(address, 200).await, "ready\n");
+
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(), 0, "log:\n{}", server.log.join("\n"));
+}

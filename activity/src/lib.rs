@@ -66,6 +66,7 @@ mod recorder;
 pub mod request_id;
 pub mod retention;
 pub mod sqlite;
+mod status;
 pub mod store;
 mod writer;
 
@@ -78,4 +79,5 @@ pub use query::{Cursor, DailyTotal, Page, Query, TopEntry};
 pub use recorder::Recorder;
 pub use request_id::RequestId;
 pub use sqlite::SqliteStore;
+pub use status::WriteStatus;
 pub use store::ActivityStore;

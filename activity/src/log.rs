@@ -14,6 +14,7 @@ use crate::queue::Queue;
 use crate::recorder::Recorder;
 use crate::retention;
 use crate::sqlite::SqliteStore;
+use crate::status::WriteStatus;
 use crate::store::ActivityStore;
 use crate::writer::{Control, Writer};
 
@@ -28,6 +29,7 @@ pub struct ActivityLog {
     control: mpsc::UnboundedSender<Control>,
     writer: Mutex<Option<JoinHandle<()>>>,
     retention: JoinHandle<()>,
+    status: WriteStatus,
 }
 
 impl ActivityLog {
@@ -60,12 +62,14 @@ impl ActivityLog {
         let metrics = Metrics::register(registry)?;
         let queue = Arc::new(Queue::new(config.queue_capacity));
         let (control, control_receiver) = mpsc::unbounded_channel();
+        let status = WriteStatus::default();
 
         let writer = Writer {
             store: Arc::clone(&store),
             metrics: metrics.clone(),
             batch_size: config.batch_size,
             batch_interval: Duration::from_millis(config.batch_interval_ms),
+            status: status.clone(),
         };
         let writer = tokio::spawn(writer.run(Arc::clone(&queue), control_receiver));
         let retention = tokio::spawn(retention::run(Arc::clone(&store), config.retention_days));
@@ -76,6 +80,7 @@ impl ActivityLog {
             control,
             writer: Mutex::new(Some(writer)),
             retention,
+            status,
         };
         Ok((log, Recorder::new(queue, metrics)))
     }
@@ -83,6 +88,11 @@ impl ActivityLog {
     /// Returns the store, for queries.
     pub fn store(&self) -> Arc<dyn ActivityStore> {
         Arc::clone(&self.store)
+    }
+
+    /// Returns the flag that is set while the last batch failed to be stored.
+    pub fn write_status(&self) -> WriteStatus {
+        self.status.clone()
     }
 
     /// Waits until every event recorded before this call is written.

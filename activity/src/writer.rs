@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+use crate::status::WriteStatus;
 use crate::store::ActivityStore;
 
 /// Most events one transaction takes; a larger backlog is written in several.
@@ -34,6 +35,7 @@ pub(crate) struct Writer {
     pub(crate) metrics: Metrics,
     pub(crate) batch_size: usize,
     pub(crate) batch_interval: Duration,
+    pub(crate) status: WriteStatus,
 }
 
 impl Writer {
@@ -133,6 +135,7 @@ impl Writer {
         let count = batch.len() as u64;
         let store = Arc::clone(&self.store);
         let metrics = self.metrics.clone();
+        let status = self.status.clone();
         let transaction_size = MAX_BACKLOG_BATCH.max(self.batch_size);
         let outcome = tokio::task::spawn_blocking(move || {
             let mut batch = batch;
@@ -143,6 +146,7 @@ impl Writer {
                     .write_seconds
                     .observe(started.elapsed().as_secs_f64());
                 let events = chunk.len() as u64;
+                status.set_failing(result.is_err());
                 match result {
                     Ok(()) => metrics.written.inc_by(events),
                     Err(error) => {
@@ -161,6 +165,7 @@ impl Writer {
         match outcome {
             Ok(batch) => batch,
             Err(error) => {
+                self.status.set_failing(true);
                 self.metrics.write_failed.inc_by(count);
                 tracing::error!(%error, events = count, "activity batch write task failed; its events are lost");
                 Vec::new()
