@@ -17,6 +17,14 @@ pub trait ActivityStore: Send + Sync + 'static {
     /// stored or none. Each event is sanitized first ([`Event::sanitize`]).
     fn insert_batch(&self, events: &[Event]) -> Result<(), ActivityError>;
 
+    /// Inserts like [`ActivityStore::insert_batch`], but may pause between inserts
+    /// so that threads waiting for the same cores run first. The writer calls it
+    /// for batches it takes while it keeps up with the load. The default does not
+    /// pause.
+    fn insert_batch_yielding(&self, events: &[Event]) -> Result<(), ActivityError> {
+        self.insert_batch(events)
+    }
+
     /// Returns one page of events matching `query`, newest first.
     fn query(&self, query: &Query) -> Result<Page, ActivityError>;
 

@@ -67,19 +67,19 @@ impl Writer {
                 biased;
                 command = control.recv() => match command {
                     Some(Control::Flush(done)) => {
-                        batch = self.write_queued(&queue, batch).await;
+                        batch = self.write_queued(&queue, batch, false).await;
                         waiting_since = None;
                         let _ = done.send(());
                     }
                     Some(Control::Shutdown(done)) => {
                         queue.close();
-                        self.write_queued(&queue, batch).await;
+                        self.write_queued(&queue, batch, false).await;
                         let _ = done.send(());
                         return;
                     }
                     None => {
                         queue.close();
-                        self.write_queued(&queue, batch).await;
+                        self.write_queued(&queue, batch, false).await;
                         return;
                     }
                 },
@@ -101,7 +101,10 @@ impl Writer {
                     if queued < self.batch_size && now + tick < since + self.batch_interval {
                         continue;
                     }
-                    batch = self.write_queued(&queue, batch).await;
+                    // A batch that did not fill means the writer keeps up, so it
+                    // may give way to other threads; a full one must not wait.
+                    let keeping_up = queued < self.batch_size;
+                    batch = self.write_queued(&queue, batch, keeping_up).await;
                     waiting_since = None;
                     behind = queue.len() >= self.batch_size;
                 }
@@ -116,19 +119,26 @@ impl Writer {
         (self.batch_interval / 4).clamp(Duration::from_millis(1), MAX_TICK)
     }
 
-    /// Takes every queued event and writes it; events that arrive meanwhile wait
-    /// for the next look, so a flush under constant load still ends. Returns the
-    /// emptied batch for reuse.
-    async fn write_queued(&self, queue: &Queue, mut batch: Vec<Event>) -> Vec<Event> {
+    /// Takes every queued event and writes it, giving way to other threads now and
+    /// then when `yielding`. Events that arrive meanwhile wait for the next look,
+    /// so a flush under constant load still ends. Returns the emptied batch for
+    /// reuse.
+    async fn write_queued(
+        &self,
+        queue: &Queue,
+        mut batch: Vec<Event>,
+        yielding: bool,
+    ) -> Vec<Event> {
         queue.take_all(&mut batch);
         self.metrics.queue_depth.set(queue.len() as i64);
-        self.write(batch).await
+        self.write(batch, yielding).await
     }
 
     /// Stores `batch` on a blocking thread, in transactions of at most
     /// [`MAX_BACKLOG_BATCH`] events (or `batch_size` if larger), and returns the
-    /// emptied vector for reuse.
-    async fn write(&self, batch: Vec<Event>) -> Vec<Event> {
+    /// emptied vector for reuse. `yielding` selects
+    /// [`ActivityStore::insert_batch_yielding`].
+    async fn write(&self, batch: Vec<Event>, yielding: bool) -> Vec<Event> {
         if batch.is_empty() {
             return batch;
         }
@@ -141,7 +151,11 @@ impl Writer {
             let mut batch = batch;
             for chunk in batch.chunks(transaction_size) {
                 let started = Instant::now();
-                let result = store.insert_batch(chunk);
+                let result = if yielding {
+                    store.insert_batch_yielding(chunk)
+                } else {
+                    store.insert_batch(chunk)
+                };
                 metrics
                     .write_seconds
                     .observe(started.elapsed().as_secs_f64());

@@ -162,7 +162,12 @@ impl Drop for SqliteStore {
 impl ActivityStore for SqliteStore {
     fn insert_batch(&self, events: &[Event]) -> Result<(), ActivityError> {
         let mut state = self.lock_writer();
-        write::insert_batch(&mut state, events)
+        write::insert_batch(&mut state, events, false)
+    }
+
+    fn insert_batch_yielding(&self, events: &[Event]) -> Result<(), ActivityError> {
+        let mut state = self.lock_writer();
+        write::insert_batch(&mut state, events, true)
     }
 
     fn query(&self, query: &Query) -> Result<Page, ActivityError> {

@@ -73,38 +73,55 @@ pub(crate) fn unix_day(time_ms: i64) -> i64 {
 /// Time the writer runs before it offers its core to other threads, about 100
 /// inserts.
 const RUN_BEFORE_YIELD: Duration = Duration::from_micros(100);
+/// Time after which a batch stops offering its core. Each offer can cost a whole
+/// time slice when CPU-bound threads share the cores, and the queue must not
+/// overflow meanwhile.
+const MAX_YIELDING: Duration = Duration::from_millis(50);
 /// Inserts between two reads of the clock.
 const EVENTS_PER_CLOCK_READ: u32 = 16;
 
 /// Offers the writer's core to other threads every [`RUN_BEFORE_YIELD`] within a
-/// batch.
+/// batch, for at most [`MAX_YIELDING`].
 ///
 /// A batch takes milliseconds. On a machine with two cores the scheduler can leave
 /// a resolver thread that just woke waiting behind the writer for most of a time
-/// slice, and those waits were the slowest 1 % of cached DNS answers in the
-/// benchmark. `sched_yield` lets a waiting thread run and returns at once when none
+/// slice. In the benchmark those waits were the slowest 1 % of cached DNS answers. `sched_yield` lets a waiting thread run and returns at once when none
 /// waits. Lowering the writer's nice value did not shorten the waits.
 struct Pacer {
+    enabled: bool,
+    started: Instant,
     since_yield: Instant,
     events: u32,
 }
 
 impl Pacer {
-    fn new() -> Self {
+    /// Creates a pacer that never yields unless `enabled`.
+    fn new(enabled: bool) -> Self {
+        let now = Instant::now();
         Pacer {
-            since_yield: Instant::now(),
+            enabled,
+            started: now,
+            since_yield: now,
             events: 0,
         }
     }
 
     /// Counts one insert and yields when the writer has run long enough.
     fn event_done(&mut self) {
+        if !self.enabled {
+            return;
+        }
         self.events += 1;
         if self.events < EVENTS_PER_CLOCK_READ {
             return;
         }
         self.events = 0;
-        if self.since_yield.elapsed() >= RUN_BEFORE_YIELD {
+        let now = Instant::now();
+        if now.duration_since(self.started) >= MAX_YIELDING {
+            self.enabled = false;
+            return;
+        }
+        if now.duration_since(self.since_yield) >= RUN_BEFORE_YIELD {
             std::thread::yield_now();
             self.since_yield = Instant::now();
         }
@@ -208,11 +225,17 @@ fn first_in_unit(known: &mut HashMap<String, i64>, value: &str, unit: i64) -> bo
     }
 }
 
-pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<(), ActivityError> {
+/// Inserts `events` in one transaction, offering the core to other threads now and
+/// then when `yielding` (see [`Pacer`]).
+pub(super) fn insert_batch(
+    state: &mut WriterState,
+    events: &[Event],
+    yielding: bool,
+) -> Result<(), ActivityError> {
     if events.is_empty() {
         return Ok(());
     }
-    let result = insert_in_transaction(state, events);
+    let result = insert_in_transaction(state, events, yielding);
     if result.is_err() {
         // Ids cached during the failed transaction may name rows that were rolled back.
         state.cache.clear();
@@ -220,7 +243,11 @@ pub(super) fn insert_batch(state: &mut WriterState, events: &[Event]) -> Result<
     result
 }
 
-fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<(), ActivityError> {
+fn insert_in_transaction(
+    state: &mut WriterState,
+    events: &[Event],
+    yielding: bool,
+) -> Result<(), ActivityError> {
     let WriterState { conn, cache } = state;
     if cache
         .tenants
@@ -246,7 +273,7 @@ fn insert_in_transaction(state: &mut WriterState, events: &[Event]) -> Result<()
         let mut upsert_host = transaction.prepare_cached(UPSERT_HOST)?;
         let mut insert_host_slot = transaction.prepare_cached(INSERT_HOST_SLOT)?;
         let mut last_tenant = usize::MAX;
-        let mut pacer = Pacer::new();
+        let mut pacer = Pacer::new(yielding);
         for original in events {
             pacer.event_done();
             let cleaned;
