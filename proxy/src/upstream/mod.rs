@@ -203,8 +203,8 @@ impl Upstream {
     /// A request without a body is sent once more when an HTTP/2 origin did not
     /// process it. The origin then refused its stream, or closed the pooled
     /// connection with GOAWAY, as nginx does after `keepalive_requests` requests.
-    /// The pool hands out a connection after its GOAWAY until its last stream ends,
-    /// so the second attempt goes on a new connection of its own.
+    /// Requests sent at about the time of the GOAWAY can still get that connection
+    /// from the pool, so the second attempt goes on a new connection of its own.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
@@ -224,7 +224,7 @@ impl Upstream {
         };
         let result = match (pooled, replay) {
             (Err(error), Some(copy)) if not_processed(&error, copy.method()) => {
-                tracing::debug!(%error, uri = %copy.uri(), "origin did not process the request; sending it again on a new connection");
+                tracing::debug!(%error, source = ?error.source(), uri = %copy.uri(), "origin did not process the request; sending it again on a new connection");
                 tokio::select! {
                     result = self.send_on_new_connection(copy) => result,
                     () = &mut deadline => return Err(UpstreamFailure::TimedOut),
