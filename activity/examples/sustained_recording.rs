@@ -79,8 +79,8 @@ fn main() -> ExitCode {
         config.batch_interval_ms
     );
     println!(
-        "{:>6} {:>10} {:>10} {:>8} {:>8} {:>9}",
-        "time_s", "recorded", "written", "dropped", "queue", "rss_mib"
+        "{:>6} {:>10} {:>10} {:>8} {:>8} {:>9} {:>9}",
+        "time_s", "recorded", "written", "dropped", "queue", "rss_mib", "wal_mib"
     );
 
     let build_cpu = build_cost(&pool);
