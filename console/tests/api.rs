@@ -676,6 +676,14 @@ async fn csv_export_escapes_cells() {
         .await;
     assert_eq!(page.status, 200);
     assert_eq!(page.json()["events"].as_array().unwrap().len(), 1);
+    let mut served: Vec<String> = page.json()["events"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    served.sort();
+    assert_eq!(served, documented_event_fields());
     let token = console
         .enroll(&console.authentication_key, "device-1")
         .await
@@ -947,6 +955,25 @@ async fn every_route_is_documented_and_served() {
             answer.status
         );
     }
+}
+
+/// Returns the sorted property names of the `ActivityEvent` schema in
+/// docs/openapi.yaml, which is written with two-space indentation.
+fn documented_event_fields() -> Vec<String> {
+    let document =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml"))
+            .unwrap();
+    let mut fields: Vec<String> = document
+        .lines()
+        .skip_while(|line| *line != "    ActivityEvent:")
+        .skip(1)
+        .take_while(|line| line.starts_with("      "))
+        .filter_map(|line| line.strip_prefix("        "))
+        .filter(|line| !line.starts_with(' '))
+        .filter_map(|line| line.split_once(':').map(|(name, _)| name.to_owned()))
+        .collect();
+    fields.sort();
+    fields
 }
 
 /// Returns the sorted `(method, path)` pairs under `paths:` of an OpenAPI YAML
