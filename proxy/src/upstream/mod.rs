@@ -152,6 +152,10 @@ impl UpstreamFailure {
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<OriginConnector, ProxyBody>,
+    /// A second pool, for requests sent again after an HTTP/2 origin did not
+    /// process them. Its connections are not the ones that received the GOAWAY,
+    /// and the requests sent again at one time share one new connection.
+    resend_client: Client<OriginConnector, ProxyBody>,
     connector: OriginConnector,
     first_byte: Duration,
     /// `limits.max_header_bytes`, the header list limit of origin connections.
@@ -173,21 +177,24 @@ impl Upstream {
 
         // NOTE: the adaptive window is left off because hyper then ignores the fixed
         // initial windows and starts from 64 KiB.
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.timeouts.origin_idle())
-            .pool_max_idle_per_host(256)
-            .http1_max_buf_size(config.limits.max_header_bytes.max(8192) as usize)
-            .http1_max_headers(config.limits.max_headers)
-            .http2_initial_stream_window_size(STREAM_WINDOW)
-            .http2_initial_connection_window_size(CONNECTION_WINDOW)
-            .http2_max_header_list_size(config.limits.max_header_bytes)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_timeout(Duration::from_secs(20))
-            .build(connector.clone());
+        let build_client = || {
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(config.timeouts.origin_idle())
+                .pool_max_idle_per_host(256)
+                .http1_max_buf_size(config.limits.max_header_bytes.max(8192) as usize)
+                .http1_max_headers(config.limits.max_headers)
+                .http2_initial_stream_window_size(STREAM_WINDOW)
+                .http2_initial_connection_window_size(CONNECTION_WINDOW)
+                .http2_max_header_list_size(config.limits.max_header_bytes)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_timeout(Duration::from_secs(20))
+                .build(connector.clone())
+        };
         Upstream {
-            client,
+            client: build_client(),
+            resend_client: build_client(),
             connector,
             first_byte: config.timeouts.first_byte(),
             max_header_bytes: config.limits.max_header_bytes,
@@ -200,11 +207,13 @@ impl Upstream {
     /// the request body has been read to its end or dropped. A long upload therefore
     /// does not count against it, and the body's idle timeout bounds a stalled upload.
     ///
-    /// A request without a body is sent once more when an HTTP/2 origin did not
-    /// process it. The origin then refused its stream, or closed the pooled
-    /// connection with GOAWAY, as nginx does after `keepalive_requests` requests.
-    /// Requests sent at about the time of the GOAWAY can still get that connection
-    /// from the pool, so the second attempt goes on a new connection of its own.
+    /// A request without a body is sent again when an HTTP/2 origin did not process
+    /// it. The origin then refused its stream, or closed the pooled connection with
+    /// GOAWAY, as nginx does after `keepalive_requests` requests. Requests sent at
+    /// about the time of the GOAWAY can still get that connection from the pool, so
+    /// the second attempt goes through a second pool, where the requests sent again
+    /// at one time share one new connection. Should that connection not process it
+    /// either, a third attempt goes on a connection of its own.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
@@ -222,23 +231,35 @@ impl Upstream {
             result = self.client.request(request) => result,
             () = &mut deadline => return Err(UpstreamFailure::TimedOut),
         };
-        let result = match (pooled, replay) {
-            (Err(error), Some(copy)) if not_processed(&error, copy.method()) => {
-                tracing::debug!(%error, source = ?error.source(), uri = %copy.uri(), "origin did not process the request; sending it again on a new connection");
-                tokio::select! {
-                    result = self.send_on_new_connection(copy) => result,
+        let Some(copy) = replay else {
+            return pooled.map_err(|error| classify(&error));
+        };
+        let error = match pooled {
+            Err(error) if not_processed(&error, copy.method()) => error,
+            pooled => return pooled.map_err(|error| classify(&error)),
+        };
+        tracing::debug!(%error, source = ?error.source(), uri = %copy.uri(), "origin did not process the request; sending it again");
+        let last_copy = replay_of(&copy);
+        let again = tokio::select! {
+            result = self.resend_client.request(copy) => result,
+            () = &mut deadline => return Err(UpstreamFailure::TimedOut),
+        };
+        let error = match (again, last_copy) {
+            (Err(error), Some(last_copy)) if not_processed(&error, last_copy.method()) => {
+                tracing::debug!(%error, source = ?error.source(), uri = %last_copy.uri(), "origin did not process the request again; sending it on a connection of its own");
+                let result = tokio::select! {
+                    result = self.send_on_new_connection(last_copy) => result,
                     () = &mut deadline => return Err(UpstreamFailure::TimedOut),
+                };
+                match result {
+                    Ok(response) => return Ok(response),
+                    Err(error) => error,
                 }
             }
-            (pooled, _) => pooled.map_err(BoxError::from),
+            (again, _) => return again.map_err(|error| classify(&error)),
         };
-        result.map_err(|error| {
-            let failure = UpstreamFailure::from_error(&*error);
-            tracing::debug!(error = %error, source = ?error.source(), kind = failure.kind(), "upstream request failed");
-            failure
-        })
+        Err(classify(&*error))
     }
-
     /// Sends `request` on a new HTTP/2 connection that carries only this request and
     /// closes when its response ends.
     async fn send_on_new_connection(
@@ -273,6 +294,13 @@ impl Upstream {
     pub fn first_byte_timeout(&self) -> Duration {
         self.first_byte
     }
+}
+
+/// Classifies the error of a failed request and logs it.
+fn classify(error: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
+    let failure = UpstreamFailure::from_error(error);
+    tracing::debug!(%error, source = ?error.source(), kind = failure.kind(), "upstream request failed");
+    failure
 }
 
 /// Returns a copy of `request` to send again if the origin does not process it, or
