@@ -889,12 +889,12 @@ async fn doh_body_trickling_past_read_timeout_gets_408() {
 #[tokio::test]
 async fn second_server_on_same_udp_port_fails() {
     let first = Harness::start().await;
-    let taken = first.server.udp_addr();
+    let first_udp = first.server.udp_addr();
 
-    let second = Harness::try_start_with(|config| config.udp_listen = taken).await;
+    let second = Harness::try_start_with(|config| config.udp_listen = first_udp).await;
 
     let Err(error) = second else {
-        panic!("a second resolver started on {taken}");
+        panic!("a second resolver started on {first_udp}");
     };
     assert!(
         matches!(

@@ -99,7 +99,7 @@ async fn main() {
         }
     };
 
-    // Warnings and failed upstream requests (info) go to stderr unless RUST_LOG says otherwise.
+    // Warnings and failed upstream requests (info) go to stderr. RUST_LOG sets another filter.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

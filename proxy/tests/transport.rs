@@ -5,6 +5,7 @@
 mod support;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use support::{args, curl, origin, Harness};
 use swg_proxy::boundary::Action;
@@ -348,8 +349,9 @@ async fn policy_applies_to_every_request_on_a_connection() {
     }
 }
 
-#[tokio::test]
-async fn refused_stream_sent_again_without_body() {
+/// Starts the proxy and an origin that refuses its first HTTP/2 stream, and returns
+/// them with the URL of that origin.
+async fn harness_with_refusing_origin() -> (Harness, Arc<origin::RefusingOrigin>, String) {
     let harness = Harness::start(|config| {
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
     })
@@ -357,6 +359,12 @@ async fn refused_stream_sent_again_without_body() {
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
     let (address, origin) = origin::start_refusing_h2(certificate).await;
     let url = format!("https://origin.test:{}/refused", address.port());
+    (harness, origin, url)
+}
+
+#[tokio::test]
+async fn refused_stream_sent_again_without_body() {
+    let (harness, origin, url) = harness_with_refusing_origin().await;
 
     let result = curl(harness.explicit_args(), &url).await;
 
@@ -369,13 +377,7 @@ async fn refused_stream_sent_again_without_body() {
 
 #[tokio::test]
 async fn refused_stream_with_body_not_sent_again() {
-    let harness = Harness::start(|config| {
-        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
-    })
-    .await;
-    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
-    let (address, origin) = origin::start_refusing_h2(certificate).await;
-    let url = format!("https://origin.test:{}/refused", address.port());
+    let (harness, origin, url) = harness_with_refusing_origin().await;
 
     let mut post = harness.explicit_args();
     post.extend(args(&["--data-binary", "order=1"]));

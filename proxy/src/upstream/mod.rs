@@ -305,6 +305,10 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
 
 /// Returns a copy of `request` to send again if the origin does not process it, or
 /// none when it has a body, which the first attempt consumes.
+///
+/// Every request without a body pays for this copy, although few are sent again.
+/// In proxy/benches/load.sh it cost about 0.2 µs of 18 µs per request, within the
+/// noise of three runs.
 fn replay_of(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     if !request.body().is_end_stream() {
         return None;
