@@ -17,6 +17,9 @@ pub struct ProxyMetrics {
     pub upstream_errors: IntCounterVec,
     /// `swg_proxy_rejected_connections_total{listener,reason}`: connections closed at accept.
     pub rejected_connections: IntCounterVec,
+    /// `swg_proxy_upstream_resends_total{reason}`: requests sent to an HTTP/2 origin
+    /// again because it did not process them.
+    pub upstream_resends: IntCounterVec,
 }
 
 impl ProxyMetrics {
@@ -69,6 +72,13 @@ impl ProxyMetrics {
                 ),
                 &["listener", "reason"],
             )?,
+            upstream_resends: IntCounterVec::new(
+                Opts::new(
+                    "swg_proxy_upstream_resends_total",
+                    "Requests sent again after an HTTP/2 origin did not process them, by reason (refused_stream, goaway)",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.upstream_seconds.clone()))?;
@@ -76,6 +86,7 @@ impl ProxyMetrics {
         registry.register(Box::new(metrics.active_connections.clone()))?;
         registry.register(Box::new(metrics.upstream_errors.clone()))?;
         registry.register(Box::new(metrics.rejected_connections.clone()))?;
+        registry.register(Box::new(metrics.upstream_resends.clone()))?;
         Ok(metrics)
     }
 }

@@ -217,7 +217,13 @@ impl ProxyBuilder {
             UpstreamResolver::new(&config.resolver_upstreams, config.static_hosts.clone())
         });
         let origin_tls = OriginTls::new(&config.extra_roots)?;
-        let upstream = Upstream::new(&config, resolver, origin_tls);
+        let metrics = ProxyMetrics::new(registry)?;
+        let upstream = Upstream::new(
+            &config,
+            resolver,
+            origin_tls,
+            metrics.upstream_resends.clone(),
+        );
         let landing_tls = listener::tls::landing_config(collaborators.leaves.clone())?;
         let (shutdown_sender, shutdown) = watch::channel(false);
         let gateway_lifetime = signed
@@ -232,7 +238,7 @@ impl ProxyBuilder {
             .unwrap_or(86_400);
         let shared = Shared {
             limiter: ConnectionLimiter::new(config.limits.max_connections_per_client),
-            metrics: ProxyMetrics::new(registry)?,
+            metrics,
             flows: FlowMemory::new(
                 Duration::from_secs(config.auth_attempt_window_secs),
                 Duration::from_secs(gateway_lifetime),

@@ -120,4 +120,6 @@ async fn origin_goaway_requests_are_sent_again() {
         "statuses: {statuses}"
     );
     assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+    let resends = harness.metric("swg_proxy_upstream_resends_total", &[("reason", "goaway")]);
+    assert!(resends >= 1.0, "{resends}");
 }

@@ -373,6 +373,13 @@ async fn refused_stream_sent_again_without_body() {
     assert_eq!(origin.streams.load(Ordering::SeqCst), 2);
     assert_eq!(origin.connections.load(Ordering::SeqCst), 2);
     assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_upstream_resends_total",
+            &[("reason", "refused_stream")]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -385,6 +392,7 @@ async fn refused_stream_with_body_not_sent_again() {
 
     assert_eq!(result.status, 502, "{}", result.stderr);
     assert_eq!(origin.streams.load(Ordering::SeqCst), 1);
+    assert_eq!(harness.metric("swg_proxy_upstream_resends_total", &[]), 0.0);
     assert_eq!(
         harness.metric(
             "swg_proxy_upstream_errors_total",

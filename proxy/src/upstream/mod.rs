@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntCounterVec;
 use tokio::sync::oneshot;
 
 pub use connector::{ConnectError, ConnectTimeouts, OriginConnector, OriginStream};
@@ -160,11 +161,19 @@ pub struct Upstream {
     first_byte: Duration,
     /// `limits.max_header_bytes`, the header list limit of origin connections.
     max_header_bytes: u32,
+    /// `swg_proxy_upstream_resends_total{reason}`.
+    resends: IntCounterVec,
 }
 
 impl Upstream {
-    /// Creates the client from the configuration, a resolver and the origin TLS settings.
-    pub fn new(config: &ProxyConfig, resolver: Arc<dyn Resolve>, tls: OriginTls) -> Upstream {
+    /// Creates the client from the configuration, a resolver and the origin TLS
+    /// settings. Requests sent again are counted in `resends`, by reason.
+    pub fn new(
+        config: &ProxyConfig,
+        resolver: Arc<dyn Resolve>,
+        tls: OriginTls,
+        resends: IntCounterVec,
+    ) -> Upstream {
         let destinations = DestinationPolicy::new(
             config.allowed_destinations.clone(),
             config.own_addresses.clone(),
@@ -198,6 +207,7 @@ impl Upstream {
             connector,
             first_byte: config.timeouts.first_byte(),
             max_header_bytes: config.limits.max_header_bytes,
+            resends,
         }
     }
 
@@ -234,19 +244,26 @@ impl Upstream {
         let Some(copy) = replay else {
             return pooled.map_err(|error| classify(&error));
         };
-        let error = match pooled {
-            Err(error) if not_processed(&error, copy.method()) => error,
-            pooled => return pooled.map_err(|error| classify(&error)),
+        let (error, reason) = match pooled {
+            Err(error) => match not_processed(&error, copy.method()) {
+                Some(reason) => (error, reason),
+                None => return Err(classify(&error)),
+            },
+            Ok(response) => return Ok(response),
         };
-        tracing::debug!(%error, source = ?error.source(), uri = %copy.uri(), "origin did not process the request; sending it again");
+        tracing::debug!(%error, source = ?error.source(), uri = %copy.uri(), reason, "origin did not process the request; sending it again");
+        self.resends.with_label_values(&[reason]).inc();
         let last_copy = replay_of(&copy);
         let again = tokio::select! {
             result = self.resend_client.request(copy) => result,
             () = &mut deadline => return Err(UpstreamFailure::TimedOut),
         };
         let error = match (again, last_copy) {
-            (Err(error), Some(last_copy)) if not_processed(&error, last_copy.method()) => {
+            (Err(error), Some(last_copy))
+                if not_processed(&error, last_copy.method()).is_some() =>
+            {
                 tracing::debug!(%error, source = ?error.source(), uri = %last_copy.uri(), "origin did not process the request again; sending it on a connection of its own");
+                self.resends.with_label_values(&[reason]).inc();
                 let result = tokio::select! {
                     result = self.send_on_new_connection(last_copy) => result,
                     () = &mut deadline => return Err(UpstreamFailure::TimedOut),
@@ -321,28 +338,35 @@ fn replay_of(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     Some(copy)
 }
 
-/// Tells whether `error` shows that an HTTP/2 origin did not process the request
-/// (RFC 9113 section 8.7): a stream reset with REFUSED_STREAM, or a GOAWAY.
+/// Returns why `error` shows that an HTTP/2 origin did not process the request
+/// (RFC 9113 section 8.7), as the `reason` label: `refused_stream` for a stream
+/// reset with REFUSED_STREAM, `goaway` for a GOAWAY. Returns none otherwise.
 ///
 /// NOTE: h2 seems to report GOAWAY only for streams above the frame's last stream
 /// id, which the origin never began, but this was read in its source, not tested.
 /// So GOAWAY counts only for idempotent methods, which RFC 9110 section 9.2.2
 /// allows a client to send again.
-fn not_processed(error: &hyper_util::client::legacy::Error, method: &Method) -> bool {
+fn not_processed(
+    error: &hyper_util::client::legacy::Error,
+    method: &Method,
+) -> Option<&'static str> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = error.source();
     while let Some(cause) = current {
         if let Some(h2_error) = cause.downcast_ref::<h2::Error>() {
             if !h2_error.is_remote() {
-                return false;
+                return None;
             }
             if h2_error.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return true;
+                return Some("refused_stream");
             }
-            return h2_error.is_go_away() && is_idempotent(method);
+            if h2_error.is_go_away() && is_idempotent(method) {
+                return Some("goaway");
+            }
+            return None;
         }
         current = cause.source();
     }
-    false
+    None
 }
 
 fn is_idempotent(method: &Method) -> bool {
