@@ -258,24 +258,20 @@ impl Upstream {
             result = self.resend_client.request(copy) => result,
             () = &mut deadline => return Err(UpstreamFailure::TimedOut),
         };
-        let error = match (again, last_copy) {
-            (Err(error), Some(last_copy))
-                if not_processed(&error, last_copy.method()).is_some() =>
-            {
-                tracing::debug!(%error, source = ?error.source(), uri = %last_copy.uri(), "origin did not process the request again; sending it on a connection of its own");
-                self.resends.with_label_values(&[reason]).inc();
-                let result = tokio::select! {
-                    result = self.send_on_new_connection(last_copy) => result,
-                    () = &mut deadline => return Err(UpstreamFailure::TimedOut),
-                };
-                match result {
-                    Ok(response) => return Ok(response),
-                    Err(error) => error,
-                }
-            }
+        let (error, last_copy) = match (again, last_copy) {
+            (Err(error), Some(last_copy)) => (error, last_copy),
             (again, _) => return again.map_err(|error| classify(&error)),
         };
-        Err(classify(&*error))
+        let Some(reason) = not_processed(&error, last_copy.method()) else {
+            return Err(classify(&error));
+        };
+        tracing::debug!(%error, source = ?error.source(), uri = %last_copy.uri(), reason, "origin did not process the request again; sending it on a connection of its own");
+        self.resends.with_label_values(&[reason]).inc();
+        let result = tokio::select! {
+            result = self.send_on_new_connection(last_copy) => result,
+            () = &mut deadline => return Err(UpstreamFailure::TimedOut),
+        };
+        result.map_err(|error| classify(&*error))
     }
     /// Sends `request` on a new HTTP/2 connection that carries only this request and
     /// closes when its response ends.
