@@ -8,6 +8,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -54,12 +55,22 @@ pub fn require_tool(name: &str) -> PathBuf {
     panic!("{name} is missing: install its Debian package (see .ci/run)");
 }
 
-/// Returns a port on 127.0.0.1 that is free for both TCP and UDP.
+/// Returns a port on 127.0.0.1 that is free for both TCP and UDP and that this test
+/// process has not handed out before.
+///
+/// The port is released before the caller binds it, so the kernel may offer it again
+/// to the next `bind(0)`; remembering every port handed out keeps two listeners of one
+/// test (or of two tests running in parallel) off the same port.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..1000 {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
