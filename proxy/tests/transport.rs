@@ -6,8 +6,10 @@ mod support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use support::{args, curl, origin, Harness};
+use http::Method;
+use support::{args, curl, origin, CurlResult, Harness};
 use swg_proxy::boundary::Action;
 
 async fn harness_with_origin() -> (Harness, u16) {
@@ -392,6 +394,130 @@ async fn refused_stream_with_body_not_sent_again() {
 
     assert_eq!(result.status, 502, "{}", result.stderr);
     assert_eq!(origin.streams.load(Ordering::SeqCst), 1);
+    assert_eq!(harness.metric("swg_proxy_upstream_resends_total", &[]), 0.0);
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_upstream_errors_total",
+            &[("kind", "unreachable")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn third_attempt_goes_over_http1() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let (address, origin) = origin::start_refusing_h2_then_http1(certificate).await;
+    let port = address.port();
+
+    let result = curl(
+        harness.explicit_args(),
+        &format!("https://origin.test:{port}/headers"),
+    )
+    .await;
+
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    // hyper-util turns the absolute-form URI into origin form and a Host header.
+    assert!(
+        result.body.starts_with("HTTP/1.1 GET /headers\n"),
+        "{}",
+        result.body
+    );
+    assert!(
+        result.body.contains(&format!("host: origin.test:{port}\n")),
+        "{}",
+        result.body
+    );
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 3);
+    assert_eq!(origin.streams.load(Ordering::SeqCst), 2);
+    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_upstream_resends_total",
+            &[("reason", "refused_stream")]
+        ),
+        2.0
+    );
+}
+
+/// Starts the proxy and an origin whose first connection ends with a GOAWAY naming
+/// `last_stream_id`, and returns them with the URL of that origin.
+async fn harness_with_goaway_origin(
+    last_stream_id: u32,
+) -> (Harness, Arc<origin::goaway::GoawayOrigin>, String) {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let (address, origin) = origin::goaway::start_goaway_h2(certificate, last_stream_id).await;
+    let url = format!("https://origin.test:{}/goaway", address.port());
+    (harness, origin, url)
+}
+
+/// Sends a GET and, once the origin has received its stream, a POST without a body,
+/// which goes on the same pooled origin connection as stream 3. Returns the results
+/// of the GET and of the POST.
+async fn get_then_post(
+    harness: &Harness,
+    origin: &origin::goaway::GoawayOrigin,
+    url: &str,
+) -> (CurlResult, CurlResult) {
+    let get_args = harness.explicit_args();
+    let get_url = url.to_owned();
+    let get = tokio::spawn(async move { curl(get_args, &get_url).await });
+    tokio::time::timeout(Duration::from_secs(20), origin.first_stream_received())
+        .await
+        .expect("the GET did not reach the origin within 20 s");
+
+    let mut post_args = harness.explicit_args();
+    post_args.extend(args(&["-X", "POST"]));
+    let post = curl(post_args, url).await;
+    (get.await.unwrap(), post)
+}
+
+#[tokio::test]
+async fn goaway_post_above_last_stream_sent_again() {
+    let (harness, origin, url) = harness_with_goaway_origin(1).await;
+
+    let (get, post) = get_then_post(&harness, &origin, &url).await;
+
+    assert_eq!(get.status, 200, "{}", get.stderr);
+    assert_eq!(get.body, "");
+    assert_eq!(post.status, 200, "{}", post.stderr);
+    assert_eq!(post.body, "POST\n");
+    assert_eq!(*origin.first_connection_streams.lock().unwrap(), [1, 3]);
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(*origin.later_requests.lock().unwrap(), [(2, Method::POST)]);
+    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+    assert_eq!(
+        harness.metric("swg_proxy_upstream_resends_total", &[("reason", "goaway")]),
+        1.0
+    );
+    assert_eq!(harness.metric("swg_proxy_upstream_resends_total", &[]), 1.0);
+}
+
+#[tokio::test]
+async fn goaway_post_at_last_stream_not_sent_again() {
+    let (harness, origin, url) = harness_with_goaway_origin(3).await;
+
+    let (get, post) = get_then_post(&harness, &origin, &url).await;
+
+    assert_eq!(get.status, 200, "{}", get.stderr);
+    assert_eq!(post.status, 502, "{}", post.stderr);
+    assert!(
+        post.body
+            .starts_with("swg-page: upstream-error unreachable"),
+        "{}",
+        post.body
+    );
+    assert_eq!(*origin.first_connection_streams.lock().unwrap(), [1, 3]);
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 1);
+    assert!(origin.later_requests.lock().unwrap().is_empty());
     assert_eq!(harness.metric("swg_proxy_upstream_resends_total", &[]), 0.0);
     assert_eq!(
         harness.metric(

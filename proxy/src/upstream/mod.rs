@@ -8,10 +8,9 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
-use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntCounterVec;
@@ -20,7 +19,7 @@ use tokio::sync::oneshot;
 pub use connector::{ConnectError, ConnectTimeouts, OriginConnector, OriginStream};
 pub use tls::{CertificateProblem, OriginTls, TrustError};
 
-use crate::body::{BodyError, BoxError, ProxyBody};
+use crate::body::{BodyError, ProxyBody};
 use crate::config::ProxyConfig;
 use crate::destination::{DestinationPolicy, Refusal};
 use crate::resolve::Resolve;
@@ -157,10 +156,12 @@ pub struct Upstream {
     /// process them. Its connections are not the ones that received the GOAWAY,
     /// and the requests sent again at one time share one new connection.
     resend_client: Client<OriginConnector, ProxyBody>,
+    /// A client without a pool, for the last attempt. Each request opens a
+    /// connection of its own in the version that ALPN selects, and the connection
+    /// closes after its response.
+    unpooled_client: Client<OriginConnector, ProxyBody>,
     connector: OriginConnector,
     first_byte: Duration,
-    /// `limits.max_header_bytes`, the header list limit of origin connections.
-    max_header_bytes: u32,
     /// `swg_proxy_upstream_resends_total{reason}`.
     resends: IntCounterVec,
 }
@@ -186,27 +187,29 @@ impl Upstream {
 
         // NOTE: the adaptive window is left off because hyper then ignores the fixed
         // initial windows and starts from 64 KiB.
-        let build_client = || {
-            Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(config.timeouts.origin_idle())
-                .pool_max_idle_per_host(256)
-                .http1_max_buf_size(config.limits.max_header_bytes.max(8192) as usize)
-                .http1_max_headers(config.limits.max_headers)
-                .http2_initial_stream_window_size(STREAM_WINDOW)
-                .http2_initial_connection_window_size(CONNECTION_WINDOW)
-                .http2_max_header_list_size(config.limits.max_header_bytes)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-                .http2_keep_alive_timeout(Duration::from_secs(20))
-                .build(connector.clone())
-        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.timeouts.origin_idle())
+            .pool_max_idle_per_host(256)
+            .http1_max_buf_size(config.limits.max_header_bytes.max(8192) as usize)
+            .http1_max_headers(config.limits.max_headers)
+            .http2_initial_stream_window_size(STREAM_WINDOW)
+            .http2_initial_connection_window_size(CONNECTION_WINDOW)
+            .http2_max_header_list_size(config.limits.max_header_bytes)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(20));
+        let client = builder.build(connector.clone());
+        let resend_client = builder.build(connector.clone());
+        // hyper-util disables the pool when no idle connection may be kept.
+        let unpooled_client = builder.pool_max_idle_per_host(0).build(connector.clone());
         Upstream {
-            client: build_client(),
-            resend_client: build_client(),
+            client,
+            resend_client,
+            unpooled_client,
             connector,
             first_byte: config.timeouts.first_byte(),
-            max_header_bytes: config.limits.max_header_bytes,
             resends,
         }
     }
@@ -217,13 +220,15 @@ impl Upstream {
     /// the request body has been read to its end or dropped. A long upload therefore
     /// does not count against it, and the body's idle timeout bounds a stalled upload.
     ///
-    /// A request without a body is sent again when an HTTP/2 origin did not process
-    /// it. The origin then refused its stream, or closed the pooled connection with
-    /// GOAWAY, as nginx does after `keepalive_requests` requests. Requests sent at
-    /// about the time of the GOAWAY can still get that connection from the pool, so
-    /// the second attempt goes through a second pool, where the requests sent again
-    /// at one time share one new connection. Should that connection not process it
-    /// either, a third attempt goes on a connection of its own.
+    /// A request without a body, of any method, is sent again when an HTTP/2 origin
+    /// did not process it. The origin then refused its stream, or closed the pooled
+    /// connection with a GOAWAY whose last stream id is below the request's stream,
+    /// as nginx does after `keepalive_requests` requests. Requests sent at about the
+    /// time of the GOAWAY can still get that connection from the pool, so the second
+    /// attempt goes through a second pool, where the requests sent again at one time
+    /// share one new connection. Should that connection not process it either, a
+    /// third attempt goes on a connection of its own, in HTTP/2 or HTTP/1.1 as ALPN
+    /// selects.
     pub async fn send(
         &self,
         request: Request<ProxyBody>,
@@ -245,7 +250,7 @@ impl Upstream {
             return pooled.map_err(|error| classify(&error));
         };
         let (error, reason) = match pooled {
-            Err(error) => match not_processed(&error, copy.method()) {
+            Err(error) => match not_processed(&error) {
                 Some(reason) => (error, reason),
                 None => return Err(classify(&error)),
             },
@@ -262,40 +267,15 @@ impl Upstream {
             (Err(error), Some(last_copy)) => (error, last_copy),
             (again, _) => return again.map_err(|error| classify(&error)),
         };
-        let Some(reason) = not_processed(&error, last_copy.method()) else {
+        let Some(reason) = not_processed(&error) else {
             return Err(classify(&error));
         };
         tracing::debug!(%error, source = ?error.source(), uri = %last_copy.uri(), reason, "origin did not process the request again; sending it on a connection of its own");
         self.resends.with_label_values(&[reason]).inc();
-        let result = tokio::select! {
-            result = self.send_on_new_connection(last_copy) => result,
-            () = &mut deadline => return Err(UpstreamFailure::TimedOut),
-        };
-        result.map_err(|error| classify(&*error))
-    }
-    /// Sends `request` on a new HTTP/2 connection that carries only this request and
-    /// closes when its response ends.
-    async fn send_on_new_connection(
-        &self,
-        request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, BoxError> {
-        let stream = self.connector.connect(request.uri(), false).await?;
-        if !stream.is_h2() {
-            return Err("the origin did not offer HTTP/2 on a new connection".into());
+        tokio::select! {
+            result = self.unpooled_client.request(last_copy) => result.map_err(|error| classify(&error)),
+            () = &mut deadline => Err(UpstreamFailure::TimedOut),
         }
-        let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_header_list_size(self.max_header_bytes)
-            .handshake(stream)
-            .await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "origin connection for a repeated request ended with an error");
-            }
-        });
-        Ok(sender.send_request(request).await?)
     }
 
     /// The connector, for connections outside the pool (WebSocket upgrades).
@@ -336,16 +316,15 @@ fn replay_of(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
 
 /// Returns why `error` shows that an HTTP/2 origin did not process the request
 /// (RFC 9113 section 8.7), as the `reason` label: `refused_stream` for a stream
-/// reset with REFUSED_STREAM, `goaway` for a GOAWAY. Returns none otherwise.
+/// reset with REFUSED_STREAM, `goaway` for a GOAWAY from the origin. Returns none
+/// otherwise.
 ///
-/// NOTE: h2 seems to report GOAWAY only for streams above the frame's last stream
-/// id, which the origin never began, but this was read in its source, not tested.
-/// So GOAWAY counts only for idempotent methods, which RFC 9110 section 9.2.2
-/// allows a client to send again.
-fn not_processed(
-    error: &hyper_util::client::legacy::Error,
-    method: &Method,
-) -> Option<&'static str> {
+/// A GOAWAY counts for every method, because h2 0.4.21 reports it only to streams
+/// above the frame's last stream id and to streams opened after it, which the
+/// origin never began (RFC 9113 section 6.8). Streams at or below that id, which
+/// the origin may have processed, get a broken-pipe I/O error when the connection
+/// closes. The GOAWAY tests in proxy/tests/transport.rs pin both cases.
+fn not_processed(error: &hyper_util::client::legacy::Error) -> Option<&'static str> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = error.source();
     while let Some(cause) = current {
         if let Some(h2_error) = cause.downcast_ref::<h2::Error>() {
@@ -355,7 +334,7 @@ fn not_processed(
             if h2_error.reason() == Some(h2::Reason::REFUSED_STREAM) {
                 return Some("refused_stream");
             }
-            if h2_error.is_go_away() && is_idempotent(method) {
+            if h2_error.is_go_away() {
                 return Some("goaway");
             }
             return None;
@@ -363,11 +342,4 @@ fn not_processed(
         current = cause.source();
     }
     None
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }

@@ -22,6 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub mod goaway;
+
 type OriginBody = BoxBody<Bytes, Infallible>;
 
 #[derive(Debug)]
@@ -67,12 +69,13 @@ pub async fn start_https(certificate: CertifiedKey, alpn: &[&[u8]]) -> SocketAdd
     address
 }
 
-/// Connection and stream counts of an origin from [`start_refusing_h2`].
+/// Connection and stream counts of an origin from [`start_refusing_h2`] or
+/// [`start_refusing_h2_then_http1`].
 #[derive(Default)]
 pub struct RefusingOrigin {
     /// Connections accepted.
     pub connections: AtomicUsize,
-    /// Streams opened, the refused one included.
+    /// HTTP/2 streams opened, the refused ones included.
     pub streams: AtomicUsize,
 }
 
@@ -97,24 +100,73 @@ pub async fn start_refusing_h2(certificate: CertifiedKey) -> (SocketAddr, Arc<Re
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let Ok(mut connection) = h2::server::handshake(tls).await else {
+                serve_refusing_h2(tls, &counts, |index| index == 0).await;
+            });
+        }
+    });
+    (address, seen)
+}
+
+/// Starts an HTTPS origin whose first two connections speak only HTTP/2 and reset
+/// every stream with REFUSED_STREAM, and whose later connections offer only
+/// http/1.1 in ALPN and serve the routes of [`start_https`].
+pub async fn start_refusing_h2_then_http1(
+    certificate: CertifiedKey,
+) -> (SocketAddr, Arc<RefusingOrigin>) {
+    let h2_acceptor = tls_acceptor(certificate.clone(), &[b"h2"]);
+    let http1_acceptor = tls_acceptor(certificate, &[b"http/1.1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = Arc::new(RefusingOrigin::default());
+    let counts = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let refusing = counts.connections.fetch_add(1, Ordering::SeqCst) < 2;
+            let acceptor = if refusing {
+                h2_acceptor.clone()
+            } else {
+                http1_acceptor.clone()
+            };
+            let counts = Arc::clone(&counts);
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                while let Some(Ok((request, mut respond))) = connection.accept().await {
-                    if counts.streams.fetch_add(1, Ordering::SeqCst) == 0 {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        continue;
-                    }
-                    let head = Response::builder().status(StatusCode::OK).body(()).unwrap();
-                    let Ok(mut body) = respond.send_response(head, false) else {
-                        continue;
-                    };
-                    let _ = body.send_data(Bytes::from(format!("{}\n", request.method())), true);
+                if refusing {
+                    serve_refusing_h2(tls, &counts, |_| true).await;
+                } else {
+                    serve(TokioIo::new(tls)).await;
                 }
             });
         }
     });
     (address, seen)
+}
+
+/// Serves an HTTP/2 connection, resetting with REFUSED_STREAM each stream for whose
+/// index among all streams of the origin `refuse` is true, and responding to the
+/// others with 200 and the request's method as the body.
+async fn serve_refusing_h2<S>(stream: S, counts: &RefusingOrigin, refuse: impl Fn(usize) -> bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(mut connection) = h2::server::handshake(stream).await else {
+        return;
+    };
+    while let Some(Ok((request, mut respond))) = connection.accept().await {
+        if refuse(counts.streams.fetch_add(1, Ordering::SeqCst)) {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        let head = Response::builder().status(StatusCode::OK).body(()).unwrap();
+        let Ok(mut body) = respond.send_response(head, false) else {
+            continue;
+        };
+        let _ = body.send_data(Bytes::from(format!("{}\n", request.method())), true);
+    }
 }
 
 /// Starts a plain-HTTP origin.
