@@ -25,9 +25,23 @@ impl std::fmt::Display for Enrolment {
         write!(
             f,
             "token expires at {}, DoH at {}",
-            self.expires_at, self.endpoints.doh_url
+            rfc3339(self.expires_at),
+            self.endpoints.doh_url
         )
     }
+}
+
+/// Formats seconds since the Unix epoch as an RFC 3339 UTC time, for logs and
+/// messages. A value out of range is shown as the plain number.
+pub(crate) fn rfc3339(unix_seconds: u64) -> String {
+    i64::try_from(unix_seconds)
+        .ok()
+        .and_then(|seconds| time::OffsetDateTime::from_unix_timestamp(seconds).ok())
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix_seconds.to_string())
 }
 
 /// The swg endpoints an enrolled agent uses.
@@ -165,4 +179,20 @@ fn parse<T: serde::de::DeserializeOwned>(response: http::Response<Bytes>) -> Res
     }
     serde_json::from_slice(response.body())
         .map_err(|error| AgentError::Console(format!("invalid JSON: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn expiry_formats_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_443_200), "2026-12-05T04:00:00Z");
+    }
+
+    #[test]
+    fn expiry_out_of_range_stays_a_number() {
+        assert_eq!(rfc3339(u64::MAX), u64::MAX.to_string());
+    }
 }

@@ -162,7 +162,7 @@ impl Agent {
                             if let Ok(mut current) = self.token.write() {
                                 *current = renewed.token;
                             }
-                            tracing::info!(expires_at, "device token renewed");
+                            tracing::info!(expires_at = %console::rfc3339(expires_at), "device token renewed");
                         }
                         Err(error) => tracing::warn!(%error, "token renewal failed; retrying at the next interval"),
                     }
