@@ -141,12 +141,15 @@ pub(crate) async fn serve_intercepted<I>(
     let service = service_fn(move |request| {
         let shared = handler_shared.clone();
         let context = handler_context.clone();
-        async move {
+        // The request's future is about 5 KB. Boxed, it is copied once, instead of
+        // at every move into hyper's per-stream task and into tokio's task cell,
+        // which cost a few percent of the CPU per HTTP/2 request in load tests.
+        Box::pin(async move {
             if let Some(response) = malformed::reject(&shared, context.listener, &request) {
                 return Ok(response);
             }
             Ok::<_, Infallible>(request::handle(shared, context, request).await)
-        }
+        })
     });
     serve_http(&shared, &context, io, h2, service).await;
 }
