@@ -442,6 +442,17 @@ async fn third_attempt_goes_over_http1() {
         ),
         2.0
     );
+
+    // The last attempt keeps no connection: a second request refused twice again
+    // opens a fourth one instead of reusing the third.
+    let again = curl(
+        harness.explicit_args(),
+        &format!("https://origin.test:{port}/headers"),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.stderr);
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 4);
+    assert_eq!(origin.streams.load(Ordering::SeqCst), 4);
 }
 
 /// Starts the proxy and an origin whose first connection ends with a GOAWAY naming

@@ -59,8 +59,8 @@ pub fn require_tool(name: &str) -> PathBuf {
 /// process has not handed out before.
 ///
 /// The port is released before the caller binds it, so the kernel may offer it again
-/// to the next `bind(0)`; remembering every port handed out keeps two listeners of one
-/// test (or of two tests running in parallel) off the same port.
+/// to the next `bind(0)`. Remembering every port handed out keeps two listeners of
+/// one test binary off the same port. Another process can still take it meanwhile.
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut handed_out = HANDED_OUT

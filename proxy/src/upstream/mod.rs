@@ -324,6 +324,10 @@ fn replay_of(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
 /// origin never began (RFC 9113 section 6.8). Streams at or below that id, which
 /// the origin may have processed, get a broken-pipe I/O error when the connection
 /// closes. The GOAWAY tests in proxy/tests/transport.rs pin both cases.
+///
+/// NOTE: a request that waited for a free stream when the GOAWAY came fails with
+/// hyper's `Canceled` and no h2 error, so it gets the 502 page. It is not sent
+/// again because the error does not show whether its stream was opened first.
 fn not_processed(error: &hyper_util::client::legacy::Error) -> Option<&'static str> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = error.source();
     while let Some(cause) = current {
