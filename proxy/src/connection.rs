@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::ProxyBody;
 use crate::boundary::ClientIdentity;
+use crate::idle::{self, RequestTracker};
 use crate::malformed;
 use crate::request;
 use crate::server::Shared;
@@ -195,13 +196,31 @@ pub(crate) async fn serve_http<I, S>(
             .initial_connection_window_size(CONNECTION_WINDOW)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
-        let connection = builder.serve_connection(io, service);
+        let tracker = RequestTracker::new();
+        let connection = builder.serve_connection(io, idle::tracked(service, tracker.clone()));
         tokio::pin!(connection);
+        let idle_timeout = shared.config.timeouts.client_header_read();
         tokio::select! {
             result = connection.as_mut() => result,
             () = stopping => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
+            }
+            () = tracker.idle_for(idle_timeout) => {
+                tracing::debug!(client = %context.client, listener = context.listener.as_str(), ?idle_timeout, "HTTP/2 connection without requests; closing it");
+                connection.as_mut().graceful_shutdown();
+                // The GOAWAY exchange needs the client's help; one that does not
+                // answer is dropped once no request is in progress.
+                loop {
+                    tokio::select! {
+                        result = connection.as_mut() => break result,
+                        () = tokio::time::sleep(idle_timeout) => {
+                            if tracker.in_progress() == 0 {
+                                break Ok(());
+                            }
+                        }
+                    }
+                }
             }
         }
     } else {

@@ -17,6 +17,7 @@ pub mod destination;
 mod headers;
 pub mod host;
 mod identify;
+mod idle;
 mod listener;
 mod malformed;
 mod metrics;

@@ -245,6 +245,98 @@ async fn rapid_reset_flood_does_not_stop_service() {
     assert_eq!(result.body, "hello from origin\n");
 }
 
+/// An HTTP/2 client connection is closed once it has had no request in progress for
+/// `timeouts.client_header_read_ms`: one whose header block never ends, and one left
+/// idle after its requests. A request waiting for its response, or a response body
+/// that the client reads slowly, keeps the connection open.
+#[tokio::test]
+async fn http2_connection_without_requests_closed() {
+    let harness = Harness::start(|config| {
+        config.timeouts.client_header_read_ms = 500;
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let origin = origin::start_https(certificate, &[b"h2"]).await;
+
+    // The connection preface, an empty SETTINGS frame, and a HEADERS frame on stream
+    // 1 without END_HEADERS, whose block (`:method: GET`) is never continued.
+    let mut unfinished = landing_tls(&harness, "origin.test", b"h2").await;
+    let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    frames.extend_from_slice(&[0, 0, 1, 0x1, 0x1, 0, 0, 0, 1, 0x82]);
+    unfinished.write_all(&frames).await.unwrap();
+    let (_, closed) = read_until_close(&mut unfinished, Duration::from_secs(5)).await;
+    assert!(
+        closed,
+        "client with an unfinished header block still connected"
+    );
+
+    let (mut sender, connection) = h2_connection_with_task(&harness).await;
+    // /slow answers after 2 s, four times the timeout.
+    let url = format!("https://origin.test:{}/slow", origin.port());
+    let body = h2_get(&mut sender, &url, Duration::ZERO).await;
+    assert_eq!(body, b"slow\n");
+    // A 4 MB body read with a pause longer than the timeout in the middle.
+    let url = format!("https://origin.test:{}/zeros?4000000", origin.port());
+    let body = h2_get(&mut sender, &url, Duration::from_millis(1500)).await;
+    assert_eq!(body.len(), 4_000_000);
+    assert!(!connection.is_finished(), "connection closed while in use");
+
+    let idle_from = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("idle HTTP/2 connection still open")
+        .unwrap();
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(400),
+        "closed after {:?}",
+        idle_from.elapsed()
+    );
+}
+
+/// Opens an HTTP/2 connection to the landing for origin.test; the returned task ends
+/// when the connection does.
+async fn h2_connection_with_task(
+    harness: &Harness,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tls = landing_tls(harness, "origin.test", b"h2").await;
+    let (sender, connection) = h2::client::handshake(tls).await.unwrap();
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, task)
+}
+
+/// Sends a GET for `url` and reads the whole response body, pausing for `pause` after
+/// the first chunk. Asserts a 200 status.
+async fn h2_get(
+    sender: &mut h2::client::SendRequest<bytes::Bytes>,
+    url: &str,
+    pause: Duration,
+) -> Vec<u8> {
+    let ready = sender.clone().ready().await.unwrap();
+    *sender = ready;
+    let request = http::Request::get(url).body(()).unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if received.is_empty() {
+            tokio::time::sleep(pause).await;
+        }
+        received.extend_from_slice(&chunk);
+    }
+    received
+}
+
 /// Opens a TLS connection to the landing for `host`, offering only `alpn`.
 async fn landing_tls(
     harness: &Harness,
