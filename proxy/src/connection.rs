@@ -63,6 +63,9 @@ pub(crate) struct ConnectionContext {
     pub(crate) fallback_port: Option<u16>,
     /// The identity proven when the connection was opened (explicit proxy).
     pub(crate) identity: Option<ClientIdentity>,
+    /// The client's slot in the per-client connection limit. Tunnels that outlive
+    /// the HTTP connection (CONNECT, WebSocket) keep a clone until they end.
+    pub(crate) permit: Arc<ConnectionPermit>,
 }
 
 /// Counts open connections per client IP address.
@@ -107,6 +110,15 @@ impl ConnectionLimiter {
             client,
             gauge,
         })
+    }
+}
+
+impl std::fmt::Debug for ConnectionPermit {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ConnectionPermit")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
     }
 }
 
@@ -209,8 +221,8 @@ pub(crate) async fn serve_http<I, S>(
             () = tracker.idle_for(idle_timeout) => {
                 tracing::debug!(client = %context.client, listener = context.listener.as_str(), ?idle_timeout, "HTTP/2 connection without requests; closing it");
                 connection.as_mut().graceful_shutdown();
-                // The GOAWAY exchange needs the client's help; one that does not
-                // answer is dropped once no request is in progress.
+                // The graceful shutdown waits for the client to acknowledge a PING,
+                // so a client that never does is dropped once no request is in progress.
                 loop {
                     tokio::select! {
                         result = connection.as_mut() => break result,

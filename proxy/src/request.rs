@@ -154,7 +154,7 @@ async fn handle_in_span(
 
     let result = if is_websocket_upgrade(request.headers()) && request.version() == Version::HTTP_11
     {
-        websocket::tunnel(&shared, &target, request).await
+        websocket::tunnel(&shared, &target, request, context.permit.clone()).await
     } else {
         forward(&shared, &exchange.url, request).await
     };

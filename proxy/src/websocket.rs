@@ -3,12 +3,15 @@
 //! byte for byte until either closes or the tunnel idles for `timeouts.idle_ms`.
 //! Extension offers and the origin's choice pass unchanged.
 
+use std::sync::Arc;
+
 use http::{header, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{empty, GuardedBody, ProxyBody};
+use crate::connection::ConnectionPermit;
 use crate::headers::remove_hop_by_hop;
 use crate::server::Shared;
 use crate::target::Target;
@@ -16,11 +19,13 @@ use crate::tunnel::{self, TunnelEnd};
 use crate::upstream::UpstreamFailure;
 
 /// Sends a WebSocket handshake to the origin and, when it switches protocols, joins
-/// the client and origin connections in a background task.
+/// the client and origin connections in a background task, which keeps the client
+/// connection's `permit` until the tunnel ends.
 pub(crate) async fn tunnel(
     shared: &Shared,
     target: &Target,
     mut request: Request<Incoming>,
+    permit: Arc<ConnectionPermit>,
 ) -> Result<Response<ProxyBody>, UpstreamFailure> {
     let client_upgrade = hyper::upgrade::on(&mut request);
 
@@ -81,6 +86,7 @@ pub(crate) async fn tunnel(
     let origin_upgrade = hyper::upgrade::on(&mut response);
     let idle = shared.config.timeouts.idle();
     tokio::spawn(async move {
+        let _permit = permit;
         let (client, origin) = match tokio::try_join!(client_upgrade, origin_upgrade) {
             Ok(pair) => pair,
             Err(error) => {

@@ -119,6 +119,64 @@ async fn connections_per_client_limited() {
     assert_eq!(result.status, 200);
 }
 
+/// A CONNECT tunnel keeps its client connection's slot in the per-client limit until
+/// the tunnel ends, although the HTTP connection that carried the CONNECT is done.
+#[tokio::test]
+async fn connect_tunnels_count_per_client() {
+    let harness = Harness::start(|config| {
+        config.limits.max_connections_per_client = 2;
+    })
+    .await;
+    let mut tunnels = Vec::new();
+    for _ in 0..2 {
+        let mut tunnel = TcpStream::connect(harness.explicit).await.unwrap();
+        let connect = format!(
+            "CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\
+             Proxy-Authorization: Bearer {}\r\n\r\n",
+            support::GOOD_TOKEN
+        );
+        tunnel.write_all(connect.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tunnel.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+        tunnels.push(tunnel);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        harness.metric("swg_proxy_active_connections", &[("listener", "explicit")]),
+        2.0
+    );
+
+    let mut third = TcpStream::connect(harness.explicit).await.unwrap();
+    let (_, closed) = read_until_close(&mut third, Duration::from_secs(2)).await;
+    assert!(
+        closed,
+        "a third connection was accepted beside two open tunnels"
+    );
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_rejected_connections_total",
+            &[("reason", "per_client_limit")]
+        ),
+        1.0
+    );
+
+    drop(tunnels);
+    let released = async {
+        while harness.metric("swg_proxy_active_connections", &[("listener", "explicit")]) > 0.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), released)
+        .await
+        .expect("closed tunnels still hold their slots");
+}
+
 #[tokio::test]
 async fn ambiguous_framing_rejected() {
     let harness = Harness::start(|_| {}).await;
@@ -273,7 +331,7 @@ async fn http2_connection_without_requests_closed() {
     );
 
     let (mut sender, connection) = h2_connection_with_task(&harness).await;
-    // /slow answers after 2 s, four times the timeout.
+    // /slow responds after 2 s, four times the timeout.
     let url = format!("https://origin.test:{}/slow", origin.port());
     let body = h2_get(&mut sender, &url, Duration::ZERO).await;
     assert_eq!(body, b"slow\n");

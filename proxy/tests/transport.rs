@@ -512,6 +512,64 @@ async fn goaway_post_above_last_stream_sent_again() {
     assert_eq!(harness.metric("swg_proxy_upstream_resends_total", &[]), 1.0);
 }
 
+/// The origin allows one stream at a time, so a second GET waits in swg for a free
+/// stream. The GOAWAY that then ends the connection names only the first GET's
+/// stream: h2 reports the GOAWAY to the waiting GET, which is sent again on a new
+/// connection. The origin closes without responding to the first GET.
+#[tokio::test]
+async fn goaway_get_waiting_for_stream_sent_again() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let (address, origin) = origin::goaway::start_goaway_h2_one_stream(certificate).await;
+    let url = format!("https://origin.test:{}/goaway", address.port());
+
+    let first_args = harness.explicit_args();
+    let first_url = url.clone();
+    let first = tokio::spawn(async move { curl(first_args, &first_url).await });
+    tokio::time::timeout(Duration::from_secs(20), origin.first_stream_received())
+        .await
+        .expect("the first GET did not reach the origin within 20 s");
+    let second_args = harness.explicit_args();
+    let second_url = url.clone();
+    let second = tokio::spawn(async move { curl(second_args, &second_url).await });
+    // Once the second client is connected, time for its GET to wait for the
+    // origin's only stream.
+    let connected = async {
+        while harness.metric("swg_proxy_active_connections", &[("listener", "explicit")]) < 2.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), connected)
+        .await
+        .expect("the second client did not connect within 20 s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    origin.allow_goaway();
+
+    let first = first.await.unwrap();
+    let second = second.await.unwrap();
+    // The origin may have processed the first GET before it stopped.
+    assert_eq!(first.status, 502, "{}", first.stderr);
+    assert_eq!(second.status, 200, "{}", second.stderr);
+    assert_eq!(second.body, "GET\n");
+    assert_eq!(*origin.first_connection_streams.lock().unwrap(), [1]);
+    assert_eq!(*origin.later_requests.lock().unwrap(), [(2, Method::GET)]);
+    assert_eq!(
+        harness.metric("swg_proxy_upstream_resends_total", &[("reason", "goaway")]),
+        1.0
+    );
+    assert_eq!(harness.metric("swg_proxy_upstream_resends_total", &[]), 1.0);
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_upstream_errors_total",
+            &[("kind", "unreachable")]
+        ),
+        1.0
+    );
+}
+
 #[tokio::test]
 async fn goaway_post_at_last_stream_not_sent_again() {
     let (harness, origin, url) = harness_with_goaway_origin(3).await;

@@ -16,7 +16,9 @@ use tokio::net::TcpStream;
 
 use crate::body::{empty, full, ProxyBody};
 use crate::boundary::ClientIdentity;
-use crate::connection::{serve_http, serve_intercepted, ConnectionContext, Listener};
+use crate::connection::{
+    serve_http, serve_intercepted, ConnectionContext, ConnectionPermit, Listener,
+};
 use crate::host::{split_host_port, Host};
 use crate::malformed;
 use crate::prefixed::Prefixed;
@@ -28,7 +30,12 @@ use crate::target::Scheme;
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Serves one explicit-proxy connection.
-pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    client: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+) {
     let context = ConnectionContext {
         listener: Listener::Explicit,
         client,
@@ -37,15 +44,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAdd
         fallback_authority: None,
         fallback_port: None,
         identity: None,
+        permit: permit.clone(),
     };
     let service_shared = shared.clone();
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
+        let permit = permit.clone();
         async move {
             if let Some(response) = malformed::reject(&shared, Listener::Explicit, &request) {
                 return Ok(response);
             }
-            Ok::<_, Infallible>(handle(shared, client, request).await)
+            Ok::<_, Infallible>(handle(shared, client, permit, request).await)
         }
     });
     serve_http(&shared, &context, tcp, false, service).await;
@@ -54,6 +63,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAdd
 async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
+    permit: Arc<ConnectionPermit>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let is_origin_form = request.uri().authority().is_none();
@@ -77,7 +87,7 @@ async fn handle(
     };
 
     if request.method() == Method::CONNECT {
-        return connect(shared, client, identity, request);
+        return connect(shared, client, identity, permit, request);
     }
     if request.uri().scheme_str() != Some("http") {
         return plain(
@@ -93,6 +103,7 @@ async fn handle(
         fallback_authority: None,
         fallback_port: None,
         identity: Some(identity),
+        permit,
     };
     request::handle(shared, Arc::new(context), request).await
 }
@@ -146,11 +157,13 @@ fn pac_file(shared: &Shared) -> Response<ProxyBody> {
     response
 }
 
-/// Accepts a CONNECT and intercepts what flows through the tunnel.
+/// Accepts a CONNECT and intercepts what flows through the tunnel, which keeps the
+/// client connection's `permit` until it ends.
 fn connect(
     shared: Arc<Shared>,
     client: SocketAddr,
     identity: ClientIdentity,
+    permit: Arc<ConnectionPermit>,
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let authority = request
@@ -178,9 +191,22 @@ fn connect(
                 return;
             }
         };
-        tunnel(shared, upgraded, client, host, host_name, port, identity).await;
+        let target = TunnelTarget {
+            host,
+            host_name,
+            port,
+        };
+        tunnel(shared, upgraded, client, target, identity, permit).await;
     });
     Response::new(empty())
+}
+
+/// The host and port a CONNECT request names.
+struct TunnelTarget {
+    host: Host,
+    /// `host` as text: the name, or the address without brackets.
+    host_name: String,
+    port: u16,
 }
 
 /// Peeks at the first byte of the tunnel: a TLS handshake record is intercepted like
@@ -189,11 +215,15 @@ async fn tunnel(
     shared: Arc<Shared>,
     mut io: TokioIo<hyper::upgrade::Upgraded>,
     client: SocketAddr,
-    host: Host,
-    host_name: String,
-    port: u16,
+    target: TunnelTarget,
     identity: ClientIdentity,
+    permit: Arc<ConnectionPermit>,
 ) {
+    let TunnelTarget {
+        host,
+        host_name,
+        port,
+    } = target;
     let mut first = [0u8; 1];
     let read = tokio::time::timeout(
         shared.config.timeouts.client_header_read(),
@@ -207,7 +237,8 @@ async fn tunnel(
     let io = Prefixed::new(Bytes::copy_from_slice(&first), io);
 
     if first[0] == TLS_HANDSHAKE_RECORD {
-        crate::listener::tls::serve_tunnel(shared, io, client, host_name, port, identity).await;
+        crate::listener::tls::serve_tunnel(shared, io, client, host_name, port, identity, permit)
+            .await;
         return;
     }
     let context = ConnectionContext {
@@ -218,6 +249,7 @@ async fn tunnel(
         fallback_authority: Some(host.to_authority_host()),
         fallback_port: Some(port),
         identity: Some(identity),
+        permit,
     };
     serve_intercepted(shared, context, io, false).await;
 }

@@ -5,12 +5,17 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use crate::connection::{serve_intercepted, ConnectionContext, Listener};
+use crate::connection::{serve_intercepted, ConnectionContext, ConnectionPermit, Listener};
 use crate::server::Shared;
 use crate::target::Scheme;
 
 /// Serves one plain-HTTP landing connection.
-pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    client: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+) {
     let context = ConnectionContext {
         listener: Listener::Http,
         client,
@@ -19,6 +24,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAdd
         fallback_authority: None,
         fallback_port: None,
         identity: None,
+        permit,
     };
     serve_intercepted(shared, context, tcp, false).await;
 }

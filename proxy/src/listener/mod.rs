@@ -47,13 +47,13 @@ pub(crate) async fn accept_loop(listener: TcpListener, kind: Listener, shared: A
         let _ = tcp.set_nodelay(true);
 
         let task_shared = shared.clone();
+        let permit = Arc::new(permit);
         shared.tasks.spawn(async move {
             let shared = task_shared;
-            let _permit = permit;
             match kind {
-                Listener::Tls => tls::serve(shared, tcp, client).await,
-                Listener::Http => http::serve(shared, tcp, client).await,
-                Listener::Explicit => explicit::serve(shared, tcp, client).await,
+                Listener::Tls => tls::serve(shared, tcp, client, permit).await,
+                Listener::Http => http::serve(shared, tcp, client, permit).await,
+                Listener::Explicit => explicit::serve(shared, tcp, client, permit).await,
             }
         });
     }

@@ -13,7 +13,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::boundary::{ClientIdentity, LeafSource};
-use crate::connection::{serve_intercepted, ConnectionContext, Listener};
+use crate::connection::{serve_intercepted, ConnectionContext, ConnectionPermit, Listener};
 use crate::server::Shared;
 use crate::target::Scheme;
 
@@ -74,7 +74,12 @@ fn server_config(
 }
 
 /// Serves one TLS landing connection.
-pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAddr) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    client: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+) {
     let Some(intercepted) = intercept(&shared, tcp, None).await else {
         return;
     };
@@ -86,6 +91,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, tcp: TcpStream, client: SocketAdd
         fallback_authority: Some(intercepted.host),
         fallback_port: None,
         identity: None,
+        permit,
     };
     serve_intercepted(shared, context, intercepted.stream, intercepted.h2).await;
 }
@@ -98,6 +104,7 @@ pub(crate) async fn serve_tunnel<IO>(
     connect_host: String,
     connect_port: u16,
     identity: ClientIdentity,
+    permit: Arc<ConnectionPermit>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -115,6 +122,7 @@ pub(crate) async fn serve_tunnel<IO>(
         fallback_authority: Some(intercepted.host),
         fallback_port: Some(connect_port),
         identity: Some(identity),
+        permit,
     };
     serve_intercepted(shared, context, intercepted.stream, intercepted.h2).await;
 }

@@ -325,9 +325,11 @@ fn replay_of(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
 /// the origin may have processed, get a broken-pipe I/O error when the connection
 /// closes. The GOAWAY tests in proxy/tests/transport.rs pin both cases.
 ///
-/// NOTE: a request that waited for a free stream when the GOAWAY came fails with
-/// hyper's `Canceled` and no h2 error, so it gets the 502 page. It is not sent
-/// again because the error does not show whether its stream was opened first.
+/// A request that waits for a free stream when the GOAWAY comes is above the last
+/// stream id too, and gets the GOAWAY error.
+///
+/// NOTE: a request that hyper reports as cancelled, with no h2 error, is not sent
+/// again, because the error does not show whether its stream was opened.
 fn not_processed(error: &hyper_util::client::legacy::Error) -> Option<&'static str> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = error.source();
     while let Some(cause) = current {

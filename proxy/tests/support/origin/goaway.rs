@@ -20,6 +20,8 @@ const FRAME_SETTINGS: u8 = 0x4;
 const FRAME_PING: u8 = 0x6;
 const FRAME_GOAWAY: u8 = 0x7;
 
+const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+
 const FLAG_ACK: u8 = 0x1;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
@@ -42,6 +44,7 @@ pub struct GoawayOrigin {
     /// method).
     pub later_requests: Mutex<Vec<(usize, Method)>>,
     first_stream: Notify,
+    goaway_allowed: Notify,
 }
 
 impl GoawayOrigin {
@@ -49,6 +52,26 @@ impl GoawayOrigin {
     pub async fn first_stream_received(&self) {
         self.first_stream.notified().await;
     }
+
+    /// Lets the first connection of an origin from [`start_goaway_h2_one_stream`]
+    /// send its GOAWAY.
+    pub fn allow_goaway(&self) {
+        self.goaway_allowed.notify_one();
+    }
+}
+
+/// How the first connection ends.
+#[derive(Clone, Copy)]
+struct FirstConnection {
+    last_stream_id: u32,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS to advertise, if any.
+    max_concurrent_streams: Option<u32>,
+    /// Request streams to receive before the GOAWAY.
+    streams_before_goaway: usize,
+    /// Whether the GOAWAY also waits for [`GoawayOrigin::allow_goaway`].
+    wait_for_test: bool,
+    /// Whether stream 1 gets a response before the connection closes.
+    respond: bool,
 }
 
 /// Starts an HTTPS origin that speaks only HTTP/2.
@@ -60,6 +83,47 @@ impl GoawayOrigin {
 pub async fn start_goaway_h2(
     certificate: CertifiedKey,
     last_stream_id: u32,
+) -> (SocketAddr, Arc<GoawayOrigin>) {
+    start(
+        certificate,
+        FirstConnection {
+            last_stream_id,
+            max_concurrent_streams: None,
+            streams_before_goaway: STREAMS_BEFORE_GOAWAY,
+            wait_for_test: false,
+            respond: true,
+        },
+    )
+    .await
+}
+
+/// Starts an HTTPS origin that speaks only HTTP/2 and allows one stream at a time.
+///
+/// Its first connection advertises SETTINGS_MAX_CONCURRENT_STREAMS 1, waits for one
+/// request stream and for [`GoawayOrigin::allow_goaway`], sends GOAWAY with last
+/// stream id 1 and NO_ERROR, and closes without responding, as an origin that stops
+/// does. A request that the client held back for want of a free stream therefore
+/// never reaches this connection. Later connections are served as with
+/// [`start_goaway_h2`].
+pub async fn start_goaway_h2_one_stream(
+    certificate: CertifiedKey,
+) -> (SocketAddr, Arc<GoawayOrigin>) {
+    start(
+        certificate,
+        FirstConnection {
+            last_stream_id: 1,
+            max_concurrent_streams: Some(1),
+            streams_before_goaway: 1,
+            wait_for_test: true,
+            respond: false,
+        },
+    )
+    .await
+}
+
+async fn start(
+    certificate: CertifiedKey,
+    first: FirstConnection,
 ) -> (SocketAddr, Arc<GoawayOrigin>) {
     let acceptor = super::tls_acceptor(certificate, &[b"h2"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -79,7 +143,7 @@ pub async fn start_goaway_h2(
                     return;
                 };
                 if number == 1 {
-                    let _ = end_with_goaway(tls, &origin, last_stream_id).await;
+                    let _ = end_with_goaway(tls, &origin, first).await;
                 } else {
                     serve_methods(tls, &origin, number).await;
                 }
@@ -89,11 +153,11 @@ pub async fn start_goaway_h2(
     (address, seen)
 }
 
-/// Serves the first connection as [`start_goaway_h2`] describes.
+/// Serves the first connection as `first` describes.
 async fn end_with_goaway<S>(
     mut stream: S,
     origin: &GoawayOrigin,
-    last_stream_id: u32,
+    first: FirstConnection,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -103,7 +167,12 @@ where
     if preface != PREFACE {
         return Err(std::io::Error::other("invalid HTTP/2 client preface"));
     }
-    write_frame(&mut stream, FRAME_SETTINGS, 0, 0, &[]).await?;
+    let mut settings = Vec::new();
+    if let Some(max) = first.max_concurrent_streams {
+        settings.extend_from_slice(&SETTINGS_MAX_CONCURRENT_STREAMS.to_be_bytes());
+        settings.extend_from_slice(&max.to_be_bytes());
+    }
+    write_frame(&mut stream, FRAME_SETTINGS, 0, 0, &settings).await?;
 
     loop {
         let (kind, flags, stream_id, payload) = read_frame(&mut stream).await?;
@@ -123,7 +192,7 @@ where
                 if count == 1 {
                     origin.first_stream.notify_one();
                 }
-                if count == STREAMS_BEFORE_GOAWAY {
+                if count == first.streams_before_goaway {
                     break;
                 }
             }
@@ -131,11 +200,34 @@ where
         }
     }
 
-    let mut goaway = last_stream_id.to_be_bytes().to_vec();
+    if first.wait_for_test {
+        // Acknowledge the client's SETTINGS and PING frames meanwhile, so that it
+        // keeps the connection.
+        let allowed = origin.goaway_allowed.notified();
+        tokio::pin!(allowed);
+        loop {
+            tokio::select! {
+                () = &mut allowed => break,
+                frame = read_frame(&mut stream) => {
+                    let (kind, flags, _, payload) = frame?;
+                    if kind == FRAME_SETTINGS && flags & FLAG_ACK == 0 {
+                        write_frame(&mut stream, FRAME_SETTINGS, FLAG_ACK, 0, &[]).await?;
+                    }
+                    if kind == FRAME_PING && flags & FLAG_ACK == 0 {
+                        write_frame(&mut stream, FRAME_PING, FLAG_ACK, 0, &payload).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    let mut goaway = first.last_stream_id.to_be_bytes().to_vec();
     goaway.extend_from_slice(&0u32.to_be_bytes());
     write_frame(&mut stream, FRAME_GOAWAY, 0, 0, &goaway).await?;
-    let end = FLAG_END_STREAM | FLAG_END_HEADERS;
-    write_frame(&mut stream, FRAME_HEADERS, end, 1, STATUS_200_BLOCK).await?;
+    if first.respond {
+        let end = FLAG_END_STREAM | FLAG_END_HEADERS;
+        write_frame(&mut stream, FRAME_HEADERS, end, 1, STATUS_200_BLOCK).await?;
+    }
     stream.shutdown().await?;
 
     // Reading until the client closes too keeps unread bytes from turning the close
