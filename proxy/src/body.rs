@@ -48,6 +48,10 @@ pub enum BodyError {
 pin_project! {
     /// Passes a body through frame by frame, ending it with an error when it exceeds
     /// `limit` bytes or stays idle for `idle_timeout`.
+    ///
+    /// NOTE: the idle timeout is checked only while the body is polled, so a
+    /// receiver that takes no data (an HTTP/2 client that never opens its window)
+    /// keeps the body open past it.
     pub(crate) struct GuardedBody<B> {
         #[pin]
         inner: B,

@@ -222,11 +222,15 @@ pub(crate) async fn serve_http<I, S>(
                 tracing::debug!(client = %context.client, listener = context.listener.as_str(), ?idle_timeout, "HTTP/2 connection without requests; closing it");
                 connection.as_mut().graceful_shutdown();
                 // The graceful shutdown waits for the client to acknowledge a PING,
-                // so a client that never does is dropped once no request is in progress.
+                // so a client that never does is dropped once no request is in
+                // progress. The wait is the body idle timeout, because the end of
+                // the last response may still sit in send buffers behind the PING,
+                // for a client that reads slowly.
+                let drain = shared.config.timeouts.idle();
                 loop {
                     tokio::select! {
                         result = connection.as_mut() => break result,
-                        () = tokio::time::sleep(idle_timeout) => {
+                        () = tokio::time::sleep(drain) => {
                             if tracker.in_progress() == 0 {
                                 break Ok(());
                             }

@@ -1,9 +1,9 @@
 //! Idle HTTP/2 client connections.
 //!
 //! hyper closes an HTTP/1.1 connection whose next request head does not arrive
-//! within the header read timeout, but has no such timeout for HTTP/2: a client that
-//! answers keep-alive pings could hold a connection open without ever completing a
-//! request, for example by sending a header block that never ends. A
+//! within the header read timeout, but has no such timeout for HTTP/2. There, a
+//! client that acknowledges keep-alive pings could keep a connection open without
+//! ever completing a request, for example with a header block that never ends. A
 //! [`RequestTracker`] follows the requests in progress on one HTTP/2 connection, so
 //! that the connection can be closed once it has had none for that long.
 
@@ -34,12 +34,13 @@ pub(crate) struct RequestTracker {
     all_ended: Notify,
 }
 
-/// One request in progress, from the moment hyper hands it to the service until its
-/// response body has been sent or dropped.
+/// One request in progress, from the moment hyper hands it to the service until
+/// hyper has taken the last frame of its response body, or dropped the body. The
+/// last frames may then still wait in send buffers.
 pub(crate) struct InProgress(Arc<RequestTracker>);
 
 impl RequestTracker {
-    /// A tracker for a connection opened now, with no request yet.
+    /// Returns a tracker for a connection opened now, with no request yet.
     pub(crate) fn new() -> Arc<RequestTracker> {
         Arc::new(RequestTracker {
             opened: Instant::now(),
@@ -85,7 +86,8 @@ impl Drop for InProgress {
     fn drop(&mut self) {
         let tracker = &self.0;
         let elapsed = u64::try_from(tracker.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        tracker.last_end_ns.store(elapsed, Ordering::Release);
+        // The maximum, because two requests may end at once and store out of order.
+        tracker.last_end_ns.fetch_max(elapsed, Ordering::AcqRel);
         if tracker.in_progress.fetch_sub(1, Ordering::AcqRel) == 1 {
             // notify_one keeps the wake-up for a waiter that is not waiting yet.
             tracker.all_ended.notify_one();
@@ -94,7 +96,7 @@ impl Drop for InProgress {
 }
 
 /// Wraps `service` so that each request counts as in progress on `tracker` until
-/// its response body has been sent or dropped.
+/// hyper has taken the last frame of its response body, or dropped the body.
 pub(crate) fn tracked<S>(
     service: S,
     tracker: Arc<RequestTracker>,
@@ -166,7 +168,8 @@ mod tests {
         let started = Instant::now();
         tracker.idle_for(TIMEOUT).await;
         let waited = started.elapsed();
-        assert!(waited >= TIMEOUT && waited < TIMEOUT * 5, "{waited:?}");
+        assert!(waited >= TIMEOUT, "{waited:?}");
+        assert!(waited < TIMEOUT * 5, "{waited:?}");
     }
 
     #[tokio::test]

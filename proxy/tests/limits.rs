@@ -311,6 +311,8 @@ async fn rapid_reset_flood_does_not_stop_service() {
 async fn http2_connection_without_requests_closed() {
     let harness = Harness::start(|config| {
         config.timeouts.client_header_read_ms = 500;
+        // After the GOAWAY, how long a client that does not acknowledge it is kept.
+        config.timeouts.idle_ms = 1_000;
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
     })
     .await;
@@ -351,6 +353,167 @@ async fn http2_connection_without_requests_closed() {
         "closed after {:?}",
         idle_from.elapsed()
     );
+}
+
+/// A client that stops reading its socket during a response, for longer than twice the
+/// header read timeout, still gets every byte once it reads again, although its
+/// connection gets GOAWAY meanwhile.
+#[tokio::test]
+async fn http2_stalled_reader_gets_whole_response() {
+    let harness = Harness::start(|config| {
+        config.timeouts.client_header_read_ms = 300;
+        config.timeouts.idle_ms = 5_000;
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let origin = origin::start_https(certificate, &[b"h2"]).await;
+
+    // A small receive buffer keeps the socket buffers from holding the whole body,
+    // so that most of it waits in swg's HTTP/2 send buffer during the stall.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = socket.connect(harness.tls).await.unwrap();
+    let reads = Arc::new(ReadGate::default());
+    let gated = Gated {
+        inner: tcp,
+        gate: Arc::clone(&reads),
+    };
+    let tls = tokio_rustls::TlsConnector::from(landing_client_config(&harness, b"h2"))
+        .connect(ServerName::try_from("origin.test").unwrap(), gated)
+        .await
+        .unwrap();
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(16 << 20)
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sender = sender.ready().await.unwrap();
+    // Small enough for swg's HTTP/2 send buffer (400 KiB) to take it all, while
+    // the client reads only the response head and a little of the body.
+    let url = format!("https://origin.test:{}/zeros?300000", origin.port());
+    let request = http::Request::get(url).body(()).unwrap();
+    reads.close_after(64 * 1024);
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("no response head within 5 s")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Longer than the header read timeout twice, shorter than the idle timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    reads.open();
+
+    let mut body = response.into_body();
+    let mut received = 0;
+    let read_all = async {
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            received += chunk.len();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("response body not read within 10 s");
+    assert_eq!(received, 300_000);
+}
+
+/// Lets a test stop and resume reading from a [`Gated`] stream.
+struct ReadGate {
+    /// Bytes that reads may still return; `u64::MAX` when the gate is open.
+    allowed: std::sync::atomic::AtomicU64,
+    waiting: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+impl Default for ReadGate {
+    fn default() -> ReadGate {
+        ReadGate {
+            allowed: std::sync::atomic::AtomicU64::new(u64::MAX),
+            waiting: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl ReadGate {
+    /// Lets reads return `bytes` more bytes, then makes them wait.
+    fn close_after(&self, bytes: u64) {
+        self.allowed
+            .store(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        self.allowed
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+        if let Some(waker) = self.waiting.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A stream whose reads wait while its [`ReadGate`] is closed.
+struct Gated<S> {
+    inner: S,
+    gate: Arc<ReadGate>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::sync::atomic::Ordering;
+        let allowed = self.gate.allowed.load(Ordering::SeqCst);
+        if allowed == 0 {
+            *self.gate.waiting.lock().unwrap() = Some(cx.waker().clone());
+            // The gate may have opened before the waker was stored.
+            if self.gate.allowed.load(Ordering::SeqCst) == 0 {
+                return std::task::Poll::Pending;
+            }
+        }
+        if allowed == u64::MAX || allowed == 0 {
+            return std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let limit = buf
+            .remaining()
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
+        let mut limited = tokio::io::ReadBuf::new(buf.initialize_unfilled_to(limit));
+        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+        let read = limited.filled().len();
+        buf.advance(read);
+        self.gate.allowed.fetch_sub(read as u64, Ordering::SeqCst);
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Gated<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Opens an HTTP/2 connection to the landing for origin.test; the returned task ends
@@ -401,6 +564,15 @@ async fn landing_tls(
     host: &str,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(harness.tls).await.unwrap();
+    tokio_rustls::TlsConnector::from(landing_client_config(harness, alpn))
+        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Returns a TLS client configuration that trusts swg's CA and offers only `alpn`.
+fn landing_client_config(harness: &Harness, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(harness.leaves.ca.der.clone()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -411,11 +583,7 @@ async fn landing_tls(
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = TcpStream::connect(harness.tls).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap()
+    Arc::new(config)
 }
 
 /// Builds an HTTP/1.1 request head of exactly `length` bytes (request line, fields and the
