@@ -250,25 +250,7 @@ async fn oversized_headers_rejected() {
 }
 
 async fn h2_connection(harness: &Harness) -> h2::client::SendRequest<bytes::Bytes> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(harness.leaves.ca.der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(harness.tls).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("origin.test").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (sender, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    let (sender, _connection) = h2_connection_with_task(harness).await;
     sender
 }
 
