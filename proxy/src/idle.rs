@@ -86,7 +86,7 @@ impl Drop for InProgress {
     fn drop(&mut self) {
         let tracker = &self.0;
         let elapsed = u64::try_from(tracker.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        // The maximum, because two requests may end at once and store out of order.
+        // Two requests that end at once may store out of order, so keep the later end.
         tracker.last_end_ns.fetch_max(elapsed, Ordering::AcqRel);
         if tracker.in_progress.fetch_sub(1, Ordering::AcqRel) == 1 {
             // notify_one keeps the wake-up for a waiter that is not waiting yet.
@@ -159,7 +159,8 @@ impl Body for TrackedBody {
 mod tests {
     use super::*;
 
-    /// The timeout of these tests; real time, so generous margins.
+    /// The timeout in these tests. They run in real time, so their bounds have
+    /// generous margins.
     const TIMEOUT: Duration = Duration::from_millis(200);
 
     #[tokio::test]
