@@ -1,6 +1,7 @@
 //! WebSocket upgrades (HTTP/1.1): the handshake goes to the origin on a dedicated
 //! HTTP/1.1 connection, and after `101 Switching Protocols` both sides are joined
-//! byte for byte until either closes or the tunnel idles for `timeouts.idle_ms`.
+//! byte for byte until both have closed, one fails, or the tunnel idles for
+//! `timeouts.idle_ms`.
 //! Extension offers and the origin's choice pass unchanged.
 
 use std::sync::Arc;

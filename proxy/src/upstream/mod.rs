@@ -28,6 +28,10 @@ use crate::resolve::Resolve;
 /// not held back by window updates on a path with some latency.
 const STREAM_WINDOW: u32 = 4 << 20;
 /// Initial HTTP/2 connection window towards origins, shared by all streams.
+///
+/// NOTE: two clients that stop reading large downloads from one origin fill this
+/// window, and every other request on the pooled connection to that origin waits
+/// until `timeouts.idle_ms` ends their streams.
 const CONNECTION_WINDOW: u32 = 8 << 20;
 
 /// Why a request could not be forwarded, in the terms of the error page.
