@@ -406,7 +406,7 @@ async fn http2_stalled_reader_gets_whole_response() {
     assert_eq!(received, 300_000);
 }
 
-/// Lets a test stop and resume reading from a [`Gated`] stream.
+/// The switch a test uses to stop and resume reading from a [`Gated`] stream.
 struct ReadGate {
     /// Bytes that reads may still return; `u64::MAX` when the gate is open.
     allowed: std::sync::atomic::AtomicU64,

@@ -99,11 +99,11 @@ pub async fn start_goaway_h2(
 
 /// Starts an HTTPS origin that speaks only HTTP/2 and allows one stream at a time.
 ///
-/// Its first connection advertises SETTINGS_MAX_CONCURRENT_STREAMS 1, waits for one
-/// request stream and for [`GoawayOrigin::allow_goaway`], sends GOAWAY with last
-/// stream id 1 and NO_ERROR, and closes without responding, as an origin that stops
-/// does. A request that the client held back for want of a free stream therefore
-/// never reaches this connection. Later connections are served as with
+/// Its first connection advertises SETTINGS_MAX_CONCURRENT_STREAMS 1 and waits for
+/// one request stream and for [`GoawayOrigin::allow_goaway`]. Then it sends GOAWAY
+/// with last stream id 1 and NO_ERROR, and closes without responding, as an origin
+/// that stops does. A request that the client held back for want of a free stream
+/// therefore never reaches this connection. Later connections are served as with
 /// [`start_goaway_h2`].
 pub async fn start_goaway_h2_one_stream(
     certificate: CertifiedKey,
