@@ -46,12 +46,13 @@ pub enum BodyError {
 }
 
 pin_project! {
-    /// Passes a body through frame by frame, ending it with an error when it exceeds
-    /// `limit` bytes or stays idle for `idle_timeout`.
+    /// Passes a request body through frame by frame, ending it with an error when
+    /// it exceeds `limit` bytes or stays idle for `idle_timeout`. Response bodies go
+    /// through the connection's response watch instead.
     ///
-    /// NOTE: the idle timeout is checked only while the body is polled, so a
-    /// receiver that takes no data (an HTTP/2 client that never opens its window)
-    /// keeps the body open past it.
+    /// NOTE: the idle timeout is checked only while the body is polled, so an
+    /// origin that stops taking an upload (an HTTP/2 stream window it never opens)
+    /// keeps the request open past it.
     pub(crate) struct GuardedBody<B> {
         #[pin]
         inner: B,

@@ -63,8 +63,9 @@ pub struct TimeoutConfig {
     pub tls_handshake_ms: u64,
     /// From sending a request upstream to receiving the response head.
     pub first_byte_ms: u64,
-    /// Longest silence inside a request or response body, in either direction.
-    /// A WebSocket tunnel in which no byte moves either way for this long is closed.
+    /// Longest silence inside a request or response body, in either direction. A
+    /// response body also ends when its client takes none of it for this long. A
+    /// WebSocket tunnel in which no byte moves either way for this long is closed.
     pub idle_ms: u64,
     /// Time a client has to send a complete request head (slow-loris protection).
     pub client_header_read_ms: u64,

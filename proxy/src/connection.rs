@@ -20,6 +20,7 @@ use crate::idle::{self, RequestTracker};
 use crate::malformed;
 use crate::request;
 use crate::server::Shared;
+use crate::stall::ResponseWatch;
 use crate::target::Scheme;
 
 /// Initial HTTP/2 stream window offered to clients (uploads).
@@ -66,6 +67,8 @@ pub(crate) struct ConnectionContext {
     /// The client's slot in the per-client connection limit. Tunnels that outlive
     /// the HTTP connection (CONNECT, WebSocket) keep a clone until they end.
     pub(crate) permit: Arc<ConnectionPermit>,
+    /// The response bodies of the connection, ended when they stop moving.
+    pub(crate) responses: Arc<ResponseWatch>,
 }
 
 /// Counts open connections per client IP address.
@@ -211,9 +214,13 @@ pub(crate) async fn serve_http<I, S>(
         let tracker = RequestTracker::new();
         let connection = builder.serve_connection(io, idle::tracked(service, tracker.clone()));
         tokio::pin!(connection);
+        // Stalled bodies end on their own streams; the others go on.
+        let end_stalled = context.responses.end_stalled();
+        tokio::pin!(end_stalled);
         let idle_timeout = shared.config.timeouts.client_header_read();
         tokio::select! {
             result = connection.as_mut() => result,
+            never = &mut end_stalled => match never {},
             () = stopping => {
                 connection.as_mut().graceful_shutdown();
                 connection.await
@@ -230,6 +237,7 @@ pub(crate) async fn serve_http<I, S>(
                 loop {
                     tokio::select! {
                         result = connection.as_mut() => break result,
+                        never = &mut end_stalled => match never {},
                         () = tokio::time::sleep(drain) => {
                             if tracker.in_progress() == 0 {
                                 break Ok(());
@@ -254,6 +262,13 @@ pub(crate) async fn serve_http<I, S>(
         tokio::pin!(connection);
         tokio::select! {
             result = connection.as_mut() => result,
+            // A client that stopped reading blocks the whole connection, and an
+            // origin that went quiet leaves its response unfinished, so either way
+            // the connection cannot carry another request.
+            () = context.responses.first_stalled() => {
+                tracing::debug!(client = %context.client, listener = context.listener.as_str(), "response without progress; closing the connection");
+                Ok(())
+            }
             () = stopping => {
                 connection.as_mut().graceful_shutdown();
                 connection.await

@@ -27,6 +27,7 @@ mod reserved;
 pub mod resolve;
 mod server;
 mod signed;
+mod stall;
 mod target;
 mod tunnel;
 pub mod upstream;

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the proxy.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// The proxy's metrics, registered once in the binary's registry.
 #[derive(Clone)]
@@ -20,6 +22,9 @@ pub struct ProxyMetrics {
     /// `swg_proxy_upstream_resends_total{reason}`: requests sent to an HTTP/2 origin
     /// again because it did not process them.
     pub upstream_resends: IntCounterVec,
+    /// `swg_proxy_stalled_responses_total`: response bodies ended because no frame
+    /// moved for `timeouts.idle_ms`.
+    pub stalled_responses: IntCounter,
 }
 
 impl ProxyMetrics {
@@ -79,6 +84,10 @@ impl ProxyMetrics {
                 ),
                 &["reason"],
             )?,
+            stalled_responses: IntCounter::new(
+                "swg_proxy_stalled_responses_total",
+                "Response bodies ended because no frame moved for timeouts.idle_ms: the origin went quiet or the client stopped reading",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.upstream_seconds.clone()))?;
@@ -87,6 +96,7 @@ impl ProxyMetrics {
         registry.register(Box::new(metrics.upstream_errors.clone()))?;
         registry.register(Box::new(metrics.rejected_connections.clone()))?;
         registry.register(Box::new(metrics.upstream_resends.clone()))?;
+        registry.register(Box::new(metrics.stalled_responses.clone()))?;
         Ok(metrics)
     }
 }

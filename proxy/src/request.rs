@@ -20,6 +20,7 @@ use crate::headers::{is_websocket_upgrade, remove_bypass_headers, remove_hop_by_
 use crate::identify::{self, is_top_level_navigation, Asking, Found};
 use crate::reserved;
 use crate::server::Shared;
+use crate::stall::ResponseWatch;
 use crate::target::Target;
 use crate::upstream::UpstreamFailure;
 use crate::warn::{self, WarnOutcome};
@@ -154,9 +155,9 @@ async fn handle_in_span(
 
     let result = if is_websocket_upgrade(request.headers()) && request.version() == Version::HTTP_11
     {
-        websocket::tunnel(&shared, &target, request, context.permit.clone()).await
+        websocket::tunnel(&shared, &context, &target, request).await
     } else {
-        forward(&shared, &exchange.url, request).await
+        forward(&shared, &context.responses, &exchange.url, request).await
     };
     let response = match result {
         Ok(response) => exchange.allowed(identity, decision, response),
@@ -173,9 +174,11 @@ fn check_sni(context: &ConnectionContext, host: &str) {
 }
 
 /// Forwards a request to `url` (the target's full URL) and returns the response
-/// with hop-by-hop headers removed and the body streamed under the response limits.
+/// with hop-by-hop headers removed and the body streamed under the response limits,
+/// watched by `responses`.
 async fn forward(
     shared: &Shared,
+    responses: &ResponseWatch,
     url: &str,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, UpstreamFailure> {
@@ -216,7 +219,9 @@ async fn forward(
     remove_hop_by_hop(&mut parts.headers, false);
     remove_bypass_headers(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    let body = GuardedBody::new(body, limits.max_response_body_bytes, idle).boxed();
+    let body = responses
+        .watch(body, limits.max_response_body_bytes)
+        .boxed();
     Ok(Response::from_parts(parts, body))
 }
 

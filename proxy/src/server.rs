@@ -17,6 +17,7 @@ use crate::listener;
 use crate::metrics::ProxyMetrics;
 use crate::resolve::{Resolve, UpstreamResolver};
 use crate::signed::{FlowMemory, SignedValues};
+use crate::stall::ResponseWatch;
 use crate::upstream::{OriginTls, TrustError, Upstream};
 
 /// A failure to start the proxy.
@@ -65,6 +66,16 @@ pub(crate) struct Shared {
     shutdown_sender: watch::Sender<bool>,
     /// Every connection and tunnel task, so that shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
+}
+
+impl Shared {
+    /// Returns a response watch for a client connection opened now.
+    pub(crate) fn response_watch(&self) -> Arc<ResponseWatch> {
+        ResponseWatch::new(
+            self.config.timeouts.idle(),
+            self.metrics.stalled_responses.clone(),
+        )
+    }
 }
 
 /// The three bound listeners.

@@ -4,15 +4,13 @@
 //! `timeouts.idle_ms`.
 //! Extension offers and the origin's choice pass unchanged.
 
-use std::sync::Arc;
-
 use http::{header, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{empty, GuardedBody, ProxyBody};
-use crate::connection::ConnectionPermit;
+use crate::body::{empty, ProxyBody};
+use crate::connection::ConnectionContext;
 use crate::headers::remove_hop_by_hop;
 use crate::server::Shared;
 use crate::target::Target;
@@ -21,12 +19,13 @@ use crate::upstream::UpstreamFailure;
 
 /// Sends a WebSocket handshake to the origin and, when it switches protocols, joins
 /// the client and origin connections in a background task, which keeps the client
-/// connection's `permit` until the tunnel ends.
+/// connection's permit until the tunnel ends. A response other than the switch is
+/// watched by the connection's response watch.
 pub(crate) async fn tunnel(
     shared: &Shared,
+    context: &ConnectionContext,
     target: &Target,
     mut request: Request<Incoming>,
-    permit: Arc<ConnectionPermit>,
 ) -> Result<Response<ProxyBody>, UpstreamFailure> {
     let client_upgrade = hyper::upgrade::on(&mut request);
 
@@ -75,17 +74,16 @@ pub(crate) async fn tunnel(
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers, false);
         let limits = &shared.config.limits;
-        let body = GuardedBody::new(
-            body,
-            limits.max_response_body_bytes,
-            shared.config.timeouts.idle(),
-        )
-        .boxed();
+        let body = context
+            .responses
+            .watch(body, limits.max_response_body_bytes)
+            .boxed();
         return Ok(Response::from_parts(parts, body));
     }
 
     let origin_upgrade = hyper::upgrade::on(&mut response);
     let idle = shared.config.timeouts.idle();
+    let permit = context.permit.clone();
     tokio::spawn(async move {
         let _permit = permit;
         let (client, origin) = match tokio::try_join!(client_upgrade, origin_upgrade) {

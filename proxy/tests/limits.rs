@@ -293,8 +293,9 @@ async fn rapid_reset_flood_does_not_stop_service() {
 async fn http2_connection_without_requests_closed() {
     let harness = Harness::start(|config| {
         config.timeouts.client_header_read_ms = 500;
-        // After the GOAWAY, how long a client that does not acknowledge it is kept.
-        config.timeouts.idle_ms = 1_000;
+        // After the GOAWAY, how long a client that does not acknowledge it is kept,
+        // and how long a response body may make no progress.
+        config.timeouts.idle_ms = 2_500;
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
     })
     .await;
@@ -319,9 +320,10 @@ async fn http2_connection_without_requests_closed() {
     let url = format!("https://origin.test:{}/slow", origin.port());
     let body = h2_get(&mut sender, &url, Duration::ZERO).await;
     assert_eq!(body, b"slow\n");
-    // A 4 MB body read with a pause longer than the timeout in the middle.
+    // A 4 MB body read with a pause in the middle, twice the header read timeout
+    // and shorter than the idle timeout.
     let url = format!("https://origin.test:{}/zeros?4000000", origin.port());
-    let body = h2_get(&mut sender, &url, Duration::from_millis(1500)).await;
+    let body = h2_get(&mut sender, &url, Duration::from_millis(1000)).await;
     assert_eq!(body.len(), 4_000_000);
     assert!(!connection.is_finished(), "connection closed while in use");
 
@@ -885,5 +887,194 @@ async fn http11_without_host_rejected_everywhere() {
     assert_eq!(
         harness.metric("swg_proxy_requests_total", &[("action", "bad_request")]),
         3.0
+    );
+}
+
+/// Starts the harness with `idle_ms` and an HTTP/2 origin for origin.test; returns
+/// the origin's port.
+async fn harness_with_h2_origin(idle_ms: u64) -> (Harness, u16) {
+    let harness = Harness::start(|config| {
+        config.timeouts.idle_ms = idle_ms;
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let origin = origin::start_https(certificate, &[b"h2"]).await;
+    (harness, origin.port())
+}
+
+/// Sends a GET for `url` on a new HTTP/2 connection to the landing and returns the
+/// response head, leaving the body unread. The client's windows stay at the
+/// protocol's 64 KiB and are never opened.
+async fn h2_stalled_download(
+    harness: &Harness,
+    url: &str,
+) -> (
+    http::Response<h2::RecvStream>,
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (sender, task) = h2_connection_with_task(harness).await;
+    let mut sender = sender.ready().await.unwrap();
+    let request = http::Request::get(url).body(()).unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("no response head within 5 s")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    (response, sender, task)
+}
+
+/// Reads an HTTP/2 response body until it ends or fails; returns the bytes read and
+/// whether it failed.
+async fn h2_read_body(body: &mut h2::RecvStream) -> (u64, bool) {
+    let mut received = 0;
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(chunk) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                received += chunk.len() as u64;
+            }
+            Err(_) => return (received, true),
+        }
+    }
+    (received, false)
+}
+
+/// Waits until swg has ended a stalled response, which it does once the response
+/// has moved no frame for the idle timeout (1 s in these tests), and at least that
+/// long after `stalled_from`.
+async fn wait_for_stalled_response(harness: &Harness, stalled_from: Instant) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while harness.metric("swg_proxy_stalled_responses_total", &[]) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no stalled response ended within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = stalled_from.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "ended after {waited:?}"
+    );
+}
+
+/// Clients that stop reading large downloads from an HTTP/2 origin hold up no other
+/// request to that origin, although all of them share one pooled connection: the
+/// stalled streams cannot fill the connection's window.
+#[tokio::test]
+async fn stalled_downloads_leave_origin_usable() {
+    let (harness, port) = harness_with_h2_origin(60_000).await;
+    let large = format!("https://origin.test:{port}/zeros?{}", 64u64 << 20);
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(h2_stalled_download(&harness, &large).await);
+    }
+    // Time for the origin to fill the stalled streams' windows at swg.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (mut sender, _task) = h2_connection_with_task(&harness).await;
+    let small = format!("https://origin.test:{port}/small");
+    let body = tokio::time::timeout(
+        Duration::from_secs(5),
+        h2_get(&mut sender, &small, Duration::ZERO),
+    )
+    .await
+    .expect("a small response was held up behind the stalled downloads");
+    assert_eq!(body, b"hello from origin\n");
+    drop(stalled);
+}
+
+/// A download whose HTTP/2 client takes no data for the idle timeout is ended, so
+/// that its origin stream does not stay open: when the client reads again, it gets
+/// what was under way and then a stream error.
+#[tokio::test]
+async fn http2_stalled_download_ended() {
+    let (harness, port) = harness_with_h2_origin(1_000).await;
+    let total = 64u64 << 20;
+    let url = format!("https://origin.test:{port}/zeros?{total}");
+    let stalled_from = Instant::now();
+    let (response, _sender, _task) = h2_stalled_download(&harness, &url).await;
+    wait_for_stalled_response(&harness, stalled_from).await;
+
+    let mut body = response.into_body();
+    let (received, failed) = tokio::time::timeout(Duration::from_secs(10), h2_read_body(&mut body))
+        .await
+        .expect("body neither ended nor failed within 10 s");
+    assert!(failed, "the stalled download went on to its end");
+    assert!(received < total, "{received} bytes");
+}
+
+/// The same over HTTP/1.1, where the stalled client's connection is closed.
+#[tokio::test]
+async fn http1_stalled_download_closes_connection() {
+    let (harness, port) = harness_with_h2_origin(1_000).await;
+    let total = 64u64 << 20;
+    let stalled_from = Instant::now();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = socket.connect(harness.tls).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(landing_client_config(&harness, b"http/1.1"))
+        .connect(ServerName::try_from("origin.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let head = format!("GET /zeros?{total} HTTP/1.1\r\nHost: origin.test:{port}\r\n\r\n");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut first = [0u8; 1024];
+    tls.read_exact(&mut first).await.unwrap();
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    wait_for_stalled_response(&harness, stalled_from).await;
+
+    let mut received = first.len() as u64;
+    let read_rest = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match tls.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(count) => received += count as u64,
+            }
+        }
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(10), read_rest)
+        .await
+        .is_ok();
+    assert!(
+        closed,
+        "connection not closed within 10 s; {received} bytes"
+    );
+    assert!(received < total, "{received} bytes");
+}
+
+/// An origin that goes quiet in the middle of a body has its response ended after
+/// the idle timeout, over both HTTP versions towards the client.
+#[tokio::test]
+async fn quiet_origin_response_ended() {
+    let (harness, port) = harness_with_h2_origin(1_000).await;
+    let url = format!("https://origin.test:{port}/quiet");
+    for version in ["--http2", "--http1.1"] {
+        let mut args = harness.landing_args("origin.test", port);
+        args.push(version.to_owned());
+        args.extend(["-m".to_owned(), "10".to_owned()]);
+        let started = Instant::now();
+        let result = curl(args, &url).await;
+        let waited = started.elapsed();
+        assert_eq!(result.body, "first line\n", "{version}: {}", result.stderr);
+        // curl reports the cut transfer, and not its own time limit (error 28).
+        assert!(
+            !result.stderr.is_empty() && !result.stderr.contains("(28)"),
+            "{version}: {}",
+            result.stderr
+        );
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "{version}: ended after {waited:?}: {}",
+            result.stderr
+        );
+    }
+    assert_eq!(
+        harness.metric("swg_proxy_stalled_responses_total", &[]),
+        2.0
     );
 }

@@ -24,6 +24,7 @@ use crate::malformed;
 use crate::prefixed::Prefixed;
 use crate::request::{self, plain};
 use crate::server::Shared;
+use crate::stall::ResponseWatch;
 use crate::target::Scheme;
 
 /// First byte of a TLS handshake record.
@@ -36,6 +37,7 @@ pub(crate) async fn serve(
     client: SocketAddr,
     permit: Arc<ConnectionPermit>,
 ) {
+    let responses = shared.response_watch();
     let context = ConnectionContext {
         listener: Listener::Explicit,
         client,
@@ -45,16 +47,18 @@ pub(crate) async fn serve(
         fallback_port: None,
         identity: None,
         permit: permit.clone(),
+        responses: responses.clone(),
     };
     let service_shared = shared.clone();
     let service = service_fn(move |request| {
         let shared = service_shared.clone();
         let permit = permit.clone();
+        let responses = responses.clone();
         async move {
             if let Some(response) = malformed::reject(&shared, Listener::Explicit, &request) {
                 return Ok(response);
             }
-            Ok::<_, Infallible>(handle(shared, client, permit, request).await)
+            Ok::<_, Infallible>(handle(shared, client, permit, responses, request).await)
         }
     });
     serve_http(&shared, &context, tcp, false, service).await;
@@ -64,6 +68,7 @@ async fn handle(
     shared: Arc<Shared>,
     client: SocketAddr,
     permit: Arc<ConnectionPermit>,
+    responses: Arc<ResponseWatch>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let is_origin_form = request.uri().authority().is_none();
@@ -104,6 +109,7 @@ async fn handle(
         fallback_port: None,
         identity: Some(identity),
         permit,
+        responses,
     };
     request::handle(shared, Arc::new(context), request).await
 }
@@ -250,6 +256,7 @@ async fn tunnel(
         fallback_port: Some(port),
         identity: Some(identity),
         permit,
+        responses: shared.response_watch(),
     };
     serve_intercepted(shared, context, io, false).await;
 }

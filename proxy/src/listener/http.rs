@@ -25,6 +25,7 @@ pub(crate) async fn serve(
         fallback_port: None,
         identity: None,
         permit,
+        responses: shared.response_watch(),
     };
     serve_intercepted(shared, context, tcp, false).await;
 }

@@ -92,6 +92,7 @@ pub(crate) async fn serve(
         fallback_port: None,
         identity: None,
         permit,
+        responses: shared.response_watch(),
     };
     serve_intercepted(shared, context, intercepted.stream, intercepted.h2).await;
 }
@@ -123,6 +124,7 @@ pub(crate) async fn serve_tunnel<IO>(
         fallback_port: Some(connect_port),
         identity: Some(identity),
         permit,
+        responses: shared.response_watch(),
     };
     serve_intercepted(shared, context, intercepted.stream, intercepted.h2).await;
 }

@@ -250,6 +250,15 @@ async fn route(mut request: Request<Incoming>) -> Result<Response<OriginBody>, I
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             text("slow\n")
         }
+        "/quiet" => {
+            // The first line, then nothing more, without ending the body.
+            let first = stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from_static(
+                b"first line\n",
+            )))]);
+            Response::new(
+                StreamBody::new(futures::StreamExt::chain(first, stream::pending())).boxed(),
+            )
+        }
         _ => text_status(StatusCode::NOT_FOUND, "origin: not found\n"),
     };
     Ok(response)
