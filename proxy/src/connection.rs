@@ -256,8 +256,10 @@ pub(crate) async fn serve_http<I, S>(
             // empty line) exactly, while max_buf_size is checked only between reads.
             .max_header_size(limits.max_header_bytes as usize)
             .max_buf_size(limits.max_header_bytes.max(8192) as usize)
-            .max_headers(limits.max_headers)
             .keep_alive(true);
+        if let Some(max_headers) = limits.hyper_max_headers() {
+            builder.max_headers(max_headers);
+        }
         let connection = builder.serve_connection(io, service).with_upgrades();
         tokio::pin!(connection);
         tokio::select! {

@@ -1078,3 +1078,36 @@ async fn quiet_origin_response_ended() {
         2.0
     );
 }
+
+/// `limits.max_headers` bounds the number of HTTP/1.1 request header fields, at
+/// hyper's default of 100 and at another value: the limit passes, one more gets 431.
+#[tokio::test]
+async fn header_count_limit_applies() {
+    for max_headers in [100, 20] {
+        let harness = Harness::start(|config| {
+            config.limits.max_headers = max_headers;
+            config.static_hosts = support::static_hosts(&[("plain.test", "127.0.0.1")]);
+        })
+        .await;
+        let plain = origin::start_http().await.port();
+        for count in [max_headers, max_headers + 1] {
+            let mut head =
+                format!("GET /small HTTP/1.1\r\nHost: plain.test:{plain}\r\nConnection: close\r\n");
+            for index in 2..count {
+                head.push_str(&format!("X-Field-{index}: {index}\r\n"));
+            }
+            head.push_str("\r\n");
+            let http = TcpStream::connect(harness.http).await.unwrap();
+            let (response, _) = exchange(http, &head).await;
+            let expected = if count == max_headers {
+                "HTTP/1.1 200"
+            } else {
+                "HTTP/1.1 431"
+            };
+            assert!(
+                response.starts_with(expected),
+                "max_headers {max_headers}, {count} fields: {response:?}"
+            );
+        }
+    }
+}

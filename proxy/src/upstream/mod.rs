@@ -203,12 +203,14 @@ impl Upstream {
             .pool_idle_timeout(config.timeouts.origin_idle())
             .pool_max_idle_per_host(256)
             .http1_max_buf_size(config.limits.max_header_bytes.max(8192) as usize)
-            .http1_max_headers(config.limits.max_headers)
             .http2_initial_stream_window_size(STREAM_WINDOW)
             .http2_initial_connection_window_size(CONNECTION_WINDOW)
             .http2_max_header_list_size(config.limits.max_header_bytes)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_timeout(Duration::from_secs(20));
+        if let Some(max_headers) = config.limits.hyper_max_headers() {
+            builder.http1_max_headers(max_headers);
+        }
         let client = builder.build(connector.clone());
         let resend_client = builder.build(connector.clone());
         // hyper-util disables the pool when no idle connection may be kept.
