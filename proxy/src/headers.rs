@@ -3,14 +3,15 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that apply to one connection only, whether or not `Connection` lists them.
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "transfer-encoding",
-    "upgrade",
+/// They are header names rather than strings, which hyper would parse at each lookup.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers before a message crosses the proxy.
@@ -20,6 +21,15 @@ const HOP_BY_HOP: [&str; 7] = [
 /// WebSocket handshake reaches the other side; every other header that `Connection`
 /// lists is removed anyway.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_websocket_upgrade: bool) {
+    // Most messages carry none of these headers, and one pass over the names costs
+    // less than a lookup for each of them. `Connection` lists headers only when present.
+    let any_hop_by_hop = headers
+        .keys()
+        .any(|name| name == header::TE || HOP_BY_HOP.contains(name));
+    if !any_hop_by_hop && !keep_websocket_upgrade {
+        return;
+    }
+
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -34,8 +44,9 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_websocket_upgrade:
         headers.remove(name);
     }
 
-    for name in HOP_BY_HOP {
-        let keep = keep_websocket_upgrade && (name == "connection" || name == "upgrade");
+    for name in &HOP_BY_HOP {
+        let keep =
+            keep_websocket_upgrade && (name == header::CONNECTION || name == header::UPGRADE);
         if !keep {
             headers.remove(name);
         }
@@ -113,6 +124,32 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, vec!["accept", "te", "trailer"]);
         assert_eq!(map.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_removed_alone() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+        ] {
+            let mut map = headers(&[(name, "x"), ("accept", "*/*")]);
+            remove_hop_by_hop(&mut map, false);
+            let names: Vec<&str> = map.keys().map(|name| name.as_str()).collect();
+            assert_eq!(names, vec!["accept"], "{name}");
+        }
+    }
+
+    #[test]
+    fn ordinary_headers_kept() {
+        let mut map = headers(&[("accept", "*/*"), ("cookie", "a=1"), ("x-trace", "7")]);
+        remove_hop_by_hop(&mut map, false);
+        assert_eq!(map.len(), 3);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -424,20 +424,23 @@ fn count(shared: &Shared, context: &ConnectionContext, action: &str) {
 
 /// Whether a request is a top-level navigation, which gets an HTML page rather than
 /// a short text body.
+/// `Sec-Fetch-Mode` (Fetch Metadata), which the http crate has no constant for.
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+
 fn is_navigation<B>(request: &Request<B>) -> bool {
     if request.method() != Method::GET {
         return false;
     }
-    let header_text = |name| {
+    let header_text = |name: HeaderName| {
         request
             .headers()
             .get(name)
             .and_then(|value: &HeaderValue| value.to_str().ok())
     };
-    if let Some(mode) = header_text("sec-fetch-mode") {
+    if let Some(mode) = header_text(SEC_FETCH_MODE) {
         return mode.eq_ignore_ascii_case("navigate");
     }
-    header_text(header::ACCEPT.as_str()).is_some_and(|accept| accept.contains("text/html"))
+    header_text(header::ACCEPT).is_some_and(|accept| accept.contains("text/html"))
 }
 
 /// A short plain-text response.
