@@ -223,7 +223,10 @@ pub(crate) async fn serve_http<I, S>(
             never = &mut end_stalled => match never {},
             () = stopping => {
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                tokio::select! {
+                    result = connection.as_mut() => result,
+                    never = &mut end_stalled => match never {},
+                }
             }
             () = tracker.idle_for(idle_timeout) => {
                 tracing::debug!(client = %context.client, listener = context.listener.as_str(), ?idle_timeout, "HTTP/2 connection without requests; closing it");
@@ -273,7 +276,13 @@ pub(crate) async fn serve_http<I, S>(
             }
             () = stopping => {
                 connection.as_mut().graceful_shutdown();
-                connection.await
+                tokio::select! {
+                    result = connection.as_mut() => result,
+                    () = context.responses.first_stalled() => {
+                        tracing::debug!(client = %context.client, listener = context.listener.as_str(), "response without progress while shutting down; closing the connection");
+                        Ok(())
+                    }
+                }
             }
         }
     };

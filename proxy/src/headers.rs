@@ -3,7 +3,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that apply to one connection only, whether or not `Connection` lists them.
-/// They are header names rather than strings, which hyper would parse at each lookup.
+/// They are header names rather than strings, which the http crate would parse at
+/// each lookup.
 const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),

@@ -47,7 +47,8 @@ struct Watched {
 /// The shared state of one watched body.
 struct Slot {
     /// Nanoseconds from the watch's opening to the body's last frame, or to its
-    /// registration before the first; `u64::MAX` once the body has ended.
+    /// registration before the first; `u64::MAX` once the body has finished or the
+    /// watch has ended it. Written under `state`'s lock.
     last_progress_ns: AtomicU64,
     state: Mutex<SlotState>,
 }
@@ -119,30 +120,35 @@ impl ResponseWatch {
         loop {
             let now_ns = self.now_ns();
             let mut next_check_ns = now_ns.saturating_add(idle_ns);
-            let mut stalled = Vec::new();
+            // Every slot leaves the lock in `checked`, with whether it may be
+            // stalled, because dropping the last reference to a slot drops its
+            // origin body, which takes h2's locks.
+            let mut checked = Vec::new();
             lock(&self.bodies).slots.retain(|weak| {
                 let Some(slot) = weak.upgrade() else {
                     return false;
                 };
-                let deadline_ns = slot
-                    .last_progress_ns
-                    .load(Ordering::Acquire)
-                    .saturating_add(idle_ns);
-                if deadline_ns <= now_ns {
-                    stalled.push(slot);
-                    return false;
+                let last_progress_ns = slot.last_progress_ns.load(Ordering::Acquire);
+                let watched = last_progress_ns != u64::MAX;
+                let deadline_ns = last_progress_ns.saturating_add(idle_ns);
+                if deadline_ns > now_ns {
+                    next_check_ns = next_check_ns.min(deadline_ns);
                 }
-                next_check_ns = next_check_ns.min(deadline_ns);
-                true
+                checked.push((slot, deadline_ns <= now_ns));
+                watched
             });
-            // Dropping an origin body takes h2's locks, so it happens outside ours.
-            for slot in &stalled {
-                slot.end();
+            let mut ended = 0;
+            for (slot, _) in checked.iter().filter(|(_, may_be_stalled)| *may_be_stalled) {
+                match slot.end_if_stalled(now_ns, idle_ns) {
+                    Ok(()) => ended += 1,
+                    Err(deadline_ns) => next_check_ns = next_check_ns.min(deadline_ns),
+                }
             }
-            if !stalled.is_empty() {
-                self.ended.inc_by(stalled.len() as u64);
+            drop(checked);
+            if ended > 0 {
+                self.ended.inc_by(ended);
                 tracing::debug!(
-                    bodies = stalled.len(),
+                    bodies = ended,
                     idle_timeout = ?self.idle_timeout,
                     "response bodies without progress; ended them"
                 );
@@ -168,10 +174,22 @@ impl std::fmt::Debug for ResponseWatch {
 }
 
 impl Slot {
-    /// Drops the origin's body and wakes the task polling this body, which then
-    /// fails with the idle timeout.
-    fn end(&self) {
+    /// Ends the body if it has yielded no frame for `idle_ns` at `now_ns`: drops the
+    /// origin's body and wakes the task polling this body, which then fails with
+    /// the idle timeout. Otherwise returns when the body may next be stalled.
+    ///
+    /// The check repeats under the slot's lock, which `poll_frame` holds while it
+    /// records progress, so a body that has just yielded a frame is never ended.
+    fn end_if_stalled(&self, now_ns: u64, idle_ns: u64) -> Result<(), u64> {
         let mut state = lock(&self.state);
+        let deadline_ns = self
+            .last_progress_ns
+            .load(Ordering::Acquire)
+            .saturating_add(idle_ns);
+        if deadline_ns > now_ns {
+            return Err(deadline_ns);
+        }
+        self.last_progress_ns.store(u64::MAX, Ordering::Release);
         let origin = state.origin.take();
         let waker = state.waker.take();
         drop(state);
@@ -179,6 +197,7 @@ impl Slot {
         if let Some(waker) = waker {
             waker.wake();
         }
+        Ok(())
     }
 }
 
@@ -209,6 +228,9 @@ impl Body for WatchedBody {
         };
         match Pin::new(origin).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                this.slot
+                    .last_progress_ns
+                    .store(duration_ns(this.opened.elapsed()), Ordering::Release);
                 drop(state);
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -218,9 +240,6 @@ impl Body for WatchedBody {
                         }))));
                     }
                 }
-                this.slot
-                    .last_progress_ns
-                    .store(duration_ns(this.opened.elapsed()), Ordering::Release);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),

@@ -27,6 +27,9 @@ use crate::resolve::Resolve;
 /// Initial HTTP/2 stream window towards origins: one download moves up to 2 MiB per
 /// round trip, 40 MB/s at 50 ms. It is also the most that swg buffers for a
 /// response whose client stopped reading, until the response watch ends it.
+///
+/// NOTE: nothing bounds the sum of these buffers over all responses, which
+/// clients reading many streams slowly can raise to hundreds of MiB.
 const STREAM_WINDOW: u32 = 2 << 20;
 /// The streams per origin connection that the connection window covers. nginx
 /// allows 128 concurrent streams by default, other servers commonly 100 to 256 (an
