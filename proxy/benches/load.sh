@@ -163,9 +163,9 @@ for path in /small.html /1m.bin; do
         # side is kept because it is the one least slowed by other load.
         direct=(0) swg=(0)
         for _ in $(seq "$ROUNDS"); do
-            read -r -a run < <(h2load_run "${flags[@]}" $DIRECT "$url")
+            read -r -a run < <(h2load_run "${flags[@]}" $DIRECT "$url") || run=(0)
             greater "${run[0]}" "${direct[0]}" && direct=("${run[@]}")
-            read -r -a run < <(h2load_run "${flags[@]}" $LANDING "$url")
+            read -r -a run < <(h2load_run "${flags[@]}" $LANDING "$url") || run=(0)
             greater "${run[0]}" "${swg[0]}" && swg=("${run[@]}")
         done
         echo "| keep-alive $mode (h2load) | $path | ${direct[0]} | ${swg[0]} | $(ratio "${swg[0]}" "${direct[0]}") | ${direct[1]} | ${swg[1]} | ${direct[3]} / ${swg[2]} / ${swg[3]} |"
