@@ -121,7 +121,8 @@ h2load_run() {
     swg_before=$(cpu_ticks "$PROXY")
     nginx_before=$(cpu_ticks $NGINX_WORKERS)
     # h2load once kept running here for ten minutes at full CPU after its duration
-    # (HTTP/2, the 1 MiB file, straight to nginx); such a run counts as no run.
+    # (HTTP/2, the 1 MiB file, straight to nginx). A run stopped by the timeout
+    # counts as no run.
     if ! output=$(timeout $((DURATION + 60)) h2load -D "$DURATION" -c "$CONNECTIONS" -t 1 "$@" 2>&1); then
         echo "load.sh: h2load $* failed or did not end within $((DURATION + 60)) s; run not counted" >&2
         output=""
