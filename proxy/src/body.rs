@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -62,6 +64,7 @@ pin_project! {
         limit: u64,
         seen: u64,
         end_signal: Option<oneshot::Sender<()>>,
+        limit_exceeded: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -75,6 +78,7 @@ impl<B> GuardedBody<B> {
             limit,
             seen: 0,
             end_signal: None,
+            limit_exceeded: None,
         }
     }
 
@@ -85,6 +89,15 @@ impl<B> GuardedBody<B> {
         let (sender, receiver) = oneshot::channel();
         self.end_signal = Some(sender);
         receiver
+    }
+
+    /// Returns a flag that becomes true when the body passes its limit. hyper then
+    /// resets the stream to an HTTP/2 origin, and the response fails with an error
+    /// that does not name the body's, so the flag records the cause.
+    pub(crate) fn limit_exceeded(&mut self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.limit_exceeded = Some(flag.clone());
+        flag
     }
 }
 
@@ -103,13 +116,11 @@ where
         let mut this = self.project();
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    *this.seen += data.len() as u64;
-                    if *this.seen > *this.limit {
-                        return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge {
-                            limit: *this.limit,
-                        }))));
+                if let Err(error) = count_against_limit(this.seen, *this.limit, &frame) {
+                    if let Some(flag) = this.limit_exceeded {
+                        flag.store(true, Ordering::Release);
                     }
+                    return Poll::Ready(Some(Err(Box::new(error))));
                 }
                 this.idle
                     .as_mut()
@@ -140,6 +151,21 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Adds the length of `frame`'s data to `seen`, and fails once `seen` passes `limit`.
+pub(crate) fn count_against_limit(
+    seen: &mut u64,
+    limit: u64,
+    frame: &Frame<Bytes>,
+) -> Result<(), BodyError> {
+    if let Some(data) = frame.data_ref() {
+        *seen += data.len() as u64;
+        if *seen > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+    }
+    Ok(())
 }
 
 fn signal_end(end_signal: &mut Option<oneshot::Sender<()>>) {

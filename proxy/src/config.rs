@@ -209,10 +209,16 @@ impl ProxyConfig {
         if !(8..=1000).contains(&limits.max_headers) {
             return Err(invalid("limits.max_headers", "must be 8 to 1000"));
         }
-        if limits.max_request_body_bytes == 0 || limits.max_response_body_bytes == 0 {
+        if limits.max_request_body_bytes == 0 {
             return Err(invalid(
                 "limits.max_request_body_bytes",
-                "body limits must be at least 1",
+                "must be at least 1",
+            ));
+        }
+        if limits.max_response_body_bytes == 0 {
+            return Err(invalid(
+                "limits.max_response_body_bytes",
+                "must be at least 1",
             ));
         }
         if !(1..=100_000).contains(&limits.max_connections_per_client) {

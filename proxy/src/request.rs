@@ -1,5 +1,6 @@
 //! One request through the proxy: target, identity, policy, then upstream or a page.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -198,13 +199,21 @@ async fn forward(
     parts.version = Version::HTTP_11;
     let mut body = GuardedBody::new(body, limits.max_request_body_bytes, idle);
     let request_sent = body.end_signal();
+    let limit_exceeded = body.limit_exceeded();
     let body = body.boxed();
 
     let started = Instant::now();
     let response = shared
         .upstream
         .send(Request::from_parts(parts, body), request_sent)
-        .await?;
+        .await
+        .map_err(|failure| {
+            if limit_exceeded.load(Ordering::Acquire) {
+                UpstreamFailure::RequestTooLarge
+            } else {
+                failure
+            }
+        })?;
     shared
         .metrics
         .upstream_seconds

@@ -25,7 +25,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use prometheus::IntCounter;
 use tokio::time::Instant;
 
-use crate::body::{BodyError, BoxError};
+use crate::body::{count_against_limit, BodyError, BoxError};
 
 /// The response bodies of one client connection, checked for progress.
 pub(crate) struct ResponseWatch {
@@ -47,8 +47,8 @@ struct Watched {
 /// The shared state of one watched body.
 struct Slot {
     /// Nanoseconds from the watch's opening to the body's last frame, or to its
-    /// registration before the first; `u64::MAX` once the body has finished or the
-    /// watch has ended it. Written under `state`'s lock.
+    /// registration before the first. It is `u64::MAX` once the body has finished
+    /// or the watch has ended it, and is written under `state`'s lock.
     last_progress_ns: AtomicU64,
     state: Mutex<SlotState>,
 }
@@ -232,13 +232,8 @@ impl Body for WatchedBody {
                     .last_progress_ns
                     .store(duration_ns(this.opened.elapsed()), Ordering::Release);
                 drop(state);
-                if let Some(data) = frame.data_ref() {
-                    this.seen += data.len() as u64;
-                    if this.seen > this.limit {
-                        return Poll::Ready(Some(Err(Box::new(BodyError::TooLarge {
-                            limit: this.limit,
-                        }))));
-                    }
+                if let Err(error) = count_against_limit(&mut this.seen, this.limit, &frame) {
+                    return Poll::Ready(Some(Err(Box::new(error))));
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -289,3 +289,72 @@ async fn first_byte_timeout_starts_after_upload() {
         "swg-page: upstream-error timed_out timed_out\n"
     );
 }
+
+/// `limits.max_request_body_bytes` and `limits.max_response_body_bytes` apply to
+/// declared lengths before anything is forwarded, and to streamed bodies as they
+/// pass, over both HTTP versions towards the client.
+#[tokio::test]
+async fn body_size_limits_apply() {
+    const LIMIT: u64 = 100_000;
+    let harness = Harness::start(|config| {
+        config.limits.max_request_body_bytes = LIMIT;
+        config.limits.max_response_body_bytes = LIMIT;
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let port = origin::start_https(certificate, &[b"h2", b"http/1.1"])
+        .await
+        .port();
+    let upload = std::env::temp_dir().join(format!("swg-body-limit-{}", std::process::id()));
+    std::fs::write(&upload, vec![b'a'; 2 * LIMIT as usize]).unwrap();
+    let upload_arg = format!("@{}", upload.display());
+
+    for version in ["--http1.1", "--http2"] {
+        let landing = |extra: &[&str]| {
+            let mut args = harness.landing_args("origin.test", port);
+            args.push(version.to_owned());
+            args.extend(extra.iter().map(|arg| arg.to_string()));
+            args
+        };
+
+        // A declared request length over the limit is rejected before forwarding.
+        let url = format!("https://origin.test:{port}/count");
+        let result = support::curl(landing(&["--data-binary", &upload_arg]), &url).await;
+        assert_eq!(result.status, 413, "{version}: {}", result.stderr);
+
+        // A chunked upload is cut when it passes the limit, before the origin responds.
+        let chunked = landing(&[
+            "--data-binary",
+            &upload_arg,
+            "-H",
+            "Transfer-Encoding: chunked",
+        ]);
+        let result = support::curl(chunked, &url).await;
+        assert_eq!(result.status, 413, "{version}: {}", result.stderr);
+
+        // A declared response length over the limit gets the error page.
+        let url = format!("https://origin.test:{port}/zeros?{}", 2 * LIMIT);
+        let result = support::curl(landing(&[]), &url).await;
+        assert_eq!(result.status, 502, "{version}: {}", result.stderr);
+
+        // A response without a declared length is cut when it passes the limit.
+        // Over HTTP/2 the stream reset can discard the queued head, and curl then
+        // reports no status.
+        let url = format!("https://origin.test:{port}/zeros-unsized?{}", 2 * LIMIT);
+        let result = support::curl(landing(&[]), &url).await;
+        assert!(
+            result.status == 200 || (version == "--http2" && result.status == 0),
+            "{version}: status {}: {}",
+            result.status,
+            result.stderr
+        );
+        assert!(
+            (result.body.len() as u64) <= LIMIT,
+            "{version}: {} bytes",
+            result.body.len()
+        );
+        assert!(!result.stderr.is_empty(), "{version}: cut without an error");
+    }
+    std::fs::remove_file(&upload).unwrap();
+}

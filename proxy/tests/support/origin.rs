@@ -223,6 +223,11 @@ async fn route(mut request: Request<Incoming>) -> Result<Response<OriginBody>, I
             response
         }
         "/zeros" => zeros(query.parse().unwrap_or(0)),
+        "/zeros-unsized" => {
+            let mut response = zeros(query.parse().unwrap_or(0));
+            response.headers_mut().remove("content-length");
+            response
+        }
         "/count" => {
             let mut total = 0u64;
             let body = request.body_mut();
