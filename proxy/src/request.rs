@@ -431,11 +431,11 @@ fn count(shared: &Shared, context: &ConnectionContext, action: &str) {
         .inc();
 }
 
-/// Whether a request is a top-level navigation, which gets an HTML page rather than
-/// a short text body.
 /// `Sec-Fetch-Mode` (Fetch Metadata), which the http crate has no constant for.
 const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
+/// Whether a request is a top-level navigation, which gets an HTML page rather than
+/// a short text body.
 fn is_navigation<B>(request: &Request<B>) -> bool {
     if request.method() != Method::GET {
         return false;
