@@ -23,7 +23,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// lists is removed anyway.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_websocket_upgrade: bool) {
     // Most messages carry none of these headers, and one pass over the names costs
-    // less than a lookup for each of them. `Connection` lists headers only when present.
+    // less than a lookup for each of them. Headers that `Connection` lists count
+    // only when `Connection` itself is present, which the pass finds.
     let any_hop_by_hop = headers
         .keys()
         .any(|name| name == header::TE || HOP_BY_HOP.contains(name));
