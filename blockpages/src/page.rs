@@ -106,6 +106,8 @@ pub enum UpstreamErrorKind {
     /// The destination is an address the gateway refuses (loopback, private, link-local,
     /// metadata, or its own): 403.
     DestinationRefused,
+    /// The gateway has no room to pass the response on now: 503.
+    Overloaded,
 }
 
 /// A page to render.
@@ -120,7 +122,7 @@ pub enum Page {
     Inspection(PageContext),
     /// No identity could be established: 403.
     Unidentified(PageContext),
-    /// The origin could not be fetched: 502, 504, 413 or 403 (see [`UpstreamErrorKind`]).
+    /// The origin could not be fetched: 502, 504, 413, 403 or 503 (see [`UpstreamErrorKind`]).
     UpstreamError(PageContext, UpstreamErrorKind),
 }
 
@@ -149,6 +151,7 @@ impl Page {
                 UpstreamErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 UpstreamErrorKind::DestinationRefused => StatusCode::FORBIDDEN,
+                UpstreamErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -201,6 +204,9 @@ impl Page {
                 UpstreamErrorKind::DestinationRefused => {
                     ("error_refused_title", "error_refused_summary")
                 }
+                UpstreamErrorKind::Overloaded => {
+                    ("error_overloaded_title", "error_overloaded_summary")
+                }
             },
         }
     }
@@ -216,6 +222,7 @@ impl UpstreamErrorKind {
             UpstreamErrorKind::ResponseTooLarge => "response_too_large",
             UpstreamErrorKind::RequestTooLarge => "request_too_large",
             UpstreamErrorKind::DestinationRefused => "destination_refused",
+            UpstreamErrorKind::Overloaded => "overloaded",
         }
     }
 }

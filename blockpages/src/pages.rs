@@ -405,6 +405,7 @@ fn sample_pages() -> Vec<Page> {
             UpstreamErrorKind::ResponseTooLarge,
             UpstreamErrorKind::RequestTooLarge,
             UpstreamErrorKind::DestinationRefused,
+            UpstreamErrorKind::Overloaded,
         ] {
             pages.push(Page::UpstreamError(context.clone(), kind));
         }

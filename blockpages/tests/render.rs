@@ -164,6 +164,10 @@ fn status_codes_follow_page_kind() {
             Page::UpstreamError(context.clone(), UpstreamErrorKind::DestinationRefused),
             403,
         ),
+        (
+            Page::UpstreamError(context.clone(), UpstreamErrorKind::Overloaded),
+            503,
+        ),
     ];
     for (page, status) in cases {
         assert_eq!(pages.render(&page, None, true).status(), status, "{page:?}");

@@ -94,6 +94,14 @@ pub struct LimitConfig {
     pub max_connections_per_client: usize,
     /// Concurrent HTTP/2 streams allowed per client connection.
     pub max_concurrent_streams: u32,
+    /// Bytes that the responses in flight to all clients may buffer together,
+    /// counting each at the most it can buffer: one HTTP/2 stream window (2 MiB)
+    /// or hyper's HTTP/1.1 read buffer, or its length when that is smaller. A
+    /// response that does not fit is refused with 503.
+    pub max_response_buffer_bytes: u64,
+    /// The same for the responses to one client IP address over all its
+    /// connections; at most `max_response_buffer_bytes`.
+    pub max_response_buffer_bytes_per_client: u64,
     /// Streams a client may reset before they are accepted, per connection, before the
     /// connection is closed (HTTP/2 rapid-reset protection).
     pub max_pending_accept_reset_streams: usize,
@@ -137,6 +145,10 @@ impl Default for TimeoutConfig {
     }
 }
 
+/// The smallest response buffer budget: below two HTTP/2 stream windows, a client
+/// could not receive two responses of unknown length at once.
+const MIN_RESPONSE_BUFFER_BYTES: u64 = 4 << 20;
+
 /// hyper's limit on HTTP/1.1 header fields when none is set. hyper then parses
 /// into a fixed array. With a limit set, it fills a vector of that many entries for
 /// every head, about 2 % of swg's instructions per HTTP/1.1 request under callgrind.
@@ -158,6 +170,8 @@ impl Default for LimitConfig {
             max_response_body_bytes: 16 << 30,
             max_connections_per_client: 512,
             max_concurrent_streams: 100,
+            max_response_buffer_bytes: 2 << 30,
+            max_response_buffer_bytes_per_client: 512 << 20,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
         }
@@ -231,6 +245,21 @@ impl ProxyConfig {
             return Err(invalid(
                 "limits.max_concurrent_streams",
                 "must be 1 to 10000",
+            ));
+        }
+        if limits.max_response_buffer_bytes < MIN_RESPONSE_BUFFER_BYTES {
+            return Err(invalid(
+                "limits.max_response_buffer_bytes",
+                "must be at least 4194304 (two HTTP/2 stream windows)",
+            ));
+        }
+        if !(MIN_RESPONSE_BUFFER_BYTES..=limits.max_response_buffer_bytes)
+            .contains(&limits.max_response_buffer_bytes_per_client)
+        {
+            return Err(invalid(
+                "limits.max_response_buffer_bytes_per_client",
+                "must be at least 4194304 (two HTTP/2 stream windows) and at most \
+                 limits.max_response_buffer_bytes",
             ));
         }
         if limits.max_pending_accept_reset_streams == 0 || limits.max_local_error_reset_streams == 0
@@ -350,6 +379,37 @@ mod tests {
         };
         assert!(off.validate().is_ok());
         assert!(!off.is_auth_host(""));
+    }
+
+    #[test]
+    fn response_buffer_budgets_validated() {
+        let with_limits = |process: u64, per_client: u64| ProxyConfig {
+            limits: LimitConfig {
+                max_response_buffer_bytes: process,
+                max_response_buffer_bytes_per_client: per_client,
+                ..LimitConfig::default()
+            },
+            ..ProxyConfig::default()
+        };
+        assert!(with_limits(4 << 20, 4 << 20).validate().is_ok());
+        assert_eq!(
+            with_limits((4 << 20) - 1, 4 << 20)
+                .validate()
+                .unwrap_err()
+                .key,
+            "limits.max_response_buffer_bytes"
+        );
+        assert_eq!(
+            with_limits(8 << 20, (4 << 20) - 1)
+                .validate()
+                .unwrap_err()
+                .key,
+            "limits.max_response_buffer_bytes_per_client"
+        );
+        assert_eq!(
+            with_limits(8 << 20, 16 << 20).validate().unwrap_err().key,
+            "limits.max_response_buffer_bytes_per_client"
+        );
     }
 
     #[test]

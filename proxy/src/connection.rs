@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::ProxyBody;
 use crate::boundary::ClientIdentity;
+use crate::budget::Budget;
 use crate::idle::{self, RequestTracker};
 use crate::malformed;
 use crate::request;
@@ -71,10 +72,18 @@ pub(crate) struct ConnectionContext {
     pub(crate) responses: Arc<ResponseWatch>,
 }
 
-/// Counts open connections per client IP address.
+/// Counts open connections per client IP address, and keeps the response budget
+/// of each address that has any.
 pub(crate) struct ConnectionLimiter {
     max_per_client: usize,
-    open: Mutex<HashMap<IpAddr, usize>>,
+    response_budget_per_client: u64,
+    open: Mutex<HashMap<IpAddr, OpenConnections>>,
+}
+
+/// The open connections of one client address.
+struct OpenConnections {
+    count: usize,
+    responses: Arc<Budget>,
 }
 
 /// One open connection; releases its slot when dropped.
@@ -82,12 +91,20 @@ pub(crate) struct ConnectionPermit {
     limiter: Arc<ConnectionLimiter>,
     client: IpAddr,
     gauge: IntGauge,
+    /// The response budget of the client's address, shared by its connections.
+    pub(crate) responses: Arc<Budget>,
 }
 
 impl ConnectionLimiter {
-    pub(crate) fn new(max_per_client: usize) -> Arc<ConnectionLimiter> {
+    /// Returns a limiter of `max_per_client` connections per address, each address
+    /// with a response budget of `response_budget_per_client` bytes.
+    pub(crate) fn new(
+        max_per_client: usize,
+        response_budget_per_client: u64,
+    ) -> Arc<ConnectionLimiter> {
         Arc::new(ConnectionLimiter {
             max_per_client,
+            response_budget_per_client,
             open: Mutex::new(HashMap::new()),
         })
     }
@@ -102,16 +119,20 @@ impl ConnectionLimiter {
             .open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = open.entry(client).or_insert(0);
-        if *count >= self.max_per_client {
+        let connections = open.entry(client).or_insert_with(|| OpenConnections {
+            count: 0,
+            responses: Budget::new(self.response_budget_per_client, None),
+        });
+        if connections.count >= self.max_per_client {
             return None;
         }
-        *count += 1;
+        connections.count += 1;
         gauge.inc();
         Some(ConnectionPermit {
             limiter: self.clone(),
             client,
             gauge,
+            responses: connections.responses.clone(),
         })
     }
 }
@@ -133,9 +154,9 @@ impl Drop for ConnectionPermit {
             .open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = open.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(connections) = open.get_mut(&self.client) {
+            connections.count -= 1;
+            if connections.count == 0 {
                 open.remove(&self.client);
             }
         }

@@ -10,6 +10,7 @@ pub mod adapters;
 mod auth_host;
 mod body;
 pub mod boundary;
+mod budget;
 mod config;
 mod connection;
 mod cookies;

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the proxy.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// The proxy's metrics, registered once in the binary's registry.
@@ -25,6 +25,9 @@ pub struct ProxyMetrics {
     /// `swg_proxy_stalled_responses_total`: response bodies ended because no frame
     /// moved for `timeouts.idle_ms`.
     pub stalled_responses: IntCounter,
+    /// `swg_proxy_response_buffer_bytes`: bytes reserved by responses in flight
+    /// from `limits.max_response_buffer_bytes`.
+    pub response_buffer_bytes: IntGauge,
 }
 
 impl ProxyMetrics {
@@ -88,6 +91,10 @@ impl ProxyMetrics {
                 "swg_proxy_stalled_responses_total",
                 "Response bodies ended because no frame moved for timeouts.idle_ms: the origin went quiet or the client stopped reading",
             )?,
+            response_buffer_bytes: IntGauge::new(
+                "swg_proxy_response_buffer_bytes",
+                "Bytes reserved by responses in flight from limits.max_response_buffer_bytes, counting each response at the most it can buffer",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.upstream_seconds.clone()))?;
@@ -97,6 +104,7 @@ impl ProxyMetrics {
         registry.register(Box::new(metrics.rejected_connections.clone()))?;
         registry.register(Box::new(metrics.upstream_resends.clone()))?;
         registry.register(Box::new(metrics.stalled_responses.clone()))?;
+        registry.register(Box::new(metrics.response_buffer_bytes.clone()))?;
         Ok(metrics)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tracing::Instrument;
 
 use crate::auth_host;
@@ -15,15 +15,15 @@ use crate::body::{empty, full, GuardedBody, ProxyBody};
 use crate::boundary::{
     Action, ClientIdentity, Decision, PageKind, PageRequest, ProxyEvent, Verdict,
 };
+use crate::budget;
 use crate::connection::ConnectionContext;
 use crate::cookies::SwgCookies;
 use crate::headers::{is_websocket_upgrade, remove_bypass_headers, remove_hop_by_hop};
 use crate::identify::{self, is_top_level_navigation, Asking, Found};
 use crate::reserved;
 use crate::server::Shared;
-use crate::stall::ResponseWatch;
 use crate::target::Target;
-use crate::upstream::UpstreamFailure;
+use crate::upstream::{self, UpstreamFailure};
 use crate::warn::{self, WarnOutcome};
 use crate::websocket;
 
@@ -158,7 +158,7 @@ async fn handle_in_span(
     {
         websocket::tunnel(&shared, &context, &target, request).await
     } else {
-        forward(&shared, &context.responses, &exchange.url, request).await
+        forward(&shared, &context, &exchange.url, request).await
     };
     let response = match result {
         Ok(response) => exchange.allowed(identity, decision, response),
@@ -174,12 +174,11 @@ fn check_sni(context: &ConnectionContext, host: &str) {
     }
 }
 
-/// Forwards a request to `url` (the target's full URL) and returns the response
-/// with hop-by-hop headers removed and the body streamed under the response limits,
-/// watched by `responses`.
+/// Forwards a request to `url` (the target's full URL) and returns the response,
+/// passed on by [`pass_on`].
 async fn forward(
     shared: &Shared,
-    responses: &ResponseWatch,
+    context: &ConnectionContext,
     url: &str,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, UpstreamFailure> {
@@ -220,16 +219,45 @@ async fn forward(
         .with_label_values(&[] as &[&str])
         .observe(started.elapsed().as_secs_f64());
 
+    pass_on(shared, context, response)
+}
+
+/// Prepares an origin's response for the client: removes hop-by-hop and bypass
+/// headers, and streams the body under the response limits, watched by the
+/// connection's response watch. Refuses a response whose declared length is over
+/// `limits.max_response_body_bytes`, or that does not fit in the response buffer
+/// budgets of the client's address and of the process, and drops its body.
+pub(crate) fn pass_on(
+    shared: &Shared,
+    context: &ConnectionContext,
+    response: Response<Incoming>,
+) -> Result<Response<ProxyBody>, UpstreamFailure> {
+    let limits = &shared.config.limits;
     let (mut parts, body) = response.into_parts();
     if declared_length(&parts.headers).is_some_and(|length| length > limits.max_response_body_bytes)
     {
         return Err(UpstreamFailure::ResponseTooLarge);
     }
+    let largest_buffer = if body.is_end_stream() {
+        0
+    } else {
+        let bound = upstream::response_buffer_bound(parts.version, &shared.config);
+        body.size_hint()
+            .upper()
+            .map_or(bound, |length| length.min(bound))
+    };
+    let reservation = budget::reserve(
+        &context.permit.responses,
+        &shared.response_budget,
+        largest_buffer,
+    )
+    .map_err(UpstreamFailure::Overloaded)?;
     remove_hop_by_hop(&mut parts.headers, false);
     remove_bypass_headers(&mut parts.headers);
     parts.version = Version::HTTP_11;
-    let body = responses
-        .watch(body, limits.max_response_body_bytes)
+    let body = context
+        .responses
+        .watch(body, limits.max_response_body_bytes, reservation)
         .boxed();
     Ok(Response::from_parts(parts, body))
 }

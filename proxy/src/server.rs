@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::boundary::Collaborators;
+use crate::budget::Budget;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::connection::{ConnectionLimiter, Listener};
 use crate::listener;
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) upstream: Upstream,
     pub(crate) metrics: ProxyMetrics,
     pub(crate) limiter: Arc<ConnectionLimiter>,
+    /// The process's budget of response buffers.
+    pub(crate) response_budget: Arc<Budget>,
     pub(crate) landing_tls: Arc<ServerConfig>,
     /// Signer and spent-ticket store of swg's cookies, tickets and form tokens;
     /// without them swg sets no cookies and warn verdicts are blocked.
@@ -248,7 +251,14 @@ impl ProxyBuilder {
             })
             .unwrap_or(86_400);
         let shared = Shared {
-            limiter: ConnectionLimiter::new(config.limits.max_connections_per_client),
+            limiter: ConnectionLimiter::new(
+                config.limits.max_connections_per_client,
+                config.limits.max_response_buffer_bytes_per_client,
+            ),
+            response_budget: Budget::new(
+                config.limits.max_response_buffer_bytes,
+                Some(metrics.response_buffer_bytes.clone()),
+            ),
             metrics,
             flows: FlowMemory::new(
                 Duration::from_secs(config.auth_attempt_window_secs),

@@ -26,6 +26,7 @@ use prometheus::IntCounter;
 use tokio::time::Instant;
 
 use crate::body::{count_against_limit, BodyError, BoxError};
+use crate::budget::Reservation;
 
 /// The response bodies of one client connection, checked for progress.
 pub(crate) struct ResponseWatch {
@@ -56,6 +57,9 @@ struct Slot {
 struct SlotState {
     /// The origin's body; none once the watch has ended it.
     origin: Option<Incoming>,
+    /// The response buffer reservation, given back when the origin's body is
+    /// finished, fails or is dropped.
+    reservation: Reservation,
     /// The task that last found the body pending, woken when the watch ends it.
     waker: Option<Waker>,
 }
@@ -79,12 +83,19 @@ impl ResponseWatch {
     }
 
     /// Wraps the origin's response body, counting `limit` bytes at most, and
-    /// registers it.
-    pub(crate) fn watch(&self, origin: Incoming, limit: u64) -> WatchedBody {
+    /// registers it. The body keeps `reservation` for as long as the origin's body
+    /// may buffer.
+    pub(crate) fn watch(
+        &self,
+        origin: Incoming,
+        limit: u64,
+        reservation: Reservation,
+    ) -> WatchedBody {
         let slot = Arc::new(Slot {
             last_progress_ns: AtomicU64::new(self.now_ns()),
             state: Mutex::new(SlotState {
                 origin: Some(origin),
+                reservation,
                 waker: None,
             }),
         });
@@ -191,9 +202,11 @@ impl Slot {
         }
         self.last_progress_ns.store(u64::MAX, Ordering::Release);
         let origin = state.origin.take();
+        let reservation = std::mem::take(&mut state.reservation);
         let waker = state.waker.take();
         drop(state);
         drop(origin);
+        drop(reservation);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -237,12 +250,17 @@ impl Body for WatchedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Err(error))) => {
+                state.reservation.give_back();
+                Poll::Ready(Some(Err(error.into())))
+            }
             Poll::Ready(None) => {
-                // A finished body is never stalled, however long it is kept.
+                // A finished body is never stalled, however long it is kept, and
+                // buffers nothing more.
                 this.slot
                     .last_progress_ns
                     .store(u64::MAX, Ordering::Release);
+                state.reservation.give_back();
                 Poll::Ready(None)
             }
             Poll::Pending => {

@@ -5,13 +5,13 @@
 //! Extension offers and the origin's choice pass unchanged.
 
 use http::{header, Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{empty, ProxyBody};
 use crate::connection::ConnectionContext;
 use crate::headers::remove_hop_by_hop;
+use crate::request;
 use crate::server::Shared;
 use crate::target::Target;
 use crate::tunnel::{self, TunnelEnd};
@@ -20,7 +20,7 @@ use crate::upstream::UpstreamFailure;
 /// Sends a WebSocket handshake to the origin and, when it switches protocols, joins
 /// the client and origin connections in a background task, which keeps the client
 /// connection's permit until the tunnel ends. A response other than the switch is
-/// watched by the connection's response watch.
+/// passed on like any other response.
 pub(crate) async fn tunnel(
     shared: &Shared,
     context: &ConnectionContext,
@@ -71,14 +71,7 @@ pub(crate) async fn tunnel(
         };
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut parts, body) = response.into_parts();
-        remove_hop_by_hop(&mut parts.headers, false);
-        let limits = &shared.config.limits;
-        let body = context
-            .responses
-            .watch(body, limits.max_response_body_bytes)
-            .boxed();
-        return Ok(Response::from_parts(parts, body));
+        return request::pass_on(shared, context, response);
     }
 
     let origin_upgrade = hyper::upgrade::on(&mut response);

@@ -304,7 +304,7 @@ async fn http2_connection_without_requests_closed() {
 
     // The connection preface, an empty SETTINGS frame, and a HEADERS frame on stream
     // 1 without END_HEADERS, whose block (`:method: GET`) is never continued.
-    let mut unfinished = landing_tls(&harness, "origin.test", b"h2").await;
+    let mut unfinished = harness.landing_tls("origin.test", b"h2").await;
     let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
     frames.extend_from_slice(&[0, 0, 1, 0x1, 0x1, 0, 0, 0, 1, 0x82]);
@@ -363,7 +363,7 @@ async fn http2_stalled_reader_gets_whole_response() {
         inner: tcp,
         gate: Arc::clone(&reads),
     };
-    let tls = tokio_rustls::TlsConnector::from(landing_client_config(&harness, b"h2"))
+    let tls = tokio_rustls::TlsConnector::from(harness.landing_client_config(b"h2"))
         .connect(ServerName::try_from("origin.test").unwrap(), gated)
         .await
         .unwrap();
@@ -508,7 +508,7 @@ async fn h2_connection_with_task(
     h2::client::SendRequest<bytes::Bytes>,
     tokio::task::JoinHandle<()>,
 ) {
-    let tls = landing_tls(harness, "origin.test", b"h2").await;
+    let tls = harness.landing_tls("origin.test", b"h2").await;
     let (sender, connection) = h2::client::handshake(tls).await.unwrap();
     let task = tokio::spawn(async move {
         let _ = connection.await;
@@ -540,34 +540,6 @@ async fn h2_get(
         received.extend_from_slice(&chunk);
     }
     received
-}
-
-/// Opens a TLS connection to the landing for `host`, offering only `alpn`.
-async fn landing_tls(
-    harness: &Harness,
-    host: &str,
-    alpn: &[u8],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(harness.tls).await.unwrap();
-    tokio_rustls::TlsConnector::from(landing_client_config(harness, alpn))
-        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
-/// Returns a TLS client configuration that trusts swg's CA and offers only `alpn`.
-fn landing_client_config(harness: &Harness, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(harness.leaves.ca.der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    Arc::new(config)
 }
 
 /// Builds an HTTP/1.1 request head of exactly `length` bytes (request line, fields and the
@@ -656,7 +628,7 @@ async fn header_limit_exact_on_every_listener() {
             ],
             length,
         );
-        let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
+        let tls = harness.landing_tls("origin.test", b"http/1.1").await;
         let (response, closed) = exchange(tls, &head).await;
         assert!(
             response.starts_with(expected),
@@ -808,7 +780,7 @@ async fn duplicate_host_rejected_on_every_listener() {
     );
     assert!(closed);
 
-    let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
+    let tls = harness.landing_tls("origin.test", b"http/1.1").await;
     let head =
         format!("GET /small HTTP/1.1\r\nHost: origin.test:{secure}\r\nHost: other.test\r\n\r\n");
     let (response, closed) = exchange(tls, &head).await;
@@ -849,7 +821,7 @@ async fn http11_without_host_rejected_everywhere() {
     let harness = Harness::start(|_| {}).await;
 
     // Without the check the TLS landing would judge and forward the SNI's host.
-    let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
+    let tls = harness.landing_tls("origin.test", b"http/1.1").await;
     let (response, closed) = exchange(tls, "GET /small HTTP/1.1\r\n\r\n").await;
     assert!(
         response.starts_with("HTTP/1.1 400"),
@@ -879,7 +851,7 @@ async fn http11_without_host_rejected_everywhere() {
     assert!(closed);
 
     // HTTP/1.0 may omit Host: the landing takes the SNI, as before.
-    let tls = landing_tls(&harness, "origin.test", b"http/1.1").await;
+    let tls = harness.landing_tls("origin.test", b"http/1.1").await;
     let (response, _) = exchange(tls, "GET /small HTTP/1.0\r\n\r\n").await;
     let status_line = response.lines().next().unwrap_or_default();
     assert!(status_line.starts_with("HTTP/1."), "{response:?}");
@@ -1016,7 +988,7 @@ async fn http1_stalled_download_closes_connection() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     let tcp = socket.connect(harness.tls).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(landing_client_config(&harness, b"http/1.1"))
+    let mut tls = tokio_rustls::TlsConnector::from(harness.landing_client_config(b"http/1.1"))
         .connect(ServerName::try_from("origin.test").unwrap(), tcp)
         .await
         .unwrap();
@@ -1110,4 +1082,58 @@ async fn header_count_limit_applies() {
             );
         }
     }
+}
+
+/// Responses that clients do not read hold their buffers against the budget of the
+/// client's address: once it is spent, the next response is refused with 503, and
+/// the budget comes back when a stalled response goes.
+#[tokio::test]
+async fn response_buffer_budget_refuses_then_recovers() {
+    let harness = Harness::start(|config| {
+        config.limits.max_response_buffer_bytes = 8 << 20;
+        config.limits.max_response_buffer_bytes_per_client = 4 << 20;
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let origin = origin::start_https(certificate, &[b"h2"]).await;
+    let port = origin.port();
+    let reserved = || harness.metric("swg_proxy_response_buffer_bytes", &[]);
+
+    // Each download of unknown length from an HTTP/2 origin reserves one stream
+    // window, 2 MiB: two of them spend the 4 MiB of the client's address.
+    let large = format!("https://origin.test:{port}/zeros-unsized?{}", 64u64 << 20);
+    let first = h2_stalled_download(&harness, &large).await;
+    let second = h2_stalled_download(&harness, &large).await;
+    assert_eq!(reserved(), f64::from(4u32 << 20));
+
+    let small = format!("https://origin.test:{port}/small");
+    let refused = curl(harness.landing_args("origin.test", port), &small).await;
+    assert_eq!(refused.status, 503, "{}", refused.stderr);
+    assert_eq!(
+        refused.body,
+        "swg-page: upstream-error overloaded overloaded\n"
+    );
+    assert_eq!(
+        harness.metric("swg_proxy_upstream_errors_total", &[("kind", "overloaded")]),
+        1.0
+    );
+    assert_eq!(reserved(), f64::from(4u32 << 20));
+
+    // Closing one stalled client connection ends its response and gives its
+    // window back.
+    let (response, sender, connection) = first;
+    drop((response, sender));
+    connection.abort();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reserved() > f64::from(2u32 << 20) {
+        assert!(Instant::now() < deadline, "reservation not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let served = curl(harness.landing_args("origin.test", port), &small).await;
+    assert_eq!(served.status, 200, "{}", served.stderr);
+    assert_eq!(served.body, "hello from origin\n");
+    // The small response gave its 18 bytes back when it ended.
+    assert_eq!(reserved(), f64::from(2u32 << 20));
+    drop(second);
 }

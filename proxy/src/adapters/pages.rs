@@ -74,5 +74,6 @@ fn error_kind(failure: UpstreamFailure) -> UpstreamErrorKind {
         UpstreamFailure::TimedOut => UpstreamErrorKind::TimedOut,
         UpstreamFailure::RequestTooLarge => UpstreamErrorKind::RequestTooLarge,
         UpstreamFailure::ResponseTooLarge => UpstreamErrorKind::ResponseTooLarge,
+        UpstreamFailure::Overloaded(_) => UpstreamErrorKind::Overloaded,
     }
 }

@@ -8,7 +8,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -26,10 +26,7 @@ use crate::resolve::Resolve;
 
 /// Initial HTTP/2 stream window towards origins: one download moves up to 2 MiB per
 /// round trip, 40 MB/s at 50 ms. It is also the most that swg buffers for a
-/// response whose client stopped reading, until the response watch ends it.
-///
-/// NOTE: nothing bounds the sum of these buffers over all responses, which
-/// clients reading many streams slowly can raise to hundreds of MiB.
+/// response whose client reads slowly, which the response buffer budgets count.
 const STREAM_WINDOW: u32 = 2 << 20;
 /// The streams per origin connection that the connection window covers. nginx
 /// allows 128 concurrent streams by default, other servers commonly 100 to 256 (an
@@ -41,6 +38,41 @@ const WINDOWED_STREAMS: u32 = 128;
 /// `WINDOWED_STREAMS` streams. At most origins, a stream over that count waits for
 /// a free stream anyway.
 const CONNECTION_WINDOW: u32 = STREAM_WINDOW * WINDOWED_STREAMS;
+
+/// Returns the largest buffer that a response from an origin speaking `version`
+/// can fill in swg while its client does not read: one stream window over HTTP/2,
+/// hyper's read buffer over HTTP/1.1.
+pub(crate) fn response_buffer_bound(version: Version, config: &ProxyConfig) -> u64 {
+    if version == Version::HTTP_2 {
+        u64::from(STREAM_WINDOW)
+    } else {
+        http1_buffer_size(config) as u64
+    }
+}
+
+/// hyper's HTTP/1.1 read buffer towards origins, which must hold a response head.
+fn http1_buffer_size(config: &ProxyConfig) -> usize {
+    config.limits.max_header_bytes.max(8192) as usize
+}
+
+/// The response buffer budget that a refused response did not fit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferBudget {
+    /// `limits.max_response_buffer_bytes_per_client`, of the client's address.
+    Client,
+    /// `limits.max_response_buffer_bytes`, of the whole process.
+    Process,
+}
+
+impl BufferBudget {
+    /// Returns the configuration key of the budget.
+    pub fn key(self) -> &'static str {
+        match self {
+            BufferBudget::Client => "limits.max_response_buffer_bytes_per_client",
+            BufferBudget::Process => "limits.max_response_buffer_bytes",
+        }
+    }
+}
 
 /// Why a request could not be forwarded, in the terms of the error page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +91,8 @@ pub enum UpstreamFailure {
     ResponseTooLarge,
     /// The request names no valid host.
     InvalidHost,
+    /// The response did not fit in a response buffer budget.
+    Overloaded(BufferBudget),
 }
 
 impl UpstreamFailure {
@@ -72,6 +106,7 @@ impl UpstreamFailure {
             UpstreamFailure::RequestTooLarge => "request_too_large",
             UpstreamFailure::ResponseTooLarge => "response_too_large",
             UpstreamFailure::InvalidHost => "invalid_host",
+            UpstreamFailure::Overloaded(_) => "overloaded",
         }
     }
 
@@ -105,6 +140,12 @@ impl UpstreamFailure {
                 "upstream error: response body over limits.max_response_body_bytes".to_owned()
             }
             UpstreamFailure::InvalidHost => "upstream error: invalid host".to_owned(),
+            UpstreamFailure::Overloaded(budget) => {
+                format!(
+                    "upstream error: gateway overloaded, response buffers at {}",
+                    budget.key()
+                )
+            }
         }
     }
 
@@ -118,6 +159,7 @@ impl UpstreamFailure {
             UpstreamFailure::TimedOut => StatusCode::GATEWAY_TIMEOUT,
             UpstreamFailure::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UpstreamFailure::InvalidHost => StatusCode::BAD_REQUEST,
+            UpstreamFailure::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -205,7 +247,7 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.timeouts.origin_idle())
             .pool_max_idle_per_host(256)
-            .http1_max_buf_size(config.limits.max_header_bytes.max(8192) as usize)
+            .http1_max_buf_size(http1_buffer_size(config))
             .http2_initial_stream_window_size(STREAM_WINDOW)
             .http2_initial_connection_window_size(CONNECTION_WINDOW)
             .http2_max_header_list_size(config.limits.max_header_bytes)

@@ -345,6 +345,37 @@ impl Harness {
         ]
     }
 
+    /// Opens a TLS connection to the landing for `host`, offering only `alpn`.
+    pub async fn landing_tls(
+        &self,
+        host: &str,
+        alpn: &[u8],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(self.tls).await.unwrap();
+        tokio_rustls::TlsConnector::from(self.landing_client_config(alpn))
+            .connect(
+                rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Returns a TLS client configuration that trusts swg's CA and offers only `alpn`.
+    pub fn landing_client_config(&self, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.leaves.ca.der.clone()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(config)
+    }
+
     /// Arguments that send curl to the TLS landing for `host:port`.
     pub fn landing_args(&self, host: &str, port: u16) -> Vec<String> {
         vec![
