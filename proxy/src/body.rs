@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,14 +47,56 @@ pub enum BodyError {
     IdleTimeout(Duration),
 }
 
+/// When a request body last yielded a frame, shared between the body and the wait
+/// for the origin's response. hyper polls a request body only when the origin can
+/// take what it yields, so an origin that stops taking an upload (an HTTP/2 stream
+/// window it never opens, a full TCP buffer) leaves the body's own idle timer
+/// unpolled. The wait for the response checks the progress from outside.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyProgress {
+    clock: Arc<ProgressClock>,
+}
+
+#[derive(Debug)]
+struct ProgressClock {
+    started: Instant,
+    /// Nanoseconds from `started` to the last frame, or to the start before the first.
+    last_frame_ns: AtomicU64,
+}
+
+impl BodyProgress {
+    fn new() -> BodyProgress {
+        BodyProgress {
+            clock: Arc::new(ProgressClock {
+                started: Instant::now(),
+                last_frame_ns: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn record(&self) {
+        let elapsed = u64::try_from(self.clock.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.clock.last_frame_ns.store(elapsed, Ordering::Release);
+    }
+
+    /// Completes once the body has yielded no frame for `idle_timeout`.
+    pub(crate) async fn stalled(&self, idle_timeout: Duration) {
+        loop {
+            let last_frame = self.clock.started
+                + Duration::from_nanos(self.clock.last_frame_ns.load(Ordering::Acquire));
+            let deadline = last_frame + idle_timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
 pin_project! {
     /// Passes a request body through frame by frame, ending it with an error when
-    /// it exceeds `limit` bytes or stays idle for `idle_timeout`. Response bodies go
-    /// through the connection's response watch instead.
-    ///
-    /// NOTE: the idle timeout is checked only while the body is polled, so an
-    /// origin that stops taking an upload (an HTTP/2 stream window it never opens)
-    /// keeps the request open past it.
+    /// it exceeds `limit` bytes or stays idle for `idle_timeout` while hyper polls
+    /// it. Response bodies go through the connection's response watch instead.
     pub(crate) struct GuardedBody<B> {
         #[pin]
         inner: B,
@@ -65,6 +107,7 @@ pin_project! {
         seen: u64,
         end_signal: Option<oneshot::Sender<()>>,
         limit_exceeded: Option<Arc<AtomicBool>>,
+        progress: Option<BodyProgress>,
     }
 }
 
@@ -79,7 +122,15 @@ impl<B> GuardedBody<B> {
             seen: 0,
             end_signal: None,
             limit_exceeded: None,
+            progress: None,
         }
+    }
+
+    /// Returns the body's progress, recorded from now on.
+    pub(crate) fn progress(&mut self) -> BodyProgress {
+        let progress = BodyProgress::new();
+        self.progress = Some(progress.clone());
+        progress
     }
 
     /// Returns a receiver that completes when the body has been read to its end, or
@@ -125,6 +176,9 @@ where
                 this.idle
                     .as_mut()
                     .reset(Instant::now() + *this.idle_timeout);
+                if let Some(progress) = this.progress {
+                    progress.record();
+                }
                 if this.inner.is_end_stream() {
                     signal_end(this.end_signal);
                 }

@@ -199,12 +199,13 @@ async fn forward(
     let mut body = GuardedBody::new(body, limits.max_request_body_bytes, idle);
     let request_sent = body.end_signal();
     let limit_exceeded = body.limit_exceeded();
+    let progress = body.progress();
     let body = body.boxed();
 
     let started = Instant::now();
     let response = shared
         .upstream
-        .send(Request::from_parts(parts, body), request_sent)
+        .send(Request::from_parts(parts, body), request_sent, progress)
         .await
         .map_err(|failure| {
             if limit_exceeded.load(Ordering::Acquire) {

@@ -369,6 +369,36 @@ async fn body_size_limits_apply() {
     std::fs::remove_file(&upload).unwrap();
 }
 
+/// An origin that stops taking an upload leaves the request body unpolled; the
+/// request still times out after `timeouts.idle_ms` without progress, over both
+/// HTTP versions towards the origin.
+#[tokio::test]
+async fn upload_stalled_by_origin_times_out() {
+    let harness = Harness::start(|config| {
+        config.timeouts.idle_ms = 1_000;
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+        let port = origin::start_https(certificate, &[alpn]).await.port();
+        let url = format!("https://origin.test:{port}/ignore-body");
+        let started = Instant::now();
+        let status = h2_upload(&harness, &url, 64 << 20, false).await;
+        let waited = started.elapsed();
+        let origin = String::from_utf8_lossy(alpn);
+        assert_eq!(status, 504, "origin {origin}");
+        assert!(
+            waited >= std::time::Duration::from_millis(1_000),
+            "origin {origin}: answered after {waited:?}"
+        );
+    }
+    assert_eq!(
+        harness.metric("swg_proxy_upstream_errors_total", &[("kind", "timed_out")]),
+        2.0
+    );
+}
+
 /// POSTs `length` bytes to `url` at the landing over HTTP/2, with a
 /// `Content-Length` when `declared`, and returns the response status.
 async fn h2_upload(harness: &Harness, url: &str, length: usize, declared: bool) -> u16 {
@@ -384,20 +414,30 @@ async fn h2_upload(harness: &Harness, url: &str, length: usize, declared: bool) 
     }
     let request = request.body(()).unwrap();
     let (response, mut upload) = sender.send_request(request, false).unwrap();
-    // h2 queues what the stream window does not cover yet.
-    for chunk in vec![b'a'; length].chunks(16 * 1024) {
-        if upload
-            .send_data(bytes::Bytes::copy_from_slice(chunk), false)
-            .is_err()
-        {
-            break;
+    // Sends as the stream window allows, from one shared chunk, so that memory stays
+    // flat for other tests in this process; in a task, because the window may never
+    // open.
+    let sending = tokio::spawn(async move {
+        let chunk = bytes::Bytes::from(vec![b'a'; 16 * 1024]);
+        let mut remaining = length;
+        while remaining > 0 {
+            upload.reserve_capacity(chunk.len().min(remaining));
+            let granted = match std::future::poll_fn(|cx| upload.poll_capacity(cx)).await {
+                Some(Ok(granted)) => granted.min(remaining),
+                _ => return,
+            };
+            if upload.send_data(chunk.slice(..granted), false).is_err() {
+                return;
+            }
+            remaining -= granted;
         }
-    }
-    let _ = upload.send_data(bytes::Bytes::new(), true);
+        let _ = upload.send_data(bytes::Bytes::new(), true);
+    });
     let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
         .await
         .expect("no response within 10 s")
         .unwrap();
+    sending.abort();
     connection.abort();
     response.status().as_u16()
 }

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 pub use connector::{ConnectError, ConnectTimeouts, OriginConnector, OriginStream};
 pub use tls::{CertificateProblem, OriginTls, TrustError};
 
-use crate::body::{BodyError, ProxyBody};
+use crate::body::{BodyError, BodyProgress, ProxyBody};
 use crate::config::ProxyConfig;
 use crate::destination::{DestinationPolicy, Refusal};
 use crate::resolve::Resolve;
@@ -216,6 +216,8 @@ pub struct Upstream {
     unpooled_client: Client<OriginConnector, ProxyBody>,
     connector: OriginConnector,
     first_byte: Duration,
+    /// Idle timeout of a request body, until the body ends.
+    idle: Duration,
     /// `swg_proxy_upstream_resends_total{reason}`.
     resends: IntCounterVec,
 }
@@ -266,6 +268,7 @@ impl Upstream {
             unpooled_client,
             connector,
             first_byte: config.timeouts.first_byte(),
+            idle: config.timeouts.idle(),
             resends,
         }
     }
@@ -274,7 +277,10 @@ impl Upstream {
     ///
     /// The first-byte timeout starts when `request_sent` completes, which happens when
     /// the request body has been read to its end or dropped. A long upload therefore
-    /// does not count against it, and the body's idle timeout bounds a stalled upload.
+    /// does not count against it. Until then, a request with a body fails with a
+    /// timeout once `body` has yielded no frame for the idle timeout, whether the
+    /// client stopped sending or the origin stopped taking the upload. Dropping
+    /// hyper's request then resets its HTTP/2 stream.
     ///
     /// A request without a body, of any method, is sent again when an HTTP/2 origin
     /// did not process it. The origin then refused its stream, or closed the pooled
@@ -285,16 +291,29 @@ impl Upstream {
     /// share one new connection. Should that connection not process it either, a
     /// third attempt goes on a connection of its own, in HTTP/2 or HTTP/1.1 as ALPN
     /// selects.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: Request<ProxyBody>,
         request_sent: oneshot::Receiver<()>,
+        body: BodyProgress,
     ) -> Result<Response<Incoming>, UpstreamFailure> {
         let replay = replay_of(&request);
         let first_byte = self.first_byte;
+        // hyper never polls an empty body, so it has no idle timeout: its request
+        // waits for a connection, which the connect and TLS handshake timeouts
+        // bound, and for a free HTTP/2 stream.
+        let idle = (!request.body().is_end_stream()).then_some(self.idle);
         let deadline = async move {
-            let _ = request_sent.await;
-            tokio::time::sleep(first_byte).await;
+            let stalled = async {
+                match idle {
+                    Some(idle) => body.stalled(idle).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = request_sent => tokio::time::sleep(first_byte).await,
+                () = stalled => {}
+            }
         };
         tokio::pin!(deadline);
 

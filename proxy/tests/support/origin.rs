@@ -251,6 +251,13 @@ async fn route(mut request: Request<Incoming>) -> Result<Response<OriginBody>, I
             Response::new(StreamBody::new(stream::iter(frames)).boxed())
         }
         "/ws" => websocket(request),
+        "/ignore-body" => {
+            // Holds the request without reading its body, so that the stream
+            // window (or TCP buffer) fills and the upload stops.
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            drop(request);
+            text("ignored\n")
+        }
         "/slow" => {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             text("slow\n")
