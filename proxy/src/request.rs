@@ -199,7 +199,8 @@ async fn forward(
     let mut body = GuardedBody::new(body, limits.max_request_body_bytes, idle);
     let request_sent = body.end_signal();
     let limit_exceeded = body.limit_exceeded();
-    let progress = body.progress();
+    // hyper never polls an empty body, so it has no progress to follow.
+    let progress = (!body.is_end_stream()).then(|| body.progress());
     let body = body.boxed();
 
     let started = Instant::now();

@@ -277,10 +277,10 @@ impl Upstream {
     ///
     /// The first-byte timeout starts when `request_sent` completes, which happens when
     /// the request body has been read to its end or dropped. A long upload therefore
-    /// does not count against it. Until then, a request with a body fails with a
-    /// timeout once `body` has yielded no frame for the idle timeout, whether the
-    /// client stopped sending or the origin stopped taking the upload. Dropping
-    /// hyper's request then resets its HTTP/2 stream.
+    /// does not count against it. Until then, a request with a body, whose progress
+    /// `body` follows, fails with a timeout once the body has yielded no frame for
+    /// the idle timeout, whether the client stopped sending or the origin stopped
+    /// taking the upload. Dropping hyper's request then resets its HTTP/2 stream.
     ///
     /// A request without a body, of any method, is sent again when an HTTP/2 origin
     /// did not process it. The origin then refused its stream, or closed the pooled
@@ -295,18 +295,18 @@ impl Upstream {
         &self,
         request: Request<ProxyBody>,
         request_sent: oneshot::Receiver<()>,
-        body: BodyProgress,
+        body: Option<BodyProgress>,
     ) -> Result<Response<Incoming>, UpstreamFailure> {
         let replay = replay_of(&request);
         let first_byte = self.first_byte;
-        // hyper never polls an empty body, so it has no idle timeout: its request
-        // waits for a connection, which the connect and TLS handshake timeouts
-        // bound, and for a free HTTP/2 stream.
-        let idle = (!request.body().is_end_stream()).then_some(self.idle);
+        let idle = self.idle;
         let deadline = async move {
+            // Without a body to follow, the request waits for a connection, which
+            // the connect and TLS handshake timeouts bound, and for a free HTTP/2
+            // stream.
             let stalled = async {
-                match idle {
-                    Some(idle) => body.stalled(idle).await,
+                match body {
+                    Some(body) => body.stalled(idle).await,
                     None => std::future::pending().await,
                 }
             };
