@@ -1,6 +1,5 @@
 //! One request through the proxy: target, identity, policy, then upstream or a page.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +10,7 @@ use hyper::body::{Body as _, Incoming};
 use tracing::Instrument;
 
 use crate::auth_host;
-use crate::body::{empty, full, GuardedBody, ProxyBody};
+use crate::body::{empty, full, Cut, GuardedBody, ProxyBody};
 use crate::boundary::{
     Action, ClientIdentity, Decision, PageKind, PageRequest, ProxyEvent, Verdict,
 };
@@ -198,22 +197,23 @@ async fn forward(
     parts.version = Version::HTTP_11;
     let mut body = GuardedBody::new(body, limits.max_request_body_bytes, idle);
     let request_sent = body.end_signal();
-    let limit_exceeded = body.limit_exceeded();
-    // hyper never polls an empty body, so it has no progress to follow.
-    let progress = (!body.is_end_stream()).then(|| body.progress());
+    // hyper never polls an empty body, so there is nothing to watch.
+    let watch = (!body.is_end_stream()).then(|| body.watch());
     let body = body.boxed();
 
     let started = Instant::now();
     let response = shared
         .upstream
-        .send(Request::from_parts(parts, body), request_sent, progress)
+        .send(
+            Request::from_parts(parts, body),
+            request_sent,
+            watch.clone(),
+        )
         .await
-        .map_err(|failure| {
-            if limit_exceeded.load(Ordering::Acquire) {
-                UpstreamFailure::RequestTooLarge
-            } else {
-                failure
-            }
+        .map_err(|failure| match watch.and_then(|watch| watch.cut()) {
+            Some(Cut::TooLarge) => UpstreamFailure::RequestTooLarge,
+            Some(Cut::Idle) => UpstreamFailure::TimedOut,
+            None => failure,
         })?;
     shared
         .metrics

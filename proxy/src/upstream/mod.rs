@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 pub use connector::{ConnectError, ConnectTimeouts, OriginConnector, OriginStream};
 pub use tls::{CertificateProblem, OriginTls, TrustError};
 
-use crate::body::{BodyError, BodyProgress, ProxyBody};
+use crate::body::{BodyError, BodyWatch, ProxyBody};
 use crate::config::ProxyConfig;
 use crate::destination::{DestinationPolicy, Refusal};
 use crate::resolve::Resolve;
@@ -277,10 +277,11 @@ impl Upstream {
     ///
     /// The first-byte timeout starts when `request_sent` completes, which happens when
     /// the request body has been read to its end or dropped. A long upload therefore
-    /// does not count against it. Until then, a request with a body, whose progress
-    /// `body` follows, fails with a timeout once the body has yielded no frame for
-    /// the idle timeout, whether the client stopped sending or the origin stopped
-    /// taking the upload. Dropping hyper's request then resets its HTTP/2 stream.
+    /// does not count against it. Until then, a request with a body, which `body`
+    /// watches, fails with a timeout once the body has yielded no frame for the
+    /// idle timeout since hyper first polled it, whether the client stopped sending
+    /// or the origin stopped taking the upload. Dropping hyper's request then
+    /// resets its HTTP/2 stream.
     ///
     /// A request without a body, of any method, is sent again when an HTTP/2 origin
     /// did not process it. The origin then refused its stream, or closed the pooled
@@ -295,15 +296,15 @@ impl Upstream {
         &self,
         request: Request<ProxyBody>,
         request_sent: oneshot::Receiver<()>,
-        body: Option<BodyProgress>,
+        body: Option<BodyWatch>,
     ) -> Result<Response<Incoming>, UpstreamFailure> {
         let replay = replay_of(&request);
         let first_byte = self.first_byte;
         let idle = self.idle;
         let deadline = async move {
-            // Without a body to follow, the request waits for a connection, which
-            // the connect and TLS handshake timeouts bound, and for a free HTTP/2
-            // stream.
+            // Without a body, or before hyper polls it, the request waits for a
+            // connection, which the connect and TLS handshake timeouts bound, and
+            // for a free HTTP/2 stream.
             let stalled = async {
                 match body {
                     Some(body) => body.stalled(idle).await,
