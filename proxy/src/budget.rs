@@ -7,8 +7,11 @@
 //! them. So before its head is passed on, each response reserves its largest
 //! possible buffer (or its length, when smaller) from the budget of its client's
 //! address and from the budget of the process. It gives the bytes back when its
-//! origin body ends or is dropped. A response that does not fit in either budget is
-//! dropped, which resets its HTTP/2 stream, and the client gets 503.
+//! origin body ends or is dropped. A response that does not fit in one of the
+//! budgets is dropped, which resets its HTTP/2 stream, and the client gets 503.
+//! Requests that are not idempotent reserve the largest buffer before they are
+//! sent instead, so that the origin never processes a request whose response
+//! swg then refuses, and give back the excess when the head arrives.
 //!
 //! The reservation is the worst case, not what is buffered at the moment, so a
 //! budget counts responses in flight at their largest rather than bytes in memory.
@@ -109,6 +112,19 @@ impl Reservation {
     pub(crate) fn give_back(&mut self) {
         self.held = None;
     }
+
+    /// Gives back what is held above `bytes`.
+    pub(crate) fn shrink_to(&mut self, bytes: u64) {
+        let Some(held) = &mut self.held else { return };
+        if bytes == 0 {
+            self.held = None;
+        } else if bytes < held.bytes {
+            let excess = held.bytes - bytes;
+            held.client.give_back(excess);
+            held.process.give_back(excess);
+            held.bytes = bytes;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -165,6 +181,21 @@ mod tests {
             (second.reserved(), process.reserved(), gauge.get()),
             (0, 0, 0)
         );
+    }
+
+    #[test]
+    fn shrinking_gives_back_the_excess() {
+        let process = Budget::new(100, None);
+        let client = Budget::new(100, None);
+        let mut reservation = reserve(&client, &process, 80).unwrap();
+        reservation.shrink_to(90);
+        assert_eq!((client.reserved(), process.reserved()), (80, 80));
+        reservation.shrink_to(30);
+        assert_eq!((client.reserved(), process.reserved()), (30, 30));
+        reservation.shrink_to(0);
+        assert_eq!((client.reserved(), process.reserved()), (0, 0));
+        drop(reservation);
+        assert_eq!((client.reserved(), process.reserved()), (0, 0));
     }
 
     #[test]

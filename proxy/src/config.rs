@@ -258,8 +258,11 @@ impl ProxyConfig {
         {
             return Err(invalid(
                 "limits.max_response_buffer_bytes_per_client",
-                "must be at least 4194304 (two HTTP/2 stream windows) and at most \
-                 limits.max_response_buffer_bytes",
+                &format!(
+                    "must be at least 4194304 (two HTTP/2 stream windows) and at most \
+                     proxy.limits.max_response_buffer_bytes, which is {}",
+                    limits.max_response_buffer_bytes
+                ),
             ));
         }
         if limits.max_pending_accept_reset_streams == 0 || limits.max_local_error_reset_streams == 0

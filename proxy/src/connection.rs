@@ -28,6 +28,10 @@ use crate::target::Scheme;
 const STREAM_WINDOW: u32 = 4 << 20;
 /// Initial HTTP/2 connection window offered to clients.
 const CONNECTION_WINDOW: u32 = 8 << 20;
+/// Data that hyper queues per HTTP/2 stream towards a client beyond what the
+/// client's window lets it send. It outlives the origin's body and its response
+/// buffer reservation, so it is kept small (hyper's default is 400 KiB).
+const CLIENT_SEND_BUFFER: usize = 64 << 10;
 
 /// The listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +234,7 @@ pub(crate) async fn serve_http<I, S>(
             .max_header_list_size(limits.max_header_bytes)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_send_buf_size(CLIENT_SEND_BUFFER)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
         let tracker = RequestTracker::new();

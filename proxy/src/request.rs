@@ -14,7 +14,7 @@ use crate::body::{empty, full, Cut, GuardedBody, ProxyBody};
 use crate::boundary::{
     Action, ClientIdentity, Decision, PageKind, PageRequest, ProxyEvent, Verdict,
 };
-use crate::budget;
+use crate::budget::{self, Reservation};
 use crate::connection::ConnectionContext;
 use crate::cookies::SwgCookies;
 use crate::headers::{is_websocket_upgrade, remove_bypass_headers, remove_hop_by_hop};
@@ -189,6 +189,19 @@ async fn forward(
         return Err(UpstreamFailure::RequestTooLarge);
     }
 
+    // The origin must not process a request that is not idempotent and whose
+    // response swg would then refuse, so such a request reserves the largest
+    // response buffer before it is sent.
+    let reserved = if request.method().is_idempotent() {
+        None
+    } else {
+        let largest = upstream::largest_response_buffer(&shared.config);
+        Some(
+            budget::reserve(&context.permit.responses, &shared.response_budget, largest)
+                .map_err(UpstreamFailure::Overloaded)?,
+        )
+    };
+
     let (mut parts, body) = request.into_parts();
     remove_hop_by_hop(&mut parts.headers, false);
     // hyper writes Host (HTTP/1.1) or :authority (HTTP/2) from the URI.
@@ -221,18 +234,21 @@ async fn forward(
         .with_label_values(&[] as &[&str])
         .observe(started.elapsed().as_secs_f64());
 
-    pass_on(shared, context, response)
+    pass_on(shared, context, response, reserved)
 }
 
 /// Prepares an origin's response for the client: removes hop-by-hop and bypass
 /// headers, and streams the body under the response limits, watched by the
 /// connection's response watch. Refuses a response whose declared length is over
 /// `limits.max_response_body_bytes`, or that does not fit in the response buffer
-/// budgets of the client's address and of the process, and drops its body.
+/// budgets of the client's address and of the process, and drops its body. A
+/// response to a request that `reserved` its buffer before it was sent keeps what
+/// it needs of that reservation instead.
 pub(crate) fn pass_on(
     shared: &Shared,
     context: &ConnectionContext,
     response: Response<Incoming>,
+    reserved: Option<Reservation>,
 ) -> Result<Response<ProxyBody>, UpstreamFailure> {
     let limits = &shared.config.limits;
     let (mut parts, body) = response.into_parts();
@@ -248,12 +264,18 @@ pub(crate) fn pass_on(
             .upper()
             .map_or(bound, |length| length.min(bound))
     };
-    let reservation = budget::reserve(
-        &context.permit.responses,
-        &shared.response_budget,
-        largest_buffer,
-    )
-    .map_err(UpstreamFailure::Overloaded)?;
+    let reservation = match reserved {
+        Some(mut reservation) => {
+            reservation.shrink_to(largest_buffer);
+            reservation
+        }
+        None => budget::reserve(
+            &context.permit.responses,
+            &shared.response_budget,
+            largest_buffer,
+        )
+        .map_err(UpstreamFailure::Overloaded)?,
+    };
     remove_hop_by_hop(&mut parts.headers, false);
     remove_bypass_headers(&mut parts.headers);
     parts.version = Version::HTTP_11;
@@ -402,7 +424,14 @@ impl Exchange<'_> {
             .with_label_values(&[failure.kind()])
             .inc();
         tracing::info!(url = %self.url, kind = failure.kind(), detail = ?failure, "upstream request failed");
-        let response = self.page(PageKind::UpstreamError(failure), Some(&identity));
+        let mut response = self.page(PageKind::UpstreamError(failure), Some(&identity));
+        if let UpstreamFailure::Overloaded(_) = failure {
+            // Responses in flight give their buffers back within seconds unless
+            // their clients stall (an estimate, not a promise).
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        }
         let action = if failure.is_refusal() {
             Action::Block
         } else {

@@ -71,7 +71,7 @@ pub(crate) async fn tunnel(
         };
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return request::pass_on(shared, context, response);
+        return request::pass_on(shared, context, response, None);
     }
 
     let origin_upgrade = hyper::upgrade::on(&mut response);

@@ -1120,6 +1120,16 @@ async fn response_buffer_budget_refuses_then_recovers() {
     );
     assert_eq!(reserved(), f64::from(4u32 << 20));
 
+    // A request that is not idempotent reserves its buffer before it is sent, so
+    // the origin never processes one whose response swg would refuse.
+    let sent_upstream = || harness.metric("swg_proxy_upstream_seconds_count", &[]);
+    let sent_before = sent_upstream();
+    let mut post = harness.landing_args("origin.test", port);
+    post.extend(["--data-binary".to_owned(), "order=1".to_owned()]);
+    let refused = curl(post, &format!("https://origin.test:{port}/count")).await;
+    assert_eq!(refused.status, 503, "{}", refused.stderr);
+    assert_eq!(sent_upstream(), sent_before);
+
     // Closing one stalled client connection ends its response and gives its
     // window back.
     let (response, sender, connection) = first;
@@ -1134,6 +1144,14 @@ async fn response_buffer_budget_refuses_then_recovers() {
     assert_eq!(served.status, 200, "{}", served.stderr);
     assert_eq!(served.body, "hello from origin\n");
     // The small response gave its 18 bytes back when it ended.
+    assert_eq!(reserved(), f64::from(2u32 << 20));
+
+    // With room again, the POST goes through and gives back all it reserved.
+    let mut post = harness.landing_args("origin.test", port);
+    post.extend(["--data-binary".to_owned(), "order=1".to_owned()]);
+    let served = curl(post, &format!("https://origin.test:{port}/count")).await;
+    assert_eq!(served.status, 200, "{}", served.stderr);
+    assert_eq!(served.body, "7\n");
     assert_eq!(reserved(), f64::from(2u32 << 20));
     drop(second);
 }

@@ -50,6 +50,12 @@ pub(crate) fn response_buffer_bound(version: Version, config: &ProxyConfig) -> u
     }
 }
 
+/// Returns the largest buffer that a response from an origin of either HTTP
+/// version can fill in swg while its client does not read.
+pub(crate) fn largest_response_buffer(config: &ProxyConfig) -> u64 {
+    u64::from(STREAM_WINDOW).max(http1_buffer_size(config) as u64)
+}
+
 /// hyper's HTTP/1.1 read buffer towards origins, which must hold a response head.
 fn http1_buffer_size(config: &ProxyConfig) -> usize {
     config.limits.max_header_bytes.max(8192) as usize
