@@ -47,7 +47,7 @@ pub enum BodyError {
     IdleTimeout(Duration),
 }
 
-/// What the wait for the origin's response needs to know about a request body,
+/// The state of a request body that the wait for the origin's response reads,
 /// shared with the body: when it last yielded a frame, and why it was cut.
 ///
 /// hyper polls a request body only when the origin can take what it yields, so an
@@ -71,7 +71,7 @@ struct WatchState {
     cut: AtomicU8,
 }
 
-/// Why a request body was cut.
+/// The reason a request body was cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cut {
     /// It passed its size limit.

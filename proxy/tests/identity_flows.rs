@@ -705,25 +705,7 @@ async fn not_continuable_category_blocked() {
 
 /// An HTTP/2 connection to the TLS landing with SNI `host`.
 async fn h2_connection(harness: &Harness, host: &str) -> h2::client::SendRequest<bytes::Bytes> {
-    use std::sync::Arc;
-
-    use rustls::pki_types::ServerName;
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(harness.leaves.ca.der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(harness.tls).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = harness.landing_tls(host, b"h2").await;
     let (sender, connection) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(async move {
         let _ = connection.await;

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use rustls::pki_types::ServerName;
@@ -99,17 +98,7 @@ async fn one_gibibyte_streams_with_flat_memory() {
 }
 
 fn client_tls(harness: &Harness) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(harness.leaves.ca.der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(harness.landing_client_config(b"http/1.1"))
 }
 
 async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> String {
@@ -320,8 +309,8 @@ async fn body_size_limits_apply() {
 
         // A declared request length over the limit is rejected before forwarding,
         // and a chunked upload is cut when it passes the limit, before the origin
-        // responds. Over HTTP/2 swg answers before the upload ends, and resets the
-        // rest of it with NO_ERROR (RFC 9113, section 8.1). curl 7.88 reports such
+        // responds. Over HTTP/2 swg sends its response before the upload ends, and
+        // resets the rest of it with NO_ERROR (RFC 9113, section 8.1). curl 7.88 reports such
         // an early answer as a stream error when it comes while curl is still
         // sending, so the HTTP/2 cases use the h2 crate's client.
         let url = format!("https://origin.test:{port}/count");
@@ -369,7 +358,7 @@ async fn body_size_limits_apply() {
     std::fs::remove_file(&upload).unwrap();
 }
 
-/// An origin that stops taking an upload leaves the request body unpolled; the
+/// An origin that stops taking an upload leaves the request body unpolled. The
 /// request still times out after `timeouts.idle_ms` without progress, over both
 /// HTTP versions towards the origin.
 #[tokio::test]
@@ -415,8 +404,8 @@ async fn h2_upload(harness: &Harness, url: &str, length: usize, declared: bool) 
     let request = request.body(()).unwrap();
     let (response, mut upload) = sender.send_request(request, false).unwrap();
     // Sends as the stream window allows, from one shared chunk, so that memory stays
-    // flat for other tests in this process; in a task, because the window may never
-    // open.
+    // flat for other tests in this process. It runs in a task because the window
+    // may never open.
     let sending = tokio::spawn(async move {
         let chunk = bytes::Bytes::from(vec![b'a'; 16 * 1024]);
         let mut remaining = length;

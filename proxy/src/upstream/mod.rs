@@ -283,8 +283,8 @@ impl Upstream {
     ///
     /// The first-byte timeout starts when `request_sent` completes, which happens when
     /// the request body has been read to its end or dropped. A long upload therefore
-    /// does not count against it. Until then, a request with a body, which `body`
-    /// watches, fails with a timeout once the body has yielded no frame for the
+    /// does not count against it. Until then, `body` watches a request with a body.
+    /// The request fails with a timeout once the body has yielded no frame for the
     /// idle timeout since hyper first polled it, whether the client stopped sending
     /// or the origin stopped taking the upload. Dropping hyper's request then
     /// resets its HTTP/2 stream.
