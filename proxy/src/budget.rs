@@ -82,7 +82,9 @@ pub(crate) fn reserve(
     bytes: u64,
 ) -> Result<Reservation, BufferBudget> {
     if bytes == 0 {
-        return Ok(Reservation { held: None });
+        return Ok(Reservation {
+            reserved_bytes: None,
+        });
     }
     if !client.take(bytes) {
         return Err(BufferBudget::Client);
@@ -92,7 +94,7 @@ pub(crate) fn reserve(
         return Err(BufferBudget::Process);
     }
     Ok(Reservation {
-        held: Some(Held {
+        reserved_bytes: Some(ReservedBytes {
             bytes,
             client: client.clone(),
             process: process.clone(),
@@ -104,37 +106,39 @@ pub(crate) fn reserve(
 /// The default reservation is empty.
 #[derive(Debug, Default)]
 pub(crate) struct Reservation {
-    held: Option<Held>,
+    reserved_bytes: Option<ReservedBytes>,
 }
 
 impl Reservation {
     /// Gives the bytes back now.
     pub(crate) fn give_back(&mut self) {
-        self.held = None;
+        self.reserved_bytes = None;
     }
 
-    /// Gives back what is held above `bytes`.
+    /// Gives back what is reserved above `bytes`.
     pub(crate) fn shrink_to(&mut self, bytes: u64) {
-        let Some(held) = &mut self.held else { return };
+        let Some(reserved_bytes) = &mut self.reserved_bytes else {
+            return;
+        };
         if bytes == 0 {
-            self.held = None;
-        } else if bytes < held.bytes {
-            let excess = held.bytes - bytes;
-            held.client.give_back(excess);
-            held.process.give_back(excess);
-            held.bytes = bytes;
+            self.reserved_bytes = None;
+        } else if bytes < reserved_bytes.bytes {
+            let excess = reserved_bytes.bytes - bytes;
+            reserved_bytes.client.give_back(excess);
+            reserved_bytes.process.give_back(excess);
+            reserved_bytes.bytes = bytes;
         }
     }
 }
 
 #[derive(Debug)]
-struct Held {
+struct ReservedBytes {
     bytes: u64,
     client: Arc<Budget>,
     process: Arc<Budget>,
 }
 
-impl Drop for Held {
+impl Drop for ReservedBytes {
     fn drop(&mut self) {
         self.client.give_back(self.bytes);
         self.process.give_back(self.bytes);
