@@ -100,8 +100,9 @@ pub struct LimitConfig {
     /// response that does not fit is refused with 503.
     pub max_response_buffer_bytes: u64,
     /// The same for the responses to one client IP address over all its
-    /// connections; at most `max_response_buffer_bytes`.
-    pub max_response_buffer_bytes_per_client: u64,
+    /// connections, at most `max_response_buffer_bytes`. When unset, 512 MiB or
+    /// `max_response_buffer_bytes` when that is smaller.
+    pub max_response_buffer_bytes_per_client: Option<u64>,
     /// Streams a client may reset before they are accepted, per connection, before the
     /// connection is closed (HTTP/2 rapid-reset protection).
     pub max_pending_accept_reset_streams: usize,
@@ -154,7 +155,18 @@ const MIN_RESPONSE_BUFFER_BYTES: u64 = 4 << 20;
 /// every head, about 2 % of swg's instructions per HTTP/1.1 request under callgrind.
 pub(crate) const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
+/// The per-client response buffer budget when none is set and the process's
+/// budget is larger.
+const DEFAULT_RESPONSE_BUFFER_BYTES_PER_CLIENT: u64 = 512 << 20;
+
 impl LimitConfig {
+    /// Returns the response buffer budget of one client address: the configured
+    /// one, or 512 MiB capped at the process's budget.
+    pub fn response_buffer_bytes_per_client(&self) -> u64 {
+        self.max_response_buffer_bytes_per_client
+            .unwrap_or(DEFAULT_RESPONSE_BUFFER_BYTES_PER_CLIENT.min(self.max_response_buffer_bytes))
+    }
+
     /// Returns `max_headers` to hand to hyper, or none when it is hyper's default.
     pub(crate) fn hyper_max_headers(&self) -> Option<usize> {
         (self.max_headers != HYPER_DEFAULT_MAX_HEADERS).then_some(self.max_headers)
@@ -171,7 +183,7 @@ impl Default for LimitConfig {
             max_connections_per_client: 512,
             max_concurrent_streams: 100,
             max_response_buffer_bytes: 2 << 30,
-            max_response_buffer_bytes_per_client: 512 << 20,
+            max_response_buffer_bytes_per_client: None,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
         }
@@ -254,7 +266,7 @@ impl ProxyConfig {
             ));
         }
         if !(MIN_RESPONSE_BUFFER_BYTES..=limits.max_response_buffer_bytes)
-            .contains(&limits.max_response_buffer_bytes_per_client)
+            .contains(&limits.response_buffer_bytes_per_client())
         {
             return Err(invalid(
                 "limits.max_response_buffer_bytes_per_client",
@@ -389,7 +401,7 @@ mod tests {
         let with_limits = |process: u64, per_client: u64| ProxyConfig {
             limits: LimitConfig {
                 max_response_buffer_bytes: process,
-                max_response_buffer_bytes_per_client: per_client,
+                max_response_buffer_bytes_per_client: Some(per_client),
                 ..LimitConfig::default()
             },
             ..ProxyConfig::default()
@@ -412,6 +424,16 @@ mod tests {
         assert_eq!(
             with_limits(8 << 20, 16 << 20).validate().unwrap_err().key,
             "limits.max_response_buffer_bytes_per_client"
+        );
+
+        // Unset, the per-client budget follows a smaller process budget.
+        let mut config = with_limits(256 << 20, 0);
+        config.limits.max_response_buffer_bytes_per_client = None;
+        assert!(config.validate().is_ok());
+        assert_eq!(config.limits.response_buffer_bytes_per_client(), 256 << 20);
+        assert_eq!(
+            LimitConfig::default().response_buffer_bytes_per_client(),
+            512 << 20
         );
     }
 

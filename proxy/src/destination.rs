@@ -13,7 +13,7 @@ use ipnet::IpNet;
 /// Why a destination address is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// One of swg's own public addresses.
+    /// One of swg's own public addresses, or one of the proxy's own listeners.
     Own,
     /// 0.0.0.0/8 or `::`.
     Unspecified,
@@ -93,7 +93,8 @@ impl DestinationPolicy {
     }
 }
 
-fn canonical(ip: IpAddr) -> IpAddr {
+/// Returns the IPv4 address embedded in `ip`, or `ip` itself.
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     embedded_ipv4(ip).map_or(ip, IpAddr::V4)
 }
 

@@ -149,6 +149,7 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) {
+        let mut own_listeners = Vec::new();
         for (name, listener) in [
             ("tls", &listeners.tls),
             ("http", &listeners.http),
@@ -156,8 +157,13 @@ impl Proxy {
         ] {
             if let Ok(address) = listener.local_addr() {
                 tracing::info!(listener = name, %address, "proxy listening");
+                own_listeners.push(address);
             }
         }
+        self.shared
+            .upstream
+            .connector()
+            .set_own_listeners(own_listeners);
         let loops = [
             tokio::spawn(listener::accept_loop(
                 listeners.tls,
@@ -253,7 +259,7 @@ impl ProxyBuilder {
         let shared = Shared {
             limiter: ConnectionLimiter::new(
                 config.limits.max_connections_per_client,
-                config.limits.max_response_buffer_bytes_per_client,
+                config.limits.response_buffer_bytes_per_client(),
             ),
             response_budget: Budget::new(
                 config.limits.max_response_buffer_bytes,

@@ -93,6 +93,37 @@ async fn counting_listener(address: &str) -> (u16, Arc<AtomicUsize>) {
     (port, count)
 }
 
+/// With loopback allowed as a destination, a request aimed at one of swg's own
+/// listeners is refused instead of looping back into swg.
+#[tokio::test]
+async fn own_listeners_refused_when_loopback_allowed() {
+    let harness = Harness::start(|_| {}).await;
+    let targets = [
+        format!("http://127.0.0.1:{}/", harness.http.port()),
+        format!("http://127.0.0.1:{}/", harness.explicit.port()),
+        format!("http://[::ffff:127.0.0.1]:{}/", harness.http.port()),
+    ];
+    for url in &targets {
+        let result = curl(harness.explicit_args(), url).await;
+        assert_eq!(result.status, 403, "{url}: {}", result.stderr);
+        assert_eq!(
+            result.body, "swg-page: upstream-error destination_refused own_address\n",
+            "{url}"
+        );
+    }
+    let tunnel = format!("https://127.0.0.1:{}/", harness.tls.port());
+    let result = curl(harness.explicit_args(), &tunnel).await;
+    assert_eq!(result.status, 403, "{}", result.stderr);
+    assert_eq!(
+        harness.metric("swg_proxy_requests_total", &[("listener", "http")]),
+        0.0
+    );
+    assert_eq!(
+        harness.metric("swg_proxy_requests_total", &[("listener", "tls")]),
+        0.0
+    );
+}
+
 #[tokio::test]
 async fn ssrf_attempts_refused_without_connecting() {
     let harness = Harness::start(|config| {

@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ pub struct OriginConnector {
 struct ConnectorInner {
     resolver: Arc<dyn Resolve>,
     destinations: DestinationPolicy,
+    /// The proxy's own listeners, never a destination, so that a request cannot
+    /// loop back into swg when loopback destinations are allowed.
+    own_listeners: RwLock<Vec<SocketAddr>>,
     tls: OriginTls,
     timeouts: ConnectTimeouts,
 }
@@ -108,10 +111,38 @@ impl OriginConnector {
             inner: Arc::new(ConnectorInner {
                 resolver,
                 destinations,
+                own_listeners: RwLock::new(Vec::new()),
                 tls,
                 timeouts,
             }),
         }
+    }
+
+    /// Records the addresses the proxy's listeners are bound to, which are then
+    /// refused as destinations whatever `allowed_destinations` contains.
+    pub fn set_own_listeners(&self, listeners: Vec<SocketAddr>) {
+        *self
+            .inner
+            .own_listeners
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = listeners;
+    }
+
+    /// Tells whether connecting to `address` would reach one of the proxy's own
+    /// listeners. A listener on an unspecified address counts for loopback too.
+    fn is_own_listener(&self, address: SocketAddr) -> bool {
+        let ip = crate::destination::canonical(address.ip());
+        self.inner
+            .own_listeners
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|listener| {
+                listener.port() == address.port()
+                    && (listener.ip() == ip
+                        || (listener.ip().is_unspecified()
+                            && (ip.is_loopback() || ip.is_unspecified())))
+            })
     }
 
     /// Connects to the origin of `uri` (`http` or `https`). With `http1_only`, only
@@ -127,7 +158,7 @@ impl OriginConnector {
         let host = Host::parse(host_text).map_err(|_| invalid())?;
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
 
-        let addresses = self.destinations(&host, host_text).await?;
+        let addresses = self.destinations(&host, host_text, port).await?;
         let tcp = self.connect_tcp(&addresses, port, host_text).await?;
         if !tls {
             return Ok(OriginStream {
@@ -142,6 +173,7 @@ impl OriginConnector {
         &self,
         host: &Host,
         host_text: &str,
+        port: u16,
     ) -> Result<Vec<IpAddr>, ConnectError> {
         let candidates = match host {
             Host::Ip(ip) => vec![*ip],
@@ -150,7 +182,12 @@ impl OriginConnector {
         let mut first_refusal = None;
         let mut allowed = Vec::with_capacity(candidates.len());
         for address in candidates {
-            match self.inner.destinations.check(address) {
+            let checked = if self.is_own_listener(SocketAddr::new(address, port)) {
+                Err(Refusal::Own)
+            } else {
+                self.inner.destinations.check(address)
+            };
+            match checked {
                 Ok(()) => allowed.push(address),
                 Err(refusal) => {
                     first_refusal.get_or_insert((address, refusal));
