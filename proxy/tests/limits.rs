@@ -1124,8 +1124,8 @@ async fn response_buffer_budget_refuses_then_recovers() {
     // the origin never processes one whose response swg would refuse.
     let sent_upstream = || harness.metric("swg_proxy_upstream_seconds_count", &[]);
     let sent_before = sent_upstream();
-    // Over HTTP/1.1: curl 7.88 reports an HTTP/2 answer that comes before the
-    // upload ends, which swg then resets with NO_ERROR, as a stream error.
+    // The POSTs go over HTTP/1.1. Over HTTP/2, swg sends the 503 before the upload
+    // ends and resets the rest with NO_ERROR, which curl 7.88 reports as an error.
     let mut post = harness.landing_args("origin.test", port);
     post.extend(["--http1.1", "--data-binary", "order=1"].map(str::to_owned));
     let refused = curl(post, &format!("https://origin.test:{port}/count")).await;

@@ -310,9 +310,9 @@ async fn body_size_limits_apply() {
         // A declared request length over the limit is rejected before forwarding,
         // and a chunked upload is cut when it passes the limit, before the origin
         // responds. Over HTTP/2 swg sends its response before the upload ends, and
-        // resets the rest of it with NO_ERROR (RFC 9113, section 8.1). curl 7.88 reports such
-        // an early answer as a stream error when it comes while curl is still
-        // sending, so the HTTP/2 cases use the h2 crate's client.
+        // resets the rest of it with NO_ERROR (RFC 9113, section 8.1). curl 7.88
+        // reports such an early response as a stream error when it arrives while
+        // curl is still sending, so the HTTP/2 cases use the h2 crate's client.
         let url = format!("https://origin.test:{port}/count");
         if version == "--http1.1" {
             let result = support::curl(landing(&["--data-binary", &upload_arg]), &url).await;
@@ -396,6 +396,7 @@ async fn h2_upload(harness: &Harness, url: &str, length: usize, declared: bool) 
     let connection = tokio::spawn(async move {
         let _ = connection.await;
     });
+
     let mut sender = sender.ready().await.unwrap();
     let mut request = http::Request::post(url);
     if declared {
@@ -403,6 +404,7 @@ async fn h2_upload(harness: &Harness, url: &str, length: usize, declared: bool) 
     }
     let request = request.body(()).unwrap();
     let (response, mut upload) = sender.send_request(request, false).unwrap();
+
     // Sends as the stream window allows, from one shared chunk, so that memory stays
     // flat for other tests in this process. It runs in a task because the window
     // may never open.
@@ -412,6 +414,7 @@ async fn h2_upload(harness: &Harness, url: &str, length: usize, declared: bool) 
         while remaining > 0 {
             upload.reserve_capacity(chunk.len().min(remaining));
             let granted = match std::future::poll_fn(|cx| upload.poll_capacity(cx)).await {
+                Some(Ok(0)) => continue,
                 Some(Ok(granted)) => granted.min(remaining),
                 _ => return,
             };
@@ -422,6 +425,7 @@ async fn h2_upload(harness: &Harness, url: &str, length: usize, declared: bool) 
         }
         let _ = upload.send_data(bytes::Bytes::new(), true);
     });
+
     let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
         .await
         .expect("no response within 10 s")
