@@ -94,6 +94,13 @@ pub struct LimitConfig {
     pub max_connections_per_client: usize,
     /// Concurrent HTTP/2 streams allowed per client connection.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 connections that swg may open to one origin. A request goes on the
+    /// first connection with fewer than `http2_streams_per_origin_connection`
+    /// requests in flight, and on the least busy one when all have that many.
+    pub http2_connections_per_origin: usize,
+    /// Requests in flight on one HTTP/2 connection to an origin before swg uses
+    /// the next connection to that origin.
+    pub http2_streams_per_origin_connection: u32,
     /// Bytes that the responses in flight to all clients may buffer together,
     /// counting each at the most it can buffer: one HTTP/2 stream window (2 MiB)
     /// or hyper's HTTP/1.1 read buffer, or its length when that is smaller. A
@@ -182,6 +189,8 @@ impl Default for LimitConfig {
             max_response_body_bytes: 16 << 30,
             max_connections_per_client: 512,
             max_concurrent_streams: 100,
+            http2_connections_per_origin: 16,
+            http2_streams_per_origin_connection: 100,
             max_response_buffer_bytes: 2 << 30,
             max_response_buffer_bytes_per_client: None,
             max_pending_accept_reset_streams: 20,
@@ -256,6 +265,18 @@ impl ProxyConfig {
         if !(1..=10_000).contains(&limits.max_concurrent_streams) {
             return Err(invalid(
                 "limits.max_concurrent_streams",
+                "must be 1 to 10000",
+            ));
+        }
+        if !(1..=256).contains(&limits.http2_connections_per_origin) {
+            return Err(invalid(
+                "limits.http2_connections_per_origin",
+                "must be 1 to 256",
+            ));
+        }
+        if !(1..=10_000).contains(&limits.http2_streams_per_origin_connection) {
+            return Err(invalid(
+                "limits.http2_streams_per_origin_connection",
                 "must be 1 to 10000",
             ));
         }

@@ -22,7 +22,7 @@ use crate::identify::{self, is_top_level_navigation, Asking, Found};
 use crate::reserved;
 use crate::server::Shared;
 use crate::target::Target;
-use crate::upstream::{self, UpstreamFailure};
+use crate::upstream::{self, StreamLease, UpstreamFailure};
 use crate::warn::{self, WarnOutcome};
 use crate::websocket;
 
@@ -215,7 +215,7 @@ async fn forward(
     let body = body.boxed();
 
     let started = Instant::now();
-    let response = shared
+    let (response, lease) = shared
         .upstream
         .send(
             Request::from_parts(parts, body),
@@ -234,7 +234,7 @@ async fn forward(
         .with_label_values(&[] as &[&str])
         .observe(started.elapsed().as_secs_f64());
 
-    pass_on(shared, context, response, reserved)
+    pass_on(shared, context, response, reserved, lease)
 }
 
 /// Prepares an origin's response for the client: removes hop-by-hop and bypass
@@ -243,12 +243,14 @@ async fn forward(
 /// `limits.max_response_body_bytes`, or that does not fit in the response buffer
 /// budgets of the client's address and of the process, and drops its body. A
 /// response to a request that `reserved` its buffer before it was sent keeps what
-/// it needs of that reservation instead.
+/// it needs of that reservation instead. The body keeps `lease`, which counts the
+/// response's stream in its origin pool, until the origin's body is finished.
 pub(crate) fn pass_on(
     shared: &Shared,
     context: &ConnectionContext,
     response: Response<Incoming>,
     reserved: Option<Reservation>,
+    lease: StreamLease,
 ) -> Result<Response<ProxyBody>, UpstreamFailure> {
     let limits = &shared.config.limits;
     let (mut parts, body) = response.into_parts();
@@ -281,7 +283,7 @@ pub(crate) fn pass_on(
     parts.version = Version::HTTP_11;
     let body = context
         .responses
-        .watch(body, limits.max_response_body_bytes, reservation)
+        .watch(body, limits.max_response_body_bytes, reservation, lease)
         .boxed();
     Ok(Response::from_parts(parts, body))
 }

@@ -150,13 +150,8 @@ impl Proxy {
         drain: Duration,
     ) {
         let mut own_listeners = Vec::new();
-        for (name, listener) in [
-            ("tls", &listeners.tls),
-            ("http", &listeners.http),
-            ("explicit", &listeners.explicit),
-        ] {
+        for listener in [&listeners.tls, &listeners.http, &listeners.explicit] {
             if let Ok(address) = listener.local_addr() {
-                tracing::info!(listener = name, %address, "proxy listening");
                 own_listeners.push(address);
             }
         }
@@ -285,12 +280,17 @@ impl ProxyBuilder {
     }
 }
 
+/// Binds one listener and logs its address, so that the log shows every listener
+/// before the gateway reports itself ready.
 async fn bind(listener: &'static str, address: SocketAddr) -> Result<TcpListener, ProxyError> {
-    TcpListener::bind(address)
+    let bound = TcpListener::bind(address)
         .await
         .map_err(|source| ProxyError::Bind {
             listener,
             address,
             source,
-        })
+        })?;
+    let local = bound.local_addr().unwrap_or(address);
+    tracing::info!(listener, address = %local, "proxy listening");
+    Ok(bound)
 }

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::body::{count_against_limit, BodyError, BoxError};
 use crate::budget::Reservation;
+use crate::upstream::StreamLease;
 
 /// The response bodies of one client connection, checked for progress.
 pub(crate) struct ResponseWatch {
@@ -60,6 +61,9 @@ struct SlotState {
     /// The response buffer reservation, given back when the origin's body is
     /// finished, fails or is dropped.
     reservation: Reservation,
+    /// The count of the response's stream in its origin pool, released with
+    /// `reservation`.
+    lease: StreamLease,
     /// The task that last found the body pending, woken when the watch ends it.
     waker: Option<Waker>,
 }
@@ -84,18 +88,20 @@ impl ResponseWatch {
 
     /// Wraps the origin's response body, counting `limit` bytes at most, and
     /// registers it. The body keeps `reservation` for as long as the origin's body
-    /// may buffer.
+    /// may buffer, and `lease` for as long as the origin's stream is open.
     pub(crate) fn watch(
         &self,
         origin: Incoming,
         limit: u64,
         reservation: Reservation,
+        lease: StreamLease,
     ) -> WatchedBody {
         let slot = Arc::new(Slot {
             last_progress_ns: AtomicU64::new(self.now_ns()),
             state: Mutex::new(SlotState {
                 origin: Some(origin),
                 reservation,
+                lease,
                 waker: None,
             }),
         });
@@ -203,10 +209,12 @@ impl Slot {
         self.last_progress_ns.store(u64::MAX, Ordering::Release);
         let origin = state.origin.take();
         let reservation = std::mem::take(&mut state.reservation);
+        let lease = std::mem::take(&mut state.lease);
         let waker = state.waker.take();
         drop(state);
         drop(origin);
         drop(reservation);
+        drop(lease);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -252,6 +260,7 @@ impl Body for WatchedBody {
             }
             Poll::Ready(Some(Err(error))) => {
                 state.reservation.give_back();
+                state.lease.release();
                 Poll::Ready(Some(Err(error.into())))
             }
             Poll::Ready(None) => {
@@ -261,6 +270,7 @@ impl Body for WatchedBody {
                     .last_progress_ns
                     .store(u64::MAX, Ordering::Release);
                 state.reservation.give_back();
+                state.lease.release();
                 Poll::Ready(None)
             }
             Poll::Pending => {

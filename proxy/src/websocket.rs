@@ -15,7 +15,7 @@ use crate::request;
 use crate::server::Shared;
 use crate::target::Target;
 use crate::tunnel::{self, TunnelEnd};
-use crate::upstream::UpstreamFailure;
+use crate::upstream::{StreamLease, UpstreamFailure};
 
 /// Sends a WebSocket handshake to the origin and, when it switches protocols, joins
 /// the client and origin connections in a background task, which keeps the client
@@ -71,7 +71,7 @@ pub(crate) async fn tunnel(
         };
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return request::pass_on(shared, context, response, None);
+        return request::pass_on(shared, context, response, None, StreamLease::default());
     }
 
     let origin_upgrade = hyper::upgrade::on(&mut response);

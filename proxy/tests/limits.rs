@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1082,6 +1083,43 @@ async fn header_count_limit_applies() {
             );
         }
     }
+}
+
+/// Responses that hold every stream of the pooled HTTP/2 connection to an origin
+/// do not hold up other requests to it: swg opens a second connection, and each
+/// request that ends frees its place there.
+#[tokio::test]
+async fn busy_origin_connection_gets_a_second_one() {
+    let harness = Harness::start(|config| {
+        config.limits.http2_connections_per_origin = 2;
+        config.limits.http2_streams_per_origin_connection = 2;
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let (origin, accepted) = origin::start_h2_limited(certificate, 2).await;
+    let port = origin.port();
+    let connections = || accepted.load(Ordering::SeqCst);
+
+    // Two responses that never end take both streams of the first connection;
+    // the idle timeout (60 s here) would end them long after this test.
+    let quiet = format!("https://origin.test:{port}/quiet");
+    let _first = h2_stalled_download(&harness, &quiet).await;
+    let _second = h2_stalled_download(&harness, &quiet).await;
+    assert_eq!(connections(), 1);
+
+    // Three requests one after another go on the second connection. Should a
+    // request that ended still count there, the third would find both
+    // connections full and wait behind the long responses.
+    let small = format!("https://origin.test:{port}/small");
+    for _ in 0..3 {
+        let mut args = harness.landing_args("origin.test", port);
+        args.extend(["--max-time", "5"].map(str::to_owned));
+        let served = curl(args, &small).await;
+        assert_eq!(served.status, 200, "{}", served.stderr);
+        assert_eq!(served.body, "hello from origin\n");
+    }
+    assert_eq!(connections(), 2);
 }
 
 /// Responses that clients do not read hold their buffers against the budget of the

@@ -2,6 +2,7 @@
 //! with origin TLS verified and HTTP versions chosen independently of the client.
 
 mod connector;
+mod pools;
 mod tls;
 
 use std::error::Error as _;
@@ -17,12 +18,14 @@ use prometheus::IntCounterVec;
 use tokio::sync::oneshot;
 
 pub use connector::{ConnectError, ConnectTimeouts, OriginConnector, OriginStream};
+pub(crate) use pools::StreamLease;
 pub use tls::{CertificateProblem, OriginTls, TrustError};
 
 use crate::body::{BodyError, BodyWatch, ProxyBody};
 use crate::config::ProxyConfig;
 use crate::destination::{DestinationPolicy, Refusal};
 use crate::resolve::Resolve;
+use pools::PoolChoice;
 
 /// Initial HTTP/2 stream window towards origins: one download moves up to 2 MiB per
 /// round trip, 40 MB/s at 50 ms. It is also the most that swg buffers for a
@@ -32,9 +35,9 @@ const STREAM_WINDOW: u32 = 2 << 20;
 /// allows 128 concurrent streams by default, other servers commonly 100 to 256 (an
 /// estimate).
 const WINDOWED_STREAMS: u32 = 128;
-/// Initial HTTP/2 connection window towards origins, shared by all streams. The
-/// pool sends every request to an origin on one connection, so clients that stop
-/// reading must not fill this window. It covers a full stream window on each of
+/// Initial HTTP/2 connection window towards origins, shared by all streams. A
+/// connection carries up to `limits.http2_streams_per_origin_connection` requests
+/// of many clients, so clients that stop reading must not fill this window. It covers a full stream window on each of
 /// `WINDOWED_STREAMS` streams. At most origins, a stream over that count waits for
 /// a free stream anyway.
 const CONNECTION_WINDOW: u32 = STREAM_WINDOW * WINDOWED_STREAMS;
@@ -211,7 +214,11 @@ impl UpstreamFailure {
 /// The pooled client towards origins.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<OriginConnector, ProxyBody>,
+    /// Pools towards origins, `limits.http2_connections_per_origin` of them, each
+    /// with at most one HTTP/2 connection per origin.
+    clients: Arc<[Client<OriginConnector, ProxyBody>]>,
+    /// The choice of the pool in `clients` for each request.
+    choice: Arc<PoolChoice>,
     /// A second pool, for requests sent again after an HTTP/2 origin did not
     /// process them. Its connections are not the ones that received the GOAWAY,
     /// and the requests sent again at one time share one new connection.
@@ -264,12 +271,17 @@ impl Upstream {
         if let Some(max_headers) = config.limits.hyper_max_headers() {
             builder.http1_max_headers(max_headers);
         }
-        let client = builder.build(connector.clone());
+        let pools = config.limits.http2_connections_per_origin;
+        let clients = (0..pools)
+            .map(|_| builder.build(connector.clone()))
+            .collect();
+        let choice = PoolChoice::new(pools, config.limits.http2_streams_per_origin_connection);
         let resend_client = builder.build(connector.clone());
         // hyper-util disables the pool when no idle connection may be kept.
         let unpooled_client = builder.pool_max_idle_per_host(0).build(connector.clone());
         Upstream {
-            client,
+            clients,
+            choice: Arc::new(choice),
             resend_client,
             unpooled_client,
             connector,
@@ -279,7 +291,9 @@ impl Upstream {
         }
     }
 
-    /// Sends a request in absolute form and waits for the response head.
+    /// Sends a request in absolute form and waits for the response head. Returns the
+    /// response with the lease that counts its stream in its pool, which must be kept
+    /// until the response body has ended or is dropped.
     ///
     /// The first-byte timeout starts when `request_sent` completes, which happens when
     /// the request body has been read to its end or dropped. A long upload therefore
@@ -303,7 +317,7 @@ impl Upstream {
         request: Request<ProxyBody>,
         request_sent: oneshot::Receiver<()>,
         body: Option<BodyWatch>,
-    ) -> Result<Response<Incoming>, UpstreamFailure> {
+    ) -> Result<(Response<Incoming>, StreamLease), UpstreamFailure> {
         let replay = replay_of(&request);
         let first_byte = self.first_byte;
         let idle = self.idle;
@@ -324,20 +338,25 @@ impl Upstream {
         };
         tokio::pin!(deadline);
 
+        let (pool, lease) = self.choice.checkout(request.uri());
         let pooled = tokio::select! {
-            result = self.client.request(request) => result,
+            result = self.clients[pool].request(request) => result,
             () = &mut deadline => return Err(UpstreamFailure::TimedOut),
         };
         let Some(copy) = replay else {
-            return pooled.map_err(|error| classify(&error));
+            return pooled
+                .map(|response| (response, lease))
+                .map_err(|error| classify(&error));
         };
         let (error, reason) = match pooled {
             Err(error) => match not_processed(&error) {
                 Some(reason) => (error, reason),
                 None => return Err(classify(&error)),
             },
-            Ok(response) => return Ok(response),
+            Ok(response) => return Ok((response, lease)),
         };
+        // The requests sent again go outside the counted pools.
+        drop(lease);
         tracing::debug!(%error, source = ?error.source(), uri = %copy.uri(), reason, "origin did not process the request; sending it again");
         self.resends.with_label_values(&[reason]).inc();
         let last_copy = replay_of(&copy);
@@ -347,7 +366,11 @@ impl Upstream {
         };
         let (error, last_copy) = match (again, last_copy) {
             (Err(error), Some(last_copy)) => (error, last_copy),
-            (again, _) => return again.map_err(|error| classify(&error)),
+            (again, _) => {
+                return again
+                    .map(|response| (response, StreamLease::default()))
+                    .map_err(|error| classify(&error))
+            }
         };
         let Some(reason) = not_processed(&error) else {
             return Err(classify(&error));
@@ -355,7 +378,9 @@ impl Upstream {
         tracing::debug!(%error, source = ?error.source(), uri = %last_copy.uri(), reason, "origin did not process the request again; sending it on a connection of its own");
         self.resends.with_label_values(&[reason]).inc();
         tokio::select! {
-            result = self.unpooled_client.request(last_copy) => result.map_err(|error| classify(&error)),
+            result = self.unpooled_client.request(last_copy) => result
+                .map(|response| (response, StreamLease::default()))
+                .map_err(|error| classify(&error)),
             () = &mut deadline => Err(UpstreamFailure::TimedOut),
         }
     }

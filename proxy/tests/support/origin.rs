@@ -69,6 +69,36 @@ pub async fn start_https(certificate: CertifiedKey, alpn: &[&[u8]]) -> SocketAdd
     address
 }
 
+/// Starts an HTTPS origin that speaks only HTTP/2, allows `max_streams` concurrent
+/// streams per connection and serves the routes of [`start_https`]. Returns its
+/// address and the count of connections it accepted.
+pub async fn start_h2_limited(
+    certificate: CertifiedKey,
+    max_streams: u32,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let acceptor = tls_acceptor(certificate, &[b"h2"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                serve_with(TokioIo::new(tls), Some(max_streams)).await;
+            });
+        }
+    });
+    (address, accepted)
+}
+
 /// Connection and stream counts of an origin from [`start_refusing_h2`] or
 /// [`start_refusing_h2_then_http1`].
 #[derive(Default)]
@@ -188,11 +218,23 @@ async fn serve<I>(io: I)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    serve_with(io, None).await;
+}
+
+/// Serves the routes on one connection, allowing `max_streams` concurrent HTTP/2
+/// streams, or hyper's default of 200 when none.
+async fn serve_with<I>(io: I, max_streams: Option<u32>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
         .initial_stream_window_size(4 << 20)
         .initial_connection_window_size(8 << 20);
+    if let Some(max_streams) = max_streams {
+        builder.http2().max_concurrent_streams(max_streams);
+    }
     let _ = builder
         .serve_connection_with_upgrades(io, service_fn(route))
         .await;
