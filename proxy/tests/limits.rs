@@ -1086,12 +1086,13 @@ async fn header_count_limit_applies() {
 }
 
 /// Responses that hold every stream of the pooled HTTP/2 connection to an origin
-/// do not hold up other requests to it: swg opens a second connection, and each
-/// request that ends frees its place there.
+/// do not hold up other requests to it, because swg opens further connections.
+/// Each pool opens one, however many requests wait for it, and each request that
+/// ends frees its place.
 #[tokio::test]
-async fn busy_origin_connection_gets_a_second_one() {
+async fn busy_origin_connection_gets_more() {
     let harness = Harness::start(|config| {
-        config.limits.http2_connections_per_origin = 2;
+        config.limits.http2_connections_per_origin = 4;
         config.limits.http2_streams_per_origin_connection = 2;
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
     })
@@ -1100,6 +1101,12 @@ async fn busy_origin_connection_gets_a_second_one() {
     let (origin, accepted) = origin::start_h2_limited(certificate, 2).await;
     let port = origin.port();
     let connections = || accepted.load(Ordering::SeqCst);
+    let fetch = |path: &str| {
+        let mut args = harness.landing_args("origin.test", port);
+        args.extend(["--max-time", "8"].map(str::to_owned));
+        let url = format!("https://origin.test:{port}{path}");
+        async move { curl(args, &url).await }
+    };
 
     // Two responses that never end take both streams of the first connection;
     // the idle timeout (60 s here) would end them long after this test.
@@ -1108,18 +1115,24 @@ async fn busy_origin_connection_gets_a_second_one() {
     let _second = h2_stalled_download(&harness, &quiet).await;
     assert_eq!(connections(), 1);
 
-    // Three requests one after another go on the second connection. Should a
-    // request that ended still count there, the third would find both
-    // connections full and wait behind the long responses.
-    let small = format!("https://origin.test:{port}/small");
+    // Six requests at once that take 2 s each fill the three other pools, two
+    // streams each. Each pool opens one connection, not one per request.
+    let slow = futures::future::join_all((0..6).map(|_| fetch("/slow"))).await;
+    for served in &slow {
+        assert_eq!(served.status, 200, "{}", served.stderr);
+        assert_eq!(served.body, "slow\n");
+    }
+    assert_eq!(connections(), 4);
+
+    // Requests one after another reuse those connections. Should a request that
+    // ended still count, the third would find every pool full and wait behind
+    // the long responses on the first connection.
     for _ in 0..3 {
-        let mut args = harness.landing_args("origin.test", port);
-        args.extend(["--max-time", "5"].map(str::to_owned));
-        let served = curl(args, &small).await;
+        let served = fetch("/small").await;
         assert_eq!(served.status, 200, "{}", served.stderr);
         assert_eq!(served.body, "hello from origin\n");
     }
-    assert_eq!(connections(), 2);
+    assert_eq!(connections(), 4);
 }
 
 /// Responses that clients do not read hold their buffers against the budget of the

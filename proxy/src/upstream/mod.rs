@@ -37,9 +37,9 @@ const STREAM_WINDOW: u32 = 2 << 20;
 const WINDOWED_STREAMS: u32 = 128;
 /// Initial HTTP/2 connection window towards origins, shared by all streams. A
 /// connection carries up to `limits.http2_streams_per_origin_connection` requests
-/// of many clients, so clients that stop reading must not fill this window. It covers a full stream window on each of
-/// `WINDOWED_STREAMS` streams. At most origins, a stream over that count waits for
-/// a free stream anyway.
+/// of many clients, so clients that stop reading must not fill this window. It
+/// covers a full stream window on each of `WINDOWED_STREAMS` streams. At most
+/// origins, a stream over that count waits for a free stream anyway.
 const CONNECTION_WINDOW: u32 = STREAM_WINDOW * WINDOWED_STREAMS;
 
 /// Returns the largest buffer that a response from an origin speaking `version`
@@ -214,12 +214,12 @@ impl UpstreamFailure {
 /// The pooled client towards origins.
 #[derive(Clone)]
 pub struct Upstream {
-    /// Pools towards origins, `limits.http2_connections_per_origin` of them, each
-    /// with at most one HTTP/2 connection per origin.
+    /// Pools towards origins, `limits.http2_connections_per_origin` of them. The
+    /// first negotiates the HTTP version, and the others speak only HTTP/2.
     clients: Arc<[Client<OriginConnector, ProxyBody>]>,
     /// The choice of the pool in `clients` for each request.
     choice: Arc<PoolChoice>,
-    /// A second pool, for requests sent again after an HTTP/2 origin did not
+    /// A pool of its own, for requests sent again after an HTTP/2 origin did not
     /// process them. Its connections are not the ones that received the GOAWAY,
     /// and the requests sent again at one time share one new connection.
     resend_client: Client<OriginConnector, ProxyBody>,
@@ -272,15 +272,19 @@ impl Upstream {
             builder.http1_max_headers(max_headers);
         }
         let pools = config.limits.http2_connections_per_origin;
-        let clients = (0..pools)
-            .map(|_| builder.build(connector.clone()))
-            .collect();
+        let mut clients = Vec::with_capacity(pools);
+        clients.push(builder.build(connector.clone()));
+        // Requests that wait for a connection in a pool that speaks only HTTP/2
+        // share the one it opens, instead of opening one each.
+        builder.http2_only(true);
+        clients.extend((1..pools).map(|_| builder.build(connector.clone())));
+        builder.http2_only(false);
         let choice = PoolChoice::new(pools, config.limits.http2_streams_per_origin_connection);
         let resend_client = builder.build(connector.clone());
         // hyper-util disables the pool when no idle connection may be kept.
         let unpooled_client = builder.pool_max_idle_per_host(0).build(connector.clone());
         Upstream {
-            clients,
+            clients: clients.into(),
             choice: Arc::new(choice),
             resend_client,
             unpooled_client,
@@ -308,7 +312,7 @@ impl Upstream {
     /// connection with a GOAWAY whose last stream id is below the request's stream,
     /// as nginx does after `keepalive_requests` requests. Requests sent at about the
     /// time of the GOAWAY can still get that connection from the pool, so the second
-    /// attempt goes through a second pool, where the requests sent again at one time
+    /// attempt goes through a pool of its own, where the requests sent again at one time
     /// share one new connection. Should that connection not process it either, a
     /// third attempt goes on a connection of its own, in HTTP/2 or HTTP/1.1 as ALPN
     /// selects.
@@ -343,6 +347,7 @@ impl Upstream {
             result = self.clients[pool].request(request) => result,
             () = &mut deadline => return Err(UpstreamFailure::TimedOut),
         };
+        lease.record(pooled.as_ref().ok().map(Response::version));
         let Some(copy) = replay else {
             return pooled
                 .map(|response| (response, lease))

@@ -11,20 +11,25 @@
 //! each origin in each pool. A request goes to the first pool whose count for its
 //! origin is below `streams_per_connection`, so a second HTTP/2 connection opens
 //! only once the first is busy, and to the least busy pool when all are. A request
-//! counts from its checkout until its response body has ended or is dropped, which
-//! is as long as its stream is open. RFC 9113 section 9.1 recommends one
-//! connection per origin. swg opens more only when the first cannot take the
-//! request, as other proxies do.
+//! counts from its checkout until swg has passed on the end of its response body,
+//! or dropped the body. That is at least as long as the origin's stream is open,
+//! except after an early response, whose upload may still be sending. RFC 9113
+//! section 9.1 recommends one connection per origin; swg opens more only when the
+//! first cannot take the request.
 //!
-//! HTTP/1.1 origins are pooled the same way. Each request there takes a
-//! connection of its own anyway, so the split only decides which pool keeps it
-//! idle afterwards.
+//! The first pool negotiates the HTTP version by ALPN and serves every origin. The
+//! others speak only HTTP/2, and take requests only for origins whose last
+//! response came over HTTP/2. hyper-util opens one connection per waiting request
+//! in a pool that may negotiate HTTP/1.1, and keeps only one if the origin chooses
+//! HTTP/2, while a pool that speaks only HTTP/2 lets the waiting requests share the
+//! one connection it opens. HTTP/1.1 origins stay in the first pool, where each
+//! request takes a connection of its own.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::Uri;
+use http::{Uri, Version};
 
 /// The smallest origin count at which a checkout removes the origins that have
 /// no request in flight.
@@ -47,11 +52,14 @@ struct Origins {
     prune_at: usize,
 }
 
-/// The requests in flight to one origin, per pool. Each [`StreamLease`] holds a
+/// Requests in flight to one origin, per pool. Each [`StreamLease`] holds a
 /// reference, so an origin with none left is referenced by the map alone.
 #[derive(Debug)]
 struct OriginStreams {
     in_flight: Box<[AtomicU32]>,
+    /// Whether the origin's last response came over HTTP/2, so that the pools
+    /// after the first may take its requests.
+    http2: AtomicBool,
 }
 
 impl PoolChoice {
@@ -95,6 +103,7 @@ impl PoolChoice {
             None => {
                 let streams = Arc::new(OriginStreams {
                     in_flight: (0..self.pools).map(|_| AtomicU32::new(0)).collect(),
+                    http2: AtomicBool::new(false),
                 });
                 map.insert(authority.into(), Arc::clone(&streams));
                 streams
@@ -103,9 +112,14 @@ impl PoolChoice {
 
         // Counts only grow under the lock, so the choice never puts more than
         // `streams_per_connection` requests in a pool while another has room.
+        let usable = if streams.http2.load(Ordering::Acquire) {
+            self.pools
+        } else {
+            1
+        };
         let mut chosen = 0;
         let mut fewest = u32::MAX;
-        for (index, count) in streams.in_flight.iter().enumerate() {
+        for (index, count) in streams.in_flight[..usable].iter().enumerate() {
             let count = count.load(Ordering::Acquire);
             if count < self.streams_per_connection {
                 chosen = index;
@@ -169,6 +183,23 @@ pub(crate) struct StreamLease {
 }
 
 impl StreamLease {
+    /// Records how the request went: the version of its response, or none when it
+    /// failed. A failure in a pool that speaks only HTTP/2 sends the origin's next
+    /// requests to the first pool until a response comes over HTTP/2 again, in
+    /// case the origin no longer offers HTTP/2.
+    pub(crate) fn record(&self, response_version: Option<Version>) {
+        let Some((streams, pool)) = &self.counted else {
+            return;
+        };
+        match response_version {
+            Some(version) => streams
+                .http2
+                .store(version == Version::HTTP_2, Ordering::Release),
+            None if *pool > 0 => streams.http2.store(false, Ordering::Release),
+            None => {}
+        }
+    }
+
     /// Stops counting the request; later calls do nothing.
     pub(crate) fn release(&mut self) {
         if let Some((streams, pool)) = self.counted.take() {
@@ -191,6 +222,13 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// Checks out a request to `origin` whose response comes over HTTP/2.
+    fn checkout_http2(choice: &PoolChoice, origin: &Uri) -> (usize, StreamLease) {
+        let (pool, lease) = choice.checkout(origin);
+        lease.record(Some(Version::HTTP_2));
+        (pool, lease)
+    }
+
     #[test]
     fn fills_one_pool_before_the_next() {
         let choice = PoolChoice::new(3, 2);
@@ -198,7 +236,7 @@ mod tests {
         let mut leases = Vec::new();
         let mut chosen = Vec::new();
         for _ in 0..6 {
-            let (pool, lease) = choice.checkout(&origin);
+            let (pool, lease) = checkout_http2(&choice, &origin);
             chosen.push(pool);
             leases.push(lease);
         }
@@ -218,10 +256,10 @@ mod tests {
     #[test]
     fn origins_and_schemes_are_counted_apart() {
         let choice = PoolChoice::new(2, 1);
-        let (first, _a) = choice.checkout(&uri("https://one.test/"));
-        let (other_origin, _b) = choice.checkout(&uri("https://two.test/"));
-        let (other_port, _c) = choice.checkout(&uri("https://one.test:8443/"));
-        let (other_scheme, _d) = choice.checkout(&uri("http://one.test/"));
+        let (first, _a) = checkout_http2(&choice, &uri("https://one.test/"));
+        let (other_origin, _b) = checkout_http2(&choice, &uri("https://two.test/"));
+        let (other_port, _c) = checkout_http2(&choice, &uri("https://one.test:8443/"));
+        let (other_scheme, _d) = checkout_http2(&choice, &uri("http://one.test/"));
         assert_eq!(
             (first, other_origin, other_port, other_scheme),
             (0, 0, 0, 0)
@@ -230,10 +268,56 @@ mod tests {
     }
 
     #[test]
+    fn http1_origins_stay_in_first_pool() {
+        let choice = PoolChoice::new(3, 1);
+        let origin = uri("https://origin.test/");
+        let mut leases = Vec::new();
+        // Before any response, then after responses over HTTP/1.1.
+        for version in [None, Some(Version::HTTP_11)] {
+            for _ in 0..3 {
+                let (pool, lease) = choice.checkout(&origin);
+                assert_eq!(pool, 0);
+                if let Some(version) = version {
+                    lease.record(Some(version));
+                }
+                leases.push(lease);
+            }
+        }
+        assert_eq!(choice.in_flight(&origin), [6, 0, 0]);
+    }
+
+    #[test]
+    fn failure_in_http2_pool_returns_to_first() {
+        let choice = PoolChoice::new(2, 1);
+        let origin = uri("https://origin.test/");
+        let (_, _first) = checkout_http2(&choice, &origin);
+        let (pool, failed) = choice.checkout(&origin);
+        assert_eq!(pool, 1);
+        failed.record(None);
+        drop(failed);
+        assert_eq!(choice.checkout(&origin).0, 0);
+    }
+
+    #[test]
+    fn failure_in_first_pool_keeps_http2() {
+        let choice = PoolChoice::new(2, 1);
+        let origin = uri("https://origin.test/");
+        let (_, _first) = checkout_http2(&choice, &origin);
+        let (_, second) = checkout_http2(&choice, &origin);
+        let (pool, failed) = choice.checkout(&origin);
+        assert_eq!(pool, 0);
+        failed.record(None);
+        drop(failed);
+        drop(second);
+        assert_eq!(choice.in_flight(&origin), [1, 0]);
+        assert_eq!(choice.checkout(&origin).0, 1);
+    }
+
+    #[test]
     fn released_lease_counts_once() {
         let choice = PoolChoice::new(2, 1);
         let origin = uri("https://origin.test/");
-        let (_, mut lease) = choice.checkout(&origin);
+        let (_, mut lease) = checkout_http2(&choice, &origin);
         lease.release();
         lease.release();
         drop(lease);
