@@ -1,8 +1,8 @@
 //! Several connection pools towards each origin.
 //!
 //! hyper-util's pool sends every request to an HTTP/2 origin on one connection. A
-//! request beyond the origin's concurrent stream limit (128 at nginx, 100 at many
-//! servers) waits in that connection for a free stream. Here that connection
+//! request beyond the origin's concurrent stream limit (128 at nginx by default)
+//! waits in that connection for a free stream. Here that connection
 //! carries the requests of every user of the gateway, and long responses
 //! (server-sent events, long polling, downloads to slow clients) can hold all of
 //! its streams while other users' requests wait.
