@@ -202,6 +202,7 @@ async fn forward(
         )
     };
 
+    let head = request.method() == Method::HEAD;
     let (mut parts, body) = request.into_parts();
     remove_hop_by_hop(&mut parts.headers, false);
     // hyper writes Host (HTTP/1.1) or :authority (HTTP/2) from the URI.
@@ -234,7 +235,24 @@ async fn forward(
         .with_label_values(&[] as &[&str])
         .observe(started.elapsed().as_secs_f64());
 
+    if head {
+        return Ok(pass_on_head(response));
+    }
     pass_on(shared, context, response, reserved, lease)
+}
+
+/// Prepares an origin's response to HEAD for the client: removes hop-by-hop and
+/// bypass headers and drops the body. A response to HEAD has no content (RFC 9110
+/// section 9.3.2), so DATA frames that an HTTP/2 origin sends anyway are not
+/// passed on, and `Content-Length` describes a body that never comes, so no size
+/// limit applies to it.
+fn pass_on_head(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    drop(body);
+    remove_hop_by_hop(&mut parts.headers, false);
+    remove_bypass_headers(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    Response::from_parts(parts, empty())
 }
 
 /// Prepares an origin's response for the client: removes hop-by-hop and bypass

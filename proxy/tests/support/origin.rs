@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::Bytes;
 use futures::stream;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
@@ -243,8 +243,9 @@ where
 async fn route(mut request: Request<Incoming>) -> Result<Response<OriginBody>, Infallible> {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
+    let head = request.method() == Method::HEAD;
     let response = match path.as_str() {
-        "/small" => text("hello from origin\n"),
+        "/small" | "/head-with-body" => text("hello from origin\n"),
         "/headers" => text(&describe(&request)),
         "/set-cookie" => {
             let mut response = text("cookie set\n");
@@ -315,7 +316,25 @@ async fn route(mut request: Request<Incoming>) -> Result<Response<OriginBody>, I
         }
         _ => text_status(StatusCode::NOT_FOUND, "origin: not found\n"),
     };
+    // This route breaks the rule, for tests of how swg handles such an origin.
+    if head && path != "/head-with-body" {
+        return Ok(without_body(response));
+    }
     Ok(response)
+}
+
+/// Returns `response` with an empty body and the length of the body it had, as
+/// the response to HEAD. hyper drops the body of a HEAD response over HTTP/1.1 but
+/// sends it over HTTP/2.
+fn without_body(response: Response<OriginBody>) -> Response<OriginBody> {
+    let (mut parts, body) = response.into_parts();
+    if let Some(length) = hyper::body::Body::size_hint(&body).exact() {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, length.into());
+    }
+    let empty = Full::new(Bytes::new()).boxed();
+    Response::from_parts(parts, empty)
 }
 
 fn text(body: &str) -> Response<OriginBody> {
