@@ -1092,7 +1092,7 @@ async fn header_count_limit_applies() {
 #[tokio::test]
 async fn busy_origin_connection_gets_more() {
     let harness = Harness::start(|config| {
-        config.limits.http2_connections_per_origin = 4;
+        config.limits.http2_connections_per_origin = 3;
         config.limits.http2_streams_per_origin_connection = 2;
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
     })
@@ -1108,16 +1108,22 @@ async fn busy_origin_connection_gets_more() {
         async move { curl(args, &url).await }
     };
 
-    // Two responses that never end take both streams of the first connection;
-    // the idle timeout (60 s here) would end them long after this test.
+    // The first request goes through the pool that negotiates the version, and
+    // shows that the origin speaks HTTP/2.
+    let served = fetch("/small").await;
+    assert_eq!(served.status, 200, "{}", served.stderr);
+    assert_eq!(connections(), 1);
+
+    // Two responses that never end take both streams of the first HTTP/2 pool's
+    // connection. The idle timeout (60 s here) would end them long after this test.
     let quiet = format!("https://origin.test:{port}/quiet");
     let _first = h2_stalled_download(&harness, &quiet).await;
     let _second = h2_stalled_download(&harness, &quiet).await;
-    assert_eq!(connections(), 1);
+    assert_eq!(connections(), 2);
 
-    // Six requests at once that take 2 s each fill the three other pools, two
-    // streams each. Each pool opens one connection, not one per request.
-    let slow = futures::future::join_all((0..6).map(|_| fetch("/slow"))).await;
+    // Four requests at once that take 2 s each fill the two other HTTP/2 pools,
+    // two streams each. Each pool opens one connection, not one per request.
+    let slow = futures::future::join_all((0..4).map(|_| fetch("/slow"))).await;
     for served in &slow {
         assert_eq!(served.status, 200, "{}", served.stderr);
         assert_eq!(served.body, "slow\n");
@@ -1125,9 +1131,9 @@ async fn busy_origin_connection_gets_more() {
     assert_eq!(connections(), 4);
 
     // Requests one after another reuse those connections. Should a request that
-    // ended still count, the third would find every pool full and wait behind
-    // the long responses on the first connection.
-    for _ in 0..3 {
+    // ended still count, the fifth would find every pool full and wait behind the
+    // long responses on the first HTTP/2 pool's connection.
+    for _ in 0..5 {
         let served = fetch("/small").await;
         assert_eq!(served.status, 200, "{}", served.stderr);
         assert_eq!(served.body, "hello from origin\n");

@@ -20,6 +20,7 @@ use tokio_rustls::TlsConnector;
 use crate::destination::{DestinationPolicy, Refusal};
 use crate::host::Host;
 use crate::resolve::{Resolve, ResolveError};
+use crate::upstream::pools::PoolChoice;
 use crate::upstream::tls::{CertificateProblem, OriginTls};
 
 /// A failure to open a connection to an origin.
@@ -71,6 +72,18 @@ pub enum ConnectError {
         /// The handshake error.
         source: io::Error,
     },
+    /// A connection for a pool that speaks only HTTP/2 reached an origin that did
+    /// not choose h2 in ALPN, or that recently did not. No request was sent on it.
+    #[error("{0} does not offer HTTP/2 on new connections")]
+    NotHttp2(String),
+}
+
+/// The HTTP versions offered in ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    Both,
+    Http1,
+    Http2,
 }
 
 /// Timeouts applied while connecting.
@@ -87,6 +100,10 @@ pub struct ConnectTimeouts {
 #[derive(Clone)]
 pub struct OriginConnector {
     inner: Arc<ConnectorInner>,
+    /// For a pool that speaks only HTTP/2: the pool choice, which learns the
+    /// origins that did not choose HTTP/2, so that they get the first pool for a
+    /// while.
+    http2_only: Option<Arc<PoolChoice>>,
 }
 
 struct ConnectorInner {
@@ -115,6 +132,18 @@ impl OriginConnector {
                 tls,
                 timeouts,
             }),
+            http2_only: None,
+        }
+    }
+
+    /// Returns a connector for a pool that speaks only HTTP/2. It offers only h2
+    /// in ALPN, and fails with [`ConnectError::NotHttp2`] when the origin does not
+    /// choose it, which `choice` then records, and while `choice` keeps the origin
+    /// in pool 0 for that.
+    pub(crate) fn http2_only(&self, choice: Arc<PoolChoice>) -> OriginConnector {
+        OriginConnector {
+            inner: Arc::clone(&self.inner),
+            http2_only: Some(choice),
         }
     }
 
@@ -148,6 +177,42 @@ impl OriginConnector {
     /// Connects to the origin of `uri` (`http` or `https`). With `http1_only`, only
     /// http/1.1 is offered in ALPN.
     pub async fn connect(&self, uri: &Uri, http1_only: bool) -> Result<OriginStream, ConnectError> {
+        let offer = if http1_only {
+            Offer::Http1
+        } else {
+            Offer::Both
+        };
+        self.connect_offering(uri, offer).await
+    }
+
+    /// Connects to the origin of `uri` for a pool that speaks only HTTP/2.
+    async fn connect_http2(
+        &self,
+        uri: &Uri,
+        choice: &PoolChoice,
+    ) -> Result<OriginStream, ConnectError> {
+        let not_http2 = || ConnectError::NotHttp2(uri.host().unwrap_or_default().to_owned());
+        if choice.declined_http2(uri) {
+            return Err(not_http2());
+        }
+        match self.connect_offering(uri, Offer::Http2).await {
+            Ok(stream) if stream.h2 => return Ok(stream),
+            Ok(_) => {}
+            // rustls rejects an offer it shares no protocol with by this alert;
+            // other servers go on without ALPN.
+            Err(ConnectError::Tls { source, .. }) if is_no_application_protocol(&source) => {}
+            Err(error) => return Err(error),
+        }
+        tracing::info!(origin = %uri, "origin did not choose HTTP/2 for a new connection; using the negotiating pool for it");
+        choice.record_http2_declined(uri);
+        Err(not_http2())
+    }
+
+    async fn connect_offering(
+        &self,
+        uri: &Uri,
+        offer: Offer,
+    ) -> Result<OriginStream, ConnectError> {
         let invalid = || ConnectError::InvalidUri(uri.to_string());
         let tls = match uri.scheme_str() {
             Some("https") => true,
@@ -166,7 +231,7 @@ impl OriginConnector {
                 h2: false,
             });
         }
-        self.handshake(tcp, &host, host_text, http1_only).await
+        self.handshake(tcp, &host, host_text, offer).await
     }
 
     async fn destinations(
@@ -246,17 +311,17 @@ impl OriginConnector {
         tcp: TcpStream,
         host: &Host,
         host_text: &str,
-        http1_only: bool,
+        offer: Offer,
     ) -> Result<OriginStream, ConnectError> {
         let server_name = match host {
             Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
             Host::Name(name) => ServerName::try_from(name.clone())
                 .map_err(|_| ConnectError::InvalidUri(host_text.to_owned()))?,
         };
-        let config = if http1_only {
-            &self.inner.tls.http1_only
-        } else {
-            &self.inner.tls.any_version
+        let config = match offer {
+            Offer::Both => &self.inner.tls.any_version,
+            Offer::Http1 => &self.inner.tls.http1_only,
+            Offer::Http2 => &self.inner.tls.http2_only,
         };
         let connector = TlsConnector::from(config.clone());
 
@@ -275,6 +340,19 @@ impl OriginConnector {
             h2,
         })
     }
+}
+
+/// Tells whether a handshake failed on the server's `no_application_protocol`
+/// alert.
+fn is_no_application_protocol(source: &io::Error) -> bool {
+    matches!(
+        source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::AlertReceived(
+            rustls::AlertDescription::NoApplicationProtocol
+        ))
+    )
 }
 
 fn classify_tls_error(host: &str, source: io::Error) -> ConnectError {
@@ -305,7 +383,12 @@ impl tower_service::Service<Uri> for OriginConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connector = self.clone();
-        Box::pin(async move { connector.connect(&uri, false).await })
+        Box::pin(async move {
+            match &connector.http2_only {
+                Some(choice) => connector.connect_http2(&uri, choice).await,
+                None => connector.connect_offering(&uri, Offer::Both).await,
+            }
+        })
     }
 }
 

@@ -181,9 +181,10 @@ impl UpstreamFailure {
             ConnectError::ConnectTimeout(_) | ConnectError::TlsTimeout(_) => {
                 UpstreamFailure::TimedOut
             }
-            ConnectError::Resolve(_) | ConnectError::Connect { .. } | ConnectError::Tls { .. } => {
-                UpstreamFailure::Unreachable
-            }
+            ConnectError::Resolve(_)
+            | ConnectError::Connect { .. }
+            | ConnectError::Tls { .. }
+            | ConnectError::NotHttp2(_) => UpstreamFailure::Unreachable,
         }
     }
 
@@ -214,14 +215,15 @@ impl UpstreamFailure {
 /// The pooled client towards origins.
 #[derive(Clone)]
 pub struct Upstream {
-    /// Pools towards origins, `limits.http2_connections_per_origin` of them. The
-    /// first negotiates the HTTP version, and the others speak only HTTP/2.
+    /// Pools towards origins: pool 0, which negotiates the HTTP version, then
+    /// `limits.http2_connections_per_origin` pools that speak only HTTP/2.
     clients: Arc<[Client<OriginConnector, ProxyBody>]>,
     /// The choice of the pool in `clients` for each request.
     choice: Arc<PoolChoice>,
-    /// A pool of its own, for requests sent again after an HTTP/2 origin did not
-    /// process them. Its connections are not the ones that received the GOAWAY,
-    /// and the requests sent again at one time share one new connection.
+    /// A pool of its own that speaks only HTTP/2, for requests sent again after an
+    /// HTTP/2 origin did not process them. Its connections are not the ones that
+    /// received the GOAWAY, and the requests sent again at one time share one new
+    /// connection.
     resend_client: Client<OriginConnector, ProxyBody>,
     /// A client without a pool, for the last attempt. Each request opens a
     /// connection of its own in the version that ALPN selects, and the connection
@@ -271,21 +273,24 @@ impl Upstream {
         if let Some(max_headers) = config.limits.hyper_max_headers() {
             builder.http1_max_headers(max_headers);
         }
-        let pools = config.limits.http2_connections_per_origin;
-        let mut clients = Vec::with_capacity(pools);
+        let choice = Arc::new(PoolChoice::new(
+            config.limits.http2_connections_per_origin,
+            config.limits.http2_streams_per_origin_connection,
+        ));
+        let mut clients = Vec::with_capacity(choice.pools());
         clients.push(builder.build(connector.clone()));
         // Requests that wait for a connection in a pool that speaks only HTTP/2
         // share the one it opens, instead of opening one each.
         builder.http2_only(true);
-        clients.extend((1..pools).map(|_| builder.build(connector.clone())));
+        let http2_connector = connector.http2_only(Arc::clone(&choice));
+        clients.extend((1..choice.pools()).map(|_| builder.build(http2_connector.clone())));
+        let resend_client = builder.build(http2_connector);
         builder.http2_only(false);
-        let choice = PoolChoice::new(pools, config.limits.http2_streams_per_origin_connection);
-        let resend_client = builder.build(connector.clone());
         // hyper-util disables the pool when no idle connection may be kept.
         let unpooled_client = builder.pool_max_idle_per_host(0).build(connector.clone());
         Upstream {
             clients: clients.into(),
-            choice: Arc::new(choice),
+            choice,
             resend_client,
             unpooled_client,
             connector,
@@ -347,7 +352,9 @@ impl Upstream {
             result = self.clients[pool].request(request) => result,
             () = &mut deadline => return Err(UpstreamFailure::TimedOut),
         };
-        lease.record(pooled.as_ref().ok().map(Response::version));
+        if let Ok(response) = &pooled {
+            lease.record(response.version());
+        }
         let Some(copy) = replay else {
             return pooled
                 .map(|response| (response, lease))
@@ -360,10 +367,23 @@ impl Upstream {
             },
             Ok(response) => return Ok((response, lease)),
         };
-        // The requests sent again go outside the counted pools.
         drop(lease);
         tracing::debug!(%error, source = ?error.source(), uri = %copy.uri(), reason, "origin did not process the request; sending it again");
         self.resends.with_label_values(&[reason]).inc();
+        if reason == NOT_HTTP2 {
+            // The origin now goes to pool 0, which negotiates the version.
+            let (pool, lease) = self.choice.checkout(copy.uri());
+            return tokio::select! {
+                result = self.clients[pool].request(copy) => result
+                    .map(|response| {
+                        lease.record(response.version());
+                        (response, lease)
+                    })
+                    .map_err(|error| classify(&error)),
+                () = &mut deadline => Err(UpstreamFailure::TimedOut),
+            };
+        }
+        // The requests sent again below go outside the counted pools.
         let last_copy = replay_of(&copy);
         let again = tokio::select! {
             result = self.resend_client.request(copy) => result,
@@ -426,10 +446,15 @@ fn replay_of(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     Some(copy)
 }
 
-/// Returns why `error` shows that an HTTP/2 origin did not process the request
-/// (RFC 9113 section 8.7), as the `reason` label: `refused_stream` for a stream
-/// reset with REFUSED_STREAM, `goaway` for a GOAWAY from the origin. Returns none
-/// otherwise.
+/// The `reason` label of a request sent again because a pool that speaks only
+/// HTTP/2 could not open a connection to its origin in HTTP/2.
+const NOT_HTTP2: &str = "not_http2";
+
+/// Returns why `error` shows that an origin did not process the request, as the
+/// `reason` label, or none. `refused_stream` is a stream reset with
+/// REFUSED_STREAM and `goaway` a GOAWAY from an HTTP/2 origin (RFC 9113 section
+/// 8.7). `not_http2` is a new connection of a pool that speaks only HTTP/2 that
+/// the origin did not accept in HTTP/2, so nothing was sent on it.
 ///
 /// A GOAWAY counts for every method, because h2 0.4.21 reports it only to streams
 /// above the frame's last stream id and to streams opened after it, which the
@@ -445,6 +470,9 @@ fn replay_of(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
 fn not_processed(error: &hyper_util::client::legacy::Error) -> Option<&'static str> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = error.source();
     while let Some(cause) = current {
+        if let Some(ConnectError::NotHttp2(_)) = cause.downcast_ref::<ConnectError>() {
+            return Some(NOT_HTTP2);
+        }
         if let Some(h2_error) = cause.downcast_ref::<h2::Error>() {
             if !h2_error.is_remote() {
                 return None;

@@ -168,6 +168,8 @@ pub struct OriginTls {
     pub any_version: Arc<ClientConfig>,
     /// Offers http/1.1 only, for WebSocket upgrades.
     pub http1_only: Arc<ClientConfig>,
+    /// Offers h2 only, for the pools that speak only HTTP/2.
+    pub http2_only: Arc<ClientConfig>,
 }
 
 impl OriginTls {
@@ -210,6 +212,7 @@ impl OriginTls {
         Ok(OriginTls {
             any_version: build(vec![b"h2".to_vec(), b"http/1.1".to_vec()])?,
             http1_only: build(vec![b"http/1.1".to_vec()])?,
+            http2_only: build(vec![b"h2".to_vec()])?,
         })
     }
 }

@@ -99,6 +99,48 @@ pub async fn start_h2_limited(
     (address, accepted)
 }
 
+/// Starts an HTTPS origin whose first connection offers only h2 in ALPN, and
+/// whose later connections offer `later_alpn` and speak only HTTP/1.1, all serving
+/// the routes of [`start_https`]. Returns its address and the count of
+/// connections it accepted.
+pub async fn start_h2_then_http1(
+    certificate: CertifiedKey,
+    later_alpn: &[&[u8]],
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let h2_acceptor = tls_acceptor(certificate.clone(), &[b"h2"]);
+    let http1_acceptor = tls_acceptor(certificate, later_alpn);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            let acceptor = if first {
+                h2_acceptor.clone()
+            } else {
+                http1_acceptor.clone()
+            };
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if first {
+                    serve(TokioIo::new(tls)).await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service_fn(route))
+                        .await;
+                }
+            });
+        }
+    });
+    (address, accepted)
+}
+
 /// Connection and stream counts of an origin from [`start_refusing_h2`] or
 /// [`start_refusing_h2_then_http1`].
 #[derive(Default)]
