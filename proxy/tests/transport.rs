@@ -363,15 +363,13 @@ async fn policy_applies_to_every_request_on_a_connection() {
     }
 }
 
-/// Starts the proxy and an origin that refuses its first HTTP/2 stream, and returns
-/// them with the URL of that origin.
 /// An origin stops offering HTTP/2 on new connections. The request that finds out
 /// on a new connection of a pool that speaks only HTTP/2 is sent again through
 /// the pool that negotiates the version, and the origin's later requests go there
 /// too.
 #[tokio::test]
 async fn origin_dropping_http2_served_by_negotiating_pool() {
-    // rustls refuses an offer of h2 alone with an alert when it offers only
+    // rustls rejects an offer of h2 alone with an alert when it offers only
     // http/1.1, and goes on without ALPN when it offers nothing, as nginx does on
     // a listener without HTTP/2.
     let later_alpns: [&[&[u8]]; 2] = [&[b"http/1.1"], &[]];
@@ -380,13 +378,46 @@ async fn origin_dropping_http2_served_by_negotiating_pool() {
     }
 }
 
+/// Requests that wait for the new connection that an origin then accepts only in
+/// HTTP/1.1 are all sent again through the pool that negotiates the version.
+#[tokio::test]
+async fn requests_waiting_for_declined_connection_sent_again() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let delay = Duration::from_millis(500);
+    let (origin, _) = origin::start_h2_then_http1(certificate, &[b"http/1.1"], delay).await;
+    let port = origin.port();
+    let url = format!("https://origin.test:{port}/small");
+    let fetch = || curl(harness.landing_args("origin.test", port), &url);
+    let served = fetch().await;
+    assert_eq!(served.status, 200, "{}", served.stderr);
+
+    // The origin takes 500 ms to decline the HTTP/2 pool's new connection, so
+    // the requests after the first wait for it, and hyper-util fails them as
+    // cancelled.
+    let waiting = futures::future::join_all((0..10).map(|_| fetch())).await;
+    for served in &waiting {
+        assert_eq!(served.status, 200, "{}", served.stderr);
+        assert_eq!(served.body, "hello from origin\n");
+    }
+    let resends = harness.metric(
+        "swg_proxy_upstream_resends_total",
+        &[("reason", "not_http2")],
+    );
+    assert!(resends >= 2.0, "{resends} requests sent again");
+}
+
 async fn origin_dropping_http2(later_alpn: &[&[u8]]) {
     let harness = Harness::start(|config| {
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
     })
     .await;
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
-    let (origin, accepted) = origin::start_h2_then_http1(certificate, later_alpn).await;
+    let (origin, accepted) =
+        origin::start_h2_then_http1(certificate, later_alpn, Duration::ZERO).await;
     let port = origin.port();
     let url = format!("https://origin.test:{port}/small");
     let fetch = || curl(harness.landing_args("origin.test", port), &url);
@@ -417,6 +448,8 @@ async fn origin_dropping_http2(later_alpn: &[&[u8]]) {
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
+/// Starts the proxy and an origin that refuses its first HTTP/2 stream, and returns
+/// them with the URL of that origin.
 async fn harness_with_refusing_origin() -> (Harness, Arc<origin::RefusingOrigin>, String) {
     let harness = Harness::start(|config| {
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);

@@ -361,7 +361,7 @@ impl Upstream {
                 .map_err(|error| classify(&error));
         };
         let (error, reason) = match pooled {
-            Err(error) => match not_processed(&error) {
+            Err(error) => match self.not_processed(&error, pool > 0, copy.uri()) {
                 Some(reason) => (error, reason),
                 None => return Err(classify(&error)),
             },
@@ -397,7 +397,7 @@ impl Upstream {
                     .map_err(|error| classify(&error))
             }
         };
-        let Some(reason) = not_processed(&error) else {
+        let Some(reason) = self.not_processed(&error, true, last_copy.uri()) else {
             return Err(classify(&error));
         };
         tracing::debug!(%error, source = ?error.source(), uri = %last_copy.uri(), reason, "origin did not process the request again; sending it on a connection of its own");
@@ -408,6 +408,24 @@ impl Upstream {
                 .map_err(|error| classify(&error)),
             () = &mut deadline => Err(UpstreamFailure::TimedOut),
         }
+    }
+
+    /// Returns why `error` shows that the origin of `uri` did not process the
+    /// request, as [`not_processed`] does, and also `not_http2` for any failure to
+    /// connect in a pool that speaks only HTTP/2 (`http2_pool`) once the origin
+    /// has declined HTTP/2. hyper-util fails the requests that waited for the
+    /// declined connection as cancelled, without the connector's error, and it
+    /// sent none of them.
+    fn not_processed(
+        &self,
+        error: &hyper_util::client::legacy::Error,
+        http2_pool: bool,
+        uri: &http::Uri,
+    ) -> Option<&'static str> {
+        not_processed(error).or_else(|| {
+            (http2_pool && error.is_connect() && self.choice.declined_http2(uri))
+                .then_some(NOT_HTTP2)
+        })
     }
 
     /// The connector, for connections outside the pool (WebSocket upgrades).

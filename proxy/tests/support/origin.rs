@@ -100,12 +100,13 @@ pub async fn start_h2_limited(
 }
 
 /// Starts an HTTPS origin whose first connection offers only h2 in ALPN, and
-/// whose later connections offer `later_alpn` and speak only HTTP/1.1, all serving
-/// the routes of [`start_https`]. Returns its address and the count of
-/// connections it accepted.
+/// whose later connections wait `later_delay` before their handshake, offer
+/// `later_alpn` and speak only HTTP/1.1, all serving the routes of
+/// [`start_https`]. Returns its address and the count of connections it accepted.
 pub async fn start_h2_then_http1(
     certificate: CertifiedKey,
     later_alpn: &[&[u8]],
+    later_delay: std::time::Duration,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
     let h2_acceptor = tls_acceptor(certificate.clone(), &[b"h2"]);
     let http1_acceptor = tls_acceptor(certificate, later_alpn);
@@ -125,6 +126,9 @@ pub async fn start_h2_then_http1(
                 http1_acceptor.clone()
             };
             tokio::spawn(async move {
+                if !first {
+                    tokio::time::sleep(later_delay).await;
+                }
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
