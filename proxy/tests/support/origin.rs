@@ -19,7 +19,7 @@ use rustls::server::ResolvesServerCert;
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 pub mod goaway;
@@ -69,14 +69,14 @@ pub async fn start_https(certificate: CertifiedKey, alpn: &[&[u8]]) -> SocketAdd
     address
 }
 
-/// Starts an HTTPS origin that speaks only HTTP/2, allows `max_streams` concurrent
-/// streams per connection and serves the routes of [`start_https`]. Returns its
-/// address and the count of connections it accepted.
-pub async fn start_h2_limited(
-    certificate: CertifiedKey,
-    max_streams: u32,
-) -> (SocketAddr, Arc<AtomicUsize>) {
-    let acceptor = tls_acceptor(certificate, &[b"h2"]);
+/// Accepts connections on a new loopback listener and hands each, with its index
+/// from 0, to `handle` on a task of its own. Returns the listener's address and
+/// the count of connections accepted.
+async fn accept_counted<F, Fut>(handle: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(usize, TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -86,17 +86,31 @@ pub async fn start_h2_limited(
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
-            counted.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                serve_with(TokioIo::new(tls), Some(max_streams)).await;
-            });
+            let index = counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(handle(index, tcp));
         }
     });
     (address, accepted)
+}
+
+/// Starts an HTTPS origin that speaks only HTTP/2, allows `max_streams` concurrent
+/// streams per connection and serves the routes of [`start_https`]. Returns its
+/// address and the count of connections it accepted.
+pub async fn start_h2_limited(
+    certificate: CertifiedKey,
+    max_streams: u32,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let acceptor = tls_acceptor(certificate, &[b"h2"]);
+    accept_counted(move |_, tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            serve_with(TokioIo::new(tls), Some(max_streams)).await;
+        }
+    })
+    .await
 }
 
 /// Starts an HTTPS origin whose first connection offers only h2 in ALPN, and
@@ -110,39 +124,30 @@ pub async fn start_h2_then_http1(
 ) -> (SocketAddr, Arc<AtomicUsize>) {
     let h2_acceptor = tls_acceptor(certificate.clone(), &[b"h2"]);
     let http1_acceptor = tls_acceptor(certificate, later_alpn);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
+    accept_counted(move |index, tcp| {
+        let first = index == 0;
+        let acceptor = if first {
+            h2_acceptor.clone()
+        } else {
+            http1_acceptor.clone()
+        };
+        async move {
+            if !first {
+                tokio::time::sleep(later_delay).await;
+            }
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
             };
-            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
-            let acceptor = if first {
-                h2_acceptor.clone()
+            if first {
+                serve(TokioIo::new(tls)).await;
             } else {
-                http1_acceptor.clone()
-            };
-            tokio::spawn(async move {
-                if !first {
-                    tokio::time::sleep(later_delay).await;
-                }
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                if first {
-                    serve(TokioIo::new(tls)).await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service_fn(route))
-                        .await;
-                }
-            });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service_fn(route))
+                    .await;
+            }
         }
-    });
-    (address, accepted)
+    })
+    .await
 }
 
 /// Connection and stream counts of an origin from [`start_refusing_h2`] or
