@@ -320,7 +320,9 @@ impl Upstream {
     /// attempt goes through a pool of its own, where the requests sent again at one time
     /// share one new connection. Should that connection not process it either, a
     /// third attempt goes on a connection of its own, in HTTP/2 or HTTP/1.1 as ALPN
-    /// selects.
+    /// selects. A request without a body that a pool speaking only HTTP/2 could not
+    /// send, because the origin declined HTTP/2 for the new connection, is sent
+    /// through pool 0 instead.
     pub(crate) async fn send(
         &self,
         request: Request<ProxyBody>,
@@ -411,11 +413,13 @@ impl Upstream {
     }
 
     /// Returns why `error` shows that the origin of `uri` did not process the
-    /// request, as [`not_processed`] does, and also `not_http2` for any failure to
-    /// connect in a pool that speaks only HTTP/2 (`http2_pool`) once the origin
-    /// has declined HTTP/2. hyper-util fails the requests that waited for the
-    /// declined connection as cancelled, without the connector's error, and it
-    /// sent none of them.
+    /// request, as [`not_processed`] does. In a pool that speaks only HTTP/2
+    /// (`http2_pool`), that is also `not_http2` for a request that waited for a
+    /// connection that failed, once the origin has declined HTTP/2. hyper-util
+    /// fails such waiting requests as cancelled while connecting, without the
+    /// connector's error, and sent none of them. The request that opened the
+    /// connection carries the connector's error, so a real failure of its own
+    /// (a certificate, a timeout) is not sent again.
     fn not_processed(
         &self,
         error: &hyper_util::client::legacy::Error,
@@ -423,8 +427,8 @@ impl Upstream {
         uri: &http::Uri,
     ) -> Option<&'static str> {
         not_processed(error).or_else(|| {
-            (http2_pool && error.is_connect() && self.choice.declined_http2(uri))
-                .then_some(NOT_HTTP2)
+            let waited = error.is_connect() && connect_error(error).is_none();
+            (http2_pool && waited && self.choice.declined_http2(uri)).then_some(NOT_HTTP2)
         })
     }
 
@@ -464,6 +468,18 @@ fn replay_of(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
     Some(copy)
 }
 
+/// Returns the connector's error in the source chain of `error`, if any.
+fn connect_error(error: &hyper_util::client::legacy::Error) -> Option<&ConnectError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = error.source();
+    while let Some(cause) = current {
+        if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+            return Some(connect);
+        }
+        current = cause.source();
+    }
+    None
+}
+
 /// The `reason` label of a request sent again because a pool that speaks only
 /// HTTP/2 could not open a connection to its origin in HTTP/2.
 const NOT_HTTP2: &str = "not_http2";
@@ -484,13 +500,15 @@ const NOT_HTTP2: &str = "not_http2";
 /// stream id too, and gets the GOAWAY error.
 ///
 /// NOTE: a request that hyper reports as cancelled, with no h2 error, is not sent
-/// again, because the error does not show whether its stream was opened.
+/// again, because the error does not show whether its stream was opened. The
+/// exception, in `Upstream::not_processed`, is a request cancelled while waiting
+/// for a connection, before it was handed to one.
 fn not_processed(error: &hyper_util::client::legacy::Error) -> Option<&'static str> {
+    if let Some(ConnectError::NotHttp2(_)) = connect_error(error) {
+        return Some(NOT_HTTP2);
+    }
     let mut current: Option<&(dyn std::error::Error + 'static)> = error.source();
     while let Some(cause) = current {
-        if let Some(ConnectError::NotHttp2(_)) = cause.downcast_ref::<ConnectError>() {
-            return Some(NOT_HTTP2);
-        }
         if let Some(h2_error) = cause.downcast_ref::<h2::Error>() {
             if !h2_error.is_remote() {
                 return None;
