@@ -94,9 +94,12 @@ pub struct LimitConfig {
     pub max_connections_per_client: usize,
     /// Concurrent HTTP/2 streams allowed per client connection.
     pub max_concurrent_streams: u32,
-    /// HTTP/2 connections that swg may open to one origin. A request goes on the
-    /// first connection with fewer than `http2_streams_per_origin_connection`
-    /// requests in flight, and on the least busy one when all have that many.
+    /// Pools that speak only HTTP/2, each with one connection to an origin, for
+    /// the origins known to speak HTTP/2. A request goes on the first connection
+    /// with fewer than `http2_streams_per_origin_connection` requests in flight,
+    /// and on the least busy one when all have that many. With 0, every request
+    /// goes to the pool that negotiates the version, one connection per HTTP/2
+    /// origin.
     pub http2_connections_per_origin: usize,
     /// Requests in flight on one HTTP/2 connection to an origin before swg uses
     /// the next connection to that origin.
@@ -268,10 +271,10 @@ impl ProxyConfig {
                 "must be 1 to 10000",
             ));
         }
-        if !(1..=256).contains(&limits.http2_connections_per_origin) {
+        if limits.http2_connections_per_origin > 256 {
             return Err(invalid(
                 "limits.http2_connections_per_origin",
-                "must be 1 to 256",
+                "must be 0 to 256",
             ));
         }
         if !(1..=10_000).contains(&limits.http2_streams_per_origin_connection) {

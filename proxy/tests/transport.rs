@@ -378,6 +378,32 @@ async fn origin_dropping_http2_served_by_negotiating_pool() {
     }
 }
 
+/// Requests to an origin that swg has not reached before wait for the first
+/// one's connection to show the origin's ALPN choice, instead of each opening a
+/// connection.
+#[tokio::test]
+async fn first_requests_to_origin_share_connections() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let delay = Duration::from_millis(300);
+    let (origin, accepted) = origin::start_slow_handshake(certificate, delay).await;
+    let port = origin.port();
+    let url = format!("https://origin.test:{port}/small");
+    let fetch = || curl(harness.landing_args("origin.test", port), &url);
+
+    let served = futures::future::join_all((0..10).map(|_| fetch())).await;
+    for response in &served {
+        assert_eq!(response.status, 200, "{}", response.stderr);
+        assert_eq!(response.body, "hello from origin\n");
+    }
+    // The first request's connection in the pool that negotiates the version,
+    // then one connection of the first pool that speaks only HTTP/2.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
 /// Requests that wait for the new connection that an origin then accepts only in
 /// HTTP/1.1 are all sent again through the pool that negotiates the version.
 #[tokio::test]
@@ -501,10 +527,37 @@ async fn refused_stream_with_body_not_sent_again() {
     );
 }
 
+/// With the default pools, the origin's second request goes to a pool that
+/// speaks only HTTP/2, whose new connection the origin accepts only in HTTP/1.1.
+/// It is sent again through pool 0, whose connection refuses it, and then goes
+/// on to the last attempt like any request the origin did not process.
+#[tokio::test]
+async fn declined_then_refused_reaches_last_attempt() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let (address, _origin) = origin::start_refusing_h2_then_http1(certificate).await;
+    let url = format!("https://origin.test:{}/small", address.port());
+    for _ in 0..2 {
+        let result = curl(harness.explicit_args(), &url).await;
+        assert_eq!(result.status, 200, "{}", result.stderr);
+        assert_eq!(result.body, "hello from origin\n");
+    }
+    let resends =
+        |reason| harness.metric("swg_proxy_upstream_resends_total", &[("reason", reason)]);
+    assert!(resends("not_http2") >= 1.0);
+    assert!(resends("refused_stream") >= 3.0);
+    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+}
+
 #[tokio::test]
 async fn third_attempt_goes_over_http1() {
     let harness = Harness::start(|config| {
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+        // Both requests start on the connection that negotiates the version.
+        config.limits.http2_connections_per_origin = 0;
     })
     .await;
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
@@ -559,6 +612,8 @@ async fn harness_with_goaway_origin(
 ) -> (Harness, Arc<origin::goaway::GoawayOrigin>, String) {
     let harness = Harness::start(|config| {
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+        // The requests share the connection that negotiates the version.
+        config.limits.http2_connections_per_origin = 0;
     })
     .await;
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
@@ -617,6 +672,8 @@ async fn goaway_post_above_last_stream_sent_again() {
 async fn goaway_get_waiting_for_stream_sent_again() {
     let harness = Harness::start(|config| {
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+        // The second GET waits on the connection that negotiates the version.
+        config.limits.http2_connections_per_origin = 0;
     })
     .await;
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);

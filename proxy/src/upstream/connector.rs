@@ -104,6 +104,9 @@ pub struct OriginConnector {
     /// origins that did not choose HTTP/2, so that they get the first pool for a
     /// while.
     http2_only: Option<Arc<PoolChoice>>,
+    /// For the pool that negotiates the version: the pool choice, which learns
+    /// each new connection's ALPN result and so ends the origin's probe.
+    alpn_to: Option<Arc<PoolChoice>>,
 }
 
 struct ConnectorInner {
@@ -133,6 +136,17 @@ impl OriginConnector {
                 timeouts,
             }),
             http2_only: None,
+            alpn_to: None,
+        }
+    }
+
+    /// Returns a connector for the pool that negotiates the version, which passes
+    /// the ALPN result of each new TLS connection to `choice`.
+    pub(crate) fn reporting_alpn(&self, choice: Arc<PoolChoice>) -> OriginConnector {
+        OriginConnector {
+            inner: Arc::clone(&self.inner),
+            http2_only: None,
+            alpn_to: Some(choice),
         }
     }
 
@@ -144,6 +158,7 @@ impl OriginConnector {
         OriginConnector {
             inner: Arc::clone(&self.inner),
             http2_only: Some(choice),
+            alpn_to: None,
         }
     }
 
@@ -384,10 +399,16 @@ impl tower_service::Service<Uri> for OriginConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connector = self.clone();
         Box::pin(async move {
-            match &connector.http2_only {
-                Some(choice) => connector.connect_http2(&uri, choice).await,
-                None => connector.connect_offering(&uri, Offer::Both).await,
+            if let Some(choice) = &connector.http2_only {
+                return connector.connect_http2(&uri, choice).await;
             }
+            let stream = connector.connect_offering(&uri, Offer::Both).await?;
+            if let Some(choice) = &connector.alpn_to {
+                if uri.scheme_str() == Some("https") {
+                    choice.record_alpn(&uri, stream.h2);
+                }
+            }
+            Ok(stream)
         })
     }
 }

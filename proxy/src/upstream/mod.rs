@@ -25,7 +25,7 @@ use crate::body::{BodyError, BodyWatch, ProxyBody};
 use crate::config::ProxyConfig;
 use crate::destination::{DestinationPolicy, Refusal};
 use crate::resolve::Resolve;
-use pools::PoolChoice;
+use pools::{Checkout, PoolChoice, MAX_PROBE_WAIT};
 
 /// Initial HTTP/2 stream window towards origins: one download moves up to 2 MiB per
 /// round trip, 40 MB/s at 50 ms. It is also the most that swg buffers for a
@@ -278,7 +278,7 @@ impl Upstream {
             config.limits.http2_streams_per_origin_connection,
         ));
         let mut clients = Vec::with_capacity(choice.pools());
-        clients.push(builder.build(connector.clone()));
+        clients.push(builder.build(connector.reporting_alpn(Arc::clone(&choice))));
         // Requests that wait for a connection in a pool that speaks only HTTP/2
         // share the one it opens, instead of opening one each.
         builder.http2_only(true);
@@ -349,7 +349,17 @@ impl Upstream {
         };
         tokio::pin!(deadline);
 
-        let (pool, lease) = self.choice.checkout(request.uri());
+        let mut probe = true;
+        let (pool, lease) = loop {
+            match self.choice.checkout(request.uri(), probe) {
+                Checkout::Pool(pool, lease) => break (pool, lease),
+                Checkout::WaitForProbe(wait) => tokio::select! {
+                    () = wait.ended() => {}
+                    () = tokio::time::sleep(MAX_PROBE_WAIT) => probe = false,
+                    () = &mut deadline => return Err(UpstreamFailure::TimedOut),
+                },
+            }
+        };
         let pooled = tokio::select! {
             result = self.clients[pool].request(request) => result,
             () = &mut deadline => return Err(UpstreamFailure::TimedOut),
@@ -372,19 +382,35 @@ impl Upstream {
         drop(lease);
         tracing::debug!(%error, source = ?error.source(), uri = %copy.uri(), reason, "origin did not process the request; sending it again");
         self.resends.with_label_values(&[reason]).inc();
-        if reason == NOT_HTTP2 {
-            // The origin now goes to pool 0, which negotiates the version.
-            let (pool, lease) = self.choice.checkout(copy.uri());
-            return tokio::select! {
-                result = self.clients[pool].request(copy) => result
-                    .map(|response| {
-                        lease.record(response.version());
-                        (response, lease)
-                    })
-                    .map_err(|error| classify(&error)),
-                () = &mut deadline => Err(UpstreamFailure::TimedOut),
+        let copy = if reason == NOT_HTTP2 {
+            // The origin now goes to pool 0, which negotiates the version. Should
+            // pool 0 not process the request either, it goes on like any other.
+            let (Some(next_copy), (pool, lease)) =
+                (replay_of(&copy), self.choice.checkout_now(copy.uri()))
+            else {
+                return Err(UpstreamFailure::Unreachable);
             };
-        }
+            let result = tokio::select! {
+                result = self.clients[pool].request(copy) => result,
+                () = &mut deadline => return Err(UpstreamFailure::TimedOut),
+            };
+            let error = match result {
+                Ok(response) => {
+                    lease.record(response.version());
+                    return Ok((response, lease));
+                }
+                Err(error) => error,
+            };
+            drop(lease);
+            let Some(reason) = self.not_processed(&error, pool > 0, next_copy.uri()) else {
+                return Err(classify(&error));
+            };
+            tracing::debug!(%error, source = ?error.source(), uri = %next_copy.uri(), reason, "origin did not process the request in pool 0 either; sending it again");
+            self.resends.with_label_values(&[reason]).inc();
+            next_copy
+        } else {
+            copy
+        };
         // The requests sent again below go outside the counted pools.
         let last_copy = replay_of(&copy);
         let again = tokio::select! {

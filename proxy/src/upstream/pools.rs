@@ -21,6 +21,11 @@
 //! stream is open, except after an early response, whose upload may still be
 //! sending.
 //!
+//! The first request to an origin over TLS is a probe. Until its connection shows
+//! the origin's choice in ALPN (or its response arrives, or it fails), other
+//! requests to the origin wait, so that they do not each open a connection in
+//! pool 0. That happens once per origin that swg remembers.
+//!
 //! The HTTP/2 pools exist apart from pool 0 because hyper-util opens one
 //! connection per waiting request in a pool that may negotiate HTTP/1.1, and keeps
 //! only one once the origin chooses HTTP/2. In a pool that speaks only HTTP/2, the
@@ -35,6 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::{Uri, Version};
+use tokio::sync::Notify;
 
 /// The smallest origin count at which a checkout removes the origins that have
 /// no request in flight. Up to this many origins are remembered, with their
@@ -42,6 +48,13 @@ use http::{Uri, Version};
 /// next requests do not start over in pool 0. An entry takes about 200 bytes
 /// (an estimate), so the floor costs about 1 MiB.
 const PRUNE_FLOOR: usize = 4096;
+
+/// The maximum time that a request waits for its origin's probe before it goes
+/// to pool 0 anyway. A TLS handshake takes two round trips, 0.6 s across the world
+/// at 300 ms (an estimate). A probe that reuses an idle connection of pool 0,
+/// whose origin swg had forgotten, ends only with its response, which may take
+/// longer.
+pub(crate) const MAX_PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// How long an origin that did not choose HTTP/2 for a new connection stays in
 /// pool 0, whatever its responses there show.
@@ -79,15 +92,61 @@ struct OriginStreams {
     /// Milliseconds from `PoolChoice::started` until which the origin stays in
     /// pool 0, because it did not choose HTTP/2 for a new connection.
     http2_declined_until_ms: AtomicU64,
+    /// Whether the first request to the origin, the probe, has ended.
+    probed: AtomicBool,
+    /// Whether a probe is in flight, which other requests wait for.
+    probing: AtomicBool,
+    /// Wakes the requests waiting for the probe when it ends.
+    probe_ended: Notify,
+}
+
+/// The result of a checkout: the pool for the request, or a probe to wait for.
+#[derive(Debug)]
+pub(crate) enum Checkout {
+    /// The index of the pool, and the lease that counts the request there.
+    Pool(usize, StreamLease),
+    /// The first request to the origin is still finding out which version the
+    /// origin speaks.
+    WaitForProbe(ProbeWait),
+}
+
+/// A probe in flight to wait for.
+#[derive(Debug)]
+pub(crate) struct ProbeWait(Arc<OriginStreams>);
+
+impl ProbeWait {
+    /// Completes when the probe has ended, at once if it already has.
+    pub(crate) async fn ended(self) {
+        let notified = self.0.probe_ended.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so that an end between the two still
+        // wakes this task.
+        notified.as_mut().enable();
+        if !self.0.probing.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+impl OriginStreams {
+    /// Ends the probe, if one is in flight, and wakes the requests waiting for it.
+    fn end_probe(&self) {
+        self.probed.store(true, Ordering::Release);
+        if self.probing.swap(false, Ordering::AcqRel) {
+            self.probe_ended.notify_waiters();
+        }
+    }
 }
 
 impl PoolChoice {
     /// Chooses among pool 0 and `http2_pools` pools that speak only HTTP/2, moving
     /// on to the next HTTP/2 pool once an origin has `streams_per_connection`
-    /// requests in flight in the previous ones. Both must be at least 1.
+    /// requests in flight in the previous ones. With no HTTP/2 pool, every request
+    /// goes to pool 0. `streams_per_connection` must be at least 1.
     pub(crate) fn new(http2_pools: usize, streams_per_connection: u32) -> PoolChoice {
         PoolChoice {
-            http2_pools: http2_pools.max(1),
+            http2_pools,
             streams_per_connection: streams_per_connection.max(1),
             started: Instant::now(),
             origins: Mutex::new(Origins {
@@ -103,13 +162,32 @@ impl PoolChoice {
         self.http2_pools + 1
     }
 
-    /// Returns the index of the pool for a request to `uri`, and the lease that
-    /// counts the request there until it is dropped or released.
-    pub(crate) fn checkout(&self, uri: &Uri) -> (usize, StreamLease) {
+    /// Returns the pool for a request to `uri` and the lease that counts the
+    /// request there until it is dropped or released. With `probe`, the first
+    /// request to an origin over TLS becomes its probe, and the others get the
+    /// probe to wait for while it is in flight.
+    pub(crate) fn checkout(&self, uri: &Uri, probe: bool) -> Checkout {
         let mut origins = self.lock();
         let Some(streams) = origins.streams(uri, self.pools()) else {
-            return (0, StreamLease::default());
+            return Checkout::Pool(0, StreamLease::default());
         };
+
+        // Without TLS there is no ALPN to learn from, and pool 0 speaks HTTP/1.1.
+        let learns = probe && uri.scheme_str() == Some("https");
+        if learns && !streams.probed.load(Ordering::Acquire) {
+            if streams.probing.load(Ordering::Acquire) {
+                return Checkout::WaitForProbe(ProbeWait(streams));
+            }
+            streams.probing.store(true, Ordering::Release);
+            streams.in_flight[0].fetch_add(1, Ordering::AcqRel);
+            return Checkout::Pool(
+                0,
+                StreamLease {
+                    counted: Some((streams, 0)),
+                    probe: true,
+                },
+            );
+        }
 
         // Counts only grow under the lock, so the choice never puts more than
         // `streams_per_connection` requests in an HTTP/2 pool while another has
@@ -132,12 +210,23 @@ impl PoolChoice {
         streams.in_flight[chosen].fetch_add(1, Ordering::AcqRel);
         drop(origins);
 
-        (
+        Checkout::Pool(
             chosen,
             StreamLease {
                 counted: Some((streams, chosen)),
+                probe: false,
             },
         )
+    }
+
+    /// Records the version that the origin of `uri` chose in ALPN for a new
+    /// connection of pool 0, which ends its probe.
+    pub(crate) fn record_alpn(&self, uri: &Uri, http2: bool) {
+        let mut origins = self.lock();
+        if let Some(streams) = origins.streams(uri, self.pools()) {
+            streams.http2.store(http2, Ordering::Release);
+            streams.end_probe();
+        }
     }
 
     /// Tells whether the origin of `uri` did not choose HTTP/2 for a new
@@ -173,6 +262,16 @@ impl PoolChoice {
 
     fn lock(&self) -> MutexGuard<'_, Origins> {
         self.origins.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the pool for a request to `uri` and its lease, as
+    /// [`PoolChoice::checkout`] does without a probe. Only a checkout with a
+    /// probe can wait, so the fallback to pool 0 without a lease is not reached.
+    pub(crate) fn checkout_now(&self, uri: &Uri) -> (usize, StreamLease) {
+        match self.checkout(uri, false) {
+            Checkout::Pool(pool, lease) => (pool, lease),
+            Checkout::WaitForProbe(_) => (0, StreamLease::default()),
+        }
     }
 
     /// Returns the requests in flight to the origin of `uri` in each pool, for tests.
@@ -212,6 +311,9 @@ impl Origins {
             in_flight: (0..pools).map(|_| AtomicU32::new(0)).collect(),
             http2: AtomicBool::new(false),
             http2_declined_until_ms: AtomicU64::new(0),
+            probed: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            probe_ended: Notify::new(),
         });
         map.insert(authority.into(), Arc::clone(&streams));
         Some(streams)
@@ -233,23 +335,30 @@ impl Origins {
 #[derive(Debug, Default)]
 pub(crate) struct StreamLease {
     counted: Option<(Arc<OriginStreams>, usize)>,
+    /// Whether the request is its origin's probe, which ends at the latest
+    /// when the lease is released.
+    probe: bool,
 }
 
 impl StreamLease {
     /// Records the HTTP version of the request's response, which decides whether
-    /// the origin's next requests go to the HTTP/2 pools.
+    /// the origin's next requests go to the HTTP/2 pools, and ends a probe.
     pub(crate) fn record(&self, version: Version) {
         if let Some((streams, _)) = &self.counted {
             streams
                 .http2
                 .store(version == Version::HTTP_2, Ordering::Release);
+            streams.end_probe();
         }
     }
 
-    /// Stops counting the request; later calls do nothing.
+    /// Stops counting the request, and ends a probe; later calls do nothing.
     pub(crate) fn release(&mut self) {
         if let Some((streams, pool)) = self.counted.take() {
             streams.in_flight[pool].fetch_sub(1, Ordering::AcqRel);
+            if self.probe {
+                streams.end_probe();
+            }
         }
     }
 }
@@ -274,7 +383,7 @@ mod tests {
 
     /// Checks out a request to `origin` whose response comes over HTTP/2.
     fn checkout_http2(choice: &PoolChoice, origin: &Uri) -> (usize, StreamLease) {
-        let (pool, lease) = choice.checkout(origin);
+        let (pool, lease) = choice.checkout_now(origin);
         lease.record(Version::HTTP_2);
         (pool, lease)
     }
@@ -290,13 +399,13 @@ mod tests {
         let mut leases = Vec::new();
         let mut chosen = Vec::new();
         for _ in 0..6 {
-            let (pool, lease) = choice.checkout(&origin);
+            let (pool, lease) = choice.checkout_now(&origin);
             chosen.push(pool);
             leases.push(lease);
         }
         assert_eq!(chosen, [1, 1, 2, 2, 3, 3]);
         // All full: the least busy pool, the first of equals.
-        let (pool, extra) = choice.checkout(&origin);
+        let (pool, extra) = choice.checkout_now(&origin);
         assert_eq!(pool, 1);
         assert_eq!(choice.in_flight(&origin), [1, 3, 2, 2]);
 
@@ -304,7 +413,7 @@ mod tests {
         drop(extra);
         leases.remove(2);
         assert_eq!(choice.in_flight(&origin), [1, 2, 1, 2]);
-        assert_eq!(choice.checkout(&origin).0, 2);
+        assert_eq!(choice.checkout_now(&origin).0, 2);
     }
 
     #[test]
@@ -318,7 +427,7 @@ mod tests {
             (first, other_origin, other_port, other_scheme),
             (0, 0, 0, 0)
         );
-        assert_eq!(choice.checkout(&uri("https://one.test/x")).0, 1);
+        assert_eq!(choice.checkout_now(&uri("https://one.test/x")).0, 1);
     }
 
     #[test]
@@ -329,14 +438,14 @@ mod tests {
         // Before any response, then after responses over HTTP/1.1, also after
         // one over HTTP/2.
         for version in [None, Some(Version::HTTP_2), Some(Version::HTTP_11)] {
-            let (pool, lease) = choice.checkout(&origin);
+            let (pool, lease) = choice.checkout_now(&origin);
             if let Some(version) = version {
                 lease.record(version);
             }
             leases.push((pool, lease));
         }
         for _ in 0..3 {
-            leases.push(choice.checkout(&origin));
+            leases.push(choice.checkout_now(&origin));
         }
         let pools: Vec<usize> = leases.iter().map(|(pool, _)| *pool).collect();
         assert_eq!(pools, [0, 0, 1, 0, 0, 0]);
@@ -355,7 +464,7 @@ mod tests {
         let (pool, lease) = checkout_http2(&choice, &origin);
         assert_eq!(pool, 0);
         drop(lease);
-        assert_eq!(choice.checkout(&origin).0, 0);
+        assert_eq!(choice.checkout_now(&origin).0, 0);
         assert!(!choice.declined_http2(&uri("https://other.test/")));
     }
 
@@ -373,7 +482,7 @@ mod tests {
     #[test]
     fn uri_without_authority_counts_nothing() {
         let choice = PoolChoice::new(2, 1);
-        let (pool, lease) = choice.checkout(&uri("/relative"));
+        let (pool, lease) = choice.checkout_now(&uri("/relative"));
         assert_eq!(pool, 0);
         assert!(lease.counted.is_none());
     }
@@ -381,9 +490,9 @@ mod tests {
     #[test]
     fn idle_origins_are_removed() {
         let choice = PoolChoice::new(2, 1);
-        let (_, kept) = choice.checkout(&uri("https://kept.test/"));
+        let (_, kept) = choice.checkout_now(&uri("https://kept.test/"));
         for index in 0..PRUNE_FLOOR {
-            drop(choice.checkout(&uri(&format!("https://h{index}.test/"))));
+            drop(choice.checkout_now(&uri(&format!("https://h{index}.test/"))));
         }
         let origins = choice.lock();
         assert!(origins.https.len() < PRUNE_FLOOR);
@@ -391,5 +500,89 @@ mod tests {
         assert!(!origins.https.contains_key("h0.test"));
         drop(origins);
         drop(kept);
+    }
+
+    fn checkout(choice: &PoolChoice, origin: &Uri) -> Checkout {
+        choice.checkout(origin, true)
+    }
+
+    #[test]
+    fn first_request_probes_and_others_wait() {
+        let choice = PoolChoice::new(2, 1);
+        let origin = uri("https://origin.test/");
+        let Checkout::Pool(0, probe) = checkout(&choice, &origin) else {
+            panic!("the first request is the probe, in pool 0");
+        };
+        assert!(matches!(
+            checkout(&choice, &origin),
+            Checkout::WaitForProbe(_)
+        ));
+        // Another origin, and a plain-HTTP one, do not wait.
+        assert!(matches!(
+            checkout(&choice, &uri("https://other.test/")),
+            Checkout::Pool(0, _)
+        ));
+        let plain = uri("http://origin.test/");
+        assert!(matches!(checkout(&choice, &plain), Checkout::Pool(0, _)));
+        assert!(matches!(checkout(&choice, &plain), Checkout::Pool(0, _)));
+
+        // An HTTP/2 response ends the probe, so the next requests go to the
+        // HTTP/2 pools without waiting.
+        probe.record(Version::HTTP_2);
+        let Checkout::Pool(pool, _lease) = checkout(&choice, &origin) else {
+            panic!("the probe has ended");
+        };
+        assert_eq!(pool, 1);
+        drop(probe);
+        assert!(matches!(checkout(&choice, &origin), Checkout::Pool(_, _)));
+    }
+
+    #[test]
+    fn probe_ends_when_dropped_or_by_alpn() {
+        let choice = PoolChoice::new(2, 1);
+        let failed = uri("https://failed.test/");
+        let Checkout::Pool(0, probe) = checkout(&choice, &failed) else {
+            panic!("the first request is the probe");
+        };
+        drop(probe);
+        assert!(matches!(checkout(&choice, &failed), Checkout::Pool(0, _)));
+
+        let learned = uri("https://learned.test/");
+        let Checkout::Pool(0, _probe) = checkout(&choice, &learned) else {
+            panic!("the first request is the probe");
+        };
+        choice.record_alpn(&learned, true);
+        assert!(matches!(checkout(&choice, &learned), Checkout::Pool(1, _)));
+    }
+
+    #[tokio::test]
+    async fn waiting_request_wakes_when_probe_ends() {
+        let choice = PoolChoice::new(2, 1);
+        let origin = uri("https://origin.test/");
+        let Checkout::Pool(0, probe) = checkout(&choice, &origin) else {
+            panic!("the first request is the probe");
+        };
+        let Checkout::WaitForProbe(wait) = checkout(&choice, &origin) else {
+            panic!("the second request waits");
+        };
+        let waiting = tokio::spawn(wait.ended());
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        probe.record(Version::HTTP_11);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting request was not woken")
+            .unwrap();
+        assert!(matches!(checkout(&choice, &origin), Checkout::Pool(0, _)));
+    }
+
+    #[test]
+    fn no_http2_pools_keeps_pool_zero() {
+        let choice = PoolChoice::new(0, 1);
+        let origin = uri("https://origin.test/");
+        let (first, _first) = checkout_http2(&choice, &origin);
+        let (second, _second) = choice.checkout_now(&origin);
+        assert_eq!((first, second), (0, 0));
+        assert_eq!(choice.in_flight(&origin), [2]);
     }
 }

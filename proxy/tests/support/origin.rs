@@ -113,6 +113,27 @@ pub async fn start_h2_limited(
     .await
 }
 
+/// Starts an HTTPS origin that waits `delay` before each TLS handshake, then
+/// serves the routes of [`start_https`] over HTTP/2 or HTTP/1.1. Returns its
+/// address and the count of connections it accepted.
+pub async fn start_slow_handshake(
+    certificate: CertifiedKey,
+    delay: std::time::Duration,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let acceptor = tls_acceptor(certificate, &[b"h2", b"http/1.1"]);
+    accept_counted(move |_, tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            serve(TokioIo::new(tls)).await;
+        }
+    })
+    .await
+}
+
 /// Starts an HTTPS origin whose first connection offers only h2 in ALPN, and
 /// whose later connections wait `later_delay` before their handshake, offer
 /// `later_alpn` and speak only HTTP/1.1, all serving the routes of
