@@ -349,15 +349,23 @@ impl Upstream {
         };
         tokio::pin!(deadline);
 
+        // A request waits for its origin's probes for at most MAX_PROBE_WAIT in
+        // all, also when a probe fails and another request probes next. The
+        // timer exists only once a request waits.
+        let mut probe_wait = None;
         let mut probe = true;
         let (pool, lease) = loop {
             match self.choice.checkout(request.uri(), probe) {
                 Checkout::Pool(pool, lease) => break (pool, lease),
-                Checkout::WaitForProbe(wait) => tokio::select! {
-                    () = wait.ended() => {}
-                    () = tokio::time::sleep(MAX_PROBE_WAIT) => probe = false,
-                    () = &mut deadline => return Err(UpstreamFailure::TimedOut),
-                },
+                Checkout::WaitForProbe(wait) => {
+                    let timer = probe_wait
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(MAX_PROBE_WAIT)));
+                    tokio::select! {
+                        () = wait.ended() => {}
+                        () = timer.as_mut() => probe = false,
+                        () = &mut deadline => return Err(UpstreamFailure::TimedOut),
+                    }
+                }
             }
         };
         let pooled = tokio::select! {

@@ -9,8 +9,8 @@
 //!
 //! So the upstream client keeps one pool that negotiates the HTTP version by ALPN,
 //! pool 0, and several pools that speak only HTTP/2. An origin's requests go to
-//! pool 0 until a response shows that the origin speaks HTTP/2, and to the HTTP/2
-//! pools from then on. There, a request goes to the first pool whose count of
+//! pool 0 until a response, or the ALPN result of a new connection in pool 0,
+//! shows that the origin speaks HTTP/2, and to the HTTP/2 pools from then on. There, a request goes to the first pool whose count of
 //! requests in flight to its origin is below `streams_per_connection`, so a second
 //! connection opens only once the first is busy, and to the least busy pool when
 //! all are. RFC 9113 section 9.1 recommends one connection per origin; swg opens
@@ -22,9 +22,10 @@
 //! sending.
 //!
 //! The first request to an origin over TLS is a probe. Until its connection shows
-//! the origin's choice in ALPN (or its response arrives, or it fails), other
-//! requests to the origin wait, so that they do not each open a connection in
-//! pool 0. That happens once per origin that swg remembers.
+//! the origin's choice in ALPN, or its response arrives, other requests to the
+//! origin wait, so that they do not each open a connection in pool 0. A probe
+//! that fails or is cancelled lets the next request probe. A request waits for
+//! probes for at most `MAX_PROBE_WAIT` in all.
 //!
 //! The HTTP/2 pools exist apart from pool 0 because hyper-util opens one
 //! connection per waiting request in a pool that may negotiate HTTP/1.1, and keeps
@@ -49,11 +50,11 @@ use tokio::sync::Notify;
 /// (an estimate), so the floor costs about 1 MiB.
 const PRUNE_FLOOR: usize = 4096;
 
-/// The maximum time that a request waits for its origin's probe before it goes
-/// to pool 0 anyway. A TLS handshake takes two round trips, 0.6 s across the world
-/// at 300 ms (an estimate). A probe that reuses an idle connection of pool 0,
-/// whose origin swg had forgotten, ends only with its response, which may take
-/// longer.
+/// The maximum time that a request waits for its origin's probes before it goes
+/// to pool 0 anyway. The probe's name lookup, TCP connect and TLS handshake take
+/// two or three round trips, 0.6 to 0.9 s at 300 ms (an estimate). A probe that
+/// reuses an idle connection of pool 0, whose origin swg had forgotten, ends only
+/// with its response, which may take longer.
 pub(crate) const MAX_PROBE_WAIT: Duration = Duration::from_secs(1);
 
 /// How long an origin that did not choose HTTP/2 for a new connection stays in
@@ -92,7 +93,8 @@ struct OriginStreams {
     /// Milliseconds from `PoolChoice::started` until which the origin stays in
     /// pool 0, because it did not choose HTTP/2 for a new connection.
     http2_declined_until_ms: AtomicU64,
-    /// Whether the first request to the origin, the probe, has ended.
+    /// Whether the origin's version is known, from a response or from the ALPN
+    /// result of a new connection of pool 0, so that no request probes.
     probed: AtomicBool,
     /// Whether a probe is in flight, which other requests wait for.
     probing: AtomicBool,
@@ -131,8 +133,12 @@ impl ProbeWait {
 
 impl OriginStreams {
     /// Ends the probe, if one is in flight, and wakes the requests waiting for it.
-    fn end_probe(&self) {
-        self.probed.store(true, Ordering::Release);
+    /// With `learned`, the origin's version is known and no request probes again;
+    /// otherwise (the probe failed or was cancelled) the next request probes.
+    fn end_probe(&self, learned: bool) {
+        if learned {
+            self.probed.store(true, Ordering::Release);
+        }
         if self.probing.swap(false, Ordering::AcqRel) {
             self.probe_ended.notify_waiters();
         }
@@ -221,11 +227,15 @@ impl PoolChoice {
 
     /// Records the version that the origin of `uri` chose in ALPN for a new
     /// connection of pool 0, which ends its probe.
+    ///
+    /// NOTE: hyper-util adds the connection to pool 0 only after the connector
+    /// has returned, so without HTTP/2 pools, requests woken here may each still
+    /// open a connection in pool 0, of which hyper-util keeps one.
     pub(crate) fn record_alpn(&self, uri: &Uri, http2: bool) {
         let mut origins = self.lock();
         if let Some(streams) = origins.streams(uri, self.pools()) {
             streams.http2.store(http2, Ordering::Release);
-            streams.end_probe();
+            streams.end_probe(true);
         }
     }
 
@@ -348,7 +358,7 @@ impl StreamLease {
             streams
                 .http2
                 .store(version == Version::HTTP_2, Ordering::Release);
-            streams.end_probe();
+            streams.end_probe(true);
         }
     }
 
@@ -357,7 +367,7 @@ impl StreamLease {
         if let Some((streams, pool)) = self.counted.take() {
             streams.in_flight[pool].fetch_sub(1, Ordering::AcqRel);
             if self.probe {
-                streams.end_probe();
+                streams.end_probe(false);
             }
         }
     }
@@ -545,7 +555,14 @@ mod tests {
             panic!("the first request is the probe");
         };
         drop(probe);
-        assert!(matches!(checkout(&choice, &failed), Checkout::Pool(0, _)));
+        // A probe that learned nothing lets the next request probe again.
+        let Checkout::Pool(0, _next_probe) = checkout(&choice, &failed) else {
+            panic!("the next request is the probe");
+        };
+        assert!(matches!(
+            checkout(&choice, &failed),
+            Checkout::WaitForProbe(_)
+        ));
 
         let learned = uri("https://learned.test/");
         let Checkout::Pool(0, _probe) = checkout(&choice, &learned) else {
