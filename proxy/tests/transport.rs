@@ -378,15 +378,20 @@ async fn origin_dropping_http2_served_by_negotiating_pool() {
     }
 }
 
+/// Starts the proxy with `origin.test` resolving to loopback.
+async fn harness_resolving_origin() -> Harness {
+    Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await
+}
+
 /// Requests to an origin that swg has not reached before wait for the first
 /// one's connection to show the origin's ALPN choice, instead of each opening a
 /// connection.
 #[tokio::test]
 async fn first_requests_to_origin_share_connections() {
-    let harness = Harness::start(|config| {
-        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
-    })
-    .await;
+    let harness = harness_resolving_origin().await;
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
     let delay = Duration::from_millis(300);
     let (origin, accepted) = origin::start_slow_handshake(certificate, delay).await;
@@ -408,10 +413,7 @@ async fn first_requests_to_origin_share_connections() {
 /// HTTP/1.1 are all sent again through the pool that negotiates the version.
 #[tokio::test]
 async fn requests_waiting_for_declined_connection_sent_again() {
-    let harness = Harness::start(|config| {
-        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
-    })
-    .await;
+    let harness = harness_resolving_origin().await;
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
     let delay = Duration::from_millis(500);
     let (origin, _) = origin::start_h2_then_http1(certificate, &[b"http/1.1"], delay).await;
@@ -437,10 +439,7 @@ async fn requests_waiting_for_declined_connection_sent_again() {
 }
 
 async fn origin_dropping_http2(later_alpn: &[&[u8]]) {
-    let harness = Harness::start(|config| {
-        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
-    })
-    .await;
+    let harness = harness_resolving_origin().await;
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
     let (origin, accepted) =
         origin::start_h2_then_http1(certificate, later_alpn, Duration::ZERO).await;
@@ -533,10 +532,7 @@ async fn refused_stream_with_body_not_sent_again() {
 /// on to the last attempt like any request the origin did not process.
 #[tokio::test]
 async fn declined_then_refused_reaches_last_attempt() {
-    let harness = Harness::start(|config| {
-        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
-    })
-    .await;
+    let harness = harness_resolving_origin().await;
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
     let (address, _origin) = origin::start_refusing_h2_then_http1(certificate).await;
     let url = format!("https://origin.test:{}/small", address.port());
