@@ -391,6 +391,11 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// Checks out a request to `origin` that may probe it.
+    fn checkout(choice: &PoolChoice, origin: &Uri) -> Checkout {
+        choice.checkout(origin, true)
+    }
+
     /// Checks out a request to `origin` whose response comes over HTTP/2.
     fn checkout_http2(choice: &PoolChoice, origin: &Uri) -> (usize, StreamLease) {
         let (pool, lease) = choice.checkout_now(origin);
@@ -510,10 +515,6 @@ mod tests {
         assert!(!origins.https.contains_key("h0.test"));
         drop(origins);
         drop(kept);
-    }
-
-    fn checkout(choice: &PoolChoice, origin: &Uri) -> Checkout {
-        choice.checkout(origin, true)
     }
 
     #[test]
