@@ -113,6 +113,17 @@ pub struct LimitConfig {
     /// connections, at most `max_response_buffer_bytes`. When unset, 512 MiB or
     /// `max_response_buffer_bytes` when that is smaller.
     pub max_response_buffer_bytes_per_client: Option<u64>,
+    /// Bytes that HTTP/2 clients may upload ahead of their origins, all together:
+    /// the connection windows swg offers them, which bound what hyper buffers for
+    /// request bodies that an origin reads slowly. Each HTTP/2 client connection
+    /// reserves the largest window that fits, from 8 MiB down to 128 KiB, for its
+    /// whole life; when none fits it gets the protocol's initial 64 KiB window,
+    /// which is not counted.
+    pub max_request_buffer_bytes: u64,
+    /// The same for the HTTP/2 connections of one client IP address, at most
+    /// `max_request_buffer_bytes`. When unset, 256 MiB or
+    /// `max_request_buffer_bytes` when that is smaller.
+    pub max_request_buffer_bytes_per_client: Option<u64>,
     /// Streams a client may reset before they are accepted, per connection, before the
     /// connection is closed (HTTP/2 rapid-reset protection).
     pub max_pending_accept_reset_streams: usize,
@@ -169,12 +180,23 @@ pub(crate) const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// budget is larger.
 const DEFAULT_RESPONSE_BUFFER_BYTES_PER_CLIENT: u64 = 512 << 20;
 
+/// The per-client request buffer budget when none is set and the process's
+/// budget is larger: 32 HTTP/2 connections with the largest window.
+const DEFAULT_REQUEST_BUFFER_BYTES_PER_CLIENT: u64 = 256 << 20;
+
 impl LimitConfig {
     /// Returns the response buffer budget of one client address: the configured
     /// one, or 512 MiB capped at the process's budget.
     pub fn response_buffer_bytes_per_client(&self) -> u64 {
         self.max_response_buffer_bytes_per_client
             .unwrap_or(DEFAULT_RESPONSE_BUFFER_BYTES_PER_CLIENT.min(self.max_response_buffer_bytes))
+    }
+
+    /// Returns the request buffer budget of one client address: the configured
+    /// one, or 256 MiB capped at the process's budget.
+    pub fn request_buffer_bytes_per_client(&self) -> u64 {
+        self.max_request_buffer_bytes_per_client
+            .unwrap_or(DEFAULT_REQUEST_BUFFER_BYTES_PER_CLIENT.min(self.max_request_buffer_bytes))
     }
 
     /// Returns `max_headers` to hand to hyper, or none when it is hyper's default.
@@ -196,6 +218,8 @@ impl Default for LimitConfig {
             http2_streams_per_origin_connection: 100,
             max_response_buffer_bytes: 2 << 30,
             max_response_buffer_bytes_per_client: None,
+            max_request_buffer_bytes: 1 << 30,
+            max_request_buffer_bytes_per_client: None,
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
         }
@@ -298,6 +322,15 @@ impl ProxyConfig {
                     "must be at least 4194304 (two HTTP/2 stream windows) and at most \
                      proxy.limits.max_response_buffer_bytes, which is {}",
                     limits.max_response_buffer_bytes
+                ),
+            ));
+        }
+        if limits.request_buffer_bytes_per_client() > limits.max_request_buffer_bytes {
+            return Err(invalid(
+                "limits.max_request_buffer_bytes_per_client",
+                &format!(
+                    "must be at most proxy.limits.max_request_buffer_bytes, which is {}",
+                    limits.max_request_buffer_bytes
                 ),
             ));
         }
@@ -458,6 +491,38 @@ mod tests {
         assert_eq!(
             LimitConfig::default().response_buffer_bytes_per_client(),
             512 << 20
+        );
+    }
+
+    #[test]
+    fn request_buffer_budgets_validated() {
+        let with_limits = |process: u64, per_client: Option<u64>| ProxyConfig {
+            limits: LimitConfig {
+                max_request_buffer_bytes: process,
+                max_request_buffer_bytes_per_client: per_client,
+                ..LimitConfig::default()
+            },
+            ..ProxyConfig::default()
+        };
+        // Zero is allowed: every HTTP/2 client then gets the protocol's window.
+        assert!(with_limits(0, None).validate().is_ok());
+        assert!(with_limits(64 << 20, Some(64 << 20)).validate().is_ok());
+        assert_eq!(
+            with_limits(64 << 20, Some((64 << 20) + 1))
+                .validate()
+                .unwrap_err()
+                .key,
+            "limits.max_request_buffer_bytes_per_client"
+        );
+        assert_eq!(
+            with_limits(64 << 20, None)
+                .limits
+                .request_buffer_bytes_per_client(),
+            64 << 20
+        );
+        assert_eq!(
+            LimitConfig::default().request_buffer_bytes_per_client(),
+            256 << 20
         );
     }
 

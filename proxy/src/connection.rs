@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::body::ProxyBody;
 use crate::boundary::ClientIdentity;
-use crate::budget::Budget;
+use crate::budget::{self, Budget, Reservation};
 use crate::idle::{self, RequestTracker};
 use crate::malformed;
 use crate::request;
@@ -24,10 +24,23 @@ use crate::server::Shared;
 use crate::stall::ResponseWatch;
 use crate::target::Scheme;
 
-/// Initial HTTP/2 stream window offered to clients (uploads).
+/// Initial HTTP/2 stream window offered to clients (uploads), or the connection's
+/// window when that is smaller.
 const STREAM_WINDOW: u32 = 4 << 20;
-/// Initial HTTP/2 connection window offered to clients.
-const CONNECTION_WINDOW: u32 = 8 << 20;
+/// HTTP/2 connection windows offered to clients, largest first. A connection gets
+/// the first that fits in its client's and the process's request buffer budgets.
+const CONNECTION_WINDOWS: [u32; 7] = [
+    8 << 20,
+    4 << 20,
+    2 << 20,
+    1 << 20,
+    512 << 10,
+    256 << 10,
+    128 << 10,
+];
+/// The connection window every HTTP/2 peer starts with (RFC 9113, section
+/// 6.9.2), offered when no larger one fits in the budgets.
+const PROTOCOL_WINDOW: u32 = 65_535;
 /// Data that hyper queues per HTTP/2 stream towards a client beyond what the
 /// client's window lets it send. It outlives the origin's body and its response
 /// buffer reservation, so it is below hyper's default of 400 KiB. At 64 KiB, swg
@@ -77,11 +90,12 @@ pub(crate) struct ConnectionContext {
     pub(crate) responses: Arc<ResponseWatch>,
 }
 
-/// Counts open connections per client IP address, and keeps the response budget
-/// of each address that has any.
+/// Counts open connections per client IP address, and keeps the response and
+/// request budgets of each address that has any.
 pub(crate) struct ConnectionLimiter {
     max_per_client: usize,
     response_budget_per_client: u64,
+    request_budget_per_client: u64,
     open: Mutex<HashMap<IpAddr, OpenConnections>>,
 }
 
@@ -89,6 +103,7 @@ pub(crate) struct ConnectionLimiter {
 struct OpenConnections {
     count: usize,
     responses: Arc<Budget>,
+    requests: Arc<Budget>,
 }
 
 /// One open connection; releases its slot when dropped.
@@ -98,18 +113,24 @@ pub(crate) struct ConnectionPermit {
     gauge: IntGauge,
     /// The response budget of the client's address, shared by its connections.
     pub(crate) responses: Arc<Budget>,
+    /// The request budget of the client's address: the HTTP/2 connection windows
+    /// offered to its connections.
+    pub(crate) requests: Arc<Budget>,
 }
 
 impl ConnectionLimiter {
     /// Returns a limiter of `max_per_client` connections per address, each address
-    /// with a response budget of `response_budget_per_client` bytes.
+    /// with a response budget of `response_budget_per_client` bytes and a request
+    /// budget of `request_budget_per_client` bytes.
     pub(crate) fn new(
         max_per_client: usize,
         response_budget_per_client: u64,
+        request_budget_per_client: u64,
     ) -> Arc<ConnectionLimiter> {
         Arc::new(ConnectionLimiter {
             max_per_client,
             response_budget_per_client,
+            request_budget_per_client,
             open: Mutex::new(HashMap::new()),
         })
     }
@@ -127,6 +148,7 @@ impl ConnectionLimiter {
         let connections = open.entry(client).or_insert_with(|| OpenConnections {
             count: 0,
             responses: Budget::new(self.response_budget_per_client, None),
+            requests: Budget::new(self.request_budget_per_client, None),
         });
         if connections.count >= self.max_per_client {
             return None;
@@ -138,6 +160,7 @@ impl ConnectionLimiter {
             client,
             gauge,
             responses: connections.responses.clone(),
+            requests: connections.requests.clone(),
         })
     }
 }
@@ -196,6 +219,32 @@ pub(crate) async fn serve_intercepted<I>(
     serve_http(&shared, &context, io, h2, service).await;
 }
 
+/// Reserves the HTTP/2 connection window offered to the client: the largest of
+/// [`CONNECTION_WINDOWS`] that fits in the client's and the process's request
+/// budgets, or [`PROTOCOL_WINDOW`], unreserved, when none does.
+///
+/// The window bounds the request body data a client can send before swg passes
+/// it on, so the budgets bound what slow origins make swg buffer for uploads.
+fn reserve_request_window(shared: &Shared, context: &ConnectionContext) -> (u32, Reservation) {
+    for (position, window) in CONNECTION_WINDOWS.into_iter().enumerate() {
+        let Ok(reservation) = budget::reserve(
+            &context.permit.requests,
+            &shared.request_budget,
+            u64::from(window),
+        ) else {
+            continue;
+        };
+        if position > 0 {
+            shared.metrics.reduced_request_windows.inc();
+            tracing::debug!(client = %context.client, window, "request buffer budget spent; smaller HTTP/2 window offered");
+        }
+        return (window, reservation);
+    }
+    shared.metrics.reduced_request_windows.inc();
+    tracing::debug!(client = %context.client, window = PROTOCOL_WINDOW, "request buffer budget spent; smallest HTTP/2 window offered");
+    (PROTOCOL_WINDOW, Reservation::default())
+}
+
 /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established client stream until
 /// the client closes it, an error ends it or a graceful shutdown finishes it.
 pub(crate) async fn serve_http<I, S>(
@@ -226,6 +275,9 @@ pub(crate) async fn serve_http<I, S>(
     let limits = &shared.config.limits;
     let io = TokioIo::new(io);
     let result = if h2 {
+        // Held until the connection ends: hyper may buffer up to the window of
+        // request body data that the origin has not taken yet.
+        let (window, _window_reservation) = reserve_request_window(shared, context);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -233,8 +285,8 @@ pub(crate) async fn serve_http<I, S>(
             .max_pending_accept_reset_streams(limits.max_pending_accept_reset_streams)
             .max_local_error_reset_streams(limits.max_local_error_reset_streams)
             .max_header_list_size(limits.max_header_bytes)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
+            .initial_stream_window_size(STREAM_WINDOW.min(window))
+            .initial_connection_window_size(window)
             .max_send_buf_size(CLIENT_SEND_BUFFER)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));

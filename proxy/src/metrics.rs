@@ -28,6 +28,12 @@ pub struct ProxyMetrics {
     /// `swg_proxy_response_buffer_bytes`: bytes reserved by responses in flight
     /// from `limits.max_response_buffer_bytes`.
     pub response_buffer_bytes: IntGauge,
+    /// `swg_proxy_request_buffer_bytes`: bytes of HTTP/2 connection windows offered
+    /// to clients, reserved from `limits.max_request_buffer_bytes`.
+    pub request_buffer_bytes: IntGauge,
+    /// `swg_proxy_reduced_request_windows_total`: HTTP/2 client connections offered
+    /// a smaller window than the largest because a request buffer budget was spent.
+    pub reduced_request_windows: IntCounter,
 }
 
 impl ProxyMetrics {
@@ -95,6 +101,14 @@ impl ProxyMetrics {
                 "swg_proxy_response_buffer_bytes",
                 "Bytes reserved by responses in flight from limits.max_response_buffer_bytes, counting each response at the most it can buffer",
             )?,
+            request_buffer_bytes: IntGauge::new(
+                "swg_proxy_request_buffer_bytes",
+                "Bytes of HTTP/2 connection windows offered to clients, reserved from limits.max_request_buffer_bytes",
+            )?,
+            reduced_request_windows: IntCounter::new(
+                "swg_proxy_reduced_request_windows_total",
+                "HTTP/2 client connections offered a smaller window than 8 MiB because a request buffer budget was spent",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.upstream_seconds.clone()))?;
@@ -105,6 +119,8 @@ impl ProxyMetrics {
         registry.register(Box::new(metrics.upstream_resends.clone()))?;
         registry.register(Box::new(metrics.stalled_responses.clone()))?;
         registry.register(Box::new(metrics.response_buffer_bytes.clone()))?;
+        registry.register(Box::new(metrics.request_buffer_bytes.clone()))?;
+        registry.register(Box::new(metrics.reduced_request_windows.clone()))?;
         Ok(metrics)
     }
 }

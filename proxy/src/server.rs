@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) limiter: Arc<ConnectionLimiter>,
     /// The process's budget of response buffers.
     pub(crate) response_budget: Arc<Budget>,
+    /// The process's budget of HTTP/2 connection windows offered to clients.
+    pub(crate) request_budget: Arc<Budget>,
     pub(crate) landing_tls: Arc<ServerConfig>,
     /// Signer and spent-ticket store of swg's cookies, tickets and form tokens;
     /// without them swg sets no cookies and warn verdicts are blocked.
@@ -255,10 +257,15 @@ impl ProxyBuilder {
             limiter: ConnectionLimiter::new(
                 config.limits.max_connections_per_client,
                 config.limits.response_buffer_bytes_per_client(),
+                config.limits.request_buffer_bytes_per_client(),
             ),
             response_budget: Budget::new(
                 config.limits.max_response_buffer_bytes,
                 Some(metrics.response_buffer_bytes.clone()),
+            ),
+            request_budget: Budget::new(
+                config.limits.max_request_buffer_bytes,
+                Some(metrics.request_buffer_bytes.clone()),
             ),
             metrics,
             flows: FlowMemory::new(

@@ -1214,3 +1214,100 @@ async fn response_buffer_budget_refuses_then_recovers() {
     assert_eq!(reserved(), f64::from(2u32 << 20));
     drop(second);
 }
+
+/// Opens an HTTP/2 connection to the landing for origin.test, starts an upload on
+/// it to `url` and returns the send capacity its stream reaches: the smaller of
+/// the stream and connection windows that swg offered. It waits up to 5 s for
+/// `expected`, then 200 ms more for any excess. The connection stays open until
+/// the returned task is aborted.
+async fn h2_upload_capacity(
+    harness: &Harness,
+    url: &str,
+    expected: usize,
+) -> (
+    usize,
+    h2::SendStream<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tls = harness.landing_tls("origin.test", b"h2").await;
+    // The client's own send buffer limit caps the capacity it reports.
+    let (sender, connection) = h2::client::Builder::new()
+        .max_send_buffer_size(32 << 20)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sender = sender.ready().await.unwrap();
+    let request = http::Request::post(url).body(()).unwrap();
+    let (_response, mut stream) = sender.send_request(request, false).unwrap();
+    stream.reserve_capacity(32 << 20);
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut capacity = stream.capacity();
+    loop {
+        if capacity >= expected {
+            deadline = deadline.min(tokio::time::Instant::now() + Duration::from_millis(200));
+        }
+        match tokio::time::timeout_at(
+            deadline,
+            std::future::poll_fn(|cx| stream.poll_capacity(cx)),
+        )
+        .await
+        {
+            Ok(Some(Ok(now))) => capacity = now,
+            _ => break,
+        }
+    }
+    (capacity, stream, task)
+}
+
+/// HTTP/2 client connections reserve their upload windows from the request buffer
+/// budget of their address: once it is spent, further connections get smaller
+/// windows, down to the protocol's 64 KiB, and a closed connection gives its
+/// window back.
+#[tokio::test]
+async fn request_buffer_budget_shrinks_windows() {
+    let harness = Harness::start(|config| {
+        config.limits.max_request_buffer_bytes = 64 << 20;
+        config.limits.max_request_buffer_bytes_per_client = Some(10 << 20);
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let origin = origin::start_https(certificate, &[b"h2"]).await;
+    let url = format!("https://origin.test:{}/count", origin.port());
+    let reserved = || harness.metric("swg_proxy_request_buffer_bytes", &[]);
+    let reduced = || harness.metric("swg_proxy_reduced_request_windows_total", &[]);
+
+    // The first connection reserves the largest window, 8 MiB; its streams get
+    // the 4 MiB stream window.
+    let (capacity, first_stream, first) = h2_upload_capacity(&harness, &url, 4 << 20).await;
+    assert_eq!(capacity, 4 << 20);
+    assert_eq!((reserved(), reduced()), (f64::from(8u32 << 20), 0.0));
+
+    // 2 MiB are left for the second, which also bounds its stream window.
+    let (capacity, _second_stream, second) = h2_upload_capacity(&harness, &url, 2 << 20).await;
+    assert_eq!(capacity, 2 << 20);
+    assert_eq!((reserved(), reduced()), (f64::from(10u32 << 20), 1.0));
+
+    // Nothing is left: the third gets the protocol's initial window, unreserved.
+    let (capacity, _third_stream, third) = h2_upload_capacity(&harness, &url, 65_535).await;
+    assert_eq!(capacity, 65_535);
+    assert_eq!((reserved(), reduced()), (f64::from(10u32 << 20), 2.0));
+
+    // Closing the first connection gives its 8 MiB back, for the next one.
+    drop(first_stream);
+    first.abort();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reserved() > f64::from(2u32 << 20) {
+        assert!(Instant::now() < deadline, "window not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (capacity, _fourth_stream, fourth) = h2_upload_capacity(&harness, &url, 4 << 20).await;
+    assert_eq!(capacity, 4 << 20);
+    assert_eq!(reserved(), f64::from(10u32 << 20));
+    for task in [second, third, fourth] {
+        task.abort();
+    }
+}
