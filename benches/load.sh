@@ -164,6 +164,7 @@ extra_roots = ["$WORK/ca.pem"]
 
 [proxy.limits]
 max_connections_per_client = 100000
+max_connections = 100000
 
 # The memory case keeps connections open without sending a request. swg closes such a
 # connection after client_header_read_ms (default 10 s), and opening 10 000 of them can

@@ -92,6 +92,10 @@ pub struct LimitConfig {
     pub max_response_body_bytes: u64,
     /// Open connections allowed from one client IP address over all listeners.
     pub max_connections_per_client: usize,
+    /// Open client connections allowed over all listeners and clients. Each uses
+    /// TLS and HTTP buffers and a file descriptor. A CONNECT or WebSocket tunnel
+    /// counts as its connection until it ends.
+    pub max_connections: usize,
     /// Concurrent HTTP/2 streams allowed per client connection.
     pub max_concurrent_streams: u32,
     /// Pools that speak only HTTP/2, each with one connection to an origin, for
@@ -117,7 +121,7 @@ pub struct LimitConfig {
     /// the connection windows swg offers them, which bound what hyper buffers for
     /// request bodies that an origin reads slowly. Each HTTP/2 client connection
     /// reserves the largest window that fits, from 8 MiB down to 128 KiB, for its
-    /// whole life; when none fits it gets the protocol's initial 64 KiB window,
+    /// whole life. When none fits, it gets the protocol's initial 64 KiB window,
     /// which is not counted.
     pub max_request_buffer_bytes: u64,
     /// The same for the HTTP/2 connections of one client IP address, at most
@@ -213,6 +217,7 @@ impl Default for LimitConfig {
             max_request_body_bytes: 4 << 30,
             max_response_body_bytes: 16 << 30,
             max_connections_per_client: 512,
+            max_connections: 20_000,
             max_concurrent_streams: 100,
             http2_connections_per_origin: 16,
             http2_streams_per_origin_connection: 100,
@@ -287,6 +292,16 @@ impl ProxyConfig {
             return Err(invalid(
                 "limits.max_connections_per_client",
                 "must be 1 to 100000",
+            ));
+        }
+        if !(limits.max_connections_per_client..=1_000_000).contains(&limits.max_connections) {
+            return Err(invalid(
+                "limits.max_connections",
+                &format!(
+                    "must be at least proxy.limits.max_connections_per_client, which is {}, \
+                     and at most 1000000",
+                    limits.max_connections_per_client
+                ),
             ));
         }
         if !(1..=10_000).contains(&limits.max_concurrent_streams) {
@@ -491,6 +506,27 @@ mod tests {
         assert_eq!(
             LimitConfig::default().response_buffer_bytes_per_client(),
             512 << 20
+        );
+    }
+
+    #[test]
+    fn connection_limits_validated() {
+        let with_limits = |per_client: usize, total: usize| ProxyConfig {
+            limits: LimitConfig {
+                max_connections_per_client: per_client,
+                max_connections: total,
+                ..LimitConfig::default()
+            },
+            ..ProxyConfig::default()
+        };
+        assert!(with_limits(4, 4).validate().is_ok());
+        assert_eq!(
+            with_limits(4, 3).validate().unwrap_err().key,
+            "limits.max_connections"
+        );
+        assert_eq!(
+            with_limits(4, 1_000_001).validate().unwrap_err().key,
+            "limits.max_connections"
         );
     }
 

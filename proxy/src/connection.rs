@@ -90,13 +90,40 @@ pub(crate) struct ConnectionContext {
     pub(crate) responses: Arc<ResponseWatch>,
 }
 
-/// Counts open connections per client IP address, and keeps the response and
-/// request budgets of each address that has any.
+/// Counts open connections per client IP address and in all, and keeps the
+/// response and request budgets of each address that has any.
 pub(crate) struct ConnectionLimiter {
     max_per_client: usize,
+    max_total: usize,
     response_budget_per_client: u64,
     request_budget_per_client: u64,
-    open: Mutex<HashMap<IpAddr, OpenConnections>>,
+    open: Mutex<Open>,
+}
+
+/// The open connections of the process.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    clients: HashMap<IpAddr, OpenConnections>,
+}
+
+/// Why a connection was refused a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectionLimit {
+    /// `limits.max_connections_per_client`.
+    PerClient,
+    /// `limits.max_connections`.
+    Process,
+}
+
+impl ConnectionLimit {
+    /// The `reason` label of `swg_proxy_rejected_connections_total`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ConnectionLimit::PerClient => "per_client_limit",
+            ConnectionLimit::Process => "process_limit",
+        }
+    }
 }
 
 /// The open connections of one client address.
@@ -119,49 +146,61 @@ pub(crate) struct ConnectionPermit {
 }
 
 impl ConnectionLimiter {
-    /// Returns a limiter of `max_per_client` connections per address, each address
-    /// with a response budget of `response_budget_per_client` bytes and a request
-    /// budget of `request_budget_per_client` bytes.
+    /// Returns a limiter of `max_per_client` connections per address and
+    /// `max_total` in all, each address with a response budget of
+    /// `response_budget_per_client` bytes and a request budget of
+    /// `request_budget_per_client` bytes.
     pub(crate) fn new(
         max_per_client: usize,
+        max_total: usize,
         response_budget_per_client: u64,
         request_budget_per_client: u64,
     ) -> Arc<ConnectionLimiter> {
         Arc::new(ConnectionLimiter {
             max_per_client,
+            max_total,
             response_budget_per_client,
             request_budget_per_client,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(Open::default()),
         })
     }
 
-    /// Takes a slot for `client`, or returns `None` when it has too many open.
+    /// Takes a slot for `client`, or returns the limit that `client` or the
+    /// process has reached.
     pub(crate) fn try_acquire(
         self: &Arc<Self>,
         client: IpAddr,
         gauge: IntGauge,
-    ) -> Option<ConnectionPermit> {
+    ) -> Result<ConnectionPermit, ConnectionLimit> {
         let mut open = self
             .open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let connections = open.entry(client).or_insert_with(|| OpenConnections {
-            count: 0,
-            responses: Budget::new(self.response_budget_per_client, None),
-            requests: Budget::new(self.request_budget_per_client, None),
-        });
+        if open.total >= self.max_total {
+            return Err(ConnectionLimit::Process);
+        }
+        let connections = open
+            .clients
+            .entry(client)
+            .or_insert_with(|| OpenConnections {
+                count: 0,
+                responses: Budget::new(self.response_budget_per_client, None),
+                requests: Budget::new(self.request_budget_per_client, None),
+            });
         if connections.count >= self.max_per_client {
-            return None;
+            return Err(ConnectionLimit::PerClient);
         }
         connections.count += 1;
-        gauge.inc();
-        Some(ConnectionPermit {
+        let permit = ConnectionPermit {
             limiter: self.clone(),
             client,
             gauge,
             responses: connections.responses.clone(),
             requests: connections.requests.clone(),
-        })
+        };
+        open.total += 1;
+        permit.gauge.inc();
+        Ok(permit)
     }
 }
 
@@ -182,10 +221,11 @@ impl Drop for ConnectionPermit {
             .open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(connections) = open.get_mut(&self.client) {
+        open.total = open.total.saturating_sub(1);
+        if let Some(connections) = open.clients.get_mut(&self.client) {
             connections.count -= 1;
             if connections.count == 0 {
-                open.remove(&self.client);
+                open.clients.remove(&self.client);
             }
         }
     }

@@ -120,6 +120,62 @@ async fn connections_per_client_limited() {
     assert_eq!(result.status, 200);
 }
 
+/// Opens a TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Connections from all clients together stop at `limits.max_connections`, although
+/// each client is under its own limit, and the slot of a closed one is free again.
+#[tokio::test]
+async fn connections_in_all_limited() {
+    let harness = Harness::start(|config| {
+        config.limits.max_connections_per_client = 2;
+        config.limits.max_connections = 3;
+    })
+    .await;
+    let mut open = vec![
+        connect_from([127, 0, 0, 2], harness.http).await,
+        connect_from([127, 0, 0, 2], harness.http).await,
+        connect_from([127, 0, 0, 3], harness.http).await,
+    ];
+    let active = || harness.metric("swg_proxy_active_connections", &[("listener", "http")]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while active() < 3.0 {
+        assert!(Instant::now() < deadline, "connections not accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut fourth = connect_from([127, 0, 0, 4], harness.explicit).await;
+    let (_, closed) = read_until_close(&mut fourth, Duration::from_secs(2)).await;
+    assert!(closed);
+    let rejected = |reason| {
+        harness.metric(
+            "swg_proxy_rejected_connections_total",
+            &[("listener", "explicit"), ("reason", reason)],
+        )
+    };
+    assert_eq!(rejected("process_limit"), 1.0);
+    assert_eq!(rejected("per_client_limit"), 0.0);
+
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while active() > 2.0 {
+        assert!(Instant::now() < deadline, "closed connection still counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut served = connect_from([127, 0, 0, 4], harness.explicit).await;
+    served
+        .write_all(b"GET /proxy.pac HTTP/1.1\r\nHost: swg\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (response, _) = read_until_close(&mut served, Duration::from_secs(5)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    drop(open);
+}
+
 /// A CONNECT tunnel keeps its client connection's slot in the per-client limit until
 /// the tunnel ends, although the HTTP connection that carried the CONNECT is done.
 #[tokio::test]

@@ -35,14 +35,17 @@ pub(crate) async fn accept_loop(listener: TcpListener, kind: Listener, shared: A
             .metrics
             .active_connections
             .with_label_values(&[kind.as_str()]);
-        let Some(permit) = shared.limiter.try_acquire(client.ip(), gauge) else {
-            shared
-                .metrics
-                .rejected_connections
-                .with_label_values(&[kind.as_str(), "per_client_limit"])
-                .inc();
-            tracing::debug!(listener = kind.as_str(), %client, "per-client connection limit reached");
-            continue;
+        let permit = match shared.limiter.try_acquire(client.ip(), gauge) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                shared
+                    .metrics
+                    .rejected_connections
+                    .with_label_values(&[kind.as_str(), limit.as_str()])
+                    .inc();
+                tracing::debug!(listener = kind.as_str(), %client, reason = limit.as_str(), "connection limit reached; connection closed");
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
 
