@@ -22,6 +22,7 @@ mod idle;
 mod listener;
 mod malformed;
 mod metrics;
+mod preface;
 mod prefixed;
 mod request;
 mod reserved;

@@ -8,7 +8,8 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Yields `prefix` before reading from the inner stream; writes go straight through.
-/// Used after peeking at the first byte of a CONNECT tunnel to tell TLS from HTTP.
+/// Used after reading the first bytes of a connection or CONNECT tunnel to tell
+/// HTTP/2 with prior knowledge, HTTP/1.1 and TLS apart.
 pub(crate) struct Prefixed<T> {
     prefix: Bytes,
     inner: T,

@@ -746,3 +746,217 @@ async fn goaway_post_at_last_stream_not_sent_again() {
         1.0
     );
 }
+
+/// Starts the proxy with `plain.test` resolving to loopback and a plain-HTTP
+/// origin, and returns them with the origin's port.
+async fn harness_with_plain_origin() -> (Harness, u16) {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("plain.test", "127.0.0.1")]);
+    })
+    .await;
+    let origin = origin::start_http().await;
+    (harness, origin.port())
+}
+
+/// Arguments that send curl to the plain-HTTP landing for `plain.test:port` in
+/// HTTP/2 with prior knowledge, with no HTTP/1.1 request first.
+fn plain_landing_http2_args(harness: &Harness, port: u16) -> Vec<String> {
+    args(&[
+        "--http2-prior-knowledge",
+        "--connect-to",
+        &format!("plain.test:{port}:127.0.0.1:{}", harness.http.port()),
+    ])
+}
+
+/// Sends `request` to the plain-HTTP landing in segments of `segment` bytes with
+/// a pause after each, and returns everything the proxy sends back until it closes
+/// the connection. Panics when the connection is still open after 20 s.
+async fn send_to_plain_landing(harness: &Harness, request: &[u8], segment: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut tcp = tokio::net::TcpStream::connect(harness.http).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    for part in request.chunks(segment) {
+        tcp.write_all(part).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut response))
+        .await
+        .expect("the proxy did not close the connection within 20 s")
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test]
+async fn plain_landing_serves_http2_prior_knowledge() {
+    let (harness, port) = harness_with_plain_origin().await;
+    let url = format!("http://plain.test:{port}/headers");
+
+    let result = curl(plain_landing_http2_args(&harness, port), &url).await;
+
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.version, "2");
+    let body = result.body.to_ascii_lowercase();
+    assert!(body.starts_with("http/1.1 get /headers\n"), "{body}");
+    assert!(
+        body.contains(&format!("host: plain.test:{port}\n")),
+        "{body}"
+    );
+    let events = harness.events.0.lock().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].url, url);
+    assert_eq!(events[0].action, Action::Allow);
+    let device = events[0]
+        .identity
+        .as_ref()
+        .map(|identity| identity.device.as_str());
+    assert_eq!(device, Some("device-1"));
+}
+
+#[tokio::test]
+async fn plain_landing_http2_blocked_url_gets_block_page() {
+    let (harness, port) = harness_with_plain_origin().await;
+    let url = format!("http://plain.test:{port}/zeros?10");
+    harness
+        .policy
+        .blocked_prefixes
+        .lock()
+        .unwrap()
+        .push(format!("http://plain.test:{port}/zeros"));
+
+    let result = curl(plain_landing_http2_args(&harness, port), &url).await;
+
+    assert_eq!(result.status, 403, "{}", result.stderr);
+    assert_eq!(result.version, "2");
+    assert_eq!(result.body, "swg-page: block\n");
+    assert_eq!(harness.events.actions(), [(url, Action::Block)]);
+}
+
+/// Policy judges each stream of one HTTP/2 connection opened with prior knowledge.
+/// curl 7.88.1 fails a second request on a reused connection opened with prior
+/// knowledge ("Error in the HTTP2 framing layer"), so hyper's client sends them.
+#[tokio::test]
+async fn plain_landing_http2_policy_per_stream() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let (harness, port) = harness_with_plain_origin().await;
+    harness
+        .policy
+        .blocked_prefixes
+        .lock()
+        .unwrap()
+        .push(format!("http://plain.test:{port}/zeros"));
+    let tcp = tokio::net::TcpStream::connect(harness.http).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+
+    let cases = [
+        ("/small", 200, "hello from origin\n", Action::Allow),
+        ("/zeros?10", 403, "swg-page: block\n", Action::Block),
+        ("/small", 200, "hello from origin\n", Action::Allow),
+    ];
+    for (path, status, body, _) in cases {
+        let request = http::Request::get(format!("http://plain.test:{port}{path}"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert_eq!(response.version(), http::Version::HTTP_2, "{path}");
+        let received = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(received, body.as_bytes(), "{path}");
+    }
+    let expected: Vec<(String, Action)> = cases
+        .iter()
+        .map(|(path, _, _, action)| (format!("http://plain.test:{port}{path}"), *action))
+        .collect();
+    assert_eq!(harness.events.actions(), expected);
+}
+
+#[tokio::test]
+async fn plain_landing_http1_sent_byte_by_byte() {
+    let (harness, port) = harness_with_plain_origin().await;
+    // "P" matches the start of the HTTP/2 preface, so swg waits for the next byte.
+    let request = format!(
+        "POST /count HTTP/1.1\r\nHost: plain.test:{port}\r\nContent-Length: 5\r\n\
+         Connection: close\r\n\r\nhello"
+    );
+
+    let response = send_to_plain_landing(&harness, request.as_bytes(), 1).await;
+
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\n5\n"), "{response}");
+}
+
+#[tokio::test]
+async fn plain_landing_serves_short_http1_request() {
+    let harness = Harness::start(|config| {
+        config.timeouts.client_header_read_ms = 30_000;
+    })
+    .await;
+    // 18 bytes, fewer than the 24 of the HTTP/2 preface. The client keeps its side
+    // open, so a proxy waiting for 24 bytes would send nothing. Without a Host
+    // header the request gets 400.
+    let mut tcp = tokio::net::TcpStream::connect(harness.http).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"PUT / HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut head),
+    )
+    .await
+    .expect("no response within 10 s")
+    .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400");
+}
+
+#[tokio::test]
+async fn plain_landing_partial_preface_times_out() {
+    let harness = Harness::start(|config| {
+        config.timeouts.client_header_read_ms = 300;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    // Every byte matches the HTTP/2 preface, so swg waits for the rest until the
+    // header read timeout and then closes the connection without a response.
+    let mut tcp = tokio::net::TcpStream::connect(harness.http).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"PRI * HTTP/2.0\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut response),
+    )
+    .await
+    .expect("the connection was still open after 10 s")
+    .unwrap();
+    assert!(
+        response.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+}
+
+#[tokio::test]
+async fn explicit_tunnel_serves_http2_prior_knowledge() {
+    let (harness, port) = harness_with_plain_origin().await;
+    let url = format!("http://plain.test:{port}/small");
+    let mut request = harness.explicit_args();
+    request.extend(args(&["--proxytunnel", "--http2-prior-knowledge"]));
+
+    let result = curl(request, &url).await;
+
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    assert_eq!(result.version, "2");
+    assert_eq!(result.body, "hello from origin\n");
+    assert_eq!(harness.events.actions(), [(url, Action::Allow)]);
+}

@@ -11,8 +11,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::body::{empty, full, ProxyBody};
 use crate::boundary::ClientIdentity;
@@ -21,7 +21,7 @@ use crate::connection::{
 };
 use crate::host::{split_host_port, Host};
 use crate::malformed;
-use crate::prefixed::Prefixed;
+use crate::preface::{self, Opening};
 use crate::request::{self, plain};
 use crate::server::Shared;
 use crate::stall::ResponseWatch;
@@ -215,11 +215,12 @@ struct TunnelTarget {
     port: u16,
 }
 
-/// Peeks at the first byte of the tunnel: a TLS handshake record is intercepted like
-/// the TLS landing, anything else is served as plain HTTP.
+/// Reads the first bytes of the tunnel and serves it by what they are. A TLS
+/// handshake record is intercepted like the TLS landing, the HTTP/2 connection
+/// preface starts HTTP/2 with prior knowledge, and anything else is HTTP/1.1.
 async fn tunnel(
     shared: Arc<Shared>,
-    mut io: TokioIo<hyper::upgrade::Upgraded>,
+    io: TokioIo<hyper::upgrade::Upgraded>,
     client: SocketAddr,
     target: TunnelTarget,
     identity: ClientIdentity,
@@ -230,19 +231,21 @@ async fn tunnel(
         host_name,
         port,
     } = target;
-    let mut first = [0u8; 1];
-    let read = tokio::time::timeout(
-        shared.config.timeouts.client_header_read(),
-        io.read(&mut first),
-    )
-    .await;
-    match read {
-        Ok(Ok(1)) => {}
-        _ => return,
-    }
-    let io = Prefixed::new(Bytes::copy_from_slice(&first), io);
+    let deadline = Instant::now() + shared.config.timeouts.client_header_read();
+    let (opening, io) = match preface::read_opening(io, deadline).await {
+        Ok(read) => read,
+        Err(error) => {
+            tracing::debug!(listener = Listener::Explicit.as_str(), %client, host = %host_name, %error, "tunnel ended before its first bytes showed the protocol");
+            return;
+        }
+    };
 
-    if first[0] == TLS_HANDSHAKE_RECORD {
+    if matches!(
+        opening,
+        Opening::Other {
+            first_byte: TLS_HANDSHAKE_RECORD
+        }
+    ) {
         crate::listener::tls::serve_tunnel(shared, io, client, host_name, port, identity, permit)
             .await;
         return;
@@ -258,5 +261,5 @@ async fn tunnel(
         permit,
         responses: shared.response_watch(),
     };
-    serve_intercepted(shared, context, io, false).await;
+    serve_intercepted(shared, context, io, opening == Opening::Http2Preface).await;
 }
