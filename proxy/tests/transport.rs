@@ -685,8 +685,10 @@ async fn goaway_get_waiting_for_stream_sent_again() {
     let second_args = harness.explicit_args();
     let second_url = url.clone();
     let second = tokio::spawn(async move { curl(second_args, &second_url).await });
-    // Once the second client is connected, time for its GET to wait for the
-    // origin's only stream.
+    // Once the second client is connected, time for its TLS handshake inside the
+    // tunnel and for its GET to wait for the origin's only stream. With 500 ms the
+    // second GET once got 502 on a loaded machine, probably because it reached
+    // the origin's connection only as the GOAWAY closed it.
     let connected = async {
         while harness.metric("swg_proxy_active_connections", &[("listener", "explicit")]) < 2.0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -695,7 +697,7 @@ async fn goaway_get_waiting_for_stream_sent_again() {
     tokio::time::timeout(Duration::from_secs(20), connected)
         .await
         .expect("the second client did not connect within 20 s");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     origin.allow_goaway();
 
     let first = first.await.unwrap();
