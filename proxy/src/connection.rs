@@ -328,8 +328,14 @@ pub(crate) async fn serve_http<I, S>(
             .initial_stream_window_size(STREAM_WINDOW.min(window))
             .initial_connection_window_size(window)
             .max_send_buf_size(CLIENT_SEND_BUFFER)
+            // The keep-alive PING closes the connection of a client that stopped
+            // reading during a response, which the watch ends only on the origin's
+            // side while hyper keeps the stream. The acknowledgement waits behind what
+            // is queued towards the client, such as a socket send buffer of up to
+            // 4 MiB (Linux's default `net.ipv4.tcp_wmem`), so the timeout lets a slow
+            // link drain 4 MiB at about 14 KiB/s.
             .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .keep_alive_timeout(Duration::from_secs(300));
         let tracker = RequestTracker::new();
         let connection = builder.serve_connection(io, idle::tracked(service, tracker.clone()));
         tokio::pin!(connection);

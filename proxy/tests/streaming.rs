@@ -434,3 +434,113 @@ async fn h2_upload(harness: &Harness, url: &str, length: usize, declared: bool) 
     connection.abort();
     response.status().as_u16()
 }
+
+/// Rate at which [`throttling_relay`] passes the landing's bytes to the client
+/// while the link is slow.
+const SLOW_LINK_BYTES_PER_SECOND: usize = 32 * 1024;
+
+/// Starts a TCP relay to `target` for one connection. It passes what the client
+/// sends at once. What `target` sends it passes at [`SLOW_LINK_BYTES_PER_SECOND`]
+/// for `slow_for`, like a slow link, and then as fast as it can. Its receive buffer
+/// towards `target` is large, so that MiBs of a download wait in socket buffers,
+/// as they do in front of a slow link.
+async fn throttling_relay(
+    target: std::net::SocketAddr,
+    slow_for: std::time::Duration,
+) -> std::net::SocketAddr {
+    const TICK: std::time::Duration = std::time::Duration::from_millis(50);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2 << 20).unwrap();
+        let landing = socket.connect(target).await.unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut landing_read, mut landing_write) = landing.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut landing_write).await;
+        });
+
+        let fast_from = tokio::time::Instant::now() + slow_for;
+        let mut ticks = tokio::time::interval(TICK);
+        let mut slice = vec![0u8; SLOW_LINK_BYTES_PER_SECOND / 20];
+        while tokio::time::Instant::now() < fast_from {
+            ticks.tick().await;
+            match landing_read.read(&mut slice).await {
+                Ok(0) | Err(_) => {
+                    let _ = client_write.shutdown().await;
+                    return;
+                }
+                Ok(count) => {
+                    if client_write.write_all(&slice[..count]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tokio::io::copy(&mut landing_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    });
+    address
+}
+
+/// An HTTP/2 client with large flow-control windows on a slow link sends swg no
+/// frame while it downloads, and MiBs of the response wait in socket buffers ahead
+/// of swg's keep-alive PING. The client still gets the whole body, although it
+/// reads at 32 KiB/s for a minute before the link speeds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reads slowly for 60 s; run by .ci/run"]
+async fn http2_slow_reader_gets_whole_response() {
+    const TOTAL: usize = 16 << 20;
+    const WINDOW: u32 = 64 << 20;
+    const SLOW_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+    let (harness, port) = harness_with_origin().await;
+    let relay = throttling_relay(harness.tls, SLOW_FOR).await;
+    let started = Instant::now();
+    let tcp = TcpStream::connect(relay).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(harness.landing_client_config(b"h2"))
+        .connect(ServerName::try_from("origin.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    // The windows take the whole body, so the client sends no WINDOW_UPDATE.
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+
+    let mut sender = sender.ready().await.unwrap();
+    let url = format!("https://origin.test:{port}/zeros?{TOTAL}");
+    let request = http::Request::get(url).body(()).unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0;
+    let mut failure = None;
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(chunk) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                received += chunk.len();
+            }
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+
+    let elapsed = started.elapsed();
+    assert!(
+        failure.is_none(),
+        "body failed after {received} bytes and {elapsed:?}: {failure:?}"
+    );
+    assert_eq!(received, TOTAL, "after {elapsed:?}");
+    assert!(elapsed >= SLOW_FOR, "the link was fast after {elapsed:?}");
+}
