@@ -15,7 +15,8 @@
 # number of threads on a machine that also runs the clients. With ROUNDS (default
 # 1) above 1, each h2load case runs that many times on each side and the fastest
 # run of each side is reported, and the half-load pair runs that many times, with
-# the median p99 added reported.
+# the median p99 added reported. HALF_LOAD_RATE=N runs only the half-load pairs,
+# at N requests per second.
 # Results go to stdout as Markdown table rows.
 set -euo pipefail
 
@@ -152,6 +153,7 @@ oha_run() {
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }'; }
 greater() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
 
+if [ -z "${HALF_LOAD_RATE:-}" ]; then
 echo "| case | path | direct req/s | swg req/s | swg/direct | direct mean | swg mean | CPU µs/request: nginx direct / swg / nginx behind swg |"
 echo "|---|---|---|---|---|---|---|---|"
 for path in /small.html /1m.bin; do
@@ -197,6 +199,10 @@ echo "| landing, keep-alive HTTP/1.1 (oha) | /small.html | $d_rps | $s_rps | $(r
 # about a millisecond from run to run, so each pair is reported and the median
 # of the p99 added.
 half=$(awk -v r="$s_rps" 'BEGIN { printf "%d", r / 2 }')
+else
+    url="https://bench.test:19443/small.html"
+    half=$HALF_LOAD_RATE
+fi
 added_all=()
 for _ in $(seq "$ROUNDS"); do
     read -r _ d_p50 d_p99 _ < <(oha_run -c "$CONNECTIONS" -q "$half" --insecure --connect-to "bench.test:19443:127.0.0.1:19443" "$url")
