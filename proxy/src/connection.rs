@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::blocked::WriteWatch;
 use crate::body::ProxyBody;
 use crate::boundary::ClientIdentity;
 use crate::budget::{self, Budget, Reservation};
@@ -107,7 +108,7 @@ struct Open {
     clients: HashMap<IpAddr, OpenConnections>,
 }
 
-/// Why a connection was refused a slot.
+/// The limit that refused a connection a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ConnectionLimit {
     /// `limits.max_connections_per_client`.
@@ -117,7 +118,7 @@ pub(crate) enum ConnectionLimit {
 }
 
 impl ConnectionLimit {
-    /// The `reason` label of `swg_proxy_rejected_connections_total`.
+    /// Returns the `reason` label of `swg_proxy_rejected_connections_total`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             ConnectionLimit::PerClient => "per_client_limit",
@@ -285,6 +286,13 @@ fn reserve_request_window(shared: &Shared, context: &ConnectionContext) -> (u32,
     (PROTOCOL_WINDOW, Reservation::default())
 }
 
+/// Logs the closing of an HTTP/2 connection whose client took no bytes for `idle`,
+/// and returns the connection's outcome.
+fn blocked_closed(context: &ConnectionContext, idle: Duration) -> Result<(), hyper::Error> {
+    tracing::debug!(client = %context.client, listener = context.listener.as_str(), ?idle, "HTTP/2 client took no bytes; closing the connection");
+    Ok(())
+}
+
 /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on an established client stream until
 /// the client closes it, an error ends it or a graceful shutdown finishes it.
 pub(crate) async fn serve_http<I, S>(
@@ -313,11 +321,12 @@ pub(crate) async fn serve_http<I, S>(
     };
 
     let limits = &shared.config.limits;
-    let io = TokioIo::new(io);
     let result = if h2 {
         // Held until the connection ends: hyper may buffer up to the window of
         // request body data that the origin has not taken yet.
         let (window, _window_reservation) = reserve_request_window(shared, context);
+        let (io, writes) = WriteWatch::new(io);
+        let io = TokioIo::new(io);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -328,12 +337,12 @@ pub(crate) async fn serve_http<I, S>(
             .initial_stream_window_size(STREAM_WINDOW.min(window))
             .initial_connection_window_size(window)
             .max_send_buf_size(CLIENT_SEND_BUFFER)
-            // The keep-alive PING closes the connection of a client that stopped
-            // reading during a response, which the watch ends only on the origin's
-            // side while hyper keeps the stream. The acknowledgement waits behind what
-            // is queued towards the client, such as a socket send buffer of up to
-            // 4 MiB (Linux's default `net.ipv4.tcp_wmem`), so the timeout lets a slow
-            // link drain 4 MiB at about 14 KiB/s.
+            // The keep-alive PING closes the connection of a client that vanished
+            // while hyper waits for its flow-control window, with nothing to write.
+            // Its acknowledgement waits behind what is queued towards the client,
+            // such as a socket send buffer of up to 4 MiB (Linux's default
+            // `net.ipv4.tcp_wmem`), so the timeout lets a slow link drain 4 MiB at
+            // about 14 KiB/s.
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(300));
         let tracker = RequestTracker::new();
@@ -343,14 +352,21 @@ pub(crate) async fn serve_http<I, S>(
         let end_stalled = context.responses.end_stalled();
         tokio::pin!(end_stalled);
         let idle_timeout = shared.config.timeouts.client_header_read();
+        // A client that takes no bytes for the body idle timeout has stopped reading
+        // its socket, so none of its streams can move.
+        let body_idle = shared.config.timeouts.idle();
+        let blocked = writes.blocked_for(body_idle);
+        tokio::pin!(blocked);
         tokio::select! {
             result = connection.as_mut() => result,
             never = &mut end_stalled => match never {},
+            () = &mut blocked => blocked_closed(context, body_idle),
             () = stopping => {
                 connection.as_mut().graceful_shutdown();
                 tokio::select! {
                     result = connection.as_mut() => result,
                     never = &mut end_stalled => match never {},
+                    () = &mut blocked => blocked_closed(context, body_idle),
                 }
             }
             () = tracker.idle_for(idle_timeout) => {
@@ -366,6 +382,7 @@ pub(crate) async fn serve_http<I, S>(
                     tokio::select! {
                         result = connection.as_mut() => break result,
                         never = &mut end_stalled => match never {},
+                        () = &mut blocked => break blocked_closed(context, body_idle),
                         () = tokio::time::sleep(drain) => {
                             if tracker.in_progress() == 0 {
                                 break Ok(());
@@ -388,7 +405,9 @@ pub(crate) async fn serve_http<I, S>(
         if let Some(max_headers) = limits.hyper_max_headers() {
             builder.max_headers(max_headers);
         }
-        let connection = builder.serve_connection(io, service).with_upgrades();
+        let connection = builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
         tokio::pin!(connection);
         tokio::select! {
             result = connection.as_mut() => result,

@@ -8,6 +8,7 @@
 
 pub mod adapters;
 mod auth_host;
+mod blocked;
 mod body;
 pub mod boundary;
 mod budget;

@@ -465,6 +465,75 @@ async fn http2_stalled_reader_gets_whole_response() {
     assert_eq!(received, 300_000);
 }
 
+/// An HTTP/2 client that stops reading its socket during a large download has its
+/// connection closed once swg's writes have waited for `timeouts.idle_ms`, long
+/// before the keep-alive PING would time out.
+#[tokio::test]
+async fn http2_client_not_reading_socket_closed() {
+    let harness = Harness::start(|config| {
+        config.timeouts.idle_ms = 1_000;
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
+    let origin = origin::start_https(certificate, &[b"h2"]).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = socket.connect(harness.tls).await.unwrap();
+    let reads = Arc::new(ReadGate::default());
+    let gated = Gated {
+        inner: tcp,
+        gate: Arc::clone(&reads),
+    };
+    let tls = tokio_rustls::TlsConnector::from(harness.landing_client_config(b"h2"))
+        .connect(ServerName::try_from("origin.test").unwrap(), gated)
+        .await
+        .unwrap();
+    // Windows larger than the body, so that only the socket stops swg's writes.
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(128 << 20)
+        .initial_connection_window_size(128 << 20)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut sender = sender.ready().await.unwrap();
+    let url = format!(
+        "https://origin.test:{}/zeros?{}",
+        origin.port(),
+        64u64 << 20
+    );
+    let request = http::Request::get(url).body(()).unwrap();
+    reads.close_after(64 * 1024);
+    let (response, _) = sender.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("no response head within 5 s")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let open = || harness.metric("swg_proxy_active_connections", &[("listener", "tls")]);
+    assert_eq!(open(), 1.0);
+    let stopped_reading = Instant::now();
+    let deadline = stopped_reading + Duration::from_secs(15);
+    while open() > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "connection still open after 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = stopped_reading.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "closed after {waited:?}"
+    );
+    drop(response);
+}
+
 /// The switch a test uses to stop and resume reading from a [`Gated`] stream.
 struct ReadGate {
     /// Bytes that reads may still return; `u64::MAX` when the gate is open.
