@@ -127,7 +127,7 @@ async fn main() {
         static_hosts,
         limits: swg_proxy::LimitConfig {
             max_connections_per_client: 100_000,
-            max_connections: 100_000,
+            max_connections: Some(100_000),
             ..Default::default()
         },
         ..ProxyConfig::default()

@@ -94,8 +94,9 @@ pub struct LimitConfig {
     pub max_connections_per_client: usize,
     /// Open client connections allowed over all listeners and clients. Each uses
     /// TLS and HTTP buffers and a file descriptor. A CONNECT or WebSocket tunnel
-    /// counts as its connection until it ends.
-    pub max_connections: usize,
+    /// counts as its connection until it ends. When unset, 20 000 or
+    /// `max_connections_per_client` when that is larger.
+    pub max_connections: Option<usize>,
     /// Concurrent HTTP/2 streams allowed per client connection.
     pub max_concurrent_streams: u32,
     /// Pools that speak only HTTP/2, each with one connection to an origin, for
@@ -184,6 +185,10 @@ pub(crate) const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// budget is larger.
 const DEFAULT_RESPONSE_BUFFER_BYTES_PER_CLIENT: u64 = 512 << 20;
 
+/// The limit on open client connections in all when none is set and the
+/// per-client limit is lower.
+const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
 /// The per-client request buffer budget when none is set and the process's
 /// budget is larger: 32 HTTP/2 connections with the largest window.
 const DEFAULT_REQUEST_BUFFER_BYTES_PER_CLIENT: u64 = 256 << 20;
@@ -194,6 +199,13 @@ impl LimitConfig {
     pub fn response_buffer_bytes_per_client(&self) -> u64 {
         self.max_response_buffer_bytes_per_client
             .unwrap_or(DEFAULT_RESPONSE_BUFFER_BYTES_PER_CLIENT.min(self.max_response_buffer_bytes))
+    }
+
+    /// Returns the limit on open client connections in all: the configured one,
+    /// or 20 000 raised to `max_connections_per_client`.
+    pub fn connections_in_all(&self) -> usize {
+        self.max_connections
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS.max(self.max_connections_per_client))
     }
 
     /// Returns the request buffer budget of one client address: the configured
@@ -217,7 +229,7 @@ impl Default for LimitConfig {
             max_request_body_bytes: 4 << 30,
             max_response_body_bytes: 16 << 30,
             max_connections_per_client: 512,
-            max_connections: 20_000,
+            max_connections: None,
             max_concurrent_streams: 100,
             http2_connections_per_origin: 16,
             http2_streams_per_origin_connection: 100,
@@ -294,7 +306,7 @@ impl ProxyConfig {
                 "must be 1 to 100000",
             ));
         }
-        if !(limits.max_connections_per_client..=1_000_000).contains(&limits.max_connections) {
+        if !(limits.max_connections_per_client..=1_000_000).contains(&limits.connections_in_all()) {
             return Err(invalid(
                 "limits.max_connections",
                 &format!(
@@ -511,7 +523,7 @@ mod tests {
 
     #[test]
     fn connection_limits_validated() {
-        let with_limits = |per_client: usize, total: usize| ProxyConfig {
+        let with_limits = |per_client: usize, total: Option<usize>| ProxyConfig {
             limits: LimitConfig {
                 max_connections_per_client: per_client,
                 max_connections: total,
@@ -519,15 +531,21 @@ mod tests {
             },
             ..ProxyConfig::default()
         };
-        assert!(with_limits(4, 4).validate().is_ok());
+        assert!(with_limits(4, Some(4)).validate().is_ok());
         assert_eq!(
-            with_limits(4, 3).validate().unwrap_err().key,
+            with_limits(4, Some(3)).validate().unwrap_err().key,
             "limits.max_connections"
         );
         assert_eq!(
-            with_limits(4, 1_000_001).validate().unwrap_err().key,
+            with_limits(4, Some(1_000_001)).validate().unwrap_err().key,
             "limits.max_connections"
         );
+        // Unset, the limit in all follows a larger per-client limit, so that
+        // configurations written before it existed still load.
+        let raised = with_limits(30_000, None);
+        assert!(raised.validate().is_ok());
+        assert_eq!(raised.limits.connections_in_all(), 30_000);
+        assert_eq!(LimitConfig::default().connections_in_all(), 20_000);
     }
 
     #[test]

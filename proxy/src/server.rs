@@ -256,7 +256,7 @@ impl ProxyBuilder {
         let shared = Shared {
             limiter: ConnectionLimiter::new(
                 config.limits.max_connections_per_client,
-                config.limits.max_connections,
+                config.limits.connections_in_all(),
                 config.limits.response_buffer_bytes_per_client(),
                 config.limits.request_buffer_bytes_per_client(),
             ),

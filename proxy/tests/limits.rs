@@ -120,6 +120,31 @@ async fn connections_per_client_limited() {
     assert_eq!(result.status, 200);
 }
 
+/// At shutdown, a plain-HTTP landing connection that has sent nothing is closed at
+/// once instead of at the end of its header read timeout.
+#[tokio::test]
+async fn shutdown_closes_silent_plain_connection() {
+    let harness = Harness::start(|config| {
+        config.timeouts.client_header_read_ms = 10_000;
+    })
+    .await;
+    let mut silent = TcpStream::connect(harness.http).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while harness.metric("swg_proxy_active_connections", &[("listener", "http")]) < 1.0 {
+        assert!(Instant::now() < deadline, "connection not accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    harness.stop();
+    let stopped = Instant::now();
+    let (_, closed) = read_until_close(&mut silent, Duration::from_secs(5)).await;
+    assert!(closed, "connection still open 5 s after the shutdown began");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        stopped.elapsed()
+    );
+}
+
 /// Opens a TCP connection to `to` from the loopback address `from`.
 async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -133,7 +158,7 @@ async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
 async fn connections_in_all_limited() {
     let harness = Harness::start(|config| {
         config.limits.max_connections_per_client = 2;
-        config.limits.max_connections = 3;
+        config.limits.max_connections = Some(3);
     })
     .await;
     let mut open = vec![

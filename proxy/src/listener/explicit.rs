@@ -232,7 +232,16 @@ async fn tunnel(
         port,
     } = target;
     let deadline = Instant::now() + shared.config.timeouts.client_header_read();
-    let (opening, io) = match preface::read_opening(io, deadline).await {
+    let mut shutdown = shared.shutdown.clone();
+    // A tunnel that has carried nothing yet has no request to finish.
+    let read = tokio::select! {
+        read = preface::read_opening(io, deadline) => read,
+        _ = shutdown.wait_for(|stopping| *stopping) => {
+            tracing::debug!(listener = Listener::Explicit.as_str(), %client, host = %host_name, "shutting down; tunnel without a request closed");
+            return;
+        }
+    };
+    let (opening, io) = match read {
         Ok(read) => read,
         Err(error) => {
             tracing::debug!(listener = Listener::Explicit.as_str(), %client, host = %host_name, %error, "tunnel ended before its first bytes showed the protocol");

@@ -23,7 +23,16 @@ pub(crate) async fn serve(
     // read, so a client that sends the start of a request slowly is given up to
     // twice `client_header_read` for its first request head.
     let deadline = Instant::now() + shared.config.timeouts.client_header_read();
-    let (opening, stream) = match preface::read_opening(tcp, deadline).await {
+    let mut shutdown = shared.shutdown.clone();
+    // A connection that has sent nothing yet has no request to finish.
+    let read = tokio::select! {
+        read = preface::read_opening(tcp, deadline) => read,
+        _ = shutdown.wait_for(|stopping| *stopping) => {
+            tracing::debug!(listener = Listener::Http.as_str(), %client, "shutting down; connection without a request closed");
+            return;
+        }
+    };
+    let (opening, stream) = match read {
         Ok(read) => read,
         Err(error) => {
             tracing::debug!(listener = Listener::Http.as_str(), %client, %error, "connection closed before its first bytes showed the protocol");

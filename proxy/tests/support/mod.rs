@@ -191,6 +191,8 @@ pub struct Harness {
     pub registry: prometheus::Registry,
     pub dir: TempDir,
     pub swg_root: PathBuf,
+    /// Starts the proxy's shutdown when sent to or dropped.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// A signer with a fixed test key and default lifetimes.
@@ -283,11 +285,14 @@ impl Harness {
         let http = listeners.http.local_addr().unwrap();
         let explicit = listeners.explicit.local_addr().unwrap();
         let serving = proxy.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             serving
                 .serve(
                     listeners,
-                    futures::future::pending(),
+                    async move {
+                        let _ = stopped.await;
+                    },
                     Duration::from_secs(1),
                 )
                 .await;
@@ -307,6 +312,15 @@ impl Harness {
             registry,
             dir,
             swg_root,
+            stop: Mutex::new(Some(stop)),
+        }
+    }
+
+    /// Starts the proxy's shutdown: it stops accepting and lets open connections
+    /// finish for at most 1 s.
+    pub fn stop(&self) {
+        if let Some(stop) = self.stop.lock().unwrap().take() {
+            let _ = stop.send(());
         }
     }
 
