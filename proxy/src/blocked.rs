@@ -5,8 +5,8 @@
 //! keeps the stream while it waits to send what it has. The request stays in
 //! progress, so the connection is never idle. A client that stopped reading its
 //! socket altogether, dead or not, would keep its connection until the keep-alive
-//! PING times out, minutes later. A [`WriteWatch`] tells such a client apart from
-//! one that reads slowly: its writes stay blocked, while a slow reader's progress.
+//! PING times out, minutes later. A [`WriteWatch`] separates such a client from one
+//! that reads slowly: its writes stay blocked, while a slow reader's progress.
 
 use std::io;
 use std::pin::Pin;

@@ -435,30 +435,7 @@ async fn http2_stalled_reader_gets_whole_response() {
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
     let origin = origin::start_https(certificate, &[b"h2"]).await;
 
-    // A small receive buffer keeps the socket buffers from holding the whole body,
-    // so that most of it waits in swg's HTTP/2 send buffer during the stall.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let tcp = socket.connect(harness.tls).await.unwrap();
-    let reads = Arc::new(ReadGate::default());
-    let gated = Gated {
-        inner: tcp,
-        gate: Arc::clone(&reads),
-    };
-    let tls = tokio_rustls::TlsConnector::from(harness.landing_client_config(b"h2"))
-        .connect(ServerName::try_from("origin.test").unwrap(), gated)
-        .await
-        .unwrap();
-    let (sender, connection) = h2::client::Builder::new()
-        .initial_window_size(16 << 20)
-        .initial_connection_window_size(16 << 20)
-        .handshake::<_, bytes::Bytes>(tls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut sender = sender.ready().await.unwrap();
+    let (mut sender, reads) = gated_h2_connection(&harness, 16 << 20).await;
     // Small enough for swg's HTTP/2 send buffer (400 KiB) to take it all, while
     // the client reads only the response head and a little of the body.
     let url = format!("https://origin.test:{}/zeros?300000", origin.port());
@@ -503,29 +480,8 @@ async fn http2_client_not_reading_socket_closed() {
     let certificate = harness.origin_ca.valid_leaf(&["origin.test"]);
     let origin = origin::start_https(certificate, &[b"h2"]).await;
 
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let tcp = socket.connect(harness.tls).await.unwrap();
-    let reads = Arc::new(ReadGate::default());
-    let gated = Gated {
-        inner: tcp,
-        gate: Arc::clone(&reads),
-    };
-    let tls = tokio_rustls::TlsConnector::from(harness.landing_client_config(b"h2"))
-        .connect(ServerName::try_from("origin.test").unwrap(), gated)
-        .await
-        .unwrap();
     // Windows larger than the body, so that only the socket stops swg's writes.
-    let (sender, connection) = h2::client::Builder::new()
-        .initial_window_size(128 << 20)
-        .initial_connection_window_size(128 << 20)
-        .handshake::<_, bytes::Bytes>(tls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut sender = sender.ready().await.unwrap();
+    let (mut sender, reads) = gated_h2_connection(&harness, 128 << 20).await;
     let url = format!(
         "https://origin.test:{}/zeros?{}",
         origin.port(),
@@ -557,6 +513,38 @@ async fn http2_client_not_reading_socket_closed() {
         "closed after {waited:?}"
     );
     drop(response);
+}
+
+/// Opens an HTTP/2 connection to the landing for origin.test whose reads pass a
+/// [`ReadGate`], with stream and connection windows of `window` bytes. A small
+/// receive buffer keeps the socket buffers from holding a large body, so that
+/// most of it waits in swg while the gate is closed.
+async fn gated_h2_connection(
+    harness: &Harness,
+    window: u32,
+) -> (h2::client::SendRequest<bytes::Bytes>, Arc<ReadGate>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let tcp = socket.connect(harness.tls).await.unwrap();
+    let reads = Arc::new(ReadGate::default());
+    let gated = Gated {
+        inner: tcp,
+        gate: Arc::clone(&reads),
+    };
+    let tls = tokio_rustls::TlsConnector::from(harness.landing_client_config(b"h2"))
+        .connect(ServerName::try_from("origin.test").unwrap(), gated)
+        .await
+        .unwrap();
+    let (sender, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .initial_connection_window_size(window)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender.ready().await.unwrap(), reads)
 }
 
 /// The switch a test uses to stop and resume reading from a [`Gated`] stream.

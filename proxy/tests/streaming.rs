@@ -486,9 +486,10 @@ async fn throttling_relay(
 }
 
 /// An HTTP/2 client with large flow-control windows on a slow link sends swg no
-/// frame while it downloads, and MiBs of the response wait in socket buffers ahead
-/// of swg's keep-alive PING. The client still gets the whole body, although it
-/// reads at 32 KiB/s for a minute before the link speeds up.
+/// request, data or PING acknowledgement while it downloads, so swg sends a
+/// keep-alive PING, and MiBs of the response wait in socket buffers ahead of it.
+/// The client still gets the whole body, although it reads at 32 KiB/s for a
+/// minute before the link speeds up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "reads slowly for 60 s; run by .ci/run"]
 async fn http2_slow_reader_gets_whole_response() {
