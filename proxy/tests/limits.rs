@@ -129,11 +129,10 @@ async fn shutdown_closes_silent_plain_connection() {
     })
     .await;
     let mut silent = TcpStream::connect(harness.http).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while harness.metric("swg_proxy_active_connections", &[("listener", "http")]) < 1.0 {
-        assert!(Instant::now() < deadline, "connection not accepted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(5), "connection accepted", || {
+        harness.metric("swg_proxy_active_connections", &[("listener", "http")]) >= 1.0
+    })
+    .await;
     harness.stop();
     let stopped = Instant::now();
     let (_, closed) = read_until_close(&mut silent, Duration::from_secs(5)).await;
@@ -143,6 +142,16 @@ async fn shutdown_closes_silent_plain_connection() {
         "closed after {:?}",
         stopped.elapsed()
     );
+}
+
+/// Waits until `done` returns true, and fails the test when it has not within
+/// `limit`. `what` names the awaited state in the failure message.
+async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "not {what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Opens a TCP connection to `to` from the loopback address `from`.
@@ -167,11 +176,10 @@ async fn connections_in_all_limited() {
         connect_from([127, 0, 0, 3], harness.http).await,
     ];
     let active = || harness.metric("swg_proxy_active_connections", &[("listener", "http")]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while active() < 3.0 {
-        assert!(Instant::now() < deadline, "connections not accepted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(5), "connections accepted", || {
+        active() >= 3.0
+    })
+    .await;
 
     let mut fourth = connect_from([127, 0, 0, 4], harness.explicit).await;
     let (_, closed) = read_until_close(&mut fourth, Duration::from_secs(2)).await;
@@ -186,11 +194,12 @@ async fn connections_in_all_limited() {
     assert_eq!(rejected("per_client_limit"), 0.0);
 
     drop(open.pop());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while active() > 2.0 {
-        assert!(Instant::now() < deadline, "closed connection still counted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "closed connection no longer counted",
+        || active() <= 2.0,
+    )
+    .await;
     let mut served = connect_from([127, 0, 0, 4], harness.explicit).await;
     served
         .write_all(b"GET /proxy.pac HTTP/1.1\r\nHost: swg\r\nConnection: close\r\n\r\n")
@@ -499,14 +508,10 @@ async fn http2_client_not_reading_socket_closed() {
     let open = || harness.metric("swg_proxy_active_connections", &[("listener", "tls")]);
     assert_eq!(open(), 1.0);
     let stopped_reading = Instant::now();
-    let deadline = stopped_reading + Duration::from_secs(15);
-    while open() > 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "connection still open after 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(Duration::from_secs(15), "connection closed", || {
+        open() == 0.0
+    })
+    .await;
     let waited = stopped_reading.elapsed();
     assert!(
         waited >= Duration::from_millis(1_000),
@@ -1377,10 +1382,12 @@ async fn h2_upload_capacity(
     let task = tokio::spawn(async move {
         let _ = connection.await;
     });
+
     let mut sender = sender.ready().await.unwrap();
     let request = http::Request::post(url).body(()).unwrap();
     let (_response, mut stream) = sender.send_request(request, false).unwrap();
     stream.reserve_capacity(32 << 20);
+
     let mut deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut capacity = stream.capacity();
     loop {
@@ -1437,11 +1444,10 @@ async fn request_buffer_budget_shrinks_windows() {
     // Closing the first connection gives its 8 MiB back, for the next one.
     drop(first_stream);
     first.abort();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reserved() > f64::from(2u32 << 20) {
-        assert!(Instant::now() < deadline, "window not given back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(10), "window given back", || {
+        reserved() <= f64::from(2u32 << 20)
+    })
+    .await;
     let (capacity, _fourth_stream, fourth) = h2_upload_capacity(&harness, &url, 4 << 20).await;
     assert_eq!(capacity, 4 << 20);
     assert_eq!(reserved(), f64::from(10u32 << 20));
