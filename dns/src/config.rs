@@ -66,10 +66,16 @@ pub struct DnsConfig {
     pub max_queries_per_connection: usize,
     /// Maximum number of queries in flight across all listeners.
     pub max_queries_in_flight: usize,
-    /// Queries per second allowed from one source address over plain UDP (0: no limit).
+    /// Queries per second allowed from one source over plain UDP (0: no limit). A
+    /// source is an IPv4 address, or an IPv6 prefix of
+    /// `udp_rate_limit_ipv6_prefix_len` bits.
     pub udp_rate_limit_qps: u32,
     /// Burst size of the per-source UDP rate limit.
     pub udp_rate_limit_burst: u32,
+    /// Length of the IPv6 prefix counted as one source by the UDP rate limit (32 to
+    /// 128). A host usually controls a whole /64, and a spoofed flood aimed at a
+    /// victim can use any address of the victim's network.
+    pub udp_rate_limit_ipv6_prefix_len: u8,
 }
 
 impl Default for DnsConfig {
@@ -95,6 +101,7 @@ impl Default for DnsConfig {
             max_queries_in_flight: 8_192,
             udp_rate_limit_qps: 500,
             udp_rate_limit_burst: 1_000,
+            udp_rate_limit_ipv6_prefix_len: swg_identity::DEFAULT_IPV6_CLIENT_PREFIX_LEN,
         }
     }
 }
@@ -193,6 +200,13 @@ impl DnsConfig {
                 "at least 1 when udp_rate_limit_qps is set",
             )?;
         }
+        check(
+            "udp_rate_limit_ipv6_prefix_len",
+            self.udp_rate_limit_ipv6_prefix_len.into(),
+            (*swg_identity::IPV6_CLIENT_PREFIX_LENS.start()).into(),
+            (*swg_identity::IPV6_CLIENT_PREFIX_LENS.end()).into(),
+            "32..=128",
+        )?;
 
         let host_ok = !self.doh_host.is_empty()
             && self.doh_host.len() <= 253
@@ -264,6 +278,22 @@ mod tests {
     #[test]
     fn defaults_validate() {
         assert!(DnsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn udp_rate_limit_ipv6_prefix_len_is_checked() {
+        let with_prefix_len = |prefix_len: u8| DnsConfig {
+            udp_rate_limit_ipv6_prefix_len: prefix_len,
+            ..DnsConfig::default()
+        };
+        assert!(with_prefix_len(32).validate().is_ok());
+        assert!(with_prefix_len(128).validate().is_ok());
+        let message = with_prefix_len(129).validate().err().map(|e| e.to_string());
+        assert_eq!(
+            message.as_deref(),
+            Some("dns.udp_rate_limit_ipv6_prefix_len = 129 is out of range: allowed 32..=128")
+        );
+        assert!(with_prefix_len(16).validate().is_err());
     }
 
     #[test]

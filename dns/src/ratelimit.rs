@@ -1,10 +1,15 @@
 //! Per-source token buckets for plain UDP, where a spoofed source can aim our answers
 //! at a victim.
+//!
+//! A source is the network its address is counted under
+//! ([`swg_identity::client_network`]): the IPv4 address, or the IPv6 prefix of the
+//! configured length, since one host or victim network holds a whole IPv6 prefix.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use moka::sync::Cache;
 
 /// Sources tracked at once; a source evicted under pressure starts with a full bucket.
@@ -16,16 +21,18 @@ struct Bucket {
     updated: Instant,
 }
 
-/// A token bucket per source address: `rate` queries per second, bursts of `burst`.
+/// A token bucket per source: `rate` queries per second, bursts of `burst`.
 pub struct RateLimiter {
-    buckets: Cache<IpAddr, Arc<Mutex<Bucket>>>,
+    buckets: Cache<IpNet, Arc<Mutex<Bucket>>>,
     rate: f64,
     burst: f64,
+    ipv6_prefix_len: u8,
 }
 
 impl RateLimiter {
-    /// Creates a limiter; `None` when `rate` is 0 (no limit).
-    pub fn new(rate: u32, burst: u32) -> Option<Self> {
+    /// Creates a limiter that counts IPv6 sources per prefix of `ipv6_prefix_len`
+    /// bits; `None` when `rate` is 0 (no limit).
+    pub fn new(rate: u32, burst: u32, ipv6_prefix_len: u8) -> Option<Self> {
         if rate == 0 {
             return None;
         }
@@ -37,12 +44,14 @@ impl RateLimiter {
             buckets,
             rate: f64::from(rate),
             burst: f64::from(burst.max(1)),
+            ipv6_prefix_len,
         })
     }
 
-    /// Takes one token for `source`; `false` when its bucket is empty.
-    pub fn allow(&self, source: IpAddr) -> bool {
+    /// Takes one token for the source of `address`; `false` when its bucket is empty.
+    pub fn allow(&self, address: IpAddr) -> bool {
         let burst = self.burst;
+        let source = swg_identity::client_network(address, self.ipv6_prefix_len);
         let bucket = self.buckets.get_with(source, || {
             Arc::new(Mutex::new(Bucket {
                 tokens: burst,
@@ -72,7 +81,7 @@ mod tests {
 
     #[test]
     fn burst_is_allowed_then_limited_per_source() {
-        let Some(limiter) = RateLimiter::new(1, 3) else {
+        let Some(limiter) = RateLimiter::new(1, 3, 64) else {
             panic!("a non-zero rate builds a limiter");
         };
         let first: IpAddr = [192, 0, 2, 1].into();
@@ -84,6 +93,26 @@ mod tests {
 
     #[test]
     fn zero_rate_means_no_limiter() {
-        assert!(RateLimiter::new(0, 10).is_none());
+        assert!(RateLimiter::new(0, 10, 64).is_none());
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_prefix_share_a_bucket() {
+        let Some(limiter) = RateLimiter::new(1, 3, 64) else {
+            panic!("a non-zero rate builds a limiter");
+        };
+        let allowed = (1..=10u16)
+            .map(|host| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, host]))
+            .filter(|&address| limiter.allow(address))
+            .count();
+        assert_eq!(allowed, 3);
+        assert!(limiter.allow(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1])));
+
+        let Some(per_address) = RateLimiter::new(1, 1, 128) else {
+            panic!("a non-zero rate builds a limiter");
+        };
+        assert!(per_address.allow(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, 1])));
+        assert!(per_address.allow(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, 2])));
+        assert!(!per_address.allow(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, 1])));
     }
 }

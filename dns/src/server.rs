@@ -84,8 +84,12 @@ impl DnsServer {
         let in_flight = Arc::new(Semaphore::new(config.max_queries_in_flight));
         let in_flight_total = in_flight.clone();
         let connections = Arc::new(Semaphore::new(config.max_connections));
-        let limiter =
-            RateLimiter::new(config.udp_rate_limit_qps, config.udp_rate_limit_burst).map(Arc::new);
+        let limiter = RateLimiter::new(
+            config.udp_rate_limit_qps,
+            config.udp_rate_limit_burst,
+            config.udp_rate_limit_ipv6_prefix_len,
+        )
+        .map(Arc::new);
         let mut tasks = Vec::new();
 
         let (udp, tcp) = bind_plain(config.udp_listen, config.tcp_listen).await?;

@@ -16,9 +16,12 @@
 //! - [`SpentTickets`] enforces single use of tickets and form tokens.
 //! - [`CorrelationHints`] lets the proxy learn from the resolver which device asked
 //!   for a host.
+//! - [`client_network`] gives the network a client address is counted under by
+//!   per-client limits.
 //!
 //! This crate depends on no other swg crate.
 
+mod client_network;
 mod clock;
 mod config;
 mod cookie;
@@ -37,6 +40,7 @@ mod sqlite_store;
 mod store;
 mod ticket;
 
+pub use client_network::{client_network, DEFAULT_IPV6_CLIENT_PREFIX_LEN, IPV6_CLIENT_PREFIX_LENS};
 pub use clock::unix_now;
 pub use config::{ConfigError, IdentityConfig, InlineSigningKey};
 pub use cookie::{

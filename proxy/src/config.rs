@@ -90,8 +90,13 @@ pub struct LimitConfig {
     pub max_request_body_bytes: u64,
     /// Largest response body forwarded to the client, in bytes.
     pub max_response_body_bytes: u64,
-    /// Open connections allowed from one client IP address over all listeners.
+    /// Open connections allowed from one client over all listeners. A client is
+    /// an IPv4 address, or an IPv6 prefix of `client_ipv6_prefix_len` bits.
     pub max_connections_per_client: usize,
+    /// Length of the IPv6 prefix counted as one client by the per-client limits
+    /// and budgets (32 to 128). A host usually controls a whole /64 and can
+    /// connect from a new address of it each time.
+    pub client_ipv6_prefix_len: u8,
     /// Open client connections allowed over all listeners and clients. Each uses
     /// TLS and HTTP buffers and a file descriptor. A CONNECT or WebSocket tunnel
     /// counts as its connection until it ends. When unset, 20 000 or
@@ -114,7 +119,7 @@ pub struct LimitConfig {
     /// or hyper's HTTP/1.1 read buffer, or its length when that is smaller. A
     /// response that does not fit is refused with 503.
     pub max_response_buffer_bytes: u64,
-    /// The same for the responses to one client IP address over all its
+    /// The same for the responses to one client over all its
     /// connections, at most `max_response_buffer_bytes`. When unset, 512 MiB or
     /// `max_response_buffer_bytes` when that is smaller.
     pub max_response_buffer_bytes_per_client: Option<u64>,
@@ -125,7 +130,7 @@ pub struct LimitConfig {
     /// whole life. When none fits, it gets the protocol's initial 64 KiB window,
     /// which is not counted.
     pub max_request_buffer_bytes: u64,
-    /// The same for the HTTP/2 connections of one client IP address, at most
+    /// The same for the HTTP/2 connections of one client, at most
     /// `max_request_buffer_bytes`. When unset, 256 MiB or
     /// `max_request_buffer_bytes` when that is smaller.
     pub max_request_buffer_bytes_per_client: Option<u64>,
@@ -229,6 +234,7 @@ impl Default for LimitConfig {
             max_request_body_bytes: 4 << 30,
             max_response_body_bytes: 16 << 30,
             max_connections_per_client: 512,
+            client_ipv6_prefix_len: swg_identity::DEFAULT_IPV6_CLIENT_PREFIX_LEN,
             max_connections: None,
             max_concurrent_streams: 100,
             http2_connections_per_origin: 16,
@@ -304,6 +310,16 @@ impl ProxyConfig {
             return Err(invalid(
                 "limits.max_connections_per_client",
                 "must be 1 to 100000",
+            ));
+        }
+        if !swg_identity::IPV6_CLIENT_PREFIX_LENS.contains(&limits.client_ipv6_prefix_len) {
+            return Err(invalid(
+                "limits.client_ipv6_prefix_len",
+                &format!(
+                    "must be {} to {}",
+                    swg_identity::IPV6_CLIENT_PREFIX_LENS.start(),
+                    swg_identity::IPV6_CLIENT_PREFIX_LENS.end()
+                ),
             ));
         }
         if !(limits.max_connections_per_client..=1_000_000).contains(&limits.connections_in_all()) {
@@ -546,6 +562,29 @@ mod tests {
         assert!(raised.validate().is_ok());
         assert_eq!(raised.limits.connections_in_all(), 30_000);
         assert_eq!(LimitConfig::default().connections_in_all(), 20_000);
+    }
+
+    #[test]
+    fn client_ipv6_prefix_len_validated() {
+        let with_prefix_len = |prefix_len: u8| ProxyConfig {
+            limits: LimitConfig {
+                client_ipv6_prefix_len: prefix_len,
+                ..LimitConfig::default()
+            },
+            ..ProxyConfig::default()
+        };
+        for prefix_len in [32, 48, 56, 64, 128] {
+            assert!(
+                with_prefix_len(prefix_len).validate().is_ok(),
+                "/{prefix_len}"
+            );
+        }
+        for prefix_len in [0, 31, 129, 255] {
+            let error = with_prefix_len(prefix_len).validate().unwrap_err();
+            assert_eq!(error.key, "limits.client_ipv6_prefix_len");
+            assert_eq!(error.problem, "must be 32 to 128");
+        }
+        assert_eq!(LimitConfig::default().client_ipv6_prefix_len, 64);
     }
 
     #[test]

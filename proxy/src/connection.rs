@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::IpNet;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -18,6 +19,7 @@ use crate::blocked::WriteWatch;
 use crate::body::ProxyBody;
 use crate::boundary::ClientIdentity;
 use crate::budget::{self, Budget, Reservation};
+use crate::config::LimitConfig;
 use crate::idle::{self, RequestTracker};
 use crate::malformed;
 use crate::request;
@@ -91,10 +93,15 @@ pub(crate) struct ConnectionContext {
     pub(crate) responses: Arc<ResponseWatch>,
 }
 
-/// Counts open connections per client IP address and in all, and keeps the
-/// response and request budgets of each address that has any.
+/// Counts open connections per client and in all, and keeps the response and
+/// request budgets of each client that has any.
+///
+/// A client is the network its address is counted under: the IPv4 address, or
+/// the IPv6 prefix of `limits.client_ipv6_prefix_len` bits
+/// ([`swg_identity::client_network`]).
 pub(crate) struct ConnectionLimiter {
     max_per_client: usize,
+    ipv6_prefix_len: u8,
     max_total: usize,
     response_budget_per_client: u64,
     request_budget_per_client: u64,
@@ -105,7 +112,7 @@ pub(crate) struct ConnectionLimiter {
 #[derive(Default)]
 struct Open {
     total: usize,
-    clients: HashMap<IpAddr, OpenConnections>,
+    clients: HashMap<IpNet, OpenConnections>,
 }
 
 /// The limit that refused a connection a slot.
@@ -127,7 +134,7 @@ impl ConnectionLimit {
     }
 }
 
-/// The open connections of one client address.
+/// The open connections of one client.
 struct OpenConnections {
     count: usize,
     responses: Arc<Budget>,
@@ -137,42 +144,37 @@ struct OpenConnections {
 /// One open connection; releases its slot when dropped.
 pub(crate) struct ConnectionPermit {
     limiter: Arc<ConnectionLimiter>,
-    client: IpAddr,
+    client: IpNet,
     gauge: IntGauge,
-    /// The response budget of the client's address, shared by its connections.
+    /// The response budget of the client, shared by its connections.
     pub(crate) responses: Arc<Budget>,
-    /// The request budget of the client's address: the HTTP/2 connection windows
-    /// offered to its connections.
+    /// The request budget of the client: the HTTP/2 connection windows offered
+    /// to its connections.
     pub(crate) requests: Arc<Budget>,
 }
 
 impl ConnectionLimiter {
-    /// Returns a limiter of `max_per_client` connections per address and
-    /// `max_total` in all, each address with a response budget of
-    /// `response_budget_per_client` bytes and a request budget of
-    /// `request_budget_per_client` bytes.
-    pub(crate) fn new(
-        max_per_client: usize,
-        max_total: usize,
-        response_budget_per_client: u64,
-        request_budget_per_client: u64,
-    ) -> Arc<ConnectionLimiter> {
+    /// Returns a limiter of the connection limits and the per-client budgets
+    /// of `limits`.
+    pub(crate) fn new(limits: &LimitConfig) -> Arc<ConnectionLimiter> {
         Arc::new(ConnectionLimiter {
-            max_per_client,
-            max_total,
-            response_budget_per_client,
-            request_budget_per_client,
+            max_per_client: limits.max_connections_per_client,
+            ipv6_prefix_len: limits.client_ipv6_prefix_len,
+            max_total: limits.connections_in_all(),
+            response_budget_per_client: limits.response_buffer_bytes_per_client(),
+            request_budget_per_client: limits.request_buffer_bytes_per_client(),
             open: Mutex::new(Open::default()),
         })
     }
 
-    /// Takes a slot for `client`, or returns the limit that `client` or the
-    /// process has reached.
+    /// Takes a slot for a connection from `address`, or returns the limit that
+    /// its client or the process has reached.
     pub(crate) fn try_acquire(
         self: &Arc<Self>,
-        client: IpAddr,
+        address: IpAddr,
         gauge: IntGauge,
     ) -> Result<ConnectionPermit, ConnectionLimit> {
+        let client = swg_identity::client_network(address, self.ipv6_prefix_len);
         let mut open = self
             .open
             .lock()
@@ -432,5 +434,80 @@ pub(crate) async fn serve_http<I, S>(
     };
     if let Err(error) = result {
         tracing::debug!(client = %context.client, listener = context.listener.as_str(), %error, "client connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(max_per_client: usize, ipv6_prefix_len: u8) -> Arc<ConnectionLimiter> {
+        ConnectionLimiter::new(&LimitConfig {
+            max_connections_per_client: max_per_client,
+            client_ipv6_prefix_len: ipv6_prefix_len,
+            ..LimitConfig::default()
+        })
+    }
+
+    fn acquire(
+        limiter: &Arc<ConnectionLimiter>,
+        address: &str,
+    ) -> Result<ConnectionPermit, ConnectionLimit> {
+        let address: IpAddr = match address.parse() {
+            Ok(address) => address,
+            Err(error) => panic!("{address}: {error}"),
+        };
+        let gauge = match IntGauge::new("test_connections", "connections in the test") {
+            Ok(gauge) => gauge,
+            Err(error) => panic!("gauge: {error}"),
+        };
+        limiter.try_acquire(address, gauge)
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_prefix_count_as_one_client() {
+        let limiter = limiter(2, 64);
+        let Ok(first) = acquire(&limiter, "2001:db8:1:2::1") else {
+            panic!("first connection refused");
+        };
+        let Ok(second) = acquire(&limiter, "2001:db8:1:2:ffff::2") else {
+            panic!("second connection refused");
+        };
+        assert!(Arc::ptr_eq(&first.responses, &second.responses));
+        assert!(Arc::ptr_eq(&first.requests, &second.requests));
+        assert_eq!(
+            acquire(&limiter, "2001:db8:1:2::3").err(),
+            Some(ConnectionLimit::PerClient)
+        );
+        assert!(acquire(&limiter, "2001:db8:1:3::1").is_ok());
+        drop(first);
+        assert!(acquire(&limiter, "2001:db8:1:2::3").is_ok());
+        drop(second);
+    }
+
+    #[test]
+    fn ipv4_clients_and_mapped_addresses_count_per_address() {
+        let limiter = limiter(1, 64);
+        let Ok(_first) = acquire(&limiter, "192.0.2.1") else {
+            panic!("first connection refused");
+        };
+        assert!(acquire(&limiter, "192.0.2.2").is_ok());
+        assert_eq!(
+            acquire(&limiter, "::ffff:192.0.2.1").err(),
+            Some(ConnectionLimit::PerClient)
+        );
+    }
+
+    #[test]
+    fn prefix_of_128_counts_ipv6_addresses_alone() {
+        let limiter = limiter(1, 128);
+        let Ok(_first) = acquire(&limiter, "2001:db8::1") else {
+            panic!("first connection refused");
+        };
+        assert!(acquire(&limiter, "2001:db8::2").is_ok());
+        assert_eq!(
+            acquire(&limiter, "2001:db8::1").err(),
+            Some(ConnectionLimit::PerClient)
+        );
     }
 }

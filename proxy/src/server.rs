@@ -254,12 +254,7 @@ impl ProxyBuilder {
             })
             .unwrap_or(86_400);
         let shared = Shared {
-            limiter: ConnectionLimiter::new(
-                config.limits.max_connections_per_client,
-                config.limits.connections_in_all(),
-                config.limits.response_buffer_bytes_per_client(),
-                config.limits.request_buffer_bytes_per_client(),
-            ),
+            limiter: ConnectionLimiter::new(&config.limits),
             response_budget: Budget::new(
                 config.limits.max_response_buffer_bytes,
                 Some(metrics.response_buffer_bytes.clone()),
