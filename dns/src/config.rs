@@ -62,20 +62,22 @@ pub struct DnsConfig {
     pub read_timeout_secs: u64,
     /// Maximum number of open TCP plus DoH connections.
     pub max_connections: usize,
+    /// Maximum number of open TCP plus DoH connections from one client: an IPv4
+    /// address, or an IPv6 prefix of `client_ipv6_prefix_len` bits.
+    pub max_connections_per_client: usize,
     /// Maximum number of queries in flight on one TCP or DoH connection.
     pub max_queries_per_connection: usize,
     /// Maximum number of queries in flight across all listeners.
     pub max_queries_in_flight: usize,
     /// Queries per second allowed from one source over plain UDP (0: no limit). A
-    /// source is an IPv4 address, or an IPv6 prefix of
-    /// `udp_rate_limit_ipv6_prefix_len` bits.
+    /// source is an IPv4 address, or an IPv6 prefix of `client_ipv6_prefix_len` bits.
     pub udp_rate_limit_qps: u32,
     /// Burst size of the per-source UDP rate limit.
     pub udp_rate_limit_burst: u32,
-    /// Length of the IPv6 prefix counted as one source by the UDP rate limit (32 to
-    /// 128). A host usually controls a whole /64, and a spoofed flood aimed at a
-    /// victim can use any address of the victim's network.
-    pub udp_rate_limit_ipv6_prefix_len: u8,
+    /// Length of the IPv6 prefix counted as one client by the UDP rate limit and the
+    /// per-client connection limit (32 to 128). A host usually controls a whole /64,
+    /// and a spoofed flood aimed at a victim can use any address of its network.
+    pub client_ipv6_prefix_len: u8,
 }
 
 impl Default for DnsConfig {
@@ -97,11 +99,12 @@ impl Default for DnsConfig {
             idle_timeout_secs: 30,
             read_timeout_secs: 5,
             max_connections: 4_096,
+            max_connections_per_client: 512,
             max_queries_per_connection: 64,
             max_queries_in_flight: 8_192,
             udp_rate_limit_qps: 500,
             udp_rate_limit_burst: 1_000,
-            udp_rate_limit_ipv6_prefix_len: swg_identity::DEFAULT_IPV6_CLIENT_PREFIX_LEN,
+            client_ipv6_prefix_len: swg_identity::DEFAULT_IPV6_CLIENT_PREFIX_LEN,
         }
     }
 }
@@ -178,6 +181,13 @@ impl DnsConfig {
             "1..=1000000",
         )?;
         check(
+            "max_connections_per_client",
+            self.max_connections_per_client as u64,
+            1,
+            1_000_000,
+            "1..=1000000",
+        )?;
+        check(
             "max_queries_per_connection",
             self.max_queries_per_connection as u64,
             1,
@@ -201,8 +211,8 @@ impl DnsConfig {
             )?;
         }
         check(
-            "udp_rate_limit_ipv6_prefix_len",
-            self.udp_rate_limit_ipv6_prefix_len.into(),
+            "client_ipv6_prefix_len",
+            self.client_ipv6_prefix_len.into(),
             (*swg_identity::IPV6_CLIENT_PREFIX_LENS.start()).into(),
             (*swg_identity::IPV6_CLIENT_PREFIX_LENS.end()).into(),
             "32..=128",
@@ -281,9 +291,9 @@ mod tests {
     }
 
     #[test]
-    fn udp_rate_limit_ipv6_prefix_len_is_checked() {
+    fn client_ipv6_prefix_len_is_checked() {
         let with_prefix_len = |prefix_len: u8| DnsConfig {
-            udp_rate_limit_ipv6_prefix_len: prefix_len,
+            client_ipv6_prefix_len: prefix_len,
             ..DnsConfig::default()
         };
         assert!(with_prefix_len(32).validate().is_ok());
@@ -291,7 +301,7 @@ mod tests {
         let message = with_prefix_len(129).validate().err().map(|e| e.to_string());
         assert_eq!(
             message.as_deref(),
-            Some("dns.udp_rate_limit_ipv6_prefix_len = 129 is out of range: allowed 32..=128")
+            Some("dns.client_ipv6_prefix_len = 129 is out of range: allowed 32..=128")
         );
         assert!(with_prefix_len(16).validate().is_err());
     }

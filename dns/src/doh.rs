@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::connections::ConnectionLimiter;
 use crate::resolver::{DohAnswer, Resolver};
 use crate::wire::MAX_MESSAGE_LEN;
 
@@ -46,7 +47,7 @@ pub async fn serve_doh(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     resolver: Arc<Resolver>,
-    connections: Arc<Semaphore>,
+    connections: Arc<ConnectionLimiter>,
     in_flight: Arc<Semaphore>,
     limits: DohLimits,
 ) {
@@ -75,13 +76,17 @@ pub async fn serve_doh(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            resolver
-                .metrics()
-                .refused
-                .with_label_values(&["connection_limit"])
-                .inc();
-            continue;
+        let permit = match connections.try_acquire(peer.ip()) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                resolver
+                    .metrics()
+                    .refused
+                    .with_label_values(&[limit.as_str()])
+                    .inc();
+                tracing::debug!(client = %peer, transport = "doh", reason = limit.as_str(), "connection limit reached; connection closed");
+                continue;
+            }
         };
         let connection = DohConnection {
             acceptor: acceptor.clone(),

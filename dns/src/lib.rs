@@ -12,6 +12,7 @@ pub mod answer;
 pub mod backends;
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod context;
 pub mod doh;
 pub mod gateway;

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cache::CachingUpstream;
 use crate::config::{ConfigError, DnsConfig};
+use crate::connections::ConnectionLimiter;
 use crate::doh::{serve_doh, DohLimits};
 use crate::metrics::DnsMetrics;
 use crate::ratelimit::RateLimiter;
@@ -83,11 +84,15 @@ impl DnsServer {
         let resolver = Arc::new(Resolver::new(config.clone(), upstream, backends, metrics));
         let in_flight = Arc::new(Semaphore::new(config.max_queries_in_flight));
         let in_flight_total = in_flight.clone();
-        let connections = Arc::new(Semaphore::new(config.max_connections));
+        let connections = ConnectionLimiter::new(
+            config.max_connections_per_client,
+            config.max_connections,
+            config.client_ipv6_prefix_len,
+        );
         let limiter = RateLimiter::new(
             config.udp_rate_limit_qps,
             config.udp_rate_limit_burst,
-            config.udp_rate_limit_ipv6_prefix_len,
+            config.client_ipv6_prefix_len,
         )
         .map(Arc::new);
         let mut tasks = Vec::new();

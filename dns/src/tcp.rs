@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::connections::ConnectionLimiter;
 use crate::resolver::{Resolver, Transport};
 
 /// Limits of one TCP connection.
@@ -22,12 +23,12 @@ pub struct TcpLimits {
     pub max_queries_per_connection: usize,
 }
 
-/// Accepts connections on `listener` forever. Connections beyond `connections`
-/// permits are closed at once.
+/// Accepts connections on `listener` forever. Connections over the per-client or
+/// the total limit of `connections` are closed at once.
 pub async fn serve_tcp(
     listener: TcpListener,
     resolver: Arc<Resolver>,
-    connections: Arc<Semaphore>,
+    connections: Arc<ConnectionLimiter>,
     in_flight: Arc<Semaphore>,
     limits: TcpLimits,
 ) {
@@ -41,13 +42,17 @@ pub async fn serve_tcp(
                 continue;
             }
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            resolver
-                .metrics()
-                .refused
-                .with_label_values(&["connection_limit"])
-                .inc();
-            continue;
+        let permit = match connections.try_acquire(peer.ip()) {
+            Ok(permit) => permit,
+            Err(limit) => {
+                resolver
+                    .metrics()
+                    .refused
+                    .with_label_values(&[limit.as_str()])
+                    .inc();
+                tracing::debug!(client = %peer, transport = "tcp", reason = limit.as_str(), "connection limit reached; connection closed");
+                continue;
+            }
         };
         let resolver = resolver.clone();
         let in_flight = in_flight.clone();

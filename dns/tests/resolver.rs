@@ -837,6 +837,62 @@ async fn connections_over_limit_are_closed_and_counted() {
     assert_eq!(addresses(&answer), vec![ip("192.0.2.10")]);
 }
 
+/// Connects to `server` from the loopback address `source`.
+async fn tcp_from(source: [u8; 4], server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+#[tokio::test]
+async fn connections_over_client_limit_are_closed() {
+    let harness = Harness::start_with(|config| config.max_connections_per_client = 2).await;
+    let server = harness.server.tcp_addr();
+    let question = query("allowed.test", RecordType::A, None).to_vec().unwrap();
+    let mut open_streams = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tcp_from([127, 0, 0, 1], server).await;
+        write_framed(&mut stream, &question).await;
+        assert!(
+            read_framed(&mut stream).await.is_some(),
+            "connection within the limit was closed"
+        );
+        open_streams.push(stream);
+    }
+
+    let mut third = tcp_from([127, 0, 0, 1], server).await;
+    write_framed(&mut third, &question).await;
+    let refused = tokio::time::timeout(Duration::from_secs(5), read_framed(&mut third)).await;
+    assert!(matches!(refused, Ok(None)), "third connection was served");
+    let limited = harness.counter(
+        "swg_dns_refused_total",
+        &[("reason", "client_connection_limit")],
+    );
+    assert_eq!(limited, 1.0);
+
+    // Another client still gets an answer: REFUSED, since only 127.0.0.1 is in a location.
+    let mut other = tcp_from([127, 0, 0, 2], server).await;
+    write_framed(&mut other, &question).await;
+    let answer = Message::from_vec(&read_framed(&mut other).await.unwrap()).unwrap();
+    assert_eq!(answer.metadata.response_code, ResponseCode::Refused);
+
+    // A closed connection gives its slot back.
+    drop(open_streams.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let mut stream = tcp_from([127, 0, 0, 1], server).await;
+        write_framed(&mut stream, &question).await;
+        if read_framed(&mut stream).await.is_some() {
+            again = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "slot not given back after a close");
+}
+
 #[tokio::test]
 async fn shared_cache_keeps_per_query_verdicts() {
     // One cached upstream answer, two clients: each gets the verdict for its own app.
