@@ -164,6 +164,39 @@ async fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
 /// Connections from all clients together stop at `limits.max_connections`, although
 /// each client is under its own limit, and the slot of a closed one is free again.
 #[tokio::test]
+async fn client_connections_have_tcp_keepalive() {
+    let harness = Harness::start(|_| {}).await;
+    let client = connect_from([127, 0, 0, 5], harness.http).await;
+    let client_port = client.local_addr().unwrap().port();
+    let active = || harness.metric("swg_proxy_active_connections", &[("listener", "http")]);
+    wait_until(Duration::from_secs(5), "connection accepted", || {
+        active() >= 1.0
+    })
+    .await;
+
+    // /proc/net/tcp lists each socket with its active timer: 02 is keepalive.
+    let sockets = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{:04X}", harness.http.port());
+    let remote = format!("0500007F:{client_port:04X}");
+    let swg_end: Vec<&str> = sockets
+        .lines()
+        .map(str::split_whitespace)
+        .filter_map(|mut fields| {
+            let (_, local_address, remote_address) =
+                (fields.next()?, fields.next()?, fields.next()?);
+            let timer = fields.nth(2)?;
+            (local_address.ends_with(&local) && remote_address == remote).then_some(timer)
+        })
+        .collect();
+    assert_eq!(swg_end.len(), 1, "swg's end of the connection not listed");
+    assert!(
+        swg_end[0].starts_with("02:"),
+        "no keepalive timer on swg's end: {swg_end:?}"
+    );
+    drop(client);
+}
+
+#[tokio::test]
 async fn connections_in_all_limited() {
     let harness = Harness::start(|config| {
         config.limits.max_connections_per_client = 2;

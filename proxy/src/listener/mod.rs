@@ -7,10 +7,33 @@ pub(crate) mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::connection::Listener;
 use crate::server::Shared;
+
+/// Silence on a client connection after which TCP keepalive probes start.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between unanswered keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the kernel drops the connection: a vanished
+/// client is found 120 s after its connection fell silent.
+const KEEPALIVE_PROBES: u32 = 6;
+
+/// Turns on TCP keepalive for a client connection.
+///
+/// Phones and laptops often vanish without closing their connections, out of
+/// coverage or asleep. The probes find such a client even when swg has nothing to
+/// send it, such as an HTTP/2 stream waiting for its flow-control window, which
+/// would otherwise hold the connection until the keep-alive PING times out.
+fn set_keepalive(tcp: &TcpStream) -> std::io::Result<()> {
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    SockRef::from(tcp).set_tcp_keepalive(&keepalive)
+}
 
 /// Accepts connections until the proxy shuts down, applying the per-client limit,
 /// and serves each on its own task.
@@ -48,6 +71,9 @@ pub(crate) async fn accept_loop(listener: TcpListener, kind: Listener, shared: A
             }
         };
         let _ = tcp.set_nodelay(true);
+        if let Err(error) = set_keepalive(&tcp) {
+            tracing::debug!(listener = kind.as_str(), %client, %error, "setting TCP keepalive failed");
+        }
 
         let task_shared = shared.clone();
         let permit = Arc::new(permit);
