@@ -177,7 +177,7 @@ impl App {
         let bound = listener.local_addr().unwrap_or(address);
         tracing::info!(listen = %bound, "operations listener started (/healthz, /readyz, /metrics)");
 
-        let mut components = Components::start(&self).await?;
+        let mut components = Components::start(&self, bound).await?;
 
         let state = OperationsState {
             registry: self.registry.clone(),

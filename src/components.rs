@@ -62,7 +62,10 @@ pub(crate) struct Components {
 
 impl Components {
     /// Starts every component. Must run inside the tokio runtime.
-    pub(crate) async fn start(app: &App) -> Result<Components, StartError> {
+    ///
+    /// `operations` is the bound address of the operations listener, which the
+    /// proxy refuses as a destination like every other listener of the process.
+    pub(crate) async fn start(app: &App, operations: SocketAddr) -> Result<Components, StartError> {
         let config = &app.config;
         let mut tasks = JoinSet::new();
         let mut aborted_on_shutdown = Vec::new();
@@ -109,6 +112,8 @@ impl Components {
         let tls = swg_console::tls_config(&app.leaves, &config.console.host_name)
             .map_err(|error| StartError::component("console")(Box::new(error)))?;
         let listener = bind("console", config.console.listen).await?;
+        let mut own_listeners = vec![operations];
+        own_listeners.extend(listener.local_addr().ok());
         let shutdown = app.shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = swg_console::serve(listener, tls, console_state, shutdown).await {
@@ -122,6 +127,12 @@ impl Components {
         ));
         let dns = start_dns(app, &policy, &signer, &live_keys, &recorder, &hints).await?;
         let proxy = build_proxy(app, &policy, &signer, &live_keys, &recorder, &hints)?;
+        // With loopback or the host's network in `allowed_destinations`, clients
+        // could otherwise reach the console, the metrics and the resolver through
+        // the proxy.
+        own_listeners.push(dns.tcp_addr());
+        own_listeners.extend(dns.doh_addr());
+        proxy.add_own_listeners(own_listeners);
         let listeners = proxy
             .bind()
             .await

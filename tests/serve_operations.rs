@@ -31,16 +31,27 @@ impl Server {
             .args(args)
             .current_dir(folder)
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (sender, lines) = mpsc::channel();
+        let stdout_sender = sender.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { return };
                 if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        // The first start prints the tenant's secrets on stdout.
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if stdout_sender.send(line).is_err() {
                     return;
                 }
             }
@@ -67,6 +78,15 @@ impl Server {
                     self.log.join("\n")
                 ),
             }
+        }
+    }
+
+    /// Returns a log line containing `needle`, seen already or waited for: the
+    /// components start concurrently, so their lines come in any order.
+    fn line_with(&mut self, needle: &str) -> String {
+        match self.log.iter().find(|line| line.contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(needle),
         }
     }
 
@@ -137,6 +157,102 @@ const FREE_PORTS: &str = "[operations]\nlisten = \"127.0.0.1:0\"\n\
 /// Writes `./swg.toml` with [`FREE_PORTS`].
 fn write_free_port_config(folder: &Path) {
     std::fs::write(folder.join("swg.toml"), FREE_PORTS).unwrap();
+}
+
+/// Returns the address that follows `key` in `line`, such as `tcp=127.0.0.1:53`.
+fn address_after(line: &str, key: &str) -> SocketAddr {
+    let value = line.split(key).nth(1).unwrap();
+    let end = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(value.len());
+    value[..end].parse().unwrap()
+}
+
+/// Runs curl with `args` and returns the status code and the body.
+fn curl(args: &[&str]) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap_or(0), body.to_owned())
+}
+
+/// Serves one plain HTTP answer per connection on loopback, on a thread of its
+/// own: a stand-in origin.
+fn start_origin() -> SocketAddr {
+    use std::io::{Read as _, Write as _};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\norigin",
+            );
+        }
+    });
+    address
+}
+
+#[test]
+fn proxy_refuses_every_listener_of_the_process() {
+    let folder = tempfile::tempdir().unwrap();
+    let config = format!("{FREE_PORTS}allowed_destinations = [\"127.0.0.0/8\"]\n");
+    std::fs::write(folder.path().join("swg.toml"), config).unwrap();
+
+    let mut server = Server::start(folder.path(), &[]);
+    let operations = server.operations_address();
+    let dns = server.line_with("DNS resolver listening");
+    let explicit = address_after(&server.line_with("listener=\"explicit\""), "address=");
+    let console = address_after(&server.line_with("console listening"), "address=");
+    let key_line = server.line_with("authentication key (for agents");
+    let key = key_line.rsplit(' ').next().unwrap().to_owned();
+
+    let root = folder.path().join("swg-data/ca/root-cert.pem");
+    let enrolment = format!(
+        r#"{{"authenticationKey":"{key}","deviceId":"laptop-9","userId":"carol@example.com"}}"#
+    );
+    let (status, body) = curl(&[
+        "--cacert",
+        root.to_str().unwrap(),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &enrolment,
+        &format!("https://localhost:{}/api/agent/enroll", console.port()),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let proxy = format!("http://{explicit}");
+    let authorization = format!("Proxy-Authorization: Bearer {token}");
+    let through_proxy = |url: &str| curl(&["-x", &proxy, "--proxy-header", &authorization, url]);
+
+    // Loopback is allowed: an origin there is reached.
+    let origin = start_origin();
+    let (status, body) = through_proxy(&format!("http://{origin}/"));
+    assert_eq!((status, body.as_str()), (200, "origin"));
+
+    // The process's own listeners are not, whatever the allowed destinations.
+    let own = [
+        format!("http://{operations}/metrics"),
+        format!("http://{console}/"),
+        format!("http://{}/", address_after(&dns, "tcp=")),
+        format!("http://{}/", address_after(&dns, "doh=Some(")),
+        format!("http://{explicit}/"),
+    ];
+    for url in own {
+        let (status, body) = through_proxy(&url);
+        assert_eq!(status, 403, "{url}: {body}");
+        assert!(body.contains("not allowed"), "{url}: {body}");
+    }
 }
 
 #[tokio::test]

@@ -133,6 +133,18 @@ impl Proxy {
         }
     }
 
+    /// Adds the addresses of other listeners of this process, such as the
+    /// resolver's, the console's and the metrics endpoint's. Requests to them are
+    /// refused like requests to the proxy's own listeners, even when
+    /// `allowed_destinations` covers their addresses, so that clients cannot
+    /// reach swg's own services through the proxy.
+    pub fn add_own_listeners(&self, listeners: impl IntoIterator<Item = SocketAddr>) {
+        self.shared
+            .upstream
+            .connector()
+            .add_own_listeners(listeners);
+    }
+
     /// Binds the three configured listener addresses.
     pub async fn bind(&self) -> Result<Listeners, ProxyError> {
         let config = &self.shared.config;
@@ -151,16 +163,10 @@ impl Proxy {
         shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) {
-        let mut own_listeners = Vec::new();
-        for listener in [&listeners.tls, &listeners.http, &listeners.explicit] {
-            if let Ok(address) = listener.local_addr() {
-                own_listeners.push(address);
-            }
-        }
-        self.shared
-            .upstream
-            .connector()
-            .set_own_listeners(own_listeners);
+        let own_listeners = [&listeners.tls, &listeners.http, &listeners.explicit]
+            .into_iter()
+            .filter_map(|listener| listener.local_addr().ok());
+        self.add_own_listeners(own_listeners);
         let loops = [
             tokio::spawn(listener::accept_loop(
                 listeners.tls,

@@ -162,14 +162,14 @@ impl OriginConnector {
         }
     }
 
-    /// Records the addresses the proxy's listeners are bound to, which are then
-    /// refused as destinations whatever `allowed_destinations` contains.
-    pub fn set_own_listeners(&self, listeners: Vec<SocketAddr>) {
-        *self
-            .inner
+    /// Adds addresses that listeners of this process are bound to, which are
+    /// then refused as destinations whatever `allowed_destinations` contains.
+    pub fn add_own_listeners(&self, listeners: impl IntoIterator<Item = SocketAddr>) {
+        self.inner
             .own_listeners
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = listeners;
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(listeners);
     }
 
     /// Tells whether connecting to `address` would reach one of the proxy's own
