@@ -208,8 +208,46 @@ impl Config {
         self.pages.validate()?;
         self.dns.validate()?;
         self.proxy.validate()?;
+        self.check_distinct_listeners()?;
         Ok(())
     }
+
+    /// Checks that no two TCP listeners share an address and port, so that a clash
+    /// names both keys instead of failing at the second bind. Port 0 (any free
+    /// port) never clashes.
+    fn check_distinct_listeners(&self) -> Result<(), SectionError> {
+        let listeners = [
+            ("operations.listen", self.operations.listen),
+            ("console.listen", self.console.listen),
+            ("dns.doh_listen", self.dns.doh_listen),
+            ("dns.tcp_listen", self.dns.tcp_listen),
+            ("proxy.tls_listen", self.proxy.tls_listen),
+            ("proxy.http_listen", self.proxy.http_listen),
+            ("proxy.explicit_listen", self.proxy.explicit_listen),
+        ];
+        for (position, (key, address)) in listeners.iter().enumerate() {
+            for (other_key, other) in &listeners[position + 1..] {
+                if address.port() != 0 && listeners_clash(*address, *other) {
+                    return Err(format!(
+                        "{key} ({address}) and {other_key} ({other}) use the same port \
+                         on overlapping addresses; give each listener its own port"
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tells whether binding both TCP addresses fails: the same port, and the same IP
+/// or an unspecified IP of the same family, which covers every address of it.
+fn listeners_clash(first: SocketAddr, second: SocketAddr) -> bool {
+    first.port() == second.port()
+        && first.is_ipv4() == second.is_ipv4()
+        && (first.ip() == second.ip()
+            || first.ip().is_unspecified()
+            || second.ip().is_unspecified())
 }
 
 /// Converts a byte offset into a 1-based line and column (in characters).
@@ -227,6 +265,36 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clashing_listeners_are_named() {
+        let text =
+            "[proxy]\ntls_listen = \"127.0.0.1:13128\"\nexplicit_listen = \"127.0.0.1:13128\"\n";
+        let config = Config::from_toml(text, Path::new("swg.toml")).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "proxy.tls_listen (127.0.0.1:13128) and proxy.explicit_listen (127.0.0.1:13128) \
+             use the same port on overlapping addresses; give each listener its own port"
+        );
+
+        let unspecified = "[console]\nlisten = \"0.0.0.0:9090\"\n";
+        let config = Config::from_toml(unspecified, Path::new("swg.toml")).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.starts_with("operations.listen (127.0.0.1:9090) and console.listen"),
+            "{error}"
+        );
+
+        let apart =
+            "[console]\nlisten = \"127.0.0.2:9090\"\n[operations]\nlisten = \"127.0.0.1:0\"\n";
+        let config = Config::from_toml(apart, Path::new("swg.toml")).unwrap();
+        assert!(config.validate().is_ok());
+        assert!(Config::from_toml("", Path::new("swg.toml"))
+            .unwrap()
+            .validate()
+            .is_ok());
+    }
 
     #[test]
     fn empty_file_gives_documented_defaults() {
