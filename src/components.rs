@@ -91,35 +91,23 @@ impl Components {
                 .map_err(|error| StartError::component("console state")(Box::new(error)))?,
         );
         let endpoints = public_endpoints(config);
-        seed_tenants(secrets.as_ref(), &policy, &endpoints.console_url).await?;
+        let console_url = endpoints.console_url.clone();
         let live_keys = Arc::new(LiveKeys::new());
-        live_keys
-            .refresh(secrets.as_ref())
-            .await
-            .map_err(|error| StartError::component("console state")(Box::new(error)))?;
-        aborted_on_shutdown
-            .push(Arc::clone(&live_keys).spawn_refresh(Arc::clone(&secrets), LIVE_KEYS_REFRESH));
 
         let console_state = swg_console::ConsoleState {
             config: Arc::new(endpoints),
             signer: signer.clone(),
             live_keys: Arc::clone(&live_keys),
-            secrets,
+            secrets: Arc::clone(&secrets),
             policy: Arc::clone(&policy),
             activity: activity.store(),
             root_certificate: Arc::new(app.root.certificate().clone()),
         };
         let tls = swg_console::tls_config(&app.leaves, &config.console.host_name)
             .map_err(|error| StartError::component("console")(Box::new(error)))?;
-        let listener = bind("console", config.console.listen).await?;
+        let console_listener = bind("console", config.console.listen).await?;
         let mut own_listeners = vec![operations];
-        own_listeners.extend(listener.local_addr().ok());
-        let shutdown = app.shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(error) = swg_console::serve(listener, tls, console_state, shutdown).await {
-                tracing::error!(%error, "console listener failed");
-            }
-        });
+        own_listeners.extend(console_listener.local_addr().ok());
 
         let hints: Arc<dyn CorrelationHints> = Arc::new(InProcessHints::new(
             Duration::from_secs(config.identity.hint_ttl_secs),
@@ -137,6 +125,26 @@ impl Components {
             .bind()
             .await
             .map_err(|error| StartError::component("proxy")(Box::new(error)))?;
+
+        // The first secrets are created, and printed once, only when everything
+        // that reads files or binds addresses has started: a start that fails
+        // on the configuration must not show secrets that the next start won't.
+        seed_tenants(secrets.as_ref(), &policy, &console_url).await?;
+        live_keys
+            .refresh(secrets.as_ref())
+            .await
+            .map_err(|error| StartError::component("console state")(Box::new(error)))?;
+        aborted_on_shutdown
+            .push(Arc::clone(&live_keys).spawn_refresh(Arc::clone(&secrets), LIVE_KEYS_REFRESH));
+
+        let shutdown = app.shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) =
+                swg_console::serve(console_listener, tls, console_state, shutdown).await
+            {
+                tracing::error!(%error, "console listener failed");
+            }
+        });
         let shutdown = app.shutdown.clone();
         tasks.spawn(async move {
             proxy

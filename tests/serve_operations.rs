@@ -255,6 +255,38 @@ fn proxy_refuses_every_listener_of_the_process() {
     }
 }
 
+#[test]
+fn failed_first_start_shows_no_secrets() {
+    let folder = tempfile::tempdir().unwrap();
+    let missing = folder.path().join("missing-root.pem");
+    let config = FREE_PORTS.replace(
+        "[dns]\n",
+        &format!(
+            "[dns]\nupstream_extra_roots = [\"{}\"]\n",
+            missing.display()
+        ),
+    );
+    std::fs::write(folder.path().join("swg.toml"), config).unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_swg"))
+        .arg("serve")
+        .current_dir(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("missing-root.pem"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("authentication key"), "{stdout}");
+
+    // Once the configuration is fixed, the next start shows them.
+    write_free_port_config(folder.path());
+    let mut server = Server::start(folder.path(), &[]);
+    let key_line = server.line_with("authentication key (for agents");
+    assert!(key_line.contains("swgk_"), "{key_line}");
+    server.line_with("swg is ready");
+}
+
 #[tokio::test]
 async fn first_start_serves_and_stops_on_sigterm() {
     let folder = tempfile::tempdir().unwrap();
