@@ -21,7 +21,14 @@ pub enum EdeCode {
     /// 17 Filtered: the answer was changed on request of the client's own filtering
     /// (here: steered to the inspection proxy).
     Filtered = 17,
+    /// 18 Prohibited: the client is not allowed to use this resolver.
+    Prohibited = 18,
 }
+
+/// Extra text of the Extended DNS Error on REFUSED answers to plain DNS from a
+/// source outside every tenant's locations.
+pub const UNKNOWN_SOURCE_TEXT: &str =
+    "source address is in no location; use DoH with a device token";
 
 /// Starts a response to `query`: same id, question and RD bit, RA set, and an OPT
 /// record when the query had one.

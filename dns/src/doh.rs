@@ -10,10 +10,10 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -21,9 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::backends::TokenRejection;
 use crate::connections::ConnectionLimiter;
 use crate::resolver::{DohAnswer, Resolver};
-use crate::wire::MAX_MESSAGE_LEN;
+use crate::wire::{HEADER_LEN, MAX_MESSAGE_LEN};
 
 /// The RFC 8484 media type.
 pub const DNS_MESSAGE: &str = "application/dns-message";
@@ -193,15 +194,16 @@ async fn handle(
     peer: SocketAddr,
     read_timeout: Duration,
 ) -> Response<Full<Bytes>> {
-    let (token, message) = match read_request(request, read_timeout).await {
+    let (token, message) = match read_request(request, peer, read_timeout).await {
         Ok(read) => read,
-        Err((code, reason)) => {
+        Err(refusal) => {
             resolver
                 .metrics()
                 .refused
-                .with_label_values(&[reason])
+                .with_label_values(&[refusal.reason()])
                 .inc();
-            return status(code);
+            tracing::debug!(client = %peer, reason = refusal.reason(), "DoH request refused");
+            return refusal.response();
         }
     };
 
@@ -211,7 +213,10 @@ async fn handle(
             .dropped
             .with_label_values(&["overloaded"])
             .inc();
-        return status(StatusCode::SERVICE_UNAVAILABLE);
+        return text_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "resolver overloaded: retry the query later",
+        );
     };
     match resolver.answer_doh(&message, peer, token.as_deref()).await {
         DohAnswer::Response { body, max_age } => Response::builder()
@@ -219,55 +224,262 @@ async fn handle(
             .header(CONTENT_TYPE, DNS_MESSAGE)
             .header(CACHE_CONTROL, format!("max-age={max_age}"))
             .body(Full::new(Bytes::from(body)))
-            .unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)),
-        DohAnswer::Unauthorized => {
-            let mut response = status(StatusCode::UNAUTHORIZED);
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            response
-        }
-        DohAnswer::BadRequest => status(StatusCode::BAD_REQUEST),
+            .unwrap_or_else(|_| {
+                text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error: the DNS response could not be sent",
+                )
+            }),
+        DohAnswer::Unauthorized(rejection) => unauthorized(rejection),
+        DohAnswer::BadRequest => text_response(
+            StatusCode::BAD_REQUEST,
+            "invalid DNS message: it is not a query that can be answered",
+        ),
     }
 }
 
-/// Reads the bearer token and the DNS message of a request, or returns the HTTP status
-/// and the `swg_dns_refused_total` reason to reject it with.
+/// A DoH request rejected before it reaches the resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// A path other than [`DOH_PATH`].
+    NotFound,
+    /// A method other than GET and POST.
+    MethodNotAllowed,
+    /// A POST whose media type is not [`DNS_MESSAGE`].
+    UnsupportedMediaType,
+    /// A POST body over [`MAX_MESSAGE_LEN`] bytes.
+    BodyTooLarge,
+    /// A POST body that did not arrive within the read timeout.
+    BodyTimeout,
+    /// A POST body that could not be read, such as a chunk size that does not parse.
+    InvalidBody,
+    /// A GET without a `dns` parameter that decodes as base64url without padding.
+    InvalidDnsParameter,
+    /// A message shorter than the 12-byte DNS header.
+    ShortMessage,
+    /// A message with QR=1: a response, not a query.
+    NotAQuery,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Refusal::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::InvalidBody
+            | Refusal::InvalidDnsParameter
+            | Refusal::ShortMessage
+            | Refusal::NotAQuery => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// Returns the `swg_dns_refused_total` reason.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "http_not_found",
+            Refusal::MethodNotAllowed => "http_method",
+            Refusal::UnsupportedMediaType => "http_media_type",
+            Refusal::BodyTooLarge => "http_too_large",
+            Refusal::BodyTimeout => "http_timeout",
+            Refusal::InvalidBody
+            | Refusal::InvalidDnsParameter
+            | Refusal::ShortMessage
+            | Refusal::NotAQuery => "http_bad_request",
+        }
+    }
+
+    /// Returns the text of the response body: what is wrong and what to send instead.
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not found: send DNS queries to /dns-query",
+            Refusal::MethodNotAllowed => "method not allowed: send the DNS query with GET or POST",
+            Refusal::UnsupportedMediaType => {
+                "unsupported media type: send application/dns-message"
+            }
+            Refusal::BodyTooLarge => {
+                "request body too large: a DNS message is at most 65535 bytes"
+            }
+            Refusal::BodyTimeout => {
+                "request body timed out: send the whole DNS message without pausing"
+            }
+            Refusal::InvalidBody => {
+                "invalid request body: the body or its chunked encoding could not be read"
+            }
+            Refusal::InvalidDnsParameter => {
+                "missing or invalid dns parameter: send the DNS message as base64url without padding in ?dns="
+            }
+            Refusal::ShortMessage => {
+                "DNS message too short: a query starts with a 12-byte header"
+            }
+            Refusal::NotAQuery => "DNS message is a response (QR=1): send a query",
+        }
+    }
+
+    fn response(self) -> Response<Full<Bytes>> {
+        let mut response = text_response(self.status(), self.message());
+        if self == Refusal::MethodNotAllowed {
+            // RFC 9110 section 15.5.6: a 405 lists the methods the resource supports.
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, POST"));
+        }
+        response
+    }
+}
+
+/// The place of the DNS message in a request whose head passed the checks.
+enum Carrier {
+    /// In the `dns` parameter of a GET, decoded.
+    Uri(Vec<u8>),
+    /// In the body of a POST, still to be read.
+    Body,
+}
+
+/// Reads the bearer token and the DNS message of a request.
 async fn read_request(
     request: Request<Incoming>,
+    peer: SocketAddr,
     read_timeout: Duration,
-) -> Result<(Option<String>, Vec<u8>), (StatusCode, &'static str)> {
-    if request.uri().path() != DOH_PATH {
-        return Err((StatusCode::NOT_FOUND, "http_not_found"));
-    }
-    let token = bearer_token(&request).map(str::to_owned);
-    let message = match *request.method() {
-        Method::GET => query_from_uri(request.uri().query())
-            .ok_or((StatusCode::BAD_REQUEST, "http_bad_request"))?,
-        Method::POST => {
-            let content_type = request
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok());
-            if content_type != Some(DNS_MESSAGE) {
-                return Err((StatusCode::UNSUPPORTED_MEDIA_TYPE, "http_media_type"));
-            }
-            // A body trickling in must not hold the request (and the connection) open.
-            let body = Limited::new(request.into_body(), MAX_MESSAGE_LEN).collect();
-            match tokio::time::timeout(read_timeout, body).await {
-                Ok(Ok(body)) => body.to_bytes().to_vec(),
-                Ok(Err(_)) => return Err((StatusCode::PAYLOAD_TOO_LARGE, "http_too_large")),
-                Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, "http_timeout")),
-            }
+) -> Result<(Option<String>, Vec<u8>), Refusal> {
+    let (head, body) = request.into_parts();
+    let message = match check_head(&head) {
+        Ok(Carrier::Uri(message)) => message,
+        Ok(Carrier::Body) => read_body(body, peer, read_timeout).await?,
+        Err(refusal) => {
+            // Answering an HTTP/2 request while its body is still coming resets the
+            // stream, and curl 7.88 then reports a framing error instead of the status.
+            discard_body(body, read_timeout).await;
+            return Err(refusal);
         }
-        _ => return Err((StatusCode::METHOD_NOT_ALLOWED, "http_method")),
     };
+    check_message(&message)?;
+    let token = bearer_token(&head.headers).map(str::to_owned);
     Ok((token, message))
 }
 
-fn bearer_token<B>(request: &Request<B>) -> Option<&str> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+/// Checks the path, method and media type, and finds the DNS message.
+fn check_head(head: &http::request::Parts) -> Result<Carrier, Refusal> {
+    if head.uri.path() != DOH_PATH {
+        return Err(Refusal::NotFound);
+    }
+    match head.method {
+        Method::GET => query_from_uri(head.uri.query())
+            .map(Carrier::Uri)
+            .ok_or(Refusal::InvalidDnsParameter),
+        Method::POST if is_dns_message(head.headers.get(CONTENT_TYPE)) => Ok(Carrier::Body),
+        Method::POST => Err(Refusal::UnsupportedMediaType),
+        _ => Err(Refusal::MethodNotAllowed),
+    }
+}
+
+/// Reads a POST body of at most [`MAX_MESSAGE_LEN`] bytes within `read_timeout`.
+async fn read_body(
+    body: Incoming,
+    peer: SocketAddr,
+    read_timeout: Duration,
+) -> Result<Vec<u8>, Refusal> {
+    // A body trickling in must not hold the request (and the connection) open.
+    let body = Limited::new(body, MAX_MESSAGE_LEN).collect();
+    match tokio::time::timeout(read_timeout, body).await {
+        Ok(Ok(body)) => Ok(body.to_bytes().to_vec()),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(Refusal::BodyTooLarge),
+        Ok(Err(error)) => {
+            tracing::debug!(client = %peer, %error, "DoH request body could not be read");
+            Err(Refusal::InvalidBody)
+        }
+        Err(_) => Err(Refusal::BodyTimeout),
+    }
+}
+
+/// Reads and drops the body of a refused request, so that the client gets the status.
+/// Stops after [`MAX_MESSAGE_LEN`] bytes or `read_timeout`, and reads nothing when the
+/// declared length is over the limit, so a refused request costs no more than a query.
+async fn discard_body(mut body: Incoming, read_timeout: Duration) {
+    let limit = u64::try_from(MAX_MESSAGE_LEN).unwrap_or(u64::MAX);
+    if body.is_end_stream() || body.size_hint().lower() > limit {
+        return;
+    }
+    let drain = async {
+        let mut read = 0usize;
+        while read <= MAX_MESSAGE_LEN {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                Some(Err(_)) | None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(read_timeout, drain).await;
+}
+
+/// Rejects messages that the resolver would drop without a response, because over
+/// DoH the client then needs a status that says why.
+fn check_message(message: &[u8]) -> Result<(), Refusal> {
+    if message.len() < HEADER_LEN {
+        return Err(Refusal::ShortMessage);
+    }
+    // The QR bit is the top bit of the third header byte.
+    if message[2] & 0x80 != 0 {
+        return Err(Refusal::NotAQuery);
+    }
+    Ok(())
+}
+
+/// Checks whether a `Content-Type` value is `application/dns-message`. Type and
+/// subtype are compared case-insensitively and parameters are ignored (RFC 9110
+/// section 8.3.1).
+fn is_dns_message(value: Option<&HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|value| value.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case(DNS_MESSAGE)
+}
+
+/// Builds a 401 with the RFC 6750 challenge. It carries `error="invalid_token"` only
+/// when a token was sent and rejected, because a request without credentials gets no
+/// error code (section 3.1).
+fn unauthorized(rejection: Option<TokenRejection>) -> Response<Full<Bytes>> {
+    let (text, challenge) = match rejection {
+        None => (
+            "missing device token: send Authorization: Bearer <token>",
+            "Bearer",
+        ),
+        Some(TokenRejection::Invalid) => (
+            "invalid device token: enroll the device again",
+            r#"Bearer error="invalid_token""#,
+        ),
+        Some(TokenRejection::Expired) => (
+            "expired device token: renew it, or enroll the device again",
+            r#"Bearer error="invalid_token""#,
+        ),
+        Some(TokenRejection::Revoked) => (
+            "revoked device token: its authentication key was deleted; enroll with a current key",
+            r#"Bearer error="invalid_token""#,
+        ),
+    };
+    let mut response = text_response(StatusCode::UNAUTHORIZED, text);
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+/// Builds a response with a one-line `text/plain` body.
+fn text_response(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -284,12 +496,6 @@ fn query_from_uri(query: Option<&str>) -> Option<Vec<u8>> {
         return None;
     }
     URL_SAFE_NO_PAD.decode(encoded).ok()
-}
-
-fn status(code: StatusCode) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = code;
-    response
 }
 
 #[cfg(test)]
@@ -313,11 +519,44 @@ mod tests {
             .header(AUTHORIZATION, "bearer abc")
             .body(())
             .unwrap_or_default();
-        assert_eq!(bearer_token(&request), Some("abc"));
+        assert_eq!(bearer_token(request.headers()), Some("abc"));
         let basic = Request::builder()
             .header(AUTHORIZATION, "Basic abc")
             .body(())
             .unwrap_or_default();
-        assert_eq!(bearer_token(&basic), None);
+        assert_eq!(bearer_token(basic.headers()), None);
+    }
+
+    #[test]
+    fn media_type_ignores_case_and_parameters() {
+        for accepted in [
+            "application/dns-message",
+            "Application/DNS-Message",
+            "application/dns-message; charset=x",
+            "application/dns-message ;q=1",
+        ] {
+            let value = HeaderValue::from_static(accepted);
+            assert!(is_dns_message(Some(&value)), "{accepted}");
+        }
+        for rejected in [
+            "text/plain",
+            "application/dns-message-x",
+            "application/dns",
+            "",
+        ] {
+            let value = HeaderValue::from_static(rejected);
+            assert!(!is_dns_message(Some(&value)), "{rejected}");
+        }
+        assert!(!is_dns_message(None));
+    }
+
+    #[test]
+    fn short_or_response_message_is_refused() {
+        assert_eq!(check_message(&[]), Err(Refusal::ShortMessage));
+        assert_eq!(check_message(&[0; 11]), Err(Refusal::ShortMessage));
+        assert_eq!(check_message(&[0; 12]), Ok(()));
+        let mut response = [0; 12];
+        response[2] = 0x80;
+        assert_eq!(check_message(&response), Err(Refusal::NotAQuery));
     }
 }

@@ -68,8 +68,8 @@ pub struct Backends {
 /// The outcome of a DoH request.
 #[derive(Debug)]
 pub enum DohAnswer {
-    /// Missing or rejected device token: HTTP 401.
-    Unauthorized,
+    /// Missing (`None`) or rejected device token: HTTP 401.
+    Unauthorized(Option<TokenRejection>),
     /// The body is not a DNS query that can be answered at all: HTTP 400.
     BadRequest,
     /// A DNS response and the `Cache-Control: max-age` for it.
@@ -284,7 +284,12 @@ impl Resolver {
                 .with_label_values(&["unknown_source"])
                 .inc();
             tracing::debug!(client = %source, "refused query from a source outside every location");
-            let response = answer::code_response(&query, ResponseCode::Refused);
+            let mut response = answer::code_response(&query, ResponseCode::Refused);
+            answer::add_ede(
+                &mut response,
+                EdeCode::Prohibited,
+                answer::UNKNOWN_SOURCE_TEXT,
+            );
             return Some(wire::encode_response(&response, limit));
         };
 
@@ -325,14 +330,14 @@ impl Resolver {
                     .refused
                     .with_label_values(&[token_label(rejection)])
                     .inc();
-                return DohAnswer::Unauthorized;
+                return DohAnswer::Unauthorized(Some(rejection));
             }
             None => {
                 self.metrics
                     .refused
                     .with_label_values(&["missing_token"])
                     .inc();
-                return DohAnswer::Unauthorized;
+                return DohAnswer::Unauthorized(None);
             }
         };
 

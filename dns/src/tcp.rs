@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::connections::ConnectionLimiter;
 use crate::resolver::{Resolver, Transport};
+use crate::wire::DropReason;
 
 /// Limits of one TCP connection.
 #[derive(Debug, Clone, Copy)]
@@ -96,8 +97,19 @@ async fn serve_connection(
         let Ok(permit) = per_connection.clone().acquire_owned().await else {
             break;
         };
-        let Some(message) = read_message(&mut reader, limits).await else {
-            break;
+        let message = match read_message(&mut reader, limits).await {
+            Ok(message) => message,
+            Err(end) => {
+                if let Some(reason) = end.dropped_reason() {
+                    resolver
+                        .metrics()
+                        .dropped
+                        .with_label_values(&[reason])
+                        .inc();
+                    tracing::debug!(client = %peer, reason, "TCP message dropped; connection closed");
+                }
+                break;
+            }
         };
         let Ok(global) = in_flight.clone().try_acquire_owned() else {
             resolver
@@ -123,23 +135,47 @@ async fn serve_connection(
     let _ = write_task.await;
 }
 
-/// Reads one length-prefixed message; `None` at EOF, on timeouts and on errors.
+/// The reason a TCP connection stopped reading messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The client closed the connection, sent nothing for the idle timeout, or the
+    /// read failed.
+    Closed,
+    /// A length prefix of 0: an empty message, which has no header to respond to.
+    Empty,
+    /// The message did not arrive within the read timeout after its length prefix.
+    TimedOut,
+}
+
+impl ReadEnd {
+    /// Returns the `swg_dns_dropped_total` reason, or `None` when no message was lost.
+    fn dropped_reason(self) -> Option<&'static str> {
+        match self {
+            ReadEnd::Closed => None,
+            // Counted like a UDP packet shorter than a header.
+            ReadEnd::Empty => Some(DropReason::NoHeader.as_str()),
+            ReadEnd::TimedOut => Some("read_timeout"),
+        }
+    }
+}
+
+/// Reads one length-prefixed message.
 async fn read_message<R: AsyncReadExt + Unpin>(
     reader: &mut R,
     limits: TcpLimits,
-) -> Option<Vec<u8>> {
+) -> Result<Vec<u8>, ReadEnd> {
     let len = tokio::time::timeout(limits.idle_timeout, reader.read_u16())
         .await
-        .ok()?
-        .ok()?;
+        .map_err(|_| ReadEnd::Closed)?
+        .map_err(|_| ReadEnd::Closed)?;
     // An empty message is no query: close the connection rather than wait for more.
     if len == 0 {
-        return None;
+        return Err(ReadEnd::Empty);
     }
     let mut message = vec![0u8; usize::from(len)];
     tokio::time::timeout(limits.read_timeout, reader.read_exact(&mut message))
         .await
-        .ok()?
-        .ok()?;
-    Some(message)
+        .map_err(|_| ReadEnd::TimedOut)?
+        .map_err(|_| ReadEnd::Closed)?;
+    Ok(message)
 }

@@ -7,6 +7,9 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 /// Largest DNS message any transport carries (the TCP length prefix is 16 bits).
 pub const MAX_MESSAGE_LEN: usize = 65_535;
 
+/// Length of the DNS header (RFC 1035 section 4.1.1): a shorter message is no query.
+pub const HEADER_LEN: usize = 12;
+
 /// UDP payload size used when the client sent no EDNS option (RFC 1035).
 pub const CLASSIC_UDP_LIMIT: usize = 512;
 

@@ -6,17 +6,35 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use support::*;
 
 /// Runs `program` with `args` off the async runtime and returns its standard output.
 async fn run(program: &'static str, args: Vec<String>) -> String {
-    let output = tokio::task::spawn_blocking(move || Command::new(program).args(&args).output())
+    let output = run_output(program, args).await;
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `program` with `args` off the async runtime and returns its exit status and
+/// output.
+async fn run_output(program: &'static str, args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || Command::new(program).args(&args).output())
         .await
         .unwrap()
-        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
-    String::from_utf8_lossy(&output.stdout).into_owned()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"))
+}
+
+/// Writes the DoH certificate as a PEM file in `dir` and returns its path.
+fn write_doh_ca(harness: &Harness, dir: &Path) -> PathBuf {
+    let ca = dir.join("doh.pem");
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64_lines(harness.certificate.as_ref())
+    );
+    std::fs::write(&ca, pem).unwrap();
+    ca
 }
 
 fn dig_args(server: SocketAddr, extra: &[&str]) -> Vec<String> {
@@ -96,12 +114,7 @@ async fn kdig_over_doh_reaches_listener_and_is_refused_without_token() {
     let harness = Harness::start().await;
     let doh = harness.server.doh_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("doh.pem");
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        base64_lines(harness.certificate.as_ref())
-    );
-    std::fs::write(&ca, pem).unwrap();
+    let ca = write_doh_ca(&harness, dir.path());
 
     for method in ["+nohttps-get", "+https-get"] {
         let args = vec![
@@ -121,6 +134,55 @@ async fn kdig_over_doh_reaches_listener_and_is_refused_without_token() {
     }
     let refused = harness.counter("swg_dns_refused_total", &[("reason", "missing_token")]);
     assert_eq!(refused, 2.0);
+}
+
+#[tokio::test]
+#[ignore = "needs curl; run by .ci/run"]
+async fn curl_over_http2_gets_status_of_refused_post() {
+    let harness = Harness::start().await;
+    let doh = harness.server.doh_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write_doh_ca(&harness, dir.path());
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'x'; 20_000]).unwrap();
+
+    // At 10 kB/s the body takes about 2 s, so each refusal is decided while curl is
+    // still sending it.
+    for (method, path, content_type, expected) in [
+        ("POST", "/dns-query", "text/plain", "415"),
+        ("PUT", "/dns-query", "application/dns-message", "405"),
+        ("POST", "/other", "application/dns-message", "404"),
+    ] {
+        let args = vec![
+            "--http2".to_owned(),
+            "--silent".to_owned(),
+            "--show-error".to_owned(),
+            "--limit-rate".to_owned(),
+            "10k".to_owned(),
+            "--max-time".to_owned(),
+            "10".to_owned(),
+            "--output".to_owned(),
+            "/dev/null".to_owned(),
+            "--write-out".to_owned(),
+            "%{http_version} %{http_code}".to_owned(),
+            "--cacert".to_owned(),
+            ca.display().to_string(),
+            "--resolve".to_owned(),
+            format!("{DOH_HOST}:{}:127.0.0.1", doh.port()),
+            "--request".to_owned(),
+            method.to_owned(),
+            "--header".to_owned(),
+            format!("Content-Type: {content_type}"),
+            "--data-binary".to_owned(),
+            format!("@{}", body.display()),
+            format!("https://{DOH_HOST}:{}{path}", doh.port()),
+        ];
+        let output = run_output("curl", args).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{method} {path}: {stderr}");
+        let written = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(written, format!("2 {expected}"), "{method} {path}");
+    }
 }
 
 fn base64_lines(der: &[u8]) -> String {

@@ -8,8 +8,11 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use swg_dns::answer::read_ede;
 use swg_dns::{AppClass, EventAction, QueryContext};
@@ -476,6 +479,214 @@ async fn doh_wrong_path_and_media_type_are_rejected() {
     assert_eq!(media_type, 1.0);
 }
 
+/// Builds a POST of `question` with the given `Content-Type` and the good token.
+fn post_with_content_type(question: &Message, content_type: &str) -> http::Request<Full<Bytes>> {
+    http::Request::post(format!("https://{DOH_HOST}/dns-query"))
+        .header("content-type", content_type)
+        .header("authorization", format!("Bearer {GOOD_TOKEN}"))
+        .body(Full::new(Bytes::from(question.to_vec().unwrap())))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn doh_media_type_ignores_case_and_parameters() {
+    let harness = Harness::start().await;
+    let client = DohClient::connect(&harness, Alpn::H2).await;
+    let question = query("allowed.test", RecordType::A, None);
+    for content_type in [
+        "Application/DNS-Message",
+        "application/dns-message; charset=x",
+    ] {
+        let reply = client
+            .send(post_with_content_type(&question, content_type))
+            .await;
+        assert_eq!(reply.status, 200, "{content_type}: {}", reply.text);
+        let message = reply.message.unwrap();
+        assert_eq!(addresses(&message), vec![ip("192.0.2.10")]);
+    }
+    let media_type = harness.counter("swg_dns_refused_total", &[("reason", "http_media_type")]);
+    assert_eq!(media_type, 0.0);
+}
+
+#[tokio::test]
+async fn doh_401_tells_missing_from_rejected_token() {
+    let harness = Harness::start().await;
+    let question = query("allowed.test", RecordType::A, None);
+
+    let missing = harness.doh(&question, None).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(
+        missing.content_type.as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        missing.text.trim(),
+        "missing device token: send Authorization: Bearer <token>"
+    );
+    assert_eq!(missing.headers["www-authenticate"], "Bearer");
+
+    let cases = [
+        ("forged-token-secret", "invalid device token"),
+        (EXPIRED_TOKEN, "expired device token"),
+    ];
+    for (token, reason) in cases {
+        let rejected = harness.doh(&question, Some(token)).await;
+        assert_eq!(rejected.status, 401);
+        assert!(rejected.text.starts_with(reason), "{}", rejected.text);
+        assert!(!rejected.text.contains(token), "{}", rejected.text);
+        assert_eq!(
+            rejected.headers["www-authenticate"],
+            r#"Bearer error="invalid_token""#
+        );
+    }
+}
+
+#[tokio::test]
+async fn doh_refusals_have_plain_text_body() {
+    let harness = Harness::start().await;
+    let client = DohClient::connect(&harness, Alpn::H2).await;
+    let question = query("allowed.test", RecordType::A, None);
+
+    let wrong_type = client
+        .send(post_with_content_type(&question, "text/plain"))
+        .await;
+    assert_eq!(wrong_type.status, 415);
+    assert_eq!(
+        wrong_type.content_type.as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(
+        wrong_type.text.trim(),
+        "unsupported media type: send application/dns-message"
+    );
+
+    let wrong_path = http::Request::get(format!("https://{DOH_HOST}/other"))
+        .body(Default::default())
+        .unwrap();
+    let wrong_path = client.send(wrong_path).await;
+    assert_eq!(wrong_path.status, 404);
+    assert!(
+        wrong_path.text.contains("/dns-query"),
+        "{}",
+        wrong_path.text
+    );
+
+    let put = http::Request::put(format!("https://{DOH_HOST}/dns-query"))
+        .body(Default::default())
+        .unwrap();
+    let put = client.send(put).await;
+    assert_eq!(put.status, 405);
+    assert_eq!(put.headers["allow"], "GET, POST");
+    assert!(put.text.contains("GET or POST"), "{}", put.text);
+
+    let no_parameter = http::Request::get(format!("https://{DOH_HOST}/dns-query?other=1"))
+        .body(Default::default())
+        .unwrap();
+    let no_parameter = client.send(no_parameter).await;
+    assert_eq!(no_parameter.status, 400);
+    assert!(
+        no_parameter.text.contains("dns parameter"),
+        "{}",
+        no_parameter.text
+    );
+}
+
+#[tokio::test]
+async fn doh_body_over_limit_gets_413() {
+    let harness = Harness::start().await;
+    let client = DohClient::connect(&harness, Alpn::H2).await;
+    let request = http::Request::post(format!("https://{DOH_HOST}/dns-query"))
+        .header("content-type", "application/dns-message")
+        .header("authorization", format!("Bearer {GOOD_TOKEN}"))
+        .body(Full::new(Bytes::from(vec![0u8; 65_536])))
+        .unwrap();
+    let reply = client.send(request).await;
+    assert_eq!(reply.status, 413);
+    assert!(reply.text.contains("65535 bytes"), "{}", reply.text);
+    let too_large = harness.counter("swg_dns_refused_total", &[("reason", "http_too_large")]);
+    assert_eq!(too_large, 1.0);
+}
+
+#[tokio::test]
+async fn doh_h2_refusal_waits_for_request_body() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    let harness = Harness::start().await;
+    let tls = doh_tls(&harness, Alpn::H2).await;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+
+    // The body follows the headers in 8 chunks 50 ms apart, so the refusal is decided
+    // while the client is still sending. hyper's client shows the status even when the
+    // stream is reset under it (curl does not), so the test checks that the response
+    // came only after the whole body was sent.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    let chunks = futures::stream::unfold(0usize, move |index| {
+        let counted = counted.clone();
+        async move {
+            if index == 8 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            counted.fetch_add(1, Ordering::SeqCst);
+            let frame = hyper::body::Frame::data(Bytes::from(vec![b'x'; 512]));
+            Some((Ok::<_, std::convert::Infallible>(frame), index + 1))
+        }
+    });
+    let request = http::Request::post(format!("https://{DOH_HOST}/dns-query"))
+        .header("content-type", "text/plain")
+        .body(http_body_util::StreamBody::new(Box::pin(chunks)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 415);
+    assert_eq!(sent.load(Ordering::SeqCst), 8);
+}
+
+#[tokio::test]
+async fn doh_short_message_gets_400() {
+    let harness = Harness::start().await;
+    let client = DohClient::connect(&harness, Alpn::H2).await;
+    let empty = http::Request::post(format!("https://{DOH_HOST}/dns-query"))
+        .header("content-type", "application/dns-message")
+        .header("authorization", format!("Bearer {GOOD_TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(client.send(empty).await.status, 400);
+    let short = http::Request::get(format!("https://{DOH_HOST}/dns-query?dns=AAAA"))
+        .header("authorization", format!("Bearer {GOOD_TOKEN}"))
+        .body(Default::default())
+        .unwrap();
+    let short = client.send(short).await;
+    assert_eq!(short.status, 400);
+    assert!(short.text.contains("12-byte header"), "{}", short.text);
+
+    let bad_request = harness.counter("swg_dns_refused_total", &[("reason", "http_bad_request")]);
+    assert_eq!(bad_request, 2.0);
+    let no_header = harness.counter("swg_dns_dropped_total", &[("reason", "no_header")]);
+    assert_eq!(no_header, 0.0);
+}
+
+#[tokio::test]
+async fn doh_response_message_gets_400() {
+    let harness = Harness::start().await;
+    let client = DohClient::connect(&harness, Alpn::H2).await;
+    let mut response = query("allowed.test", RecordType::A, None);
+    response.metadata.message_type = hickory_proto::op::MessageType::Response;
+    let reply = client.post(&response, Some(GOOD_TOKEN)).await;
+    assert_eq!(reply.status, 400);
+    assert!(reply.text.contains("QR=1"), "{}", reply.text);
+
+    let bad_request = harness.counter("swg_dns_refused_total", &[("reason", "http_bad_request")]);
+    assert_eq!(bad_request, 1.0);
+    let dropped = harness.counter("swg_dns_dropped_total", &[("reason", "response")]);
+    assert_eq!(dropped, 0.0);
+}
+
 #[tokio::test]
 async fn plain_dns_from_location_is_answered_with_bundle_id_only() {
     let harness = Harness::start().await;
@@ -510,6 +721,13 @@ async fn plain_dns_from_unknown_source_is_refused() {
         .unwrap();
     assert_eq!(response.metadata.response_code, ResponseCode::Refused);
     assert!(response.answers.is_empty());
+    assert_eq!(
+        read_ede(&response),
+        Some((
+            18,
+            "source address is in no location; use DoH with a device token".to_owned()
+        ))
+    );
     assert_eq!(
         harness.counter("swg_dns_refused_total", &[("reason", "unknown_source")]),
         1.0
@@ -606,6 +824,27 @@ async fn empty_tcp_message_closes_connection() {
         .await
         .expect("the connection is closed at once, not after the idle timeout");
     assert!(closed.is_none());
+    let no_header = harness.counter("swg_dns_dropped_total", &[("reason", "no_header")]);
+    assert_eq!(no_header, 1.0);
+}
+
+#[tokio::test]
+async fn tcp_message_shorter_than_its_length_times_out() {
+    use tokio::io::AsyncWriteExt;
+
+    let harness = Harness::start_with(|config| config.read_timeout_secs = 1).await;
+    let mut stream = tokio::net::TcpStream::connect(harness.server.tcp_addr())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    stream.write_all(&[0, 100, 1, 2, 3, 4, 5]).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), read_framed(&mut stream))
+        .await
+        .expect("the connection is closed at the read timeout, not after the idle timeout");
+    assert!(closed.is_none());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let timed_out = harness.counter("swg_dns_dropped_total", &[("reason", "read_timeout")]);
+    assert_eq!(timed_out, 1.0);
 }
 
 #[tokio::test]
@@ -733,6 +972,28 @@ async fn formerr_for_garbage_with_header() {
         response.metadata.id,
         u16::from_be_bytes([packet[0], packet[1]])
     );
+}
+
+#[tokio::test]
+async fn trailing_bytes_after_query_are_ignored() {
+    let harness = Harness::start().await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let question = query("allowed.test", RecordType::A, None);
+    let mut packet = question.to_vec().unwrap();
+    packet.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef, 0x00]);
+    socket
+        .send_to(&packet, harness.server.udp_addr())
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 512];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buffer))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = Message::from_vec(&buffer[..len]).unwrap();
+    assert_eq!(response.metadata.id, question.metadata.id);
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addresses(&response), vec![ip("192.0.2.10")]);
 }
 
 #[tokio::test]
@@ -911,22 +1172,7 @@ async fn doh_body_trickling_past_read_timeout_gets_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let harness = Harness::start_with(|config| config.read_timeout_secs = 1).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(harness.certificate.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(harness.server.doh_addr().unwrap())
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from(DOH_HOST).unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut tls = doh_tls(&harness, Alpn::Http11).await;
 
     let head = format!(
         "POST /dns-query HTTP/1.1\r\nHost: {DOH_HOST}\r\nContent-Type: application/dns-message\r\n\
@@ -940,6 +1186,27 @@ async fn doh_body_trickling_past_read_timeout_gets_408() {
     let status_line = String::from_utf8_lossy(&reply[..len]).into_owned();
     assert!(status_line.starts_with("HTTP/1.1 408"), "{status_line}");
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn doh_invalid_chunk_size_gets_400() {
+    use tokio::io::AsyncWriteExt;
+
+    let harness = Harness::start().await;
+    let mut tls = doh_tls(&harness, Alpn::Http11).await;
+
+    let request = format!(
+        "POST /dns-query HTTP/1.1\r\nHost: {DOH_HOST}\r\nContent-Type: application/dns-message\r\n\
+         Authorization: Bearer {GOOD_TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         zz\r\nabc\r\n0\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_http1_response(&mut tls, Duration::from_secs(5)).await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    let bad_request = harness.counter("swg_dns_refused_total", &[("reason", "http_bad_request")]);
+    assert_eq!(bad_request, 1.0);
+    let too_large = harness.counter("swg_dns_refused_total", &[("reason", "http_too_large")]);
+    assert_eq!(too_large, 0.0);
 }
 
 #[tokio::test]

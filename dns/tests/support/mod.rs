@@ -407,6 +407,9 @@ pub struct DohReply {
     pub status: u16,
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
+    pub headers: http::HeaderMap,
+    /// The body as text, for refusals.
+    pub text: String,
     pub message: Option<Message>,
 }
 
@@ -416,29 +419,53 @@ pub enum DohClient {
     Http11(tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>),
 }
 
+/// Opens a TLS connection to the DoH listener, offering only `alpn`, for tests that
+/// write raw HTTP/1.1 or run their own hyper client.
+pub async fn doh_tls(harness: &Harness, alpn: Alpn) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(harness.certificate.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = match alpn {
+        Alpn::H2 => vec![b"h2".to_vec()],
+        Alpn::Http11 => vec![b"http/1.1".to_vec()],
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(harness.server.doh_addr().unwrap())
+        .await
+        .unwrap();
+    connector
+        .connect(ServerName::try_from(DOH_HOST).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Reads an HTTP/1.1 response until the server closes the connection or `timeout`
+/// passes, and returns what arrived as text.
+pub async fn read_http1_response<R: AsyncReadExt + Unpin>(
+    stream: &mut R,
+    timeout: std::time::Duration,
+) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Ok(Ok(len)) = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+        if len == 0 {
+            break;
+        }
+        received.extend_from_slice(&buffer[..len]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
 impl DohClient {
     pub async fn connect(harness: &Harness, alpn: Alpn) -> DohClient {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(harness.certificate.clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = match alpn {
-            Alpn::H2 => vec![b"h2".to_vec()],
-            Alpn::Http11 => vec![b"http/1.1".to_vec()],
-        };
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(harness.server.doh_addr().unwrap())
-            .await
-            .unwrap();
-        let tls = connector
-            .connect(ServerName::try_from(DOH_HOST).unwrap(), tcp)
-            .await
-            .unwrap();
+        let tls = doh_tls(harness, alpn).await;
         let io = TokioIo::new(tls);
         match alpn {
             Alpn::H2 => {
@@ -513,6 +540,7 @@ impl DohClient {
         };
         let content_type = header("content-type");
         let cache_control = header("cache-control");
+        let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let message = if status == 200 {
             Message::from_vec(&body).ok()
@@ -523,6 +551,8 @@ impl DohClient {
             status,
             content_type,
             cache_control,
+            headers,
+            text: String::from_utf8_lossy(&body).into_owned(),
             message,
         }
     }
