@@ -78,6 +78,9 @@ pub(crate) enum Cut {
     TooLarge = 1,
     /// It yielded no frame for the idle timeout while hyper polled it.
     Idle = 2,
+    /// Reading it from the client failed, for example on invalid chunked framing
+    /// or a connection that ended before the body did.
+    Client = 3,
 }
 
 const NOT_POLLED: u64 = u64::MAX;
@@ -116,6 +119,7 @@ impl BodyWatch {
         match self.shared.cut.load(Ordering::Acquire) {
             1 => Some(Cut::TooLarge),
             2 => Some(Cut::Idle),
+            3 => Some(Cut::Client),
             _ => None,
         }
     }
@@ -142,8 +146,10 @@ impl BodyWatch {
 pin_project! {
     /// Passes a request body through in frames of at most 16 KiB, ending it with
     /// an error when it exceeds `limit` bytes or stays idle for `idle_timeout`
-    /// while hyper polls it. The idle timer starts at hyper's first poll. Response
-    /// bodies go through the connection's response watch instead.
+    /// while hyper polls it. The idle timer starts at hyper's first poll. An error
+    /// of the inner body, which is the client's, passes through and is recorded in
+    /// the watch. Response bodies go through the connection's response watch
+    /// instead.
     pub(crate) struct GuardedBody<B> {
         #[pin]
         inner: B,
@@ -255,7 +261,12 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(watch) = this.watch {
+                    watch.record_cut(Cut::Client);
+                }
+                Poll::Ready(Some(Err(error.into())))
+            }
             Poll::Ready(None) => {
                 signal_end(this.end_signal);
                 Poll::Ready(None)

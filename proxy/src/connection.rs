@@ -253,7 +253,9 @@ pub(crate) async fn serve_intercepted<I>(
         // at every move into hyper's per-stream task and into tokio's task cell,
         // which cost a few percent of the CPU per HTTP/2 request in load tests.
         Box::pin(async move {
-            if let Some(response) = malformed::reject(&shared, context.listener, &request) {
+            if let Some(response) =
+                malformed::reject_intercepted(&shared, context.listener, &request)
+            {
                 return Ok(response);
             }
             Ok::<_, Infallible>(request::handle(shared, context, request).await)
@@ -465,7 +467,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_of_one_ipv6_prefix_count_as_one_client() {
+    fn ipv6_prefix_counts_as_one_client() {
         let limiter = limiter(2, 64);
         let Ok(first) = acquire(&limiter, "2001:db8:1:2::1") else {
             panic!("first connection refused");

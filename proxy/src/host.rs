@@ -72,12 +72,19 @@ impl Host {
 }
 
 /// Splits `host[:port]` (with IPv6 in brackets) into host and optional port.
+/// Returns `None` for an empty host, or a port that is not decimal digits for a
+/// number from 1 to 65535: port 0 names no service, and connecting to it fails.
 pub fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = match authority.rfind(':') {
-        Some(colon) if !authority[colon..].contains(']') => (
-            &authority[..colon],
-            Some(authority[colon + 1..].parse().ok()?),
-        ),
+        Some(colon) if !authority[colon..].contains(']') => {
+            let digits = &authority[colon + 1..];
+            // `u16::from_str` also takes a leading `+`, which RFC 3986 does not.
+            if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            let port = digits.parse::<u16>().ok().filter(|port| *port != 0)?;
+            (&authority[..colon], Some(port))
+        }
         _ => (authority, None),
     };
     if host.is_empty() {
@@ -214,5 +221,22 @@ mod tests {
         assert_eq!(split_host_port("[::1]:443"), Some(("[::1]", Some(443))));
         assert_eq!(split_host_port("[::1]"), Some(("[::1]", None)));
         assert_eq!(split_host_port("host:notaport"), None);
+    }
+
+    #[test]
+    fn port_out_of_range_invalid() {
+        for authority in [
+            "example.com:0",
+            "[::1]:0",
+            "example.com:65536",
+            "example.com:",
+            "example.com:+80",
+        ] {
+            assert_eq!(split_host_port(authority), None, "{authority}");
+        }
+        assert_eq!(
+            split_host_port("example.com:65535"),
+            Some(("example.com", Some(65535)))
+        );
     }
 }

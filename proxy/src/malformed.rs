@@ -1,31 +1,60 @@
 //! Requests that hyper passes to the service but swg rejects as malformed before
 //! any identity, policy or upstream work.
 //!
+//! A CONNECT request is malformed on an intercepted connection (either landing, or
+//! the HTTP inside a CONNECT tunnel). There swg acts as the origin, does not
+//! advertise extended CONNECT (RFC 8441), and has no tunnel to offer. Only the
+//! explicit proxy's own connection serves CONNECT.
+//!
 //! hyper already answers 400 to conflicting `Content-Length` values, an invalid
 //! `Content-Length` and a `Transfer-Encoding` whose last coding is not `chunked`.
 //! When a request carries both `Transfer-Encoding: chunked` and `Content-Length`,
 //! hyper drops `Content-Length` before the service sees the request and closes the
 //! connection after the response, so that case cannot be checked here.
 
-use http::{header, HeaderValue, Request, Response, StatusCode, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 
 use crate::body::ProxyBody;
 use crate::connection::Listener;
 use crate::request::plain;
 use crate::server::Shared;
 
-/// Returns the 400 response for a malformed request, counted in
-/// `swg_proxy_requests_total{action="bad_request"}`, or `None` when the request is
-/// well formed. Every listener calls this first, before reading any credential.
+/// Returns the 400 response for a malformed request on the explicit proxy's own
+/// connection, counted in `swg_proxy_requests_total{action="bad_request"}`, or
+/// `None` when the request is well formed. The explicit proxy calls this first,
+/// before reading any credential.
 pub(crate) fn reject<B>(
     shared: &Shared,
     listener: Listener,
     request: &Request<B>,
 ) -> Option<Response<ProxyBody>> {
     let malformed = Malformed::of(request)?;
+    Some(rejection(shared, listener, request, malformed))
+}
+
+/// Returns the 400 or 405 response for a malformed request on an intercepted
+/// connection, counted as [`reject`] counts it, or `None` when the request is well
+/// formed. Intercepted connections call this first, before any identity work.
+pub(crate) fn reject_intercepted<B>(
+    shared: &Shared,
+    listener: Listener,
+    request: &Request<B>,
+) -> Option<Response<ProxyBody>> {
+    let malformed = Malformed::of_intercepted(request)?;
+    Some(rejection(shared, listener, request, malformed))
+}
+
+/// Counts and logs the rejection of `request` and builds its response.
+fn rejection<B>(
+    shared: &Shared,
+    listener: Listener,
+    request: &Request<B>,
+    malformed: Malformed,
+) -> Response<ProxyBody> {
     tracing::debug!(
         listener = listener.as_str(),
         problem = ?malformed,
+        method = %request.method(),
         "malformed request"
     );
     shared
@@ -33,7 +62,7 @@ pub(crate) fn reject<B>(
         .requests
         .with_label_values(&[listener.as_str(), "bad_request"])
         .inc();
-    Some(malformed.response(request.version()))
+    malformed.response(request.version())
 }
 
 /// The problem that makes a request malformed.
@@ -46,7 +75,17 @@ pub(crate) enum Malformed {
     /// form. RFC 9112 section 3.2 requires 400; without it the TLS landing would fall
     /// back to the SNI and judge a host the request never named.
     MissingHost,
+    /// A CONNECT request on an intercepted connection, where swg acts as the
+    /// origin. Forwarding it would send a tunnel request to the origin, and
+    /// on the TLS landing open TLS to the CONNECT port.
+    Connect,
 }
+
+/// The methods that swg forwards from an intercepted connection, sent in the
+/// `Allow` field of the 405 to CONNECT (RFC 9110 section 15.5.6). swg forwards
+/// every method other than CONNECT, so these are the other methods that RFC 9110
+/// and RFC 5789 (PATCH) define. The origin behind may accept fewer.
+const FORWARDED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
 
 impl Malformed {
     /// Finds the first problem of `request`, or `None` when it is well formed.
@@ -65,15 +104,38 @@ impl Malformed {
         None
     }
 
-    /// Builds the 400 response. Over HTTP/1.x it also closes the connection, because a
-    /// client or intermediary that sends such a request may disagree with swg about
-    /// where the next request starts.
+    /// Finds the first problem of `request` on an intercepted connection, or `None`
+    /// when it is well formed.
+    pub(crate) fn of_intercepted<B>(request: &Request<B>) -> Option<Malformed> {
+        Malformed::of(request)
+            .or_else(|| (request.method() == Method::CONNECT).then_some(Malformed::Connect))
+    }
+
+    /// Builds the 400 response, or 405 for CONNECT. Over HTTP/1.x it also closes the
+    /// connection, because a client or intermediary that sends such a request may
+    /// disagree with swg about where the next request starts. A client that sent
+    /// CONNECT may already be sending tunnel bytes, such as a TLS ClientHello.
     pub(crate) fn response(self, version: Version) -> Response<ProxyBody> {
-        let text = match self {
-            Malformed::DuplicateHost => "bad request: more than one Host header\n",
-            Malformed::MissingHost => "bad request: an HTTP/1.1 request needs a Host header\n",
+        let mut response = match self {
+            Malformed::DuplicateHost => plain(
+                StatusCode::BAD_REQUEST,
+                "bad request: more than one Host header\n",
+            ),
+            Malformed::MissingHost => plain(
+                StatusCode::BAD_REQUEST,
+                "bad request: an HTTP/1.1 request needs a Host header\n",
+            ),
+            Malformed::Connect => {
+                let mut response = plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed: an intercepted connection does not accept CONNECT\n",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(FORWARDED_METHODS));
+                response
+            }
         };
-        let mut response = plain(StatusCode::BAD_REQUEST, text);
         if version < Version::HTTP_2 {
             response
                 .headers_mut()
@@ -129,6 +191,34 @@ mod tests {
             .body(())
             .expect("test requests are valid");
         assert_eq!(Malformed::of(&absolute), Some(Malformed::MissingHost));
+    }
+
+    #[test]
+    fn connect_rejected_only_when_intercepted() {
+        let connect = Request::builder()
+            .method(Method::CONNECT)
+            .uri("a.test:443")
+            .body(())
+            .expect("test requests are valid");
+        assert_eq!(Malformed::of(&connect), None);
+        assert_eq!(
+            Malformed::of_intercepted(&connect),
+            Some(Malformed::Connect)
+        );
+        let get = Request::builder()
+            .uri("/path")
+            .header("host", "a.test")
+            .body(())
+            .expect("test requests are valid");
+        assert_eq!(Malformed::of_intercepted(&get), None);
+    }
+
+    #[test]
+    fn connect_response_is_405_with_allow() {
+        let response = Malformed::Connect.response(Version::HTTP_11);
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], FORWARDED_METHODS);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
     }
 
     #[test]

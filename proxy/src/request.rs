@@ -29,6 +29,10 @@ use crate::websocket;
 /// Path prefix served by swg itself on every intercepted site.
 pub const RESERVED_PREFIX: &str = "/.swg/";
 
+/// The activity reason of an allowed request whose body could not be read from
+/// the client.
+const CLIENT_BODY_REASON: &str = "client error: request body invalid or incomplete";
+
 /// Handles one request of a client connection.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -153,15 +157,18 @@ async fn handle_in_span(
         Verdict::Allow | Verdict::Bypass => {}
     }
 
-    let result = if is_websocket_upgrade(request.headers()) && request.version() == Version::HTTP_11
-    {
-        websocket::tunnel(&shared, &context, &target, request).await
+    let version = request.version();
+    let result = if is_websocket_upgrade(request.headers()) && version == Version::HTTP_11 {
+        websocket::tunnel(&shared, &context, &target, request)
+            .await
+            .map_err(ForwardError::Upstream)
     } else {
         forward(&shared, &context, &exchange.url, request).await
     };
     let response = match result {
         Ok(response) => exchange.allowed(identity, decision, response),
-        Err(failure) => exchange.failed(identity, decision, failure),
+        Err(ForwardError::Upstream(failure)) => exchange.failed(identity, decision, failure),
+        Err(ForwardError::ClientBody) => exchange.client_body_failed(identity, decision, version),
     };
     exchange.with_cookies(response)
 }
@@ -173,6 +180,23 @@ fn check_sni(context: &ConnectionContext, host: &str) {
     }
 }
 
+/// The failure of a request that policy allowed, before its origin's response
+/// arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForwardError {
+    /// The upstream request failed, or swg refused it (destination check, limits).
+    Upstream(UpstreamFailure),
+    /// Reading the request body from the client failed, so the upstream request
+    /// was abandoned: the client's fault, not the origin's.
+    ClientBody,
+}
+
+impl From<UpstreamFailure> for ForwardError {
+    fn from(failure: UpstreamFailure) -> ForwardError {
+        ForwardError::Upstream(failure)
+    }
+}
+
 /// Forwards a request to `url` (the target's full URL) and returns the response,
 /// passed on by [`pass_on`].
 async fn forward(
@@ -180,13 +204,13 @@ async fn forward(
     context: &ConnectionContext,
     url: &str,
     request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, UpstreamFailure> {
+) -> Result<Response<ProxyBody>, ForwardError> {
     let limits = &shared.config.limits;
     let idle = shared.config.timeouts.idle();
     if declared_length(request.headers())
         .is_some_and(|length| length > limits.max_request_body_bytes)
     {
-        return Err(UpstreamFailure::RequestTooLarge);
+        return Err(UpstreamFailure::RequestTooLarge.into());
     }
 
     // The origin must not process a request that is not idempotent and whose
@@ -225,9 +249,12 @@ async fn forward(
         )
         .await
         .map_err(|failure| match watch.and_then(|watch| watch.cut()) {
-            Some(Cut::TooLarge) => UpstreamFailure::RequestTooLarge,
-            Some(Cut::Idle) => UpstreamFailure::TimedOut,
-            None => failure,
+            Some(Cut::TooLarge) => ForwardError::Upstream(UpstreamFailure::RequestTooLarge),
+            Some(Cut::Idle) => ForwardError::Upstream(UpstreamFailure::TimedOut),
+            // hyper reports the body's error as a failure of the upstream request,
+            // and towards an HTTP/2 origin as a reset of its stream.
+            Some(Cut::Client) => ForwardError::ClientBody,
+            None => ForwardError::Upstream(failure),
         })?;
     shared
         .metrics
@@ -238,7 +265,7 @@ async fn forward(
     if head {
         return Ok(pass_on_head(response));
     }
-    pass_on(shared, context, response, reserved, lease)
+    Ok(pass_on(shared, context, response, reserved, lease)?)
 }
 
 /// Prepares an origin's response to HEAD for the client: removes hop-by-hop and
@@ -461,6 +488,37 @@ impl Exchange<'_> {
         response
     }
 
+    /// Builds the 400 response to a request whose body could not be read from the
+    /// client, after policy allowed it and its head went upstream, and counts it as
+    /// `bad_request`, not as an upstream error. The activity event keeps the allow
+    /// verdict, because the origin may have received part of the request, with a
+    /// reason that names the client's failure. Bypassed requests get no event, as
+    /// when they succeed.
+    fn client_body_failed(
+        &mut self,
+        identity: ClientIdentity,
+        mut decision: Decision,
+        version: Version,
+    ) -> Response<ProxyBody> {
+        tracing::debug!(url = %self.url, "reading the request body from the client failed; upstream request abandoned");
+        let mut response = plain(
+            StatusCode::BAD_REQUEST,
+            "bad request: the request body is invalid or incomplete\n",
+        );
+        if version < Version::HTTP_2 {
+            // After broken framing, swg cannot tell where a next request would start.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        count(self.shared, self.context, "bad_request");
+        if decision.verdict != Verdict::Bypass {
+            decision.reason = CLIENT_BODY_REASON.to_owned();
+            self.record_uncounted(Some(identity), Action::Allow, Some(decision), None);
+        }
+        response
+    }
+
     /// Renders a page for this request.
     pub(crate) fn page(
         &self,
@@ -490,6 +548,18 @@ impl Exchange<'_> {
         failure: Option<UpstreamFailure>,
     ) {
         count(self.shared, self.context, action.as_str());
+        self.record_uncounted(identity, action, decision, failure);
+    }
+
+    /// Records the activity event without counting the request, for a request
+    /// whose metric action differs from its event's.
+    fn record_uncounted(
+        &mut self,
+        identity: Option<ClientIdentity>,
+        action: Action,
+        decision: Option<Decision>,
+        failure: Option<UpstreamFailure>,
+    ) {
         self.shared.collaborators.record.record(ProxyEvent {
             request_id: std::mem::take(&mut self.request_id),
             identity,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use support::{curl, origin, Harness};
+use swg_proxy::boundary::Action;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -1036,6 +1037,417 @@ async fn http11_without_host_rejected_everywhere() {
     assert_eq!(
         harness.metric("swg_proxy_requests_total", &[("action", "bad_request")]),
         3.0
+    );
+}
+
+/// Opens a CONNECT tunnel to `target` through the explicit proxy and returns it
+/// once the proxy has sent 200.
+async fn open_tunnel(harness: &Harness, target: &str) -> TcpStream {
+    let mut tunnel = TcpStream::connect(harness.explicit).await.unwrap();
+    let connect = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Bearer {}\r\n\r\n",
+        support::GOOD_TOKEN
+    );
+    tunnel.write_all(connect.as_bytes()).await.unwrap();
+    let mut established = Vec::new();
+    while !established.ends_with(b"\r\n\r\n") {
+        established.push(tunnel.read_u8().await.unwrap());
+    }
+    assert!(
+        established.starts_with(b"HTTP/1.1 200 OK\r\n"),
+        "{}",
+        String::from_utf8_lossy(&established)
+    );
+    tunnel
+}
+
+/// Sends CONNECT for `uri` on a new HTTP/2 stream, keeping the stream open as a
+/// tunnel client would, and returns the response status.
+async fn h2_connect_status(sender: h2::client::SendRequest<bytes::Bytes>, uri: &str) -> u16 {
+    let mut sender = sender.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(uri)
+        .body(())
+        .unwrap();
+    let (response, _stream) = sender.send_request(request, false).unwrap();
+    response.await.unwrap().status().as_u16()
+}
+
+/// Sends the HTTP/2 preface and a HEADERS frame whose only field is `:method:
+/// CONNECT` (no `:authority`, malformed under RFC 9113 section 8.5) on `stream`,
+/// and returns the DATA of the response on stream 1. The h2 client library always
+/// adds `:scheme` to a request without `:authority`, and h2's server resets such a
+/// CONNECT itself, so this frame is written by hand.
+async fn h2_bare_connect<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> String {
+    let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // An empty SETTINGS frame.
+    frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    // HPACK: a literal field without indexing, named by static table entry 2
+    // (`:method`), with the 7-byte value "CONNECT".
+    let block = [&[0x02, 7][..], b"CONNECT"].concat();
+    // HEADERS (type 1) on stream 1 with END_HEADERS (flag 4), not END_STREAM.
+    frames.extend_from_slice(&[0, 0, block.len() as u8, 0x1, 0x4, 0, 0, 0, 1]);
+    frames.extend_from_slice(&block);
+    stream.write_all(&frames).await.unwrap();
+
+    let mut data = Vec::new();
+    let read = async {
+        loop {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await.unwrap();
+            let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let (kind, flags) = (head[3], head[4]);
+            let stream_id = u32::from_be_bytes([head[5] & 0x7f, head[6], head[7], head[8]]);
+            let mut payload = vec![0u8; length];
+            stream.read_exact(&mut payload).await.unwrap();
+            match (kind, stream_id) {
+                // SETTINGS without ACK: acknowledge it.
+                (0x4, 0) if flags & 0x1 == 0 => {
+                    stream
+                        .write_all(&[0, 0, 0, 0x4, 0x1, 0, 0, 0, 0])
+                        .await
+                        .unwrap();
+                }
+                // DATA, until END_STREAM.
+                (0x0, 1) => {
+                    data.extend_from_slice(&payload);
+                    if flags & 0x1 != 0 {
+                        return;
+                    }
+                }
+                (0x3, 1) => panic!("stream reset with error code {payload:?}"),
+                (0x7, _) => panic!("connection closed with GOAWAY {payload:?}"),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("no response to CONNECT within 5 s");
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+/// An intercepted connection acts as the origin and has no tunnel to offer,
+/// so CONNECT gets 405 on both landings, over HTTP/1.1 and HTTP/2, and inside a
+/// tunnel of the explicit proxy, and never reaches the origin.
+#[tokio::test]
+async fn connect_rejected_on_intercepted_connections() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let (plain, plain_connections) = origin::start_http_counted().await;
+    let (secure, secure_connections) = origin::start_https_counted(
+        harness.origin_ca.valid_leaf(&["origin.test"]),
+        &[b"h2", b"http/1.1"],
+    )
+    .await;
+    let plain_target = format!("origin.test:{}", plain.port());
+    let secure_target = format!("origin.test:{}", secure.port());
+    let connect = |target: &str| format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+
+    let http = TcpStream::connect(harness.http).await.unwrap();
+    let (response, closed) = exchange(http, &connect(&plain_target)).await;
+    assert!(
+        response.starts_with("HTTP/1.1 405"),
+        "http landing: {response:?}"
+    );
+    assert!(
+        response.contains("\r\nallow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH\r\n"),
+        "{response:?}"
+    );
+    assert!(
+        response.ends_with("does not accept CONNECT\n"),
+        "{response:?}"
+    );
+    assert!(closed);
+
+    let http = TcpStream::connect(harness.http).await.unwrap();
+    let (sender, connection) = h2::client::handshake(http).await.unwrap();
+    tokio::spawn(connection);
+    assert_eq!(
+        h2_connect_status(sender, &plain_target).await,
+        405,
+        "http landing, HTTP/2"
+    );
+
+    let tls = harness.landing_tls("origin.test", b"http/1.1").await;
+    let (response, closed) = exchange(tls, &connect(&secure_target)).await;
+    assert!(
+        response.starts_with("HTTP/1.1 405"),
+        "TLS landing: {response:?}"
+    );
+    assert!(closed);
+
+    let sender = h2_connection(&harness).await;
+    assert_eq!(
+        h2_connect_status(sender, &secure_target).await,
+        405,
+        "TLS landing, HTTP/2"
+    );
+    let tls = harness.landing_tls("origin.test", b"h2").await;
+    assert_eq!(
+        h2_bare_connect(tls).await,
+        "method not allowed: an intercepted connection does not accept CONNECT\n",
+        "TLS landing, HTTP/2 without :authority"
+    );
+
+    let tunnel = open_tunnel(&harness, &plain_target).await;
+    let (response, closed) = exchange(tunnel, &connect(&plain_target)).await;
+    assert!(
+        response.starts_with("HTTP/1.1 405"),
+        "plain HTTP in a tunnel: {response:?}"
+    );
+    assert!(closed);
+
+    let tunnel = open_tunnel(&harness, &secure_target).await;
+    let tls = tokio_rustls::TlsConnector::from(harness.landing_client_config(b"http/1.1"))
+        .connect(ServerName::try_from("origin.test").unwrap(), tunnel)
+        .await
+        .unwrap();
+    let (response, closed) = exchange(tls, &connect(&secure_target)).await;
+    assert!(
+        response.starts_with("HTTP/1.1 405"),
+        "TLS in a tunnel: {response:?}"
+    );
+    assert!(closed);
+
+    assert_eq!(plain_connections.load(Ordering::SeqCst), 0);
+    assert_eq!(secure_connections.load(Ordering::SeqCst), 0);
+    assert!(harness.events.actions().is_empty());
+    for (listener, refused) in [("http", 2.0), ("tls", 3.0), ("explicit", 2.0)] {
+        assert_eq!(
+            harness.metric(
+                "swg_proxy_requests_total",
+                &[("listener", listener), ("action", "bad_request")]
+            ),
+            refused,
+            "{listener}"
+        );
+    }
+    assert_eq!(harness.metric("swg_proxy_requests_total", &[]), 7.0);
+}
+
+/// A chunked request body that the client frames wrongly fails when swg reads it
+/// to forward it, after the head went upstream. That is the client's fault: 400
+/// and `bad_request`, not the "unreachable" page and an upstream error, towards
+/// HTTP/1.1 and HTTP/2 origins alike.
+#[tokio::test]
+async fn malformed_chunked_body_gets_400() {
+    let harness = Harness::start(|config| {
+        config.static_hosts =
+            support::static_hosts(&[("plain.test", "127.0.0.1"), ("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let plain = origin::start_http().await.port();
+    let secure = origin::start_https(harness.origin_ca.valid_leaf(&["origin.test"]), &[b"h2"])
+        .await
+        .port();
+    let authorization = format!("Proxy-Authorization: Bearer {}", support::GOOD_TOKEN);
+    let bodies = [
+        "zz\r\nabc\r\n0\r\n\r\n",
+        "ffffffffffffffffffff\r\nabcd\r\n0\r\n\r\n",
+    ];
+    let expected_body = "bad request: the request body is invalid or incomplete\n";
+
+    for body in bodies {
+        let head = format!(
+            "POST /count HTTP/1.1\r\nHost: plain.test:{plain}\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let http = TcpStream::connect(harness.http).await.unwrap();
+        let (response, closed) = exchange(http, &head).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "http landing, {body:?}: {response:?}"
+        );
+        assert!(response.ends_with(expected_body), "{response:?}");
+        assert!(closed);
+
+        let head = format!(
+            "POST http://plain.test:{plain}/count HTTP/1.1\r\nHost: plain.test:{plain}\r\n{authorization}\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let explicit = TcpStream::connect(harness.explicit).await.unwrap();
+        let (response, closed) = exchange(explicit, &head).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "explicit, {body:?}: {response:?}"
+        );
+        assert!(response.ends_with(expected_body), "{response:?}");
+        assert!(closed);
+
+        let head = format!(
+            "POST /count HTTP/1.1\r\nHost: origin.test:{secure}\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+        );
+        let tls = harness.landing_tls("origin.test", b"http/1.1").await;
+        let (response, closed) = exchange(tls, &head).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "TLS landing to an HTTP/2 origin, {body:?}: {response:?}"
+        );
+        assert!(response.ends_with(expected_body), "{response:?}");
+        assert!(closed);
+    }
+
+    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+    assert_eq!(
+        harness.metric("swg_proxy_requests_total", &[("action", "bad_request")]),
+        6.0
+    );
+    assert_eq!(harness.metric("swg_proxy_requests_total", &[]), 6.0);
+    let events = harness.events.0.lock().unwrap();
+    assert_eq!(events.len(), 6);
+    for event in events.iter() {
+        assert_eq!(event.action, Action::Allow, "{}", event.url);
+        assert_eq!(event.failure, None, "{}", event.url);
+        let reason = event
+            .decision
+            .as_ref()
+            .map(|decision| decision.reason.as_str());
+        assert_eq!(
+            reason,
+            Some("client error: request body invalid or incomplete"),
+            "{}",
+            event.url
+        );
+    }
+}
+
+/// An HTTP/1.1 client that ends its side of the connection before the body its
+/// `Content-Length` announced fails the body as a chunking error does: 400 and
+/// `bad_request`, not an upstream error.
+#[tokio::test]
+async fn http1_body_cut_short_gets_400() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("plain.test", "127.0.0.1")]);
+    })
+    .await;
+    let (origin, connections) = origin::start_http_counted().await;
+    let port = origin.port();
+
+    let mut http = TcpStream::connect(harness.http).await.unwrap();
+    let head =
+        format!("POST /count HTTP/1.1\r\nHost: plain.test:{port}\r\nContent-Length: 10\r\n\r\nabc");
+    http.write_all(head.as_bytes()).await.unwrap();
+    // The body is cut short only once swg has forwarded the head.
+    wait_until(Duration::from_secs(5), "connected to the origin", || {
+        connections.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    http.shutdown().await.unwrap();
+    let (response, closed) = read_until_close(&mut http, Duration::from_secs(5)).await;
+
+    assert!(response.starts_with("HTTP/1.1 400"), "{response:?}");
+    assert!(
+        response.ends_with("bad request: the request body is invalid or incomplete\n"),
+        "{response:?}"
+    );
+    assert!(closed);
+    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+    assert_eq!(
+        harness.metric("swg_proxy_requests_total", &[("action", "bad_request")]),
+        1.0
+    );
+    assert_eq!(harness.metric("swg_proxy_requests_total", &[]), 1.0);
+}
+
+/// Port 0 names no service: it gets 400 as an invalid port does, on the landing,
+/// in absolute form and in CONNECT, without any connection attempt. CONNECT also
+/// needs the authority form.
+#[tokio::test]
+async fn port_zero_and_connect_uri_rejected() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
+    })
+    .await;
+    let authorization = format!("Proxy-Authorization: Bearer {}", support::GOOD_TOKEN);
+
+    for port in ["0", "65536"] {
+        let http = TcpStream::connect(harness.http).await.unwrap();
+        let head =
+            format!("GET /small HTTP/1.1\r\nHost: origin.test:{port}\r\nConnection: close\r\n\r\n");
+        let (response, _) = exchange(http, &head).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "http landing, port {port}: {response:?}"
+        );
+        assert!(
+            response.ends_with("invalid or missing host\n"),
+            "{response:?}"
+        );
+
+        let explicit = TcpStream::connect(harness.explicit).await.unwrap();
+        let head = format!(
+            "GET http://origin.test:{port}/small HTTP/1.1\r\nHost: origin.test:{port}\r\n{authorization}\r\nConnection: close\r\n\r\n"
+        );
+        let (response, _) = exchange(explicit, &head).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "explicit, port {port}: {response:?}"
+        );
+    }
+
+    for target in [
+        "origin.test:0",
+        "127.0.0.2:0",
+        "origin.test:65536",
+        "http://origin.test:443",
+    ] {
+        let explicit = TcpStream::connect(harness.explicit).await.unwrap();
+        let head = format!(
+            "CONNECT {target} HTTP/1.1\r\nHost: origin.test:443\r\n{authorization}\r\nConnection: close\r\n\r\n"
+        );
+        let (response, _) = exchange(explicit, &head).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "CONNECT {target}: {response:?}"
+        );
+        assert!(
+            response.ends_with("CONNECT needs host:port\n"),
+            "{response:?}"
+        );
+    }
+
+    assert_eq!(harness.metric("swg_proxy_upstream_errors_total", &[]), 0.0);
+    assert!(harness.events.actions().is_empty());
+}
+
+/// Every request that the explicit proxy rejects itself counts as `bad_request`.
+#[tokio::test]
+async fn explicit_proxy_rejections_counted() {
+    let harness = Harness::start(|_| {}).await;
+    let authorization = format!("Proxy-Authorization: Bearer {}", support::GOOD_TOKEN);
+    let cases = [
+        ("CONNECT user@origin.test:443", "400"),
+        ("CONNECT origin.test", "400"),
+        ("CONNECT origin.test:65536", "400"),
+        ("GET https://origin.test/small", "400"),
+        ("GET ftp://origin.test/small", "400"),
+        ("GET /small", "404"),
+    ];
+
+    for (request_line, status) in cases {
+        let explicit = TcpStream::connect(harness.explicit).await.unwrap();
+        let head = format!(
+            "{request_line} HTTP/1.1\r\nHost: origin.test:443\r\n{authorization}\r\nConnection: close\r\n\r\n"
+        );
+        let (response, _) = exchange(explicit, &head).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request_line}: {response:?}"
+        );
+    }
+
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_requests_total",
+            &[("listener", "explicit"), ("action", "bad_request")]
+        ),
+        cases.len() as f64
+    );
+    assert_eq!(
+        harness.metric("swg_proxy_requests_total", &[]),
+        cases.len() as f64
     );
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -76,7 +76,8 @@ async fn handle(
         if request.method() == Method::GET && request.uri().path() == shared.config.pac_path {
             return pac_file(&shared);
         }
-        return plain(
+        return reject(
+            &shared,
             StatusCode::NOT_FOUND,
             "not found: send absolute-form or CONNECT requests\n",
         );
@@ -95,7 +96,8 @@ async fn handle(
         return connect(shared, client, identity, permit, request);
     }
     if request.uri().scheme_str() != Some("http") {
-        return plain(
+        return reject(
+            &shared,
             StatusCode::BAD_REQUEST,
             "only http:// URLs are accepted in absolute form; use CONNECT for https\n",
         );
@@ -137,6 +139,25 @@ fn authenticate<B>(shared: &Shared, request: &Request<B>) -> Option<ClientIdenti
     shared.collaborators.identify.identify_device_token(&token)
 }
 
+/// Returns the plain-text response to a request that the explicit proxy rejects
+/// before any policy work, and counts it in `swg_proxy_requests_total` as
+/// `bad_request`, the action of every client error that swg itself rejects.
+fn reject(shared: &Shared, status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    // The request target is not logged: its user information may hold a password.
+    tracing::debug!(
+        listener = Listener::Explicit.as_str(),
+        status = status.as_u16(),
+        reason = text.trim_end(),
+        "request rejected by the explicit proxy"
+    );
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[Listener::Explicit.as_str(), "bad_request"])
+        .inc();
+    plain(status, text)
+}
+
 fn proxy_auth_required() -> Response<ProxyBody> {
     let mut response = plain(
         StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -172,15 +193,12 @@ fn connect(
     permit: Arc<ConnectionPermit>,
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let authority = request
-        .uri()
-        .authority()
-        .map(|authority| authority.as_str().to_owned())
-        .unwrap_or_default();
-    let parsed =
-        split_host_port(&authority).and_then(|(host, port)| Some((Host::parse(host).ok()?, port?)));
-    let Some((host, port)) = parsed else {
-        return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
+    let Some((host, port)) = connect_target(request.uri()) else {
+        return reject(
+            &shared,
+            StatusCode::BAD_REQUEST,
+            "CONNECT needs host:port\n",
+        );
     };
     let host_name = match &host {
         Host::Ip(ip) => ip.to_string(),
@@ -205,6 +223,21 @@ fn connect(
         tunnel(shared, upgraded, client, target, identity, permit).await;
     });
     Response::new(empty())
+}
+
+/// Returns the host and port of a CONNECT request's target, which must be in
+/// authority form (RFC 9110 section 9.3.6): `host:port` with a port from 1 to
+/// 65535, and no scheme, user information or path.
+fn connect_target(uri: &Uri) -> Option<(Host, u16)> {
+    if uri.scheme().is_some() || uri.path_and_query().is_some() {
+        return None;
+    }
+    let authority = uri.authority()?.as_str();
+    if authority.contains('@') {
+        return None;
+    }
+    let (host, port) = split_host_port(authority)?;
+    Some((Host::parse(host).ok()?, port?))
 }
 
 /// The host and port a CONNECT request names.
@@ -271,4 +304,40 @@ async fn tunnel(
         responses: shared.response_watch(),
     };
     serve_intercepted(shared, context, io, opening == Opening::Http2Preface).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(text: &str) -> Option<(Host, u16)> {
+        connect_target(&text.parse::<Uri>().expect("test targets are valid URIs"))
+    }
+
+    #[test]
+    fn connect_target_in_authority_form() {
+        assert_eq!(
+            target("origin.test:443"),
+            Some((Host::Name("origin.test".to_owned()), 443))
+        );
+        assert_eq!(
+            target("[::1]:8443"),
+            Some((Host::Ip(std::net::Ipv6Addr::LOCALHOST.into()), 8443))
+        );
+    }
+
+    #[test]
+    fn connect_target_other_forms_rejected() {
+        for text in [
+            "http://origin.test:443",
+            "http://origin.test:443/",
+            "user@origin.test:443",
+            "origin.test",
+            "origin.test:0",
+            "127.0.0.2:0",
+            "origin.test:65536",
+        ] {
+            assert_eq!(target(text), None, "{text}");
+        }
+    }
 }

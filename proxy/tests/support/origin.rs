@@ -271,6 +271,31 @@ where
     }
 }
 
+/// Starts a plain-HTTP origin that serves the routes of [`start_https`]. Returns
+/// its address and the count of connections it accepted.
+pub async fn start_http_counted() -> (SocketAddr, Arc<AtomicUsize>) {
+    accept_counted(|_, tcp| serve(TokioIo::new(tcp))).await
+}
+
+/// Starts an HTTPS origin as [`start_https`] does. Returns its address and the
+/// count of connections it accepted.
+pub async fn start_https_counted(
+    certificate: CertifiedKey,
+    alpn: &[&[u8]],
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let acceptor = tls_acceptor(certificate, alpn);
+    accept_counted(move |_, tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            serve(TokioIo::new(tls)).await;
+        }
+    })
+    .await
+}
+
 /// Starts a plain-HTTP origin.
 pub async fn start_http() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
