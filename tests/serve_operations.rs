@@ -35,27 +35,10 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
         let (sender, lines) = mpsc::channel();
-        let stdout_sender = sender.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        forward_lines(child.stderr.take().unwrap(), sender.clone());
         // The first start prints the tenant's secrets on stdout.
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if stdout_sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        forward_lines(child.stdout.take().unwrap(), sender);
         Self {
             child,
             lines,
@@ -127,6 +110,18 @@ impl Server {
         self.child.kill().unwrap();
         panic!("swg did not exit; log:\n{}", self.log.join("\n"));
     }
+}
+
+/// Sends each line that `output` yields to `sender`, on a thread of its own.
+fn forward_lines(output: impl std::io::Read + Send + 'static, sender: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 impl Drop for Server {

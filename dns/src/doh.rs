@@ -77,17 +77,8 @@ pub async fn serve_doh(
                 continue;
             }
         };
-        let permit = match connections.try_acquire(peer.ip()) {
-            Ok(permit) => permit,
-            Err(limit) => {
-                resolver
-                    .metrics()
-                    .refused
-                    .with_label_values(&[limit.as_str()])
-                    .inc();
-                tracing::debug!(client = %peer, transport = "doh", reason = limit.as_str(), "connection limit reached; connection closed");
-                continue;
-            }
+        let Some(permit) = connections.admit(peer, "doh") else {
+            continue;
         };
         let connection = DohConnection {
             acceptor: acceptor.clone(),

@@ -80,15 +80,16 @@ impl DnsServer {
             .with_extra_roots(&config.upstream_extra_roots)?;
         let upstream = CachingUpstream::new(upstreams, config.cache_size, metrics.clone());
 
-        let config = Arc::new(config);
-        let resolver = Arc::new(Resolver::new(config.clone(), upstream, backends, metrics));
-        let in_flight = Arc::new(Semaphore::new(config.max_queries_in_flight));
-        let in_flight_total = in_flight.clone();
         let connections = ConnectionLimiter::new(
             config.max_connections_per_client,
             config.max_connections,
             config.client_ipv6_prefix_len,
+            metrics.refused.clone(),
         );
+        let config = Arc::new(config);
+        let resolver = Arc::new(Resolver::new(config.clone(), upstream, backends, metrics));
+        let in_flight = Arc::new(Semaphore::new(config.max_queries_in_flight));
+        let in_flight_total = in_flight.clone();
         let limiter = RateLimiter::new(
             config.udp_rate_limit_qps,
             config.udp_rate_limit_burst,

@@ -43,17 +43,8 @@ pub async fn serve_tcp(
                 continue;
             }
         };
-        let permit = match connections.try_acquire(peer.ip()) {
-            Ok(permit) => permit,
-            Err(limit) => {
-                resolver
-                    .metrics()
-                    .refused
-                    .with_label_values(&[limit.as_str()])
-                    .inc();
-                tracing::debug!(client = %peer, transport = "tcp", reason = limit.as_str(), "connection limit reached; connection closed");
-                continue;
-            }
+        let Some(permit) = connections.admit(peer, "tcp") else {
+            continue;
         };
         let resolver = resolver.clone();
         let in_flight = in_flight.clone();

@@ -17,11 +17,11 @@
 //! - [`CorrelationHints`] lets the proxy learn from the resolver which device asked
 //!   for a host.
 //! - [`client_network`] gives the network a client address is counted under by
-//!   per-client limits.
+//!   per-client limits, and [`ClientSlots`] counts open connections per client.
 //!
 //! This crate depends on no other swg crate.
 
-mod client_network;
+mod clients;
 mod clock;
 mod config;
 mod cookie;
@@ -40,7 +40,10 @@ mod sqlite_store;
 mod store;
 mod ticket;
 
-pub use client_network::{client_network, DEFAULT_IPV6_CLIENT_PREFIX_LEN, IPV6_CLIENT_PREFIX_LENS};
+pub use clients::{
+    client_network, ClientSlot, ClientSlots, SlotLimit, DEFAULT_IPV6_CLIENT_PREFIX_LEN,
+    IPV6_CLIENT_PREFIX_LENS,
+};
 pub use clock::unix_now;
 pub use config::{ConfigError, IdentityConfig, InlineSigningKey};
 pub use cookie::{

@@ -1,18 +1,17 @@
 //! Client connections: their context, the per-client limit, and HTTP serving with
 //! the configured protections.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use ipnet::IpNet;
 use prometheus::IntGauge;
+use swg_identity::{ClientSlot, ClientSlots, SlotLimit};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::blocked::WriteWatch;
@@ -100,19 +99,19 @@ pub(crate) struct ConnectionContext {
 /// the IPv6 prefix of `limits.client_ipv6_prefix_len` bits
 /// ([`swg_identity::client_network`]).
 pub(crate) struct ConnectionLimiter {
-    max_per_client: usize,
-    ipv6_prefix_len: u8,
-    max_total: usize,
+    slots: Arc<ClientSlots<ClientBudgets>>,
     response_budget_per_client: u64,
     request_budget_per_client: u64,
-    open: Mutex<Open>,
 }
 
-/// The open connections of the process.
-#[derive(Default)]
-struct Open {
-    total: usize,
-    clients: HashMap<IpNet, OpenConnections>,
+/// The memory budgets of one client, shared by its connections.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientBudgets {
+    /// The budget of the responses to the client.
+    pub(crate) responses: Arc<Budget>,
+    /// The budget of the client's uploads: the HTTP/2 connection windows offered
+    /// to its connections.
+    pub(crate) requests: Arc<Budget>,
 }
 
 /// The limit that refused a connection a slot.
@@ -134,23 +133,18 @@ impl ConnectionLimit {
     }
 }
 
-/// The open connections of one client.
-struct OpenConnections {
-    count: usize,
-    responses: Arc<Budget>,
-    requests: Arc<Budget>,
+/// One open connection; releases its slot and its gauge count when dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionPermit {
+    slot: ClientSlot<ClientBudgets>,
+    gauge: IntGauge,
 }
 
-/// One open connection; releases its slot when dropped.
-pub(crate) struct ConnectionPermit {
-    limiter: Arc<ConnectionLimiter>,
-    client: IpNet,
-    gauge: IntGauge,
-    /// The response budget of the client, shared by its connections.
-    pub(crate) responses: Arc<Budget>,
-    /// The request budget of the client: the HTTP/2 connection windows offered
-    /// to its connections.
-    pub(crate) requests: Arc<Budget>,
+impl ConnectionPermit {
+    /// Returns the budgets of the connection's client.
+    pub(crate) fn budgets(&self) -> &ClientBudgets {
+        &self.slot.state
+    }
 }
 
 impl ConnectionLimiter {
@@ -158,79 +152,42 @@ impl ConnectionLimiter {
     /// of `limits`.
     pub(crate) fn new(limits: &LimitConfig) -> Arc<ConnectionLimiter> {
         Arc::new(ConnectionLimiter {
-            max_per_client: limits.max_connections_per_client,
-            ipv6_prefix_len: limits.client_ipv6_prefix_len,
-            max_total: limits.connections_in_all(),
+            slots: ClientSlots::new(
+                limits.max_connections_per_client,
+                limits.connections_in_all(),
+                limits.client_ipv6_prefix_len,
+            ),
             response_budget_per_client: limits.response_buffer_bytes_per_client(),
             request_budget_per_client: limits.request_buffer_bytes_per_client(),
-            open: Mutex::new(Open::default()),
         })
     }
 
     /// Takes a slot for a connection from `address`, or returns the limit that
     /// its client or the process has reached.
     pub(crate) fn try_acquire(
-        self: &Arc<Self>,
+        &self,
         address: IpAddr,
         gauge: IntGauge,
     ) -> Result<ConnectionPermit, ConnectionLimit> {
-        let client = swg_identity::client_network(address, self.ipv6_prefix_len);
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if open.total >= self.max_total {
-            return Err(ConnectionLimit::Process);
-        }
-        let connections = open
-            .clients
-            .entry(client)
-            .or_insert_with(|| OpenConnections {
-                count: 0,
-                responses: Budget::new(self.response_budget_per_client, None),
-                requests: Budget::new(self.request_budget_per_client, None),
-            });
-        if connections.count >= self.max_per_client {
-            return Err(ConnectionLimit::PerClient);
-        }
-        connections.count += 1;
-        let permit = ConnectionPermit {
-            limiter: self.clone(),
-            client,
-            gauge,
-            responses: connections.responses.clone(),
-            requests: connections.requests.clone(),
+        let budgets = || ClientBudgets {
+            responses: Budget::new(self.response_budget_per_client, None),
+            requests: Budget::new(self.request_budget_per_client, None),
         };
-        open.total += 1;
-        permit.gauge.inc();
-        Ok(permit)
-    }
-}
-
-impl std::fmt::Debug for ConnectionPermit {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("ConnectionPermit")
-            .field("client", &self.client)
-            .finish_non_exhaustive()
+        let slot = self
+            .slots
+            .try_acquire(address, budgets)
+            .map_err(|limit| match limit {
+                SlotLimit::PerClient => ConnectionLimit::PerClient,
+                SlotLimit::Total => ConnectionLimit::Process,
+            })?;
+        gauge.inc();
+        Ok(ConnectionPermit { slot, gauge })
     }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         self.gauge.dec();
-        let mut open = self
-            .limiter
-            .open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        open.total = open.total.saturating_sub(1);
-        if let Some(connections) = open.clients.get_mut(&self.client) {
-            connections.count -= 1;
-            if connections.count == 0 {
-                open.clients.remove(&self.client);
-            }
-        }
     }
 }
 
@@ -273,7 +230,7 @@ pub(crate) async fn serve_intercepted<I>(
 fn reserve_request_window(shared: &Shared, context: &ConnectionContext) -> (u32, Reservation) {
     for (position, window) in CONNECTION_WINDOWS.into_iter().enumerate() {
         let Ok(reservation) = budget::reserve(
-            &context.permit.requests,
+            &context.permit.budgets().requests,
             &shared.request_budget,
             u64::from(window),
         ) else {
@@ -475,8 +432,14 @@ mod tests {
         let Ok(second) = acquire(&limiter, "2001:db8:1:2:ffff::2") else {
             panic!("second connection refused");
         };
-        assert!(Arc::ptr_eq(&first.responses, &second.responses));
-        assert!(Arc::ptr_eq(&first.requests, &second.requests));
+        assert!(Arc::ptr_eq(
+            &first.budgets().responses,
+            &second.budgets().responses
+        ));
+        assert!(Arc::ptr_eq(
+            &first.budgets().requests,
+            &second.budgets().requests
+        ));
         assert_eq!(
             acquire(&limiter, "2001:db8:1:2::3").err(),
             Some(ConnectionLimit::PerClient)

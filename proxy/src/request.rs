@@ -221,8 +221,12 @@ async fn forward(
     } else {
         let largest = upstream::largest_response_buffer(&shared.config);
         Some(
-            budget::reserve(&context.permit.responses, &shared.response_budget, largest)
-                .map_err(UpstreamFailure::Overloaded)?,
+            budget::reserve(
+                &context.permit.budgets().responses,
+                &shared.response_budget,
+                largest,
+            )
+            .map_err(UpstreamFailure::Overloaded)?,
         )
     };
 
@@ -317,7 +321,7 @@ pub(crate) fn pass_on(
             reservation
         }
         None => budget::reserve(
-            &context.permit.responses,
+            &context.permit.budgets().responses,
             &shared.response_budget,
             largest_buffer,
         )
