@@ -16,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::blocked::WriteWatch;
 use crate::body::ProxyBody;
-use crate::boundary::ClientIdentity;
 use crate::budget::{self, Budget, Reservation};
 use crate::config::LimitConfig;
 use crate::idle::{self, RequestTracker};
@@ -71,6 +70,18 @@ impl Listener {
     }
 }
 
+/// A device token presented to the explicit proxy. Requests inside a CONNECT
+/// tunnel carry no credentials of their own, so each verifies the tunnel's token
+/// again: a token that expires or whose key is deleted stops working there too.
+#[derive(Clone)]
+pub(crate) struct DeviceToken(pub(crate) Arc<str>);
+
+impl std::fmt::Debug for DeviceToken {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("DeviceToken(..)")
+    }
+}
+
 /// What is known about a client connection before its first request.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionContext {
@@ -83,8 +94,9 @@ pub(crate) struct ConnectionContext {
     pub(crate) fallback_authority: Option<String>,
     /// Port to use when a request names none: the CONNECT port.
     pub(crate) fallback_port: Option<u16>,
-    /// The identity proven when the connection was opened (explicit proxy).
-    pub(crate) identity: Option<ClientIdentity>,
+    /// The device token that authenticated the connection or its CONNECT
+    /// (explicit proxy). Each request verifies it again.
+    pub(crate) device_token: Option<DeviceToken>,
     /// The client's slot in the per-client connection limit. Tunnels that outlive
     /// the HTTP connection (CONNECT, WebSocket) keep a clone until they end.
     pub(crate) permit: Arc<ConnectionPermit>,

@@ -46,8 +46,15 @@ pub(crate) struct Asking<'a> {
 /// Finds who is asking. This is the one place where a request's identity is
 /// established.
 pub(crate) async fn establish(asking: &Asking<'_>) -> Found {
-    if let Some(identity) = &asking.context.identity {
-        return identified(identity.clone(), None);
+    if let Some(token) = &asking.context.device_token {
+        let identify = &asking.shared.collaborators.identify;
+        return match identify.identify_device_token(&token.0) {
+            Some(identity) => identified(identity, None),
+            None => {
+                tracing::debug!(client = %asking.context.client, host = asking.host, "device token of the connection expired or was revoked");
+                Found::Nothing
+            }
+        };
     }
     let signed = asking.shared.signed.as_ref();
     if let Some(identity) = signed.and_then(|signed| identity_cookie(signed, asking)) {

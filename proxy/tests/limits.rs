@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use support::{curl, origin, Harness};
 use swg_proxy::boundary::Action;
@@ -1042,6 +1044,44 @@ async fn http11_without_host_rejected_everywhere() {
 
 /// Opens a CONNECT tunnel to `target` through the explicit proxy and returns it
 /// once the proxy has sent 200.
+#[tokio::test]
+async fn revoked_token_stops_open_tunnel() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("plain.test", "127.0.0.1")]);
+    })
+    .await;
+    *harness.identify.hints_enabled.lock().unwrap() = false;
+    let (origin, connections) = origin::start_http_counted().await;
+    let target = format!("plain.test:{}", origin.port());
+    let tunnel = open_tunnel(&harness, &target).await;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let get = || {
+        http::Request::get("/small")
+            .header(http::header::HOST, target.as_str())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+
+    let response = sender.send_request(get()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello from origin\n");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    // The key behind the token is deleted while the tunnel stays open.
+    *harness.identify.token_revoked.lock().unwrap() = true;
+    let response = sender.send_request(get()).await.unwrap();
+    assert_eq!(response.status(), 403);
+    let origin_requests = harness.metric(
+        "swg_proxy_requests_total",
+        &[("listener", "explicit"), ("action", "allow")],
+    );
+    assert_eq!(origin_requests, 1.0);
+}
+
 async fn open_tunnel(harness: &Harness, target: &str) -> TcpStream {
     let mut tunnel = TcpStream::connect(harness.explicit).await.unwrap();
     let connect = format!(

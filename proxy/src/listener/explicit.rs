@@ -15,9 +15,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{empty, full, ProxyBody};
-use crate::boundary::ClientIdentity;
 use crate::connection::{
-    serve_http, serve_intercepted, ConnectionContext, ConnectionPermit, Listener,
+    serve_http, serve_intercepted, ConnectionContext, ConnectionPermit, DeviceToken, Listener,
 };
 use crate::host::{split_host_port, Host};
 use crate::malformed;
@@ -45,7 +44,7 @@ pub(crate) async fn serve(
         sni: None,
         fallback_authority: None,
         fallback_port: None,
-        identity: None,
+        device_token: None,
         permit: permit.clone(),
         responses: responses.clone(),
     };
@@ -83,7 +82,7 @@ async fn handle(
         );
     }
 
-    let Some(identity) = authenticate(&shared, &request) else {
+    let Some(device_token) = authenticate(&shared, &request) else {
         shared
             .metrics
             .requests
@@ -93,7 +92,7 @@ async fn handle(
     };
 
     if request.method() == Method::CONNECT {
-        return connect(shared, client, identity, permit, request);
+        return connect(shared, client, device_token, permit, request);
     }
     if request.uri().scheme_str() != Some("http") {
         return reject(
@@ -109,15 +108,16 @@ async fn handle(
         sni: None,
         fallback_authority: None,
         fallback_port: None,
-        identity: Some(identity),
+        device_token: Some(device_token),
         permit,
         responses,
     };
     request::handle(shared, Arc::new(context), request).await
 }
 
-/// Verifies `Proxy-Authorization: Bearer <token>` or `Basic` with the token as password.
-fn authenticate<B>(shared: &Shared, request: &Request<B>) -> Option<ClientIdentity> {
+/// Verifies `Proxy-Authorization: Bearer <token>` or `Basic` with the token as
+/// password, and returns the token when it is valid.
+fn authenticate<B>(shared: &Shared, request: &Request<B>) -> Option<DeviceToken> {
     let value = request
         .headers()
         .get(header::PROXY_AUTHORIZATION)?
@@ -136,7 +136,11 @@ fn authenticate<B>(shared: &Shared, request: &Request<B>) -> Option<ClientIdenti
     } else {
         return None;
     };
-    shared.collaborators.identify.identify_device_token(&token)
+    shared
+        .collaborators
+        .identify
+        .identify_device_token(&token)
+        .map(|_| DeviceToken(token.into()))
 }
 
 /// Returns the plain-text response to a request that the explicit proxy rejects
@@ -189,7 +193,7 @@ fn pac_file(shared: &Shared) -> Response<ProxyBody> {
 fn connect(
     shared: Arc<Shared>,
     client: SocketAddr,
-    identity: ClientIdentity,
+    device_token: DeviceToken,
     permit: Arc<ConnectionPermit>,
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -220,7 +224,7 @@ fn connect(
             host_name,
             port,
         };
-        tunnel(shared, upgraded, client, target, identity, permit).await;
+        tunnel(shared, upgraded, client, target, device_token, permit).await;
     });
     Response::new(empty())
 }
@@ -256,7 +260,7 @@ async fn tunnel(
     io: TokioIo<hyper::upgrade::Upgraded>,
     client: SocketAddr,
     target: TunnelTarget,
-    identity: ClientIdentity,
+    device_token: DeviceToken,
     permit: Arc<ConnectionPermit>,
 ) {
     let TunnelTarget {
@@ -288,8 +292,16 @@ async fn tunnel(
             first_byte: TLS_HANDSHAKE_RECORD
         }
     ) {
-        crate::listener::tls::serve_tunnel(shared, io, client, host_name, port, identity, permit)
-            .await;
+        crate::listener::tls::serve_tunnel(
+            shared,
+            io,
+            client,
+            host_name,
+            port,
+            device_token,
+            permit,
+        )
+        .await;
         return;
     }
     let context = ConnectionContext {
@@ -299,7 +311,7 @@ async fn tunnel(
         sni: None,
         fallback_authority: Some(host.to_authority_host()),
         fallback_port: Some(port),
-        identity: Some(identity),
+        device_token: Some(device_token),
         permit,
         responses: shared.response_watch(),
     };

@@ -51,7 +51,7 @@ pub(crate) async fn serve(
         sni: None,
         fallback_authority: None,
         fallback_port: None,
-        identity: None,
+        device_token: None,
         permit,
         responses: shared.response_watch(),
     };

@@ -12,8 +12,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use crate::boundary::{ClientIdentity, LeafSource};
-use crate::connection::{serve_intercepted, ConnectionContext, ConnectionPermit, Listener};
+use crate::boundary::LeafSource;
+use crate::connection::{
+    serve_intercepted, ConnectionContext, ConnectionPermit, DeviceToken, Listener,
+};
 use crate::server::Shared;
 use crate::target::Scheme;
 
@@ -90,7 +92,7 @@ pub(crate) async fn serve(
         sni: Some(intercepted.host.clone()),
         fallback_authority: Some(intercepted.host),
         fallback_port: None,
-        identity: None,
+        device_token: None,
         permit,
         responses: shared.response_watch(),
     };
@@ -104,7 +106,7 @@ pub(crate) async fn serve_tunnel<IO>(
     client: SocketAddr,
     connect_host: String,
     connect_port: u16,
-    identity: ClientIdentity,
+    device_token: DeviceToken,
     permit: Arc<ConnectionPermit>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -122,7 +124,7 @@ pub(crate) async fn serve_tunnel<IO>(
         sni: intercepted.sni.then(|| intercepted.host.clone()),
         fallback_authority: Some(intercepted.host),
         fallback_port: Some(connect_port),
-        identity: Some(identity),
+        device_token: Some(device_token),
         permit,
         responses: shared.response_watch(),
     };

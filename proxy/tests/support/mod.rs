@@ -33,6 +33,8 @@ pub const AUTH_HOST: &str = "auth.swg.test";
 /// from 127.0.0.1 (not from other loopback addresses) unless switched off.
 pub struct TestIdentify {
     pub hints_enabled: Mutex<bool>,
+    /// Whether [`GOOD_TOKEN`] has been revoked.
+    pub token_revoked: Mutex<bool>,
     /// The app class that hints report.
     pub hint_class: Mutex<swg_proxy::boundary::AppClass>,
 }
@@ -50,7 +52,8 @@ pub fn identity(discovery: Discovery) -> ClientIdentity {
 
 impl Identify for TestIdentify {
     fn identify_device_token(&self, token: &str) -> Option<ClientIdentity> {
-        (token == GOOD_TOKEN).then(|| identity(Discovery::Token))
+        let revoked = *self.token_revoked.lock().unwrap();
+        (token == GOOD_TOKEN && !revoked).then(|| identity(Discovery::Token))
     }
 
     fn identify_correlation_hint<'a>(
@@ -254,6 +257,7 @@ impl Harness {
 
         let identify = Arc::new(TestIdentify {
             hints_enabled: Mutex::new(true),
+            token_revoked: Mutex::new(false),
             hint_class: Mutex::new(swg_proxy::boundary::AppClass::Browser),
         });
         let policy = Arc::new(PrefixPolicy {
