@@ -240,14 +240,16 @@ impl Config {
     }
 }
 
-/// Tells whether binding both TCP addresses fails: the same port, and the same IP
-/// or an unspecified IP of the same family, which covers every address of it.
+/// Tells whether binding both TCP addresses fails: the same port, and the same IP,
+/// or an unspecified IP that covers the other. `0.0.0.0` covers every IPv4
+/// address. `::` covers every address of both families, because swg's IPv6
+/// listeners accept IPv4 too (Linux's default of `IPV6_V6ONLY` off).
 fn listeners_clash(first: SocketAddr, second: SocketAddr) -> bool {
+    let covers = |wide: SocketAddr, other: SocketAddr| {
+        wide.ip().is_unspecified() && (wide.is_ipv6() || other.is_ipv4())
+    };
     first.port() == second.port()
-        && first.is_ipv4() == second.is_ipv4()
-        && (first.ip() == second.ip()
-            || first.ip().is_unspecified()
-            || second.ip().is_unspecified())
+        && (first.ip() == second.ip() || covers(first, second) || covers(second, first))
 }
 
 /// Converts a byte offset into a 1-based line and column (in characters).
@@ -283,6 +285,14 @@ mod tests {
         let error = config.validate().unwrap_err().to_string();
         assert!(
             error.starts_with("operations.listen (127.0.0.1:9090) and console.listen"),
+            "{error}"
+        );
+
+        let dual_stack = "[console]\nlisten = \"[::]:9090\"\n";
+        let config = Config::from_toml(dual_stack, Path::new("swg.toml")).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.starts_with("operations.listen (127.0.0.1:9090) and console.listen ([::]:9090)"),
             "{error}"
         );
 
