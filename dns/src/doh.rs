@@ -10,7 +10,9 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{
+    HeaderName, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
@@ -360,7 +362,7 @@ fn check_head(head: &http::request::Parts) -> Result<Carrier, Refusal> {
         Method::GET => query_from_uri(head.uri.query())
             .map(Carrier::Uri)
             .ok_or(Refusal::InvalidDnsParameter),
-        Method::POST if is_dns_message(head.headers.get(CONTENT_TYPE)) => Ok(Carrier::Body),
+        Method::POST if is_dns_message(single(&head.headers, CONTENT_TYPE)) => Ok(Carrier::Body),
         Method::POST => Err(Refusal::UnsupportedMediaType),
         _ => Err(Refusal::MethodNotAllowed),
     }
@@ -470,12 +472,21 @@ fn text_response(code: StatusCode, text: &str) -> Response<Full<Bytes>> {
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let value = single(headers, AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|token| !token.is_empty())
+}
+
+/// Returns the value of a header field that must appear once, or `None` when it is
+/// missing or repeated: of two tokens or two media types, neither can be trusted to
+/// be the one meant.
+fn single(headers: &HeaderMap, name: HeaderName) -> Option<&HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?;
+    values.next().is_none().then_some(value)
 }
 
 /// Decodes the `dns` parameter of a GET query string (base64url without padding).
@@ -516,6 +527,12 @@ mod tests {
             .body(())
             .unwrap_or_default();
         assert_eq!(bearer_token(basic.headers()), None);
+        let twice = Request::builder()
+            .header(AUTHORIZATION, "Bearer abc")
+            .header(AUTHORIZATION, "Bearer def")
+            .body(())
+            .unwrap_or_default();
+        assert_eq!(bearer_token(twice.headers()), None);
     }
 
     #[test]

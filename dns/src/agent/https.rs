@@ -105,7 +105,7 @@ impl HttpsClient {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let host = self.origin.host().unwrap_or_default().to_owned();
+        let host = connect_host(&self.origin).to_owned();
         let authority = self
             .origin
             .authority()
@@ -181,6 +181,16 @@ impl HttpsClient {
     }
 }
 
+/// Returns the host of `uri` to connect to and verify: an IPv6 literal without the
+/// brackets that URLs put around it, which neither the address lookup nor the
+/// TLS server name accepts.
+fn connect_host(uri: &Uri) -> &str {
+    let host = uri.host().unwrap_or_default();
+    host.strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 /// Describes a failed TLS handshake, with a hint when the server's certificate comes
 /// from a CA the agent does not trust, which is what a missing `--ca-file` looks like.
 fn handshake_failure(error: &std::io::Error) -> String {
@@ -197,5 +207,26 @@ fn handshake_failure(error: &std::io::Error) -> String {
         format!("{error}; if this is swg's own root CA, pass it with --ca-file (`swg ca export --format pem --out swg-root.pem`)")
     } else {
         error.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_host_drops_ipv6_brackets() {
+        let cases = [
+            ("https://[::1]:9443", "::1"),
+            ("https://127.0.0.1:9443", "127.0.0.1"),
+            ("https://console.example", "console.example"),
+        ];
+        for (url, host) in cases {
+            let uri: Uri = match url.parse() {
+                Ok(uri) => uri,
+                Err(error) => panic!("{url}: {error}"),
+            };
+            assert_eq!(connect_host(&uri), host, "{url}");
+        }
     }
 }
