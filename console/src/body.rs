@@ -2,12 +2,19 @@
 
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
 
-/// A JSON body (`Content-Type: application/json`), parsed into `T`.
+/// A JSON object body (`Content-Type: application/json`), parsed into `T`.
+///
+/// Any other JSON value is rejected with 400, because serde would otherwise read an
+/// array as a struct, element by element, and accept `["key","device","user"]` as an
+/// enrolment. Other rejections keep axum's statuses and messages: 415 for a missing
+/// or non-JSON content type, 413 for a body over the limit, 400 for invalid JSON and
+/// 422 for an object that does not fit `T`.
 #[derive(Debug)]
 pub(crate) struct ApiJson<T>(pub(crate) T);
 
@@ -19,10 +26,47 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        let message = match media_type(&request) {
+            Some(media_type) if is_json(&media_type) => None,
+            Some(media_type) => Some(format!(
+                "a JSON body needs Content-Type: application/json, not {media_type}"
+            )),
+            None => Some("a JSON body needs Content-Type: application/json".to_owned()),
+        };
+        if let Some(message) = message {
+            return Err(ApiError::Rejected {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message,
+            });
         }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(bytes_rejection)?;
+
+        // The body is parsed twice, once to find its JSON type and once into `T`,
+        // so that a wrong field keeps axum's message with its path, line and column.
+        let axum::Json(value) =
+            axum::Json::<serde_json::Value>::from_bytes(&bytes).map_err(json_rejection)?;
+        if !value.is_object() {
+            return Err(ApiError::BadRequest(format!(
+                "the request body must be a JSON object, not {}",
+                json_type(&value)
+            )));
+        }
+        let axum::Json(parsed) = axum::Json::<T>::from_bytes(&bytes).map_err(json_rejection)?;
+        Ok(Self(parsed))
+    }
+}
+
+/// Returns the JSON type of `value` with its article, for messages.
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -31,6 +75,29 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         status: rejection.status(),
         message: rejection.body_text(),
     }
+}
+
+fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    ApiError::Rejected {
+        status: rejection.status(),
+        message: rejection.body_text(),
+    }
+}
+
+/// Returns the request's media type, lowercase and without parameters.
+fn media_type(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|value| value.trim().to_ascii_lowercase())
+}
+
+/// Returns whether a media type from [`media_type`] is JSON: `application/json`
+/// or any `+json` type.
+fn is_json(media_type: &str) -> bool {
+    media_type == "application/json" || media_type.ends_with("+json")
 }
 
 /// A UTF-8 text body, such as a policy file.
@@ -48,29 +115,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let media_type = request
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
-            .map(|value| value.trim().to_ascii_lowercase());
-        if let Some(media_type) = media_type {
-            if media_type == "application/json" || media_type.ends_with("+json") {
-                return Err(ApiError::Rejected {
-                    status: axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    message: format!(
-                        "the body must be TOML text (application/toml or text/plain), not {media_type}"
-                    ),
-                });
-            }
+        if let Some(media_type) = media_type(&request).filter(|media_type| is_json(media_type)) {
+            return Err(ApiError::Rejected {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: format!(
+                    "the body must be TOML text (application/toml or text/plain), not {media_type}"
+                ),
+            });
         }
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection: BytesRejection| ApiError::Rejected {
-                    status: rejection.status(),
-                    message: rejection.body_text(),
-                })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(bytes_rejection)?;
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| ApiError::BadRequest("the body is not valid UTF-8".to_owned()))?;
         Ok(Self(text))

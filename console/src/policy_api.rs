@@ -1,6 +1,6 @@
 //! Admin API for the tenant's policy: read, validate, replace, explain.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -56,6 +56,38 @@ pub(crate) struct Validation {
     tenants: Vec<String>,
 }
 
+/// Builds the 400 for a text that defines other tenants than the admin's own.
+///
+/// The message names only the admin's tenant and the ids the text defines, so it is
+/// the same whether or not another tenant has one of those ids.
+fn wrong_tenant(tenant: &str, defined: &[&str]) -> ApiError {
+    ApiError::BadRequest(format!(
+        "the policy must define exactly one tenant, whose id is your own tenant id {tenant:?}, but it defines {defined:?}"
+    ))
+}
+
+/// Compiles `text` alone as the policy file `file` and checks that it defines
+/// exactly `tenant`: 422 with the text's diagnostics, or 400.
+///
+/// Validation and replacement both start with this check, so they agree. It runs
+/// before the text is compiled with the other tenants' files, because there another
+/// tenant's id fails as a duplicate, reported in that tenant's file, while an unused
+/// id does not. That difference would tell the admin which tenant ids exist.
+fn check_tenant_text(file: &Path, tenant: &str, text: &str) -> Result<(), ApiError> {
+    let set = PolicySet::from_texts(&[(file.to_path_buf(), text.to_owned())], Some(file))
+        .map_err(|errors| ApiError::InvalidPolicy(diagnostics(&errors)))?;
+    let defined: Vec<&str> = set.tenants().iter().map(|tenant| tenant.id()).collect();
+    if defined != [tenant] {
+        tracing::info!(
+            tenant,
+            ?defined,
+            "policy text rejected because it defines other tenants"
+        );
+        return Err(wrong_tenant(tenant, &defined));
+    }
+    Ok(())
+}
+
 /// `POST /api/policy/validate`: checks a policy text without changing anything.
 pub(crate) async fn validate(
     State(state): State<ConsoleState>,
@@ -63,25 +95,11 @@ pub(crate) async fn validate(
     TextBody(text): TextBody,
 ) -> Result<Json<Validation>, ApiError> {
     let file = tenant_file(&state, admin.tenant())?;
-    let set = tokio::task::spawn_blocking(move || {
-        PolicySet::from_texts(&[(file.clone(), text)], Some(&file))
-    })
-    .await?
-    .map_err(|errors| ApiError::InvalidPolicy(diagnostics(&errors)))?;
-    let tenants: Vec<String> = set
-        .tenants()
-        .iter()
-        .map(|tenant| tenant.id().to_owned())
-        .collect();
-    if tenants != [admin.tenant()] {
-        return Err(ApiError::BadRequest(format!(
-            "the policy must define exactly tenant {:?}; it defines {tenants:?}",
-            admin.tenant()
-        )));
-    }
+    let tenant = admin.tenant().to_owned();
+    tokio::task::spawn_blocking(move || check_tenant_text(&file, &tenant, &text)).await??;
     Ok(Json(Validation {
         valid: true,
-        tenants,
+        tenants: vec![admin.tenant().to_owned()],
     }))
 }
 
@@ -93,27 +111,46 @@ pub(crate) async fn replace(
     TextBody(text): TextBody,
 ) -> Result<Json<Validation>, ApiError> {
     admin.require_write()?;
+    let file = tenant_file(&state, admin.tenant())?;
     let watcher = state.policy.clone();
     let tenant = admin.tenant().to_owned();
-    let result =
-        tokio::task::spawn_blocking(move || watcher.replace_tenant(&tenant, &text)).await?;
-    match result {
-        Ok(_) => {
-            tracing::info!(tenant = %admin.tenant(), admin = %admin.0.id, "policy replaced");
-            Ok(Json(Validation {
-                valid: true,
-                tenants: vec![admin.tenant().to_owned()],
-            }))
+    tokio::task::spawn_blocking(move || {
+        check_tenant_text(&file, &tenant, &text)?;
+        watcher
+            .replace_tenant(&tenant, &text)
+            .map_err(|error| replace_error(error, &tenant, &file))
+    })
+    .await??;
+
+    tracing::info!(tenant = %admin.tenant(), admin = %admin.0.id, "policy replaced");
+    Ok(Json(Validation {
+        valid: true,
+        tenants: vec![admin.tenant().to_owned()],
+    }))
+}
+
+/// Maps a failed replacement of `tenant`'s policy file `file` to an API error.
+fn replace_error(error: ReplaceError, tenant: &str, file: &Path) -> ApiError {
+    match error {
+        // Diagnostics in other files name other tenants and the server's paths, and
+        // their lines are not lines of the admin's text. The text alone is valid, so
+        // only an operator can fix those files.
+        ReplaceError::Invalid(errors) if errors.diagnostics.iter().any(|d| d.path != file) => {
+            ApiError::Internal(format!(
+                "cannot replace the policy of tenant {tenant:?} because other policy files are invalid: {errors}"
+            ))
         }
-        Err(ReplaceError::Invalid(errors)) => Err(ApiError::InvalidPolicy(diagnostics(&errors))),
-        Err(ReplaceError::UnknownTenant(tenant)) => Err(ApiError::NotFound(format!(
-            "no policy defines tenant {tenant:?}"
-        ))),
-        Err(error @ ReplaceError::SharedFile { .. }) => Err(ApiError::Conflict(error.to_string())),
-        Err(error @ ReplaceError::WrongTenant { .. }) => {
-            Err(ApiError::BadRequest(error.to_string()))
+        ReplaceError::Invalid(errors) => ApiError::InvalidPolicy(diagnostics(&errors)),
+        ReplaceError::UnknownTenant(tenant) => {
+            ApiError::NotFound(format!("no policy defines tenant {tenant:?}"))
         }
-        Err(error) => Err(ApiError::Internal(error.to_string())),
+        error @ ReplaceError::SharedFile { .. } => ApiError::Conflict(error.to_string()),
+        // Reached only when a reload changed the policy after the text was checked.
+        ReplaceError::WrongTenant { expected, found } => {
+            let defined: Vec<&str> = found.split(", ").filter(|id| !id.is_empty()).collect();
+            wrong_tenant(&expected, &defined)
+        }
+        error => ApiError::Internal(error.to_string()),
     }
 }
 

@@ -49,6 +49,12 @@ impl Drop for Console {
 }
 
 async fn start() -> Console {
+    start_with_other_tenants(&[]).await
+}
+
+/// Starts the console with acme's policy file first and then one file per entry of
+/// `others` (file name, policy text), each defining one other tenant.
+async fn start_with_other_tenants(others: &[(&str, &str)]) -> Console {
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
 
@@ -63,14 +69,20 @@ async fn start() -> Console {
 
     let policy_file = dir.path().join("acme.toml");
     std::fs::write(&policy_file, ACME_POLICY).unwrap();
-    let policy = swg_policy::PolicyWatcher::new(vec![policy_file.clone()], &registry).unwrap();
+    let mut policy_files = vec![policy_file.clone()];
+    for (name, text) in others {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        policy_files.push(file);
+    }
+    let policy = swg_policy::PolicyWatcher::new(policy_files, &registry).unwrap();
 
     let activity = Arc::new(SqliteStore::open(&dir.path().join("activity.db")).unwrap());
     let secrets = Arc::new(SqliteSecretStore::open(&dir.path().join("console.db")).unwrap());
     let mut seeded = swg_console::seed_policy_tenants(secrets.as_ref(), &policy)
         .await
         .unwrap();
-    assert_eq!(seeded.len(), 1);
+    assert_eq!(seeded.len(), 1 + others.len());
     let (tenant, seeded) = seeded.remove(0);
     assert_eq!(tenant, "acme");
     let again = swg_console::seed_policy_tenants(secrets.as_ref(), &policy)
@@ -829,6 +841,80 @@ async fn policy_replace_is_validated_and_atomic() {
     }
 }
 
+const GLOBEX_POLICY: &str = r#"
+id = "globex"
+
+[[policies]]
+id = "everyone"
+"#;
+
+#[tokio::test]
+async fn policy_with_other_tenant_id_gets_400() {
+    let console = start_with_other_tenants(&[("globex.toml", GLOBEX_POLICY)]).await;
+    let folder = console.dir.path().to_str().unwrap().to_owned();
+
+    // "globex" is another tenant's id and "nobody" is no tenant's id. Both responses
+    // must be the same, so that an admin cannot probe which tenant ids exist.
+    let mut errors = Vec::new();
+    for id in ["globex", "nobody"] {
+        let text = ACME_POLICY.replace("id = \"acme\"", &format!("id = \"{id}\""));
+        for (method, path) in [("PUT", "/api/policy"), ("POST", "/api/policy/validate")] {
+            let answer = console
+                .as_admin(method, path, &["--data-binary", &text])
+                .await;
+            assert_eq!(
+                answer.status,
+                400,
+                "{method} {path}, id {id}: {}",
+                answer.text()
+            );
+            let error = answer.json()["error"].as_str().unwrap().to_owned();
+            assert!(error.contains("own tenant id \"acme\""), "{error}");
+            assert!(!error.contains(".toml"), "{error}");
+            assert!(!error.contains(&folder), "{error}");
+            errors.push(error.replace(id, "ID"));
+        }
+    }
+    assert!(
+        errors.iter().all(|error| *error == errors[0]),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        ACME_POLICY
+    );
+}
+
+#[tokio::test]
+async fn policy_put_hides_other_files_diagnostics() {
+    let console = start_with_other_tenants(&[("globex.toml", GLOBEX_POLICY)]).await;
+    // globex's file becomes invalid on disk. The watcher has not loaded it, so
+    // globex's last valid policy stays in force, but acme's replacement is checked
+    // against the files on disk and cannot be installed.
+    std::fs::write(
+        console.dir.path().join("globex.toml"),
+        "id = \"globex\"\nsecret_setting = 1\n",
+    )
+    .unwrap();
+
+    let replacement = ACME_POLICY.replace("blocked.example", "other.example");
+    let answer = console
+        .as_admin("PUT", "/api/policy", &["--data-binary", &replacement])
+        .await;
+    assert_eq!(answer.status, 500, "{}", answer.text());
+    assert!(answer.json()["diagnostics"].is_null(), "{}", answer.text());
+    assert!(
+        !answer.text().contains("secret_setting"),
+        "{}",
+        answer.text()
+    );
+    assert!(!answer.text().contains("globex"), "{}", answer.text());
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        ACME_POLICY
+    );
+}
+
 #[tokio::test]
 async fn bad_requests_get_clear_4xx() {
     let console = start().await;
@@ -888,6 +974,138 @@ async fn bad_requests_get_clear_4xx() {
     assert_eq!(encoded.status, 404);
     let wrong_method = console.as_admin("PATCH", "/api/keys", &[]).await;
     assert_eq!(wrong_method.status, 405);
+}
+
+#[tokio::test]
+async fn json_bodies_must_be_objects() {
+    let console = start().await;
+    let json = "Content-Type: application/json";
+
+    // serde would read these arrays as the request structs, field by field.
+    let enrolment = format!(
+        r#"["{}","device-1","alice@acme.example"]"#,
+        console.authentication_key
+    );
+    let answer = console
+        .call(
+            "POST",
+            "/api/agent/enroll",
+            &["-H", json, "--data-binary", &enrolment],
+        )
+        .await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(
+        answer.json()["error"],
+        "the request body must be a JSON object, not an array"
+    );
+    assert!(answer.json()["token"].is_null());
+
+    let explain = console
+        .as_admin(
+            "POST",
+            "/api/policy/explain",
+            &[
+                "-H",
+                json,
+                "--data-binary",
+                r#"[null,"www.blocked.example"]"#,
+            ],
+        )
+        .await;
+    assert_eq!(explain.status, 400, "{}", explain.text());
+    assert_eq!(
+        explain.json()["error"],
+        "the request body must be a JSON object, not an array"
+    );
+
+    let before = console
+        .secrets
+        .list_admin_tokens("acme")
+        .await
+        .unwrap()
+        .len();
+    let created = console
+        .as_admin(
+            "POST",
+            "/api/admin-tokens",
+            &["-H", json, "--data-binary", r#"["read_only"]"#],
+        )
+        .await;
+    assert_eq!(created.status, 400, "{}", created.text());
+    assert_eq!(
+        console
+            .secrets
+            .list_admin_tokens("acme")
+            .await
+            .unwrap()
+            .len(),
+        before
+    );
+
+    for (body, kind) in [
+        (r#""text""#, "a string"),
+        ("5", "a number"),
+        ("true", "a boolean"),
+        (" null ", "null"),
+    ] {
+        let answer = console
+            .call(
+                "POST",
+                "/api/agent/enroll",
+                &["-H", json, "--data-binary", body],
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{body}: {}", answer.text());
+        assert_eq!(
+            answer.json()["error"],
+            format!("the request body must be a JSON object, not {kind}"),
+            "{body}"
+        );
+    }
+
+    // Invalid JSON and a wrong field keep their own messages, and an object still
+    // reaches the handler.
+    let broken = console
+        .call(
+            "POST",
+            "/api/agent/enroll",
+            &["-H", json, "--data-binary", "[1,"],
+        )
+        .await;
+    assert_eq!(broken.status, 400, "{}", broken.text());
+    assert!(
+        broken.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Failed to parse the request body as JSON"),
+        "{}",
+        broken.text()
+    );
+    let wrong_field = console
+        .call(
+            "POST",
+            "/api/agent/enroll",
+            &[
+                "-H",
+                json,
+                "--data-binary",
+                r#"{"authenticationKey":"k","deviceId":5,"userId":"u"}"#,
+            ],
+        )
+        .await;
+    assert_eq!(wrong_field.status, 422, "{}", wrong_field.text());
+    assert!(
+        wrong_field.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("deviceId: invalid type: integer `5`"),
+        "{}",
+        wrong_field.text()
+    );
+    let object = console
+        .enroll(&console.authentication_key, "device-1")
+        .await;
+    assert_eq!(object.status, 200, "{}", object.text());
 }
 
 /// Opens a TLS connection to the console over HTTP/1.1 (no ALPN).
