@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::blocked::WriteWatch;
 use crate::body::ProxyBody;
+use crate::boundary::{ClientIdentity, Identify};
 use crate::budget::{self, Budget, Reservation};
 use crate::config::LimitConfig;
 use crate::idle::{self, RequestTracker};
@@ -70,15 +71,54 @@ impl Listener {
     }
 }
 
-/// A device token presented to the explicit proxy. Requests inside a CONNECT
-/// tunnel carry no credentials of their own, so each verifies the tunnel's token
-/// again: a token that expires or whose key is deleted stops working there too.
+/// A device token presented to the explicit proxy, with the identity it proved.
 #[derive(Clone)]
-pub(crate) struct DeviceToken(pub(crate) Arc<str>);
+pub(crate) struct DeviceToken {
+    token: Arc<str>,
+    identity: ClientIdentity,
+    /// Whether each request verifies the token again. Requests inside a CONNECT
+    /// tunnel carry no credentials of their own, so a token that expires or whose
+    /// key is deleted must stop working there too.
+    verify_per_request: bool,
+}
+
+impl DeviceToken {
+    /// Returns the token of one absolute-form request, verified for it.
+    pub(crate) fn verified(token: String, identity: ClientIdentity) -> DeviceToken {
+        DeviceToken {
+            token: token.into(),
+            identity,
+            verify_per_request: false,
+        }
+    }
+
+    /// Returns the token for the requests of the CONNECT tunnel it opened.
+    pub(crate) fn for_tunnel(self) -> DeviceToken {
+        DeviceToken {
+            verify_per_request: true,
+            ..self
+        }
+    }
+
+    /// Returns the identity of a request that carries this token: the proven one,
+    /// or, inside a tunnel, the one the token proves now, `None` once it expired
+    /// or its key was deleted.
+    pub(crate) fn identity(&self, identify: &dyn Identify) -> Option<ClientIdentity> {
+        if self.verify_per_request {
+            identify.identify_device_token(&self.token)
+        } else {
+            Some(self.identity.clone())
+        }
+    }
+}
 
 impl std::fmt::Debug for DeviceToken {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str("DeviceToken(..)")
+        formatter
+            .debug_struct("DeviceToken")
+            .field("identity", &self.identity)
+            .field("verify_per_request", &self.verify_per_request)
+            .finish_non_exhaustive()
     }
 }
 

@@ -47,8 +47,8 @@ pub(crate) struct Asking<'a> {
 /// established.
 pub(crate) async fn establish(asking: &Asking<'_>) -> Found {
     if let Some(token) = &asking.context.device_token {
-        let identify = &asking.shared.collaborators.identify;
-        return match identify.identify_device_token(&token.0) {
+        let identify = asking.shared.collaborators.identify.as_ref();
+        return match token.identity(identify) {
             Some(identity) => identified(identity, None),
             None => {
                 tracing::debug!(client = %asking.context.client, host = asking.host, "device token of the connection expired or was revoked");

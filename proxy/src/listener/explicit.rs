@@ -92,7 +92,7 @@ async fn handle(
     };
 
     if request.method() == Method::CONNECT {
-        return connect(shared, client, device_token, permit, request);
+        return connect(shared, client, device_token.for_tunnel(), permit, request);
     }
     if request.uri().scheme_str() != Some("http") {
         return reject(
@@ -136,11 +136,11 @@ fn authenticate<B>(shared: &Shared, request: &Request<B>) -> Option<DeviceToken>
     } else {
         return None;
     };
-    shared
+    let identity = shared
         .collaborators
         .identify
-        .identify_device_token(&token)
-        .map(|_| DeviceToken(token.into()))
+        .identify_device_token(&token)?;
+    Some(DeviceToken::verified(token, identity))
 }
 
 /// Returns the plain-text response to a request that the explicit proxy rejects
