@@ -685,19 +685,19 @@ async fn goaway_get_waiting_for_stream_sent_again() {
     let second_args = harness.explicit_args();
     let second_url = url.clone();
     let second = tokio::spawn(async move { curl(second_args, &second_url).await });
-    // Once the second client is connected, time for its TLS handshake inside the
-    // tunnel and for its GET to wait for the origin's only stream. With 500 ms the
-    // second GET once got 502 on a loaded machine, probably because it reached
-    // the origin's connection only as the GOAWAY closed it.
-    let connected = async {
-        while harness.metric("swg_proxy_active_connections", &[("listener", "explicit")]) < 2.0 {
+    // Once policy has decided the second GET, it goes to the origin's connection
+    // and waits there for the only stream. Waiting for the client's connection
+    // alone, even 1.5 s more, let the GET arrive only as the GOAWAY closed the
+    // connection on a loaded machine (502).
+    let decided = async {
+        while harness.policy.decided.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(20), connected)
+    tokio::time::timeout(Duration::from_secs(20), decided)
         .await
-        .expect("the second client did not connect within 20 s");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+        .expect("the second GET was not decided within 20 s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     origin.allow_goaway();
 
     let first = first.await.unwrap();

@@ -78,10 +78,14 @@ pub struct PrefixPolicy {
     pub blocked_prefixes: Mutex<Vec<String>>,
     /// (prefix, rule id, category)
     pub warn_prefixes: Mutex<Vec<(String, String, String)>>,
+    /// URLs decided so far.
+    pub decided: std::sync::atomic::AtomicUsize,
 }
 
 impl Decide for PrefixPolicy {
     fn decide_url(&self, _identity: &ClientIdentity, url: &str) -> Decision {
+        self.decided
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let warned = self
             .warn_prefixes
             .lock()
@@ -263,6 +267,7 @@ impl Harness {
         let policy = Arc::new(PrefixPolicy {
             blocked_prefixes: Mutex::new(Vec::new()),
             warn_prefixes: Mutex::new(Vec::new()),
+            decided: std::sync::atomic::AtomicUsize::new(0),
         });
         let events = Arc::new(Events::default());
         let collaborators = Collaborators {
