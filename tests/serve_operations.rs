@@ -175,7 +175,7 @@ fn curl(args: &[&str]) -> (u16, String) {
     (status.parse().unwrap_or(0), body.to_owned())
 }
 
-/// Serves one plain HTTP answer per connection on loopback, on a thread of its
+/// Sends one plain HTTP response per connection on loopback, on a thread of its
 /// own: a stand-in origin.
 fn start_origin() -> SocketAddr {
     use std::io::{Read as _, Write as _};

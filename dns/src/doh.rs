@@ -342,7 +342,7 @@ async fn read_request(
         Ok(Carrier::Uri(message)) => message,
         Ok(Carrier::Body) => read_body(body, peer, read_timeout).await?,
         Err(refusal) => {
-            // Answering an HTTP/2 request while its body is still coming resets the
+            // A response sent while an HTTP/2 request body is still arriving resets the
             // stream, and curl 7.88 then reports a framing error instead of the status.
             discard_body(body, read_timeout).await;
             return Err(refusal);
@@ -408,7 +408,7 @@ async fn discard_body(mut body: Incoming, read_timeout: Duration) {
 }
 
 /// Rejects messages that the resolver would drop without a response, because over
-/// DoH the client then needs a status that says why.
+/// DoH the client then needs a status that gives the reason.
 fn check_message(message: &[u8]) -> Result<(), Refusal> {
     if message.len() < HEADER_LEN {
         return Err(Refusal::ShortMessage);

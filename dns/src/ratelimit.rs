@@ -3,7 +3,7 @@
 //!
 //! A source is the network its address is counted under
 //! ([`swg_identity::client_network`]): the IPv4 address, or the IPv6 prefix of the
-//! configured length, since one host or victim network holds a whole IPv6 prefix.
+//! configured length, since one host or victim network uses a whole IPv6 prefix.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};

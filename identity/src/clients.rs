@@ -244,10 +244,10 @@ mod tests {
     #[test]
     fn state_is_shared_by_a_clients_slots() {
         let slots = ClientSlots::new(4, 10, 64);
-        let made = std::cell::Cell::new(0);
+        let created = std::cell::Cell::new(0);
         let mut new_state = || {
-            made.set(made.get() + 1);
-            Arc::new(made.get())
+            created.set(created.get() + 1);
+            Arc::new(created.get())
         };
         let Ok(first) = slots.try_acquire(address("192.0.2.1"), &mut new_state) else {
             panic!("first slot refused");
