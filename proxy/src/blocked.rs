@@ -18,10 +18,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Client I/O that records since when its writes have been waiting for the socket.
+use crate::send_queue::{DataCounter, SendQueue};
+
+/// Client I/O that records since when its writes have been waiting for the socket,
+/// and counts the DATA written into a [`SendQueue`] when it has one.
 pub(crate) struct WriteWatch<I> {
     inner: I,
     state: Arc<Blocked>,
+    data: Option<(DataCounter, Arc<SendQueue>)>,
 }
 
 /// Since when the writes of one connection have been waiting, shared with the task
@@ -43,8 +47,34 @@ impl<I> WriteWatch<I> {
         let watch = WriteWatch {
             inner,
             state: state.clone(),
+            data: None,
         };
         (watch, state)
+    }
+
+    /// Counts the payload of the HTTP/2 DATA frames written from now on as written
+    /// from `queue`. The written bytes must be a server's HTTP/2 frames from the
+    /// connection's first byte.
+    pub(crate) fn count_data(mut self, queue: Arc<SendQueue>) -> WriteWatch<I> {
+        self.data = Some((DataCounter::default(), queue));
+        self
+    }
+
+    /// Counts the DATA payload among the first `written` bytes of `bufs`.
+    fn count_written<'a>(&mut self, bufs: impl IntoIterator<Item = &'a [u8]>, mut written: usize) {
+        let Some((counter, queue)) = &mut self.data else {
+            return;
+        };
+        let mut data = 0;
+        for buf in bufs {
+            if written == 0 {
+                break;
+            }
+            let len = written.min(buf.len());
+            data += counter.count(&buf[..len]);
+            written -= len;
+        }
+        queue.written(data);
     }
 
     /// Records the outcome of a write or flush.
@@ -70,6 +100,11 @@ impl Blocked {
         if self.since_ns.load(Ordering::Relaxed) != 0 {
             self.since_ns.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Returns whether writes are waiting for the socket now.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.since_ns.load(Ordering::Relaxed) != 0
     }
 
     /// Returns how long writes have been waiting, or `None` when they are not.
@@ -112,6 +147,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WriteWatch<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = poll {
+            self.count_written([buf], written);
+        }
         self.record(poll)
     }
 
@@ -121,6 +159,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WriteWatch<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = poll {
+            self.count_written(bufs.iter().map(|buf| &buf[..]), written);
+        }
         self.record(poll)
     }
 

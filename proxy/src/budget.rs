@@ -44,7 +44,7 @@ impl Budget {
 
     /// Bytes reserved now.
     #[cfg(test)]
-    fn reserved(&self) -> u64 {
+    pub(crate) fn reserved(&self) -> u64 {
         self.reserved.load(Ordering::Relaxed)
     }
 
@@ -142,6 +142,64 @@ impl Drop for ReservedBytes {
     fn drop(&mut self) {
         self.client.give_back(self.bytes);
         self.process.give_back(self.bytes);
+    }
+}
+
+/// Bytes reserved from a client's budget and the process's budget that follow
+/// what they account for, growing and shrinking with it, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    client: Arc<Budget>,
+    process: Arc<Budget>,
+    bytes: u64,
+}
+
+impl Charge {
+    /// Returns an empty charge on `client` and `process`.
+    pub(crate) fn new(client: Arc<Budget>, process: Arc<Budget>) -> Charge {
+        Charge {
+            client,
+            process,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes reserved now.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Grows the charge to `bytes` in both budgets, or changes nothing and returns
+    /// false when one of them cannot take the growth. A charge already at `bytes`
+    /// or above is left as it is.
+    pub(crate) fn grow_to(&mut self, bytes: u64) -> bool {
+        let Some(growth) = bytes.checked_sub(self.bytes).filter(|growth| *growth > 0) else {
+            return true;
+        };
+        if !self.client.take(growth) {
+            return false;
+        }
+        if !self.process.take(growth) {
+            self.client.give_back(growth);
+            return false;
+        }
+        self.bytes = bytes;
+        true
+    }
+
+    /// Gives back what is reserved above `bytes`.
+    pub(crate) fn shrink_to(&mut self, bytes: u64) {
+        if let Some(excess) = self.bytes.checked_sub(bytes).filter(|excess| *excess > 0) {
+            self.client.give_back(excess);
+            self.process.give_back(excess);
+            self.bytes = bytes;
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.shrink_to(0);
     }
 }
 

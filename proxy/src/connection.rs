@@ -22,6 +22,7 @@ use crate::config::LimitConfig;
 use crate::idle::{self, RequestTracker};
 use crate::malformed;
 use crate::request;
+use crate::send_queue::SendQueue;
 use crate::server::Shared;
 use crate::stall::ResponseWatch;
 use crate::target::Scheme;
@@ -338,8 +339,13 @@ pub(crate) async fn serve_http<I, S>(
         // Held until the connection ends: hyper may buffer up to the window of
         // request body data that the origin has not taken yet.
         let (window, _window_reservation) = reserve_request_window(shared, context);
+        let queue = SendQueue::new(
+            context.permit.budgets().responses.clone(),
+            shared.response_budget.clone(),
+            shared.metrics.client_send_queue_bytes.clone(),
+        );
         let (io, writes) = WriteWatch::new(io);
-        let io = TokioIo::new(io);
+        let io = TokioIo::new(io.count_data(queue.clone()));
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -359,10 +365,17 @@ pub(crate) async fn serve_http<I, S>(
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(300));
         let tracker = RequestTracker::new();
-        let connection = builder.serve_connection(io, idle::tracked(service, tracker.clone()));
+        let connection =
+            builder.serve_connection(io, idle::tracked(service, tracker.clone(), queue.clone()));
         tokio::pin!(connection);
-        // Stalled bodies end on their own streams; the others go on.
-        let end_stalled = context.responses.end_stalled();
+        // Stalled bodies end on their own streams; the others go on. The send
+        // queue's recount runs beside them for the connection's whole life.
+        let end_stalled = async {
+            tokio::select! {
+                never = context.responses.end_stalled() => never,
+                never = queue.recount_when_stuck(&writes) => never,
+            }
+        };
         tokio::pin!(end_stalled);
         let idle_timeout = shared.config.timeouts.client_header_read();
         // A client that takes no bytes for the body idle timeout has stopped reading

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, ProxyBody};
+use crate::send_queue::{QueuedBody, SendQueue};
 
 /// The requests in progress on one connection, and when the last one ended.
 pub(crate) struct RequestTracker {
@@ -96,10 +97,12 @@ impl Drop for InProgress {
 }
 
 /// Wraps `service` so that each request counts as in progress on `tracker` until
-/// hyper has taken the last frame of its response body, or dropped the body.
+/// hyper has taken the last frame of its response body, or dropped the body, and
+/// each response body waits while the connection's `queue` is full.
 pub(crate) fn tracked<S>(
     service: S,
     tracker: Arc<RequestTracker>,
+    queue: Arc<SendQueue>,
 ) -> impl Service<
     http::Request<Incoming>,
     Response = http::Response<ProxyBody>,
@@ -116,11 +119,12 @@ where
     service_fn(move |request| {
         let in_progress = tracker.start();
         let response = service.call(request);
+        let queue = queue.clone();
         async move {
             let response = response.await?;
             Ok(response.map(|body| {
                 TrackedBody {
-                    inner: body,
+                    inner: QueuedBody::new(body, queue),
                     _in_progress: in_progress,
                 }
                 .boxed()
@@ -131,7 +135,7 @@ where
 
 /// A response body that keeps its request in progress until it is dropped.
 struct TrackedBody {
-    inner: ProxyBody,
+    inner: QueuedBody<ProxyBody>,
     _in_progress: InProgress,
 }
 

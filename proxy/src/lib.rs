@@ -26,6 +26,7 @@ mod metrics;
 mod preface;
 mod prefixed;
 mod request;
+mod send_queue;
 mod reserved;
 pub mod resolve;
 mod server;

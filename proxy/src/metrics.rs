@@ -34,6 +34,9 @@ pub struct ProxyMetrics {
     /// `swg_proxy_reduced_request_windows_total`: HTTP/2 client connections offered
     /// a smaller window than the largest because a request buffer budget was spent.
     pub reduced_request_windows: IntCounter,
+    /// `swg_proxy_client_send_queue_bytes`: response DATA that hyper holds for
+    /// HTTP/2 clients, not written to their connections yet.
+    pub client_send_queue_bytes: IntGauge,
 }
 
 impl ProxyMetrics {
@@ -109,6 +112,10 @@ impl ProxyMetrics {
                 "swg_proxy_reduced_request_windows_total",
                 "HTTP/2 client connections offered a smaller window than 8 MiB because a request buffer budget was spent",
             )?,
+            client_send_queue_bytes: IntGauge::new(
+                "swg_proxy_client_send_queue_bytes",
+                "Response bytes queued for HTTP/2 clients and not written to their connections yet",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.upstream_seconds.clone()))?;
@@ -121,6 +128,7 @@ impl ProxyMetrics {
         registry.register(Box::new(metrics.response_buffer_bytes.clone()))?;
         registry.register(Box::new(metrics.request_buffer_bytes.clone()))?;
         registry.register(Box::new(metrics.reduced_request_windows.clone()))?;
+        registry.register(Box::new(metrics.client_send_queue_bytes.clone()))?;
         Ok(metrics)
     }
 }

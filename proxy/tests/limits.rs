@@ -1940,3 +1940,113 @@ async fn request_buffer_budget_shrinks_windows() {
         task.abort();
     }
 }
+
+/// The DATA swg queues for one HTTP/2 client connection (1 MiB), as its send queue
+/// counts it.
+const SEND_QUEUE_LIMIT: f64 = (1 << 20) as f64;
+
+/// Sends a GET for each of `urls` on `sender` and reads each response body in a
+/// task of its own. Each task returns the bytes read and whether the body failed.
+fn h2_downloads(
+    sender: &mut h2::client::SendRequest<bytes::Bytes>,
+    urls: &[String],
+) -> Vec<tokio::task::JoinHandle<(u64, bool)>> {
+    urls.iter()
+        .map(|url| {
+            let request = http::Request::get(url.as_str()).body(()).unwrap();
+            let (response, _) = sender.send_request(request, true).unwrap();
+            tokio::spawn(async move {
+                let response = response.await.unwrap();
+                assert_eq!(response.status(), 200);
+                h2_read_body(&mut response.into_body()).await
+            })
+        })
+        .collect()
+}
+
+/// An HTTP/2 client with large windows that stops reading its socket makes swg
+/// queue at most the send queue's limit for its connection, however many large
+/// downloads it has open. Without the limit, hyper would buffer 256 KiB for each
+/// stream, 5 MiB for these 20. Every byte still arrives once the client reads.
+#[tokio::test]
+async fn http2_send_queue_bounded_for_client_not_reading() {
+    let (harness, port) = harness_with_h2_origin(30_000).await;
+    let queued = || harness.metric("swg_proxy_client_send_queue_bytes", &[]);
+    let (mut sender, reads) = gated_h2_connection(&harness, 1 << 30).await;
+    reads.close_after(64 * 1024);
+    let body_len = 2u64 << 20;
+    let urls: Vec<String> = (0..20)
+        .map(|_| format!("https://origin.test:{port}/zeros?{body_len}"))
+        .collect();
+    let downloads = h2_downloads(&mut sender, &urls);
+
+    // The queue fills while the client reads nothing, then stays at its limit.
+    wait_until(Duration::from_secs(10), "send queue filled", || {
+        queued() >= SEND_QUEUE_LIMIT / 2.0
+    })
+    .await;
+    let mut largest: f64 = 0.0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        largest = largest.max(queued());
+    }
+    assert!(
+        largest <= SEND_QUEUE_LIMIT,
+        "{largest} bytes queued for one connection"
+    );
+
+    reads.open();
+    for download in downloads {
+        let (received, failed) = tokio::time::timeout(Duration::from_secs(30), download)
+            .await
+            .expect("download not finished within 30 s")
+            .unwrap();
+        assert_eq!((received, failed), (body_len, false));
+    }
+    wait_until(Duration::from_secs(5), "send queue empty", || {
+        queued() == 0.0
+    })
+    .await;
+}
+
+/// Streams that a client resets take their queued data with them, which h2 drops
+/// without a trace on the connection. The connection's send queue then counts it
+/// again from zero, so later responses on the same connection are not held back.
+#[tokio::test]
+async fn http2_reset_streams_free_the_send_queue() {
+    let (harness, port) = harness_with_h2_origin(30_000).await;
+    let queued = || harness.metric("swg_proxy_client_send_queue_bytes", &[]);
+    let (mut sender, reads) = gated_h2_connection(&harness, 1 << 30).await;
+    reads.close_after(64 * 1024);
+    let url = format!("https://origin.test:{port}/zeros?{}", 4u64 << 20);
+    let mut responses = Vec::new();
+    for _ in 0..8 {
+        let request = http::Request::get(url.as_str()).body(()).unwrap();
+        responses.push(sender.send_request(request, true).unwrap().0);
+    }
+    wait_until(Duration::from_secs(10), "send queue filled", || {
+        queued() >= SEND_QUEUE_LIMIT / 2.0
+    })
+    .await;
+    // Dropping the response futures resets their streams (CANCEL).
+    drop(responses);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reads.open();
+
+    let body_len = 3u64 << 20;
+    let download = h2_downloads(
+        &mut sender,
+        &[format!("https://origin.test:{port}/zeros?{body_len}")],
+    )
+    .pop()
+    .unwrap();
+    let (received, failed) = tokio::time::timeout(Duration::from_secs(15), download)
+        .await
+        .expect("download after the resets not finished within 15 s")
+        .unwrap();
+    assert_eq!((received, failed), (body_len, false));
+    wait_until(Duration::from_secs(5), "send queue empty", || {
+        queued() == 0.0
+    })
+    .await;
+}
