@@ -18,12 +18,13 @@
 //! of a connection cannot push much past the limit between two checks.
 //!
 //! h2 discards the queued data of a stream that is reset, and no frame shows swg
-//! how much. So when bodies wait while the connection has written no DATA and is
-//! not blocked for [`RECOUNT_AFTER`], nothing of what the count holds can be
-//! written before the client opens its flow-control windows, and the count starts
-//! again from zero ([`SendQueue::recount_when_stuck`]). What h2 then still holds
-//! is at most about two chunks per stream: one that the window did not fit, and one
-//! hyper took from the body while it waits for a window.
+//! how much. So when the count is above zero while the connection has written no
+//! DATA and its socket has not been blocked for [`RECOUNT_AFTER`], nothing of what
+//! the count holds can be written before the client opens its flow-control
+//! windows, and the count starts again from zero
+//! ([`SendQueue::recount_when_stuck`]). What h2 then still holds is at most about
+//! two chunks per stream: one that the window did not fit, and one hyper took from
+//! the body while it waits for a window.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,8 +60,8 @@ pub(crate) struct SendQueue {
     state: Mutex<QueueState>,
     /// DATA payload bytes written to the connection since it opened.
     written: AtomicU64,
-    /// Notified when a body starts to wait.
-    waiting: Notify,
+    /// Notified when the count leaves zero.
+    filled: Notify,
     /// All connections' queued bytes (`swg_proxy_client_send_queue_bytes`).
     gauge: IntGauge,
 }
@@ -83,7 +84,7 @@ impl SendQueue {
                 wakers: Vec::new(),
             }),
             written: AtomicU64::new(0),
-            waiting: Notify::new(),
+            filled: Notify::new(),
             gauge,
         })
     }
@@ -95,16 +96,19 @@ impl SendQueue {
         let queued = state.queued.saturating_add(bytes);
         let fits = state.queued == 0 || queued <= QUEUE_LIMIT;
         if fits && state.charge.grow_to(queued.saturating_sub(UNCHARGED_BYTES)) {
+            let was_empty = state.queued == 0;
             state.queued = queued;
             drop(state);
             self.gauge.add(gauge_value(bytes));
+            if was_empty {
+                self.filled.notify_one();
+            }
             return Poll::Ready(());
         }
+        // The count is above zero here, so the recount task is watching it.
         if !state.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
             state.wakers.push(cx.waker().clone());
         }
-        drop(state);
-        self.waiting.notify_one();
         Poll::Pending
     }
 
@@ -128,16 +132,16 @@ impl SendQueue {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Starts the count again from zero whenever bodies have waited for
+    /// Starts the count again from zero whenever it has been above zero for
     /// [`RECOUNT_AFTER`] while the connection wrote no DATA and its socket was not
     /// blocked. Runs for as long as it is polled.
     pub(crate) async fn recount_when_stuck(&self, writes: &Blocked) -> std::convert::Infallible {
         loop {
-            self.waiting.notified().await;
+            self.filled.notified().await;
             loop {
                 let written = self.written.load(Ordering::Relaxed);
                 tokio::time::sleep(RECOUNT_AFTER).await;
-                if lock(&self.state).wakers.is_empty() {
+                if lock(&self.state).queued == 0 {
                     break;
                 }
                 if self.written.load(Ordering::Relaxed) == written && !writes.is_blocked() {
@@ -157,7 +161,7 @@ impl SendQueue {
         self.gauge.sub(gauge_value(forgotten));
         tracing::debug!(
             bytes = forgotten,
-            "no DATA written while bodies waited; HTTP/2 send queue counted again from zero"
+            "no DATA written while data was counted as queued; HTTP/2 send queue counted again from zero"
         );
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -462,9 +466,16 @@ mod tests {
         }
         assert_eq!(queue.queued(), QUEUE_LIMIT - 8);
         // No write for the whole wait: the count is forgotten and the body woken.
+        let wakes = waker.0.load(Ordering::SeqCst);
         tokio::time::sleep(RECOUNT_AFTER * 3).await;
         assert_eq!((queue.queued(), gauge.get(), client.reserved()), (0, 0, 0));
-        assert!(waker.0.load(Ordering::SeqCst) >= 1);
+        assert_eq!(waker.0.load(Ordering::SeqCst), wakes + 1);
+
+        // A count left by a reset stream, with no body waiting, is forgotten too,
+        // so that it does not hold budget for the connection's whole life.
+        assert!(queue.admit(QUEUE_LIMIT / 2, &mut cx).is_ready());
+        tokio::time::sleep(RECOUNT_AFTER * 3).await;
+        assert_eq!((queue.queued(), client.reserved()), (0, 0));
         recount.abort();
     }
 
