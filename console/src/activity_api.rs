@@ -12,6 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::auth::Admin;
+use crate::error::quoted_after;
 use crate::query::ApiQuery;
 use crate::{ApiError, ConsoleState};
 
@@ -41,8 +42,22 @@ pub(crate) struct ActivityParams {
 
 fn parse_time(name: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
     OffsetDateTime::parse(value, &Rfc3339).map_err(|error| {
+        let value = quoted_after(": ", value);
+        ApiError::BadRequest(format!("{name} is not an RFC 3339 time ({error}){value}"))
+    })
+}
+
+/// Parses the `action` filter; the error lists the actions by their API names.
+fn parse_action(value: &str) -> Result<swg_activity::Action, ApiError> {
+    value.parse().map_err(|_| {
+        let names: Vec<&str> = swg_activity::Action::ALL
+            .iter()
+            .map(|action| action.as_str())
+            .collect();
+        let value = quoted_after(" ", value);
         ApiError::BadRequest(format!(
-            "{name} is not an RFC 3339 time ({error}): {value:?}"
+            "unknown action{value}; use one of {}",
+            names.join(", ")
         ))
     })
 }
@@ -67,11 +82,7 @@ fn build_query(tenant: &str, params: ActivityParams) -> Result<swg_activity::Que
     query.category = params.category;
     query.domain = params.domain;
     if let Some(action) = params.action {
-        query.action = Some(
-            action
-                .parse()
-                .map_err(|error| ApiError::BadRequest(format!("action: {error}")))?,
-        );
+        query.action = Some(parse_action(&action)?);
     }
     if let Some(limit) = params.limit {
         if !(1..=swg_activity::query::MAX_PAGE_SIZE).contains(&limit) {
@@ -193,16 +204,15 @@ impl From<DailyTotal> for DayTotal {
 
 fn parse_day(name: &str, value: &str) -> Result<Date, ApiError> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
+    let quoted = quoted_after(": ", value);
     // `[year]` also takes a sign (`-2026-01-01`), which no caller means.
     if !value.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(ApiError::BadRequest(format!(
-            "{name} is not a YYYY-MM-DD day: {value:?}"
+            "{name} is not a YYYY-MM-DD day{quoted}"
         )));
     }
     Date::parse(value, &format).map_err(|error| {
-        ApiError::BadRequest(format!(
-            "{name} is not a YYYY-MM-DD day ({error}): {value:?}"
-        ))
+        ApiError::BadRequest(format!("{name} is not a YYYY-MM-DD day ({error}){quoted}"))
     })
 }
 

@@ -4,7 +4,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use swg_identity::{
     unix_now, AdminTokenRecord, AuthenticationKey, DisablerPassword, DisablerPasswords,
     NewAdminToken, Role,
@@ -12,6 +13,7 @@ use swg_identity::{
 
 use crate::auth::Admin;
 use crate::body::ApiJson;
+use crate::error::quoted_after;
 use crate::{ApiError, ConsoleState};
 
 /// A tenant's authentication keys.
@@ -58,9 +60,7 @@ pub(crate) async fn delete_key(
         .delete_authentication_key(admin.tenant(), &id)
         .await?
     {
-        return Err(ApiError::NotFound(format!(
-            "no authentication key with id {id:?}"
-        )));
+        return Err(ApiError::no_such_id("authentication key", &id));
     }
     state.live_keys.refresh(state.secrets.as_ref()).await?;
     tracing::info!(tenant = %admin.tenant(), key_id = %id, admin = %admin.0.id, "authentication key deleted");
@@ -116,7 +116,25 @@ pub(crate) async fn list_admin_tokens(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewTokenRequest {
+    #[serde(deserialize_with = "role_name")]
     role: Role,
+}
+
+/// Reads a role from its API name, a JSON string.
+///
+/// `Role`'s own `Deserialize` would also accept `{"admin": null}`, serde's other
+/// form of a unit variant, and reject a number with a syntax error that does not
+/// name the field.
+fn role_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Role, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    let roles = [Role::Admin, Role::ReadOnly];
+    if let Some(role) = roles.into_iter().find(|role| role.as_str() == name) {
+        return Ok(role);
+    }
+    let value = quoted_after(" ", &name);
+    Err(D::Error::custom(format!(
+        "unknown role{value}, expected `admin` or `read_only`"
+    )))
 }
 
 /// A new admin token, shown once.
@@ -164,7 +182,7 @@ pub(crate) async fn delete_admin_token(
     admin.require_write()?;
     let tokens = state.secrets.list_admin_tokens(admin.tenant()).await?;
     let Some(target) = tokens.iter().find(|token| token.id == id) else {
-        return Err(ApiError::NotFound(format!("no admin token with id {id:?}")));
+        return Err(ApiError::no_such_id("admin token", &id));
     };
     let admins = tokens
         .iter()
@@ -182,7 +200,7 @@ pub(crate) async fn delete_admin_token(
         .delete_admin_token(admin.tenant(), &id)
         .await?
     {
-        return Err(ApiError::NotFound(format!("no admin token with id {id:?}")));
+        return Err(ApiError::no_such_id("admin token", &id));
     }
     tracing::info!(tenant = %admin.tenant(), token_id = %id, admin = %admin.0.id, "admin token deleted");
     Ok(StatusCode::NO_CONTENT)

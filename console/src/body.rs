@@ -12,9 +12,10 @@ use crate::ApiError;
 ///
 /// Any other JSON value is rejected with 400, because serde would otherwise read an
 /// array as a struct, element by element, and accept `["key","device","user"]` as an
-/// enrolment. Other rejections keep axum's statuses and messages: 415 for a missing
-/// or non-JSON content type, 413 for a body over the limit, 400 for invalid JSON and
-/// 422 for an object that does not fit `T`.
+/// enrolment. Other rejections are 415 for a missing or non-JSON content type, 413
+/// for a body over the limit and 400 for invalid JSON, with axum's message. An
+/// object that does not fit `T` gets 422, with a message that names the unknown,
+/// missing or duplicate field or the field of the wrong type.
 #[derive(Debug)]
 pub(crate) struct ApiJson<T>(pub(crate) T);
 
@@ -44,7 +45,7 @@ where
             .map_err(bytes_rejection)?;
 
         // The body is parsed twice, once to find its JSON type and once into `T`,
-        // so that a wrong field keeps axum's message with its path, line and column.
+        // so that a wrong field gets a message with its path, line and column.
         let axum::Json(value) =
             axum::Json::<serde_json::Value>::from_bytes(&bytes).map_err(json_rejection)?;
         if !value.is_object() {
@@ -53,7 +54,7 @@ where
                 json_type(&value)
             )));
         }
-        let axum::Json(parsed) = axum::Json::<T>::from_bytes(&bytes).map_err(json_rejection)?;
+        let axum::Json(parsed) = axum::Json::<T>::from_bytes(&bytes).map_err(field_rejection)?;
         Ok(Self(parsed))
     }
 }
@@ -74,6 +75,22 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     ApiError::Rejected {
         status: rejection.status(),
         message: rejection.body_text(),
+    }
+}
+
+/// Builds the 422 for a JSON object that does not fit the request type.
+///
+/// The body parsed as JSON before, so every failure here is a field's. That
+/// includes one that serde_json classifies as a syntax error, such as a number
+/// where an enum is expected, which axum would reject with 400. The message is
+/// serde's, which starts with the field's JSON path, without axum's prefix about
+/// a target type.
+fn field_rejection(rejection: JsonRejection) -> ApiError {
+    let detail = std::error::Error::source(&rejection)
+        .map_or_else(|| rejection.body_text(), ToString::to_string);
+    ApiError::Rejected {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: format!("invalid request body: {detail}"),
     }
 }
 

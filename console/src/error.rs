@@ -8,6 +8,47 @@ use axum::Json;
 /// wrong key from an expired token.
 pub const UNAUTHORIZED_MESSAGE: &str = "missing or invalid credentials";
 
+/// Maximum length, in characters, of a value from a request that an error message
+/// quotes.
+///
+/// A longer value is described instead of quoted, so a client cannot make the
+/// console send kilobytes of its own input back.
+const MAX_QUOTED_CHARS: usize = 64;
+
+/// Maximum length, in characters, of an error message sent to a client.
+///
+/// Messages that libraries build (serde, URL and policy parsers) quote values from
+/// the request, and [`quote_short`] cannot shorten those. So a longer message loses
+/// its middle, where such a value sits. Its start and end stay, because they
+/// carry the problem and its line and column.
+const MAX_MESSAGE_CHARS: usize = 512;
+
+/// Returns `value` quoted for an error message, or `None` when it is longer than
+/// [`MAX_QUOTED_CHARS`] and the message should name it without quoting it.
+fn quote_short(value: &str) -> Option<String> {
+    (value.chars().count() <= MAX_QUOTED_CHARS).then(|| format!("{value:?}"))
+}
+
+/// Returns `separator` followed by `value` quoted, to end a phrase such as
+/// "unknown format", or an empty string when [`quote_short`] leaves `value` out.
+pub(crate) fn quoted_after(separator: &str, value: &str) -> String {
+    quote_short(value).map_or_else(String::new, |quoted| format!("{separator}{quoted}"))
+}
+
+/// Cuts the middle out of a message longer than [`MAX_MESSAGE_CHARS`].
+fn bound_message(message: String) -> String {
+    let count = message.chars().count();
+    if count <= MAX_MESSAGE_CHARS {
+        return message;
+    }
+    // The start and the end keep this many characters each, so that both and the
+    // " ... " between them fit in the maximum.
+    let side_chars = (MAX_MESSAGE_CHARS - 5) / 2;
+    let head: String = message.chars().take(side_chars).collect();
+    let tail: String = message.chars().skip(count - side_chars).collect();
+    format!("{head} ... {tail}")
+}
+
 /// An API failure; every variant becomes a JSON body `{"error": "..."}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,6 +84,17 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl ApiError {
+    /// Builds the 404 for an `id` from the request that names no `thing` (such as
+    /// "admin token"); the message quotes the id only when [`quote_short`] does.
+    pub(crate) fn no_such_id(thing: &str, id: &str) -> Self {
+        match quote_short(id) {
+            Some(quoted) => Self::NotFound(format!("no {thing} with id {quoted}")),
+            None => Self::NotFound(format!("no {thing} with that id")),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
@@ -64,7 +116,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %detail, "console request failed");
                 serde_json::json!({ "error": "internal error; see the server log" })
             }
-            other => serde_json::json!({ "error": other.to_string() }),
+            other => serde_json::json!({ "error": bound_message(other.to_string()) }),
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -92,5 +144,39 @@ impl From<swg_activity::ActivityError> for ApiError {
 impl From<tokio::task::JoinError> for ApiError {
     fn from(error: tokio::task::JoinError) -> Self {
         Self::Internal(format!("blocking task failed: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_short_stops_at_limit() {
+        let limit = "é".repeat(MAX_QUOTED_CHARS);
+        assert_eq!(quote_short(&limit), Some(format!("\"{limit}\"")));
+        assert_eq!(quote_short(&format!("{limit}e")), None);
+    }
+
+    #[test]
+    fn quoted_after_leaves_long_value_out() {
+        assert_eq!(quoted_after(": ", "pem2"), ": \"pem2\"");
+        assert_eq!(quoted_after(": ", &"x".repeat(MAX_QUOTED_CHARS + 1)), "");
+    }
+
+    #[test]
+    fn short_message_is_kept() {
+        let message = "x".repeat(MAX_MESSAGE_CHARS);
+        assert_eq!(bound_message(message.clone()), message);
+    }
+
+    #[test]
+    fn long_message_keeps_start_and_end() {
+        let message = format!("start {} end", "é".repeat(5000));
+        let bounded = bound_message(message);
+        assert!(bounded.chars().count() <= MAX_MESSAGE_CHARS, "{bounded}");
+        assert!(bounded.starts_with("start é"), "{bounded}");
+        assert!(bounded.ends_with("é end"), "{bounded}");
+        assert!(bounded.contains("é ... é"), "{bounded}");
     }
 }

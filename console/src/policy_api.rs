@@ -13,7 +13,9 @@ use crate::auth::Admin;
 use crate::body::{ApiJson, TextBody};
 use crate::{ApiError, ConsoleState};
 
-fn diagnostics(errors: &LoadErrors) -> Vec<serde_json::Value> {
+/// Converts diagnostics of the admin's text for the client, with their server paths
+/// replaced.
+fn diagnostics(errors: &LoadErrors, paths: &ClientPaths) -> Vec<serde_json::Value> {
     errors
         .diagnostics
         .iter()
@@ -21,10 +23,84 @@ fn diagnostics(errors: &LoadErrors) -> Vec<serde_json::Value> {
             serde_json::json!({
                 "line": diagnostic.line,
                 "column": diagnostic.column,
-                "message": diagnostic.message,
+                "message": paths.replace(&diagnostic.message),
             })
         })
         .collect()
+}
+
+/// The server paths that policy diagnostics may contain, each with the text the
+/// client sees in its place.
+///
+/// Diagnostics name the policy file (a duplicate id), other policy files (a
+/// location that overlaps another tenant's) and resolved feed paths (a missing
+/// feed), and no server path may reach an API client.
+#[derive(Debug)]
+struct ClientPaths {
+    /// Path and replacement, longest path first, so that a file is replaced before
+    /// the folder that contains it.
+    replacements: Vec<(String, &'static str)>,
+}
+
+impl ClientPaths {
+    /// Builds the replacements for `file`, the tenant's policy file, and `watched`,
+    /// every policy file. `file` becomes `<policy>`, the other files become
+    /// `<another policy file>`, and the folder of `file` is removed, so a feed path
+    /// reads as the text names it. Each path is matched as given and in its
+    /// absolute form, which feed messages use.
+    fn new(file: &Path, watched: &[PathBuf]) -> Self {
+        let mut replacements = Vec::new();
+        for form in path_forms(file) {
+            replacements.push((form, "<policy>"));
+        }
+        for other in watched.iter().filter(|other| other.as_path() != file) {
+            for form in path_forms(other) {
+                replacements.push((form, "<another policy file>"));
+            }
+        }
+        let absolute_file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+        for folder in [file.parent(), absolute_file.parent()]
+            .into_iter()
+            .flatten()
+        {
+            let mut folder = folder.display().to_string();
+            if folder.is_empty() {
+                continue;
+            }
+            if !folder.ends_with(std::path::MAIN_SEPARATOR) {
+                folder.push(std::path::MAIN_SEPARATOR);
+            }
+            replacements.push((folder, ""));
+        }
+        replacements.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        Self { replacements }
+    }
+
+    /// Returns `message` with every known server path replaced.
+    fn replace(&self, message: &str) -> String {
+        self.replacements
+            .iter()
+            .fold(message.to_owned(), |message, (path, replacement)| {
+                message.replace(path.as_str(), replacement)
+            })
+    }
+}
+
+/// Returns `path` as given and in its absolute form, when that differs.
+fn path_forms(path: &Path) -> Vec<String> {
+    let mut forms = vec![path.display().to_string()];
+    if let Ok(absolute) = std::path::absolute(path) {
+        let absolute = absolute.display().to_string();
+        if absolute != forms[0] {
+            forms.push(absolute);
+        }
+    }
+    forms
+}
+
+/// Builds the 404 for a tenant that no loaded policy defines.
+fn no_policy(tenant: &str) -> ApiError {
+    ApiError::no_such_id("policy for the tenant", tenant)
 }
 
 /// Returns the policy file of the admin's tenant.
@@ -34,7 +110,7 @@ fn tenant_file(state: &ConsoleState, tenant: &str) -> Result<PathBuf, ApiError> 
         .current()
         .tenant(tenant)
         .map(|tenant| tenant.file().to_path_buf())
-        .ok_or_else(|| ApiError::NotFound(format!("no policy defines tenant {tenant:?}")))
+        .ok_or_else(|| no_policy(tenant))
 }
 
 /// `GET /api/policy`: the TOML policy file of the tenant.
@@ -73,9 +149,14 @@ fn wrong_tenant(tenant: &str, defined: &[&str]) -> ApiError {
 /// before the text is compiled with the other tenants' files, because there another
 /// tenant's id fails as a duplicate, reported in that tenant's file, while an unused
 /// id does not. That difference would tell the admin which tenant ids exist.
-fn check_tenant_text(file: &Path, tenant: &str, text: &str) -> Result<(), ApiError> {
+fn check_tenant_text(
+    file: &Path,
+    tenant: &str,
+    text: &str,
+    paths: &ClientPaths,
+) -> Result<(), ApiError> {
     let set = PolicySet::from_texts(&[(file.to_path_buf(), text.to_owned())], Some(file))
-        .map_err(|errors| ApiError::InvalidPolicy(diagnostics(&errors)))?;
+        .map_err(|errors| ApiError::InvalidPolicy(diagnostics(&errors, paths)))?;
     let defined: Vec<&str> = set.tenants().iter().map(|tenant| tenant.id()).collect();
     if defined != [tenant] {
         tracing::info!(
@@ -95,8 +176,9 @@ pub(crate) async fn validate(
     TextBody(text): TextBody,
 ) -> Result<Json<Validation>, ApiError> {
     let file = tenant_file(&state, admin.tenant())?;
+    let paths = ClientPaths::new(&file, state.policy.paths());
     let tenant = admin.tenant().to_owned();
-    tokio::task::spawn_blocking(move || check_tenant_text(&file, &tenant, &text)).await??;
+    tokio::task::spawn_blocking(move || check_tenant_text(&file, &tenant, &text, &paths)).await??;
     Ok(Json(Validation {
         valid: true,
         tenants: vec![admin.tenant().to_owned()],
@@ -112,13 +194,14 @@ pub(crate) async fn replace(
 ) -> Result<Json<Validation>, ApiError> {
     admin.require_write()?;
     let file = tenant_file(&state, admin.tenant())?;
+    let paths = ClientPaths::new(&file, state.policy.paths());
     let watcher = state.policy.clone();
     let tenant = admin.tenant().to_owned();
     tokio::task::spawn_blocking(move || {
-        check_tenant_text(&file, &tenant, &text)?;
+        check_tenant_text(&file, &tenant, &text, &paths)?;
         watcher
             .replace_tenant(&tenant, &text)
-            .map_err(|error| replace_error(error, &tenant, &file))
+            .map_err(|error| replace_error(error, &tenant, &file, &paths))
     })
     .await??;
 
@@ -130,7 +213,7 @@ pub(crate) async fn replace(
 }
 
 /// Maps a failed replacement of `tenant`'s policy file `file` to an API error.
-fn replace_error(error: ReplaceError, tenant: &str, file: &Path) -> ApiError {
+fn replace_error(error: ReplaceError, tenant: &str, file: &Path, paths: &ClientPaths) -> ApiError {
     match error {
         // Diagnostics in other files name other tenants and the server's paths, and
         // their lines are not lines of the admin's text. The text alone is valid, so
@@ -140,11 +223,20 @@ fn replace_error(error: ReplaceError, tenant: &str, file: &Path) -> ApiError {
                 "cannot replace the policy of tenant {tenant:?} because other policy files are invalid: {errors}"
             ))
         }
-        ReplaceError::Invalid(errors) => ApiError::InvalidPolicy(diagnostics(&errors)),
-        ReplaceError::UnknownTenant(tenant) => {
-            ApiError::NotFound(format!("no policy defines tenant {tenant:?}"))
+        // NOTE: a location that overlaps another tenant's network still gets a
+        // message with that tenant's id and network, because swg_policy writes both.
+        ReplaceError::Invalid(errors) => ApiError::InvalidPolicy(diagnostics(&errors, paths)),
+        ReplaceError::UnknownTenant(tenant) => no_policy(&tenant),
+        ReplaceError::SharedFile { tenant, file } => {
+            tracing::info!(
+                tenant,
+                file = %file.display(),
+                "policy replacement rejected because the tenant shares its policy file with other tenants"
+            );
+            ApiError::Conflict(
+                "your tenant's policy is in a policy file shared with other tenants, so it cannot be replaced through the API. Ask the operator to edit that file or to give your tenant a policy file of its own.".to_owned(),
+            )
         }
-        error @ ReplaceError::SharedFile { .. } => ApiError::Conflict(error.to_string()),
         // Reached only when a reload changed the policy after the text was checked.
         ReplaceError::WrongTenant { expected, found } => {
             let defined: Vec<&str> = found.split(", ").filter(|id| !id.is_empty()).collect();
@@ -197,9 +289,9 @@ pub(crate) async fn explain(
     ApiJson(request): ApiJson<ExplainRequest>,
 ) -> Result<Json<Explanation>, ApiError> {
     let policy = state.policy.current();
-    let tenant = policy.tenant(admin.tenant()).ok_or_else(|| {
-        ApiError::NotFound(format!("no policy defines tenant {:?}", admin.tenant()))
-    })?;
+    let tenant = policy
+        .tenant(admin.tenant())
+        .ok_or_else(|| no_policy(admin.tenant()))?;
     let subject = match request.user.as_deref() {
         Some(user) => Subject::user(user),
         None => Subject::anyone(),
@@ -255,4 +347,55 @@ pub(crate) async fn explain(
             })
             .collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_paths_replace_server_paths() {
+        let file = Path::new("/srv/swg/policies/acme.toml");
+        let watched = [
+            file.to_path_buf(),
+            PathBuf::from("/srv/swg/other/globex.toml"),
+        ];
+        let paths = ClientPaths::new(file, &watched);
+
+        assert_eq!(
+            paths.replace("feed file not found: /srv/swg/policies/lists/ads.txt (paths are relative to the policy file)"),
+            "feed file not found: lists/ads.txt (paths are relative to the policy file)"
+        );
+        assert_eq!(
+            paths.replace("duplicate tenant id `acme`; it is already defined at /srv/swg/policies/acme.toml:2:6"),
+            "duplicate tenant id `acme`; it is already defined at <policy>:2:6"
+        );
+        assert_eq!(
+            paths.replace(
+                "overlaps 10.1.0.0/16 of tenant `globex` (/srv/swg/other/globex.toml:5:10)"
+            ),
+            "overlaps 10.1.0.0/16 of tenant `globex` (<another policy file>:5:10)"
+        );
+    }
+
+    #[test]
+    fn client_paths_replace_absolute_form_of_relative_file() {
+        let file = Path::new("policies/acme.toml");
+        let paths = ClientPaths::new(file, &[file.to_path_buf()]);
+        let folder = std::path::absolute("policies").unwrap();
+        let feed = folder.join("lists").join("ads.txt");
+
+        assert_eq!(
+            paths.replace(&format!("feed file not found: {}", feed.display())),
+            "feed file not found: lists/ads.txt"
+        );
+        assert_eq!(
+            paths.replace("cannot read feed policies/lists/ads.txt: permission denied"),
+            "cannot read feed lists/ads.txt: permission denied"
+        );
+        assert_eq!(
+            paths.replace("already defined at policies/acme.toml:2:6"),
+            "already defined at <policy>:2:6"
+        );
+    }
 }

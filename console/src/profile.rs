@@ -8,6 +8,7 @@ use serde::Deserialize;
 use swg_identity::AuthenticationKey;
 
 use crate::auth::Admin;
+use crate::error::quoted_after;
 use crate::query::ApiQuery;
 use crate::{ApiError, ConsoleState};
 
@@ -45,9 +46,10 @@ pub(crate) async fn certificate(
             swg_ca::export::mobileconfig(ca),
         ),
         other => {
+            let value = quoted_after(" ", other);
             return Err(ApiError::BadRequest(format!(
-                "unknown format {other:?}; use pem, der or mobileconfig"
-            )))
+                "unknown format{value}; use pem, der or mobileconfig"
+            )));
         }
     };
     Ok(download(content_type, file_name, body))
@@ -152,8 +154,9 @@ pub(crate) async fn mdm_profile(
     let mdm_name = query.mdm.as_deref().unwrap_or("generic");
     let mdm = Mdm::parse(mdm_name).ok_or_else(|| {
         let names: Vec<&str> = Mdm::ALL.iter().map(|mdm| mdm.name()).collect();
+        let value = quoted_after(" ", mdm_name);
         ApiError::BadRequest(format!(
-            "unknown mdm {mdm_name:?}; use one of {}",
+            "unknown mdm{value}; use one of {}",
             names.join(", ")
         ))
     })?;
@@ -166,7 +169,7 @@ pub(crate) async fn mdm_profile(
         Some(id) => keys
             .iter()
             .find(|key| &key.id == id)
-            .ok_or_else(|| ApiError::NotFound(format!("no authentication key with id {id:?}")))?,
+            .ok_or_else(|| ApiError::no_such_id("authentication key", id))?,
         None => keys.last().ok_or_else(|| {
             ApiError::Conflict(
                 "the tenant has no authentication key; create one with POST /api/keys".to_owned(),

@@ -55,6 +55,13 @@ async fn start() -> Console {
 /// Starts the console with acme's policy file first and then one file per entry of
 /// `others` (file name, policy text), each defining one other tenant.
 async fn start_with_other_tenants(others: &[(&str, &str)]) -> Console {
+    start_with_policies(ACME_POLICY, others).await
+}
+
+/// Starts the console with `acme_text` as the first policy file, `acme.toml`, whose
+/// first tenant must be acme, and then one file per entry of `others` (file name,
+/// policy text).
+async fn start_with_policies(acme_text: &str, others: &[(&str, &str)]) -> Console {
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
 
@@ -68,7 +75,7 @@ async fn start_with_other_tenants(others: &[(&str, &str)]) -> Console {
     );
 
     let policy_file = dir.path().join("acme.toml");
-    std::fs::write(&policy_file, ACME_POLICY).unwrap();
+    std::fs::write(&policy_file, acme_text).unwrap();
     let mut policy_files = vec![policy_file.clone()];
     for (name, text) in others {
         let file = dir.path().join(name);
@@ -82,7 +89,7 @@ async fn start_with_other_tenants(others: &[(&str, &str)]) -> Console {
     let mut seeded = swg_console::seed_policy_tenants(secrets.as_ref(), &policy)
         .await
         .unwrap();
-    assert_eq!(seeded.len(), 1 + others.len());
+    assert_eq!(seeded.len(), policy.current().tenants().len());
     let (tenant, seeded) = seeded.remove(0);
     assert_eq!(tenant, "acme");
     let again = swg_console::seed_policy_tenants(secrets.as_ref(), &policy)
@@ -725,6 +732,13 @@ async fn csv_export_escapes_cells() {
         .as_admin("GET", "/api/activity?action=explode", &[])
         .await;
     assert_eq!(bad.status, 400);
+    let error = bad.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.starts_with("unknown action \"explode\"; use one of allow, block,"),
+        "{error}"
+    );
+    assert!(error.contains("bypass-ip"), "{error}");
+    assert!(!error.contains("Action"), "{error}");
 }
 
 #[tokio::test]
@@ -1393,4 +1407,346 @@ async fn policy_body_limit_is_larger() {
         .unwrap();
     let response = String::from_utf8_lossy(&buffer[..count]).into_owned();
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+}
+
+const SHARED_POLICY: &str = r#"
+[[tenants]]
+id = "acme"
+
+[[tenants]]
+id = "globex"
+"#;
+
+#[tokio::test]
+async fn policy_put_in_shared_file_hides_path() {
+    let console = start_with_policies(SHARED_POLICY, &[]).await;
+    let folder = console.dir.path().to_str().unwrap().to_owned();
+
+    let answer = console
+        .as_admin("PUT", "/api/policy", &["--data-binary", ACME_POLICY])
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.text());
+    let error = answer.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("shared with other tenants"), "{error}");
+    assert!(
+        error.contains("cannot be replaced through the API"),
+        "{error}"
+    );
+    assert!(!error.contains(&folder), "{error}");
+    assert!(!error.contains("acme.toml"), "{error}");
+    assert!(!error.contains('/'), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        SHARED_POLICY
+    );
+}
+
+const GLOBEX_WITH_LOCATION: &str = r#"
+id = "globex"
+
+[[locations]]
+id = "office"
+cidrs = ["10.1.0.0/16"]
+
+[[policies]]
+id = "everyone"
+"#;
+
+#[tokio::test]
+async fn policy_diagnostics_hide_server_paths() {
+    let console = start_with_other_tenants(&[("globex.toml", GLOBEX_WITH_LOCATION)]).await;
+    let folder = console.dir.path().to_str().unwrap().to_owned();
+
+    let missing_feed = format!(
+        "{ACME_POLICY}\n[[feeds]]\nid = \"mine\"\npath = \"lists/none.txt\"\nformat = \"domains\"\n"
+    );
+    let duplicate = "[[tenants]]\nid = \"acme\"\n\n[[tenants]]\nid = \"acme\"\n".to_owned();
+    // The text alone is valid; only together with globex's file does its network
+    // overlap, which the replacement finds in the admin's own file.
+    let overlap = ACME_POLICY.replace(
+        "[[policies]]",
+        "[[locations]]\nid = \"hq\"\ncidrs = [\"10.1.2.0/24\"]\n\n[[policies]]",
+    );
+    let cases = [
+        (
+            "POST",
+            "/api/policy/validate",
+            &missing_feed,
+            "feed file not found: lists/none.txt",
+        ),
+        (
+            "PUT",
+            "/api/policy",
+            &missing_feed,
+            "feed file not found: lists/none.txt",
+        ),
+        (
+            "POST",
+            "/api/policy/validate",
+            &duplicate,
+            "already defined at <policy>:",
+        ),
+        ("PUT", "/api/policy", &overlap, "(<another policy file>:"),
+    ];
+    for (method, path, text, expected) in cases {
+        let answer = console
+            .as_admin(method, path, &["--data-binary", text])
+            .await;
+        assert_eq!(answer.status, 422, "{method} {path}: {}", answer.text());
+        let body = answer.json();
+        let messages: Vec<&str> = body["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|diagnostic| diagnostic["message"].as_str().unwrap())
+            .collect();
+        assert!(
+            messages.iter().any(|message| message.contains(expected)),
+            "{method} {path}: {messages:?}"
+        );
+        assert!(!answer.text().contains(&folder), "{}", answer.text());
+        assert!(!answer.text().contains(".toml"), "{}", answer.text());
+    }
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        ACME_POLICY
+    );
+}
+
+#[tokio::test]
+async fn long_ids_are_not_echoed() {
+    let console = start().await;
+    let long = "a".repeat(5000);
+    let quotable = "b".repeat(64);
+    let too_long = "b".repeat(65);
+
+    let cases = [
+        (
+            "DELETE",
+            format!("/api/admin-tokens/{long}"),
+            "no admin token with that id".to_owned(),
+        ),
+        (
+            "DELETE",
+            format!("/api/keys/{long}"),
+            "no authentication key with that id".to_owned(),
+        ),
+        (
+            "GET",
+            format!("/api/mdm-profile?key={long}"),
+            "no authentication key with that id".to_owned(),
+        ),
+        (
+            "DELETE",
+            format!("/api/admin-tokens/{too_long}"),
+            "no admin token with that id".to_owned(),
+        ),
+        (
+            "DELETE",
+            format!("/api/admin-tokens/{quotable}"),
+            format!("no admin token with id \"{quotable}\""),
+        ),
+        (
+            "DELETE",
+            "/api/keys/nope".to_owned(),
+            "no authentication key with id \"nope\"".to_owned(),
+        ),
+    ];
+    for (method, path, expected) in cases {
+        let answer = console.as_admin(method, &path, &[]).await;
+        assert_eq!(answer.status, 404, "{method} {path}: {}", answer.text());
+        assert_eq!(answer.json()["error"], expected.as_str(), "{method} {path}");
+        assert!(answer.body.len() < 200, "{}", answer.text());
+    }
+}
+
+#[tokio::test]
+async fn long_request_values_are_not_echoed() {
+    let console = start().await;
+    let long = "a".repeat(5000);
+    let echoed = "a".repeat(100);
+    let json = "Content-Type: application/json";
+
+    // Messages the console writes itself leave the value out.
+    let cases = [
+        (
+            format!("/api/mdm-profile?mdm={long}"),
+            "unknown mdm; use one of generic,",
+        ),
+        (
+            format!("/api/certificate?format={long}"),
+            "unknown format; use pem, der or mobileconfig",
+        ),
+        (
+            format!("/api/activity?from={long}"),
+            "from is not an RFC 3339 time (",
+        ),
+        (
+            format!("/api/activity?action={long}"),
+            "unknown action; use one of allow,",
+        ),
+        (
+            format!("/api/activity/summary?to={long}"),
+            "to is not a YYYY-MM-DD day",
+        ),
+    ];
+    for (path, expected) in cases {
+        let answer = console.as_admin("GET", &path, &[]).await;
+        assert_eq!(answer.status, 400, "{path}: {}", answer.text());
+        let error = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.starts_with(expected), "{error}");
+        assert!(!error.contains(&echoed), "{error}");
+        assert!(answer.body.len() < 200, "{}", answer.text());
+    }
+
+    // Messages that parsers write keep their start and end, without the middle.
+    let unknown_parameter = console
+        .as_admin("GET", &format!("/api/activity?{long}=1"), &[])
+        .await;
+    let unknown_field =
+        format!(r#"{{"authenticationKey":"k","deviceId":"d","userId":"u","{long}":1}}"#);
+    let unknown_field = console
+        .call(
+            "POST",
+            "/api/agent/enroll",
+            &["-H", json, "--data-binary", &unknown_field],
+        )
+        .await;
+    let domain = format!(r#"{{"domain":"x..{long}"}}"#);
+    let domain = console
+        .as_admin(
+            "POST",
+            "/api/policy/explain",
+            &["-H", json, "--data-binary", &domain],
+        )
+        .await;
+    for (answer, status) in [
+        (unknown_parameter, 400),
+        (unknown_field, 422),
+        (domain, 400),
+    ] {
+        assert_eq!(answer.status, status, "{}", answer.text());
+        let error = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.chars().count() <= 512, "{error}");
+        assert!(error.contains(" ... "), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn json_field_errors_name_the_field() {
+    let console = start().await;
+    let json = "Content-Type: application/json";
+    let tokens_before = console
+        .secrets
+        .list_admin_tokens("acme")
+        .await
+        .unwrap()
+        .len();
+
+    let cases = [
+        (
+            "/api/agent/enroll",
+            r#"{"authenticationKey":"k","deviceId":5,"userId":"u"}"#,
+            422,
+            "invalid request body: deviceId: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "/api/agent/enroll",
+            r#"{"authenticationKey":"k","deviceId":"d","userId":"u","extra":1}"#,
+            422,
+            "invalid request body: extra: unknown field `extra`, expected one of `authenticationKey`, `deviceId`, `userId`",
+        ),
+        (
+            "/api/agent/enroll",
+            r#"{"authenticationKey":"k","deviceId":"d"}"#,
+            422,
+            "invalid request body: missing field `userId`",
+        ),
+        (
+            "/api/agent/enroll",
+            r#"{"authenticationKey":"k","#,
+            400,
+            "Failed to parse the request body as JSON",
+        ),
+        (
+            "/api/admin-tokens",
+            r#"{"role":5}"#,
+            422,
+            "invalid request body: role: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "/api/admin-tokens",
+            r#"{"role":null}"#,
+            422,
+            "role: invalid type: null, expected a string",
+        ),
+        (
+            "/api/admin-tokens",
+            r#"{"role":{"admin":null}}"#,
+            422,
+            "role: invalid type: map, expected a string",
+        ),
+        (
+            "/api/admin-tokens",
+            r#"{"role":["admin"]}"#,
+            422,
+            "role: invalid type: sequence, expected a string",
+        ),
+        (
+            "/api/admin-tokens",
+            r#"{"role":"root"}"#,
+            422,
+            "role: unknown role \"root\", expected `admin` or `read_only`",
+        ),
+        (
+            "/api/admin-tokens",
+            "{}",
+            422,
+            "invalid request body: missing field `role`",
+        ),
+        (
+            "/api/admin-tokens",
+            r#"{"role":"#,
+            400,
+            "Failed to parse the request body as JSON",
+        ),
+        (
+            "/api/policy/explain",
+            r#"{"url":5}"#,
+            422,
+            "invalid request body: url: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "/api/policy/explain",
+            r#"{"domain":"www.blocked.example","app":{}}"#,
+            422,
+            "app: invalid type: map, expected a string",
+        ),
+        (
+            "/api/policy/explain",
+            r#"{"url":"https://www.blocked.example/","host":"x"}"#,
+            422,
+            "host: unknown field `host`",
+        ),
+    ];
+    for (path, body, status, expected) in cases {
+        let answer = console
+            .as_admin("POST", path, &["-H", json, "--data-binary", body])
+            .await;
+        assert_eq!(answer.status, status, "{path} {body}: {}", answer.text());
+        let error = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(expected), "{path} {body}: {error}");
+        for internal in ["Role", "enum", "struct", "unit", "target type", "Request"] {
+            assert!(!error.contains(internal), "{path} {body}: {error}");
+        }
+    }
+    assert_eq!(
+        console
+            .secrets
+            .list_admin_tokens("acme")
+            .await
+            .unwrap()
+            .len(),
+        tokens_before
+    );
 }
