@@ -279,7 +279,13 @@ fn public_endpoints(config: &crate::config::Config) -> swg_console::ConsoleConfi
         );
     }
     if console.proxy == defaults.proxy {
-        console.proxy = format!("localhost:{}", config.proxy.explicit_listen.port());
+        let listen = config.proxy.explicit_listen;
+        // "localhost" may resolve to 127.0.0.1 alone, which an IPv6-only listener
+        // does not answer.
+        console.proxy = match listen.ip() {
+            std::net::IpAddr::V6(ip) if ip.is_loopback() => format!("[::1]:{}", listen.port()),
+            _ => format!("localhost:{}", listen.port()),
+        };
     }
     if console.console_url == defaults.console_url {
         console.console_url = format!("https://{}:{}", console.host_name, console.listen.port());
@@ -362,4 +368,20 @@ async fn seed_tenants(
         let _ = out.flush();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_endpoint_follows_explicit_listener() {
+        let mut config = crate::config::Config::default();
+        config.proxy.explicit_listen = "127.0.0.1:3128".parse().unwrap();
+        assert_eq!(public_endpoints(&config).proxy, "localhost:3128");
+        config.proxy.explicit_listen = "[::1]:3130".parse().unwrap();
+        assert_eq!(public_endpoints(&config).proxy, "[::1]:3130");
+        config.proxy.explicit_listen = "[::]:3131".parse().unwrap();
+        assert_eq!(public_endpoints(&config).proxy, "localhost:3131");
+    }
 }
