@@ -33,6 +33,15 @@ pub const RESERVED_PREFIX: &str = "/.swg/";
 /// the client.
 const CLIENT_BODY_REASON: &str = "client error: request body invalid or incomplete";
 
+/// The activity reason of an allowed HTTP/2 request whose handling hyper dropped
+/// before the origin's response: the client or h2 reset its stream, or its
+/// connection closed.
+const STREAM_RESET_REASON: &str = "stream reset before the response";
+
+/// The activity reason of an allowed HTTP/1.x request whose handling hyper dropped
+/// before the origin's response, because its connection closed.
+const CONNECTION_CLOSED_REASON: &str = "connection closed before the response";
+
 /// Handles one request of a client connection.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -158,13 +167,23 @@ async fn handle_in_span(
     }
 
     let version = request.version();
+    let guard = ForwardGuard {
+        exchange: &mut exchange,
+        identity: &identity,
+        decision: &decision,
+        version,
+        armed: true,
+    };
     let result = if is_websocket_upgrade(request.headers()) && version == Version::HTTP_11 {
         websocket::tunnel(&shared, &context, &target, request)
             .await
             .map_err(ForwardError::Upstream)
     } else {
-        forward(&shared, &context, &exchange.url, request).await
+        forward(&shared, &context, &guard.exchange.url, request).await
     };
+    // No await follows until the outcome is recorded, so hyper cannot drop the
+    // handling in between.
+    guard.disarm();
     let response = match result {
         Ok(response) => exchange.allowed(identity, decision, response),
         Err(ForwardError::Upstream(failure)) => exchange.failed(identity, decision, failure),
@@ -177,6 +196,39 @@ fn check_sni(context: &ConnectionContext, host: &str) {
     let Some(sni) = &context.sni else { return };
     if !sni.eq_ignore_ascii_case(host) {
         tracing::info!(sni = %sni, host = %host, "Host differs from SNI; judging by Host");
+    }
+}
+
+/// Guard over the forwarding of a request that policy allowed. The client or h2
+/// may reset the request's HTTP/2 stream, or its connection may close, while swg
+/// waits for the origin. hyper then drops the handling's future and this guard
+/// with it, and the guard records the request although no response is sent. The
+/// handling disarms the guard before it records the outcome itself, so each
+/// forwarded request is recorded once.
+struct ForwardGuard<'x, 'a> {
+    exchange: &'x mut Exchange<'a>,
+    identity: &'x ClientIdentity,
+    decision: &'x Decision,
+    version: Version,
+    /// Whether the request's outcome is still unrecorded.
+    armed: bool,
+}
+
+impl ForwardGuard<'_, '_> {
+    /// Leaves the recording of the request's outcome to the caller.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ForwardGuard<'_, '_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Identity and decision are cloned only on this rare path, so that the
+            // normal path moves them without copies.
+            self.exchange
+                .abandoned(self.identity.clone(), self.decision.clone(), self.version);
+        }
     }
 }
 
@@ -521,6 +573,26 @@ impl Exchange<'_> {
             self.record_uncounted(Some(identity), Action::Allow, Some(decision), None);
         }
         response
+    }
+
+    /// Records a request that policy allowed but whose handling hyper dropped
+    /// before the origin's response, as [`Exchange::allowed`] would: counted as
+    /// `allow` with an allow event, or as `bypass` without one. The event keeps the
+    /// allow verdict, because the origin may have received part of the request,
+    /// with a reason that names how the client went away.
+    fn abandoned(&mut self, identity: ClientIdentity, mut decision: Decision, version: Version) {
+        let reason = if version >= Version::HTTP_2 {
+            STREAM_RESET_REASON
+        } else {
+            CONNECTION_CLOSED_REASON
+        };
+        tracing::debug!(url = %self.url, reason, "request abandoned before the origin's response");
+        if decision.verdict == Verdict::Bypass {
+            count(self.shared, self.context, "bypass");
+            return;
+        }
+        decision.reason = reason.to_owned();
+        self.record(Some(identity), Action::Allow, Some(decision), None);
     }
 
     /// Renders a page for this request.
