@@ -155,7 +155,9 @@ where
 /// stream with RST_STREAM, which some clients (curl 7.88) report as a failed
 /// transfer instead of showing the response. Reading small bodies first avoids that
 /// for every early rejection (401, 403, 415) while bounding what an
-/// unauthenticated client can make the console hold per request.
+/// unauthenticated client can make the console hold per request. A larger body
+/// that a rejection leaves unread gets a lingering close instead, from
+/// [`crate::lingering::linger_after_errors`].
 const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// Rejects a body whose `Content-Length` exceeds `limit` with 413 before reading

@@ -55,6 +55,7 @@ mod auth;
 mod body;
 mod config;
 mod error;
+mod lingering;
 mod listener;
 mod policy_api;
 mod profile;

@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 
-use crate::{activity_api, admin, agent, body, policy_api, profile, ApiError, ConsoleState};
+use crate::{
+    activity_api, admin, agent, body, lingering, policy_api, profile, ApiError, ConsoleState,
+};
 
 /// One route: path, the methods it serves, its handlers and its body limit.
 struct Route {
@@ -132,7 +134,8 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
 }
 
 /// Builds the console's router: every route, a body limit (larger for policy
-/// texts), a time limit per request and JSON errors for unknown paths.
+/// texts), a time limit per request, JSON errors for unknown paths and a
+/// lingering close of bodies that an error response leaves unread.
 pub fn router(state: ConsoleState) -> Router {
     let config = state.config.clone();
     let mut router = Router::new();
@@ -158,6 +161,8 @@ pub fn router(state: ConsoleState) -> Router {
             Duration::from_secs(config.request_timeout_secs),
             request_timeout,
         ))
+        // Outermost, so that it also gets the bodies of 404, 405 and 408 responses.
+        .layer(axum::middleware::from_fn(lingering::linger_after_errors))
         .with_state(state)
 }
 
