@@ -18,14 +18,21 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::send_queue::{DataCounter, SendQueue};
+use crate::send_queue::{ClientFrames, DataCounter, SendQueue};
 
 /// Client I/O that records since when its writes have been waiting for the socket,
 /// and counts the DATA written into a [`SendQueue`] when it has one.
 pub(crate) struct WriteWatch<I> {
     inner: I,
     state: Arc<Blocked>,
-    data: Option<(DataCounter, Arc<SendQueue>)>,
+    data: Option<QueueCount>,
+}
+
+/// What a [`WriteWatch`] reads for a [`SendQueue`] in both directions.
+struct QueueCount {
+    written: DataCounter,
+    received: ClientFrames,
+    queue: Arc<SendQueue>,
 }
 
 /// Since when the writes of one connection have been waiting, shared with the task
@@ -35,6 +42,8 @@ pub(crate) struct Blocked {
     /// Nanoseconds from `opened` to the first write that found the socket full, plus
     /// one; 0 while writes go through.
     since_ns: AtomicU64,
+    /// Writes and flushes that found the socket full, since the connection opened.
+    waits: AtomicU64,
 }
 
 impl<I> WriteWatch<I> {
@@ -43,6 +52,7 @@ impl<I> WriteWatch<I> {
         let state = Arc::new(Blocked {
             opened: Instant::now(),
             since_ns: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
         });
         let watch = WriteWatch {
             inner,
@@ -53,16 +63,21 @@ impl<I> WriteWatch<I> {
     }
 
     /// Counts the payload of the HTTP/2 DATA frames written from now on as written
-    /// from `queue`. The written bytes must be a server's HTTP/2 frames from the
-    /// connection's first byte.
+    /// from `queue`, and tells `queue` when the client lowers its initial stream
+    /// window. The connection must carry HTTP/2 from its first byte in both
+    /// directions, the client's preface included.
     pub(crate) fn count_data(mut self, queue: Arc<SendQueue>) -> WriteWatch<I> {
-        self.data = Some((DataCounter::default(), queue));
+        self.data = Some(QueueCount {
+            written: DataCounter::default(),
+            received: ClientFrames::default(),
+            queue,
+        });
         self
     }
 
     /// Counts the DATA payload among the first `written` bytes of `bufs`.
     fn count_written<'a>(&mut self, bufs: impl IntoIterator<Item = &'a [u8]>, mut written: usize) {
-        let Some((counter, queue)) = &mut self.data else {
+        let Some(count) = &mut self.data else {
             return;
         };
         let mut data = 0;
@@ -71,10 +86,10 @@ impl<I> WriteWatch<I> {
                 break;
             }
             let len = written.min(buf.len());
-            data += counter.count(&buf[..len]);
+            data += count.written.count(&buf[..len]);
             written -= len;
         }
-        queue.written(data);
+        count.queue.written(data);
     }
 
     /// Records the outcome of a write or flush.
@@ -89,6 +104,7 @@ impl<I> WriteWatch<I> {
 
 impl Blocked {
     fn mark(&self) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
         if self.since_ns.load(Ordering::Relaxed) == 0 {
             let elapsed = u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.since_ns
@@ -102,9 +118,10 @@ impl Blocked {
         }
     }
 
-    /// Returns whether writes are waiting for the socket now.
-    pub(crate) fn is_blocked(&self) -> bool {
-        self.since_ns.load(Ordering::Relaxed) != 0
+    /// Returns how many writes and flushes have found the socket full since the
+    /// connection opened.
+    pub(crate) fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
     }
 
     /// Returns how long writes have been waiting, or `None` when they are not.
@@ -136,7 +153,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for WriteWatch<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(count)) = (&poll, &mut self.data) {
+            if count.received.read(&buf.filled()[before..]) {
+                count.queue.windows_lowered();
+            }
+        }
+        poll
     }
 }
 

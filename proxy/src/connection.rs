@@ -343,6 +343,7 @@ pub(crate) async fn serve_http<I, S>(
             context.permit.budgets().responses.clone(),
             shared.response_budget.clone(),
             shared.metrics.client_send_queue_bytes.clone(),
+            shared.metrics.client_send_queue_forgotten_bytes.clone(),
         );
         let (io, writes) = WriteWatch::new(io);
         let io = TokioIo::new(io.count_data(queue.clone()));

@@ -83,6 +83,11 @@ impl DestinationPolicy {
         if is_own(canonical(ip)) {
             return Err(Refusal::Own);
         }
+        // A connection to 0.0.0.0 or :: reaches this host's own listeners, so no
+        // allowed network lets it through.
+        if is_this_network(canonical(ip)) {
+            return Err(Refusal::Unspecified);
+        }
 
         let class = classify(ip).or_else(|| embedded.and_then(classify));
         match class {
@@ -90,6 +95,15 @@ impl DestinationPolicy {
             Some(_) if self.allowed.iter().any(|net| net.contains(&ip)) => Ok(()),
             Some(refusal) => Err(refusal),
         }
+    }
+}
+
+/// Returns whether `ip` is the unspecified address or, for IPv4, in 0.0.0.0/8
+/// ("this network", RFC 1122 section 3.2.1.3).
+fn is_this_network(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => ip.octets()[0] == 0,
+        IpAddr::V6(ip) => ip.is_unspecified(),
     }
 }
 
@@ -257,5 +271,22 @@ mod tests {
         assert_eq!(policy.check(ip("::ffff:8.8.4.4")), Err(Refusal::Own));
         assert_eq!(policy.check(ip("203.0.113.7")), Err(Refusal::Own));
         assert_eq!(policy.check(ip("8.8.8.8")), Ok(()));
+    }
+
+    #[test]
+    fn unspecified_refused_even_when_allowed() {
+        let allowed = vec![
+            "0.0.0.0/0".parse().expect("valid network"),
+            "::/0".parse().expect("valid network"),
+        ];
+        let policy = DestinationPolicy::new(allowed, Vec::new());
+        for address in ["0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"] {
+            assert_eq!(
+                policy.check(ip(address)),
+                Err(Refusal::Unspecified),
+                "{address}"
+            );
+        }
+        assert_eq!(policy.check(ip("127.0.0.1")), Ok(()));
     }
 }

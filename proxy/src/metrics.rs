@@ -37,6 +37,9 @@ pub struct ProxyMetrics {
     /// `swg_proxy_client_send_queue_bytes`: response DATA that hyper holds for
     /// HTTP/2 clients, not written to their connections yet.
     pub client_send_queue_bytes: IntGauge,
+    /// `swg_proxy_client_send_queue_forgotten_bytes_total`: bytes the HTTP/2 send
+    /// queues stopped counting because the connection could have written them.
+    pub client_send_queue_forgotten_bytes: IntCounter,
 }
 
 impl ProxyMetrics {
@@ -116,6 +119,10 @@ impl ProxyMetrics {
                 "swg_proxy_client_send_queue_bytes",
                 "Response bytes queued for HTTP/2 clients and not written to their connections yet",
             )?,
+            client_send_queue_forgotten_bytes: IntCounter::new(
+                "swg_proxy_client_send_queue_forgotten_bytes_total",
+                "Bytes the HTTP/2 send queues stopped counting because their connection could have written them for 200 ms: dropped with reset streams, or waiting for the client's windows",
+            )?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.upstream_seconds.clone()))?;
@@ -129,6 +136,7 @@ impl ProxyMetrics {
         registry.register(Box::new(metrics.request_buffer_bytes.clone()))?;
         registry.register(Box::new(metrics.reduced_request_windows.clone()))?;
         registry.register(Box::new(metrics.client_send_queue_bytes.clone()))?;
+        registry.register(Box::new(metrics.client_send_queue_forgotten_bytes.clone()))?;
         Ok(metrics)
     }
 }

@@ -18,23 +18,27 @@
 //! of a connection cannot push much past the limit between two checks.
 //!
 //! h2 discards the queued data of a stream that is reset, and no frame shows swg
-//! how much. So when the count is above zero while the connection has written no
-//! DATA and its socket has not been blocked for [`RECOUNT_AFTER`], nothing of what
-//! the count holds can be written before the client opens its flow-control
-//! windows, and the count starts again from zero
-//! ([`SendQueue::recount_when_stuck`]). What h2 then still holds is at most about
-//! two chunks per stream: one that the window did not fit, and one hyper took from
-//! the body while it waits for a window.
+//! how much. So every [`RECOUNT_AFTER`] in which the socket never made a write
+//! wait, the count forgets the least it held during that time
+//! ([`SendQueue::recount_when_stuck`]): h2 wrote everything it could, so what stayed
+//! counted all along is gone or waits for the client's flow-control windows. What
+//! h2 may then still hold is at most about two chunks per stream: one that the
+//! window did not fit, and one hyper took from the body while it waits for a
+//! window. A client can make more wait, data that h2 had already taken, by
+//! lowering its initial stream window (SETTINGS_INITIAL_WINDOW_SIZE). So once a
+//! client lowers it after its first SETTINGS frame ([`ClientFrames`]), its
+//! connection's count is never forgotten again. Its bodies then wait while resets
+//! leave the count high.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::Notify;
 
 use crate::blocked::Blocked;
@@ -51,23 +55,28 @@ pub(crate) const UNCHARGED_BYTES: u64 = 256 << 10;
 /// The largest piece of a body frame passed to hyper at once: one HTTP/2 DATA
 /// frame of the default maximum frame size.
 pub(crate) const MAX_CHUNK: usize = 16 << 10;
-/// How long bodies wait, with no DATA written and the socket not blocked, before
-/// the count starts again from zero.
+/// How long the count must stay above zero, with no write to the socket waiting,
+/// before the least it held in that time is forgotten.
 pub(crate) const RECOUNT_AFTER: Duration = Duration::from_millis(200);
 
 /// The DATA bytes queued towards one HTTP/2 client connection.
 pub(crate) struct SendQueue {
     state: Mutex<QueueState>,
-    /// DATA payload bytes written to the connection since it opened.
-    written: AtomicU64,
     /// Notified when the count leaves zero.
     filled: Notify,
+    /// Set once the client lowered its initial stream window after its first
+    /// SETTINGS frame, which stops the recounts.
+    windows_lowered: AtomicBool,
     /// All connections' queued bytes (`swg_proxy_client_send_queue_bytes`).
     gauge: IntGauge,
+    /// Bytes forgotten by recounts (`swg_proxy_client_send_queue_forgotten_bytes_total`).
+    forgotten: IntCounter,
 }
 
 struct QueueState {
     queued: u64,
+    /// The least `queued` has been since the current recount period began.
+    floor: u64,
     /// The part of `queued` above [`UNCHARGED_BYTES`], reserved from the budgets.
     charge: Charge,
     wakers: Vec<Waker>,
@@ -76,17 +85,34 @@ struct QueueState {
 impl SendQueue {
     /// Returns the queue of a connection whose client has the `client` response
     /// budget, reporting its bytes in `gauge`.
-    pub(crate) fn new(client: Arc<Budget>, process: Arc<Budget>, gauge: IntGauge) -> Arc<Self> {
+    pub(crate) fn new(
+        client: Arc<Budget>,
+        process: Arc<Budget>,
+        gauge: IntGauge,
+        forgotten: IntCounter,
+    ) -> Arc<Self> {
         Arc::new(SendQueue {
             state: Mutex::new(QueueState {
                 queued: 0,
+                floor: 0,
                 charge: Charge::new(client, process),
                 wakers: Vec::new(),
             }),
-            written: AtomicU64::new(0),
             filled: Notify::new(),
+            windows_lowered: AtomicBool::new(false),
             gauge,
+            forgotten,
         })
+    }
+
+    /// Stops the recounts for good, because the client lowered its initial stream
+    /// window: h2 may then hold data that it had taken, beyond the windows.
+    pub(crate) fn windows_lowered(&self) {
+        if !self.windows_lowered.swap(true, Ordering::Relaxed) {
+            tracing::debug!(
+                "HTTP/2 client lowered its initial stream window; send queue no longer recounted"
+            );
+        }
     }
 
     /// Counts `bytes` as queued and returns `Ready`, or registers `cx` to be woken
@@ -118,10 +144,10 @@ impl SendQueue {
         if bytes == 0 {
             return;
         }
-        self.written.fetch_add(bytes, Ordering::Relaxed);
         let mut state = lock(&self.state);
         let taken = bytes.min(state.queued);
         state.queued -= taken;
+        state.floor = state.floor.min(state.queued);
         let queued = state.queued;
         state
             .charge
@@ -132,38 +158,48 @@ impl SendQueue {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// Starts the count again from zero whenever it has been above zero for
-    /// [`RECOUNT_AFTER`] while the connection wrote no DATA and its socket was not
-    /// blocked. Runs for as long as it is polled.
+    /// Forgets, for every [`RECOUNT_AFTER`] in which the count stayed above zero and
+    /// no write to the socket had to wait, the least the count held during that
+    /// time. Does nothing once the client has lowered its initial stream window.
+    /// Runs for as long as it is polled.
     pub(crate) async fn recount_when_stuck(&self, writes: &Blocked) -> std::convert::Infallible {
         loop {
             self.filled.notified().await;
             loop {
-                let written = self.written.load(Ordering::Relaxed);
+                let waits = writes.waits();
+                {
+                    let mut state = lock(&self.state);
+                    state.floor = state.queued;
+                }
                 tokio::time::sleep(RECOUNT_AFTER).await;
-                if lock(&self.state).queued == 0 {
+                let mut state = lock(&self.state);
+                if state.queued == 0 {
                     break;
                 }
-                if self.written.load(Ordering::Relaxed) == written && !writes.is_blocked() {
-                    self.recount();
-                    break;
+                if writes.waits() != waits || self.windows_lowered.load(Ordering::Relaxed) {
+                    continue;
                 }
+                let forgotten = state.floor.min(state.queued);
+                if forgotten == 0 {
+                    continue;
+                }
+                state.queued -= forgotten;
+                let queued = state.queued;
+                state
+                    .charge
+                    .shrink_to(queued.saturating_sub(UNCHARGED_BYTES));
+                let wakers = std::mem::take(&mut state.wakers);
+                drop(state);
+                self.gauge.sub(gauge_value(forgotten));
+                self.forgotten.inc_by(forgotten);
+                tracing::debug!(
+                    bytes = forgotten,
+                    queued,
+                    "HTTP/2 send queue held data that the connection could have written; forgot it"
+                );
+                wakers.into_iter().for_each(Waker::wake);
             }
         }
-    }
-
-    fn recount(&self) {
-        let mut state = lock(&self.state);
-        let forgotten = std::mem::take(&mut state.queued);
-        state.charge.shrink_to(0);
-        let wakers = std::mem::take(&mut state.wakers);
-        drop(state);
-        self.gauge.sub(gauge_value(forgotten));
-        tracing::debug!(
-            bytes = forgotten,
-            "no DATA written while data was counted as queued; HTTP/2 send queue counted again from zero"
-        );
-        wakers.into_iter().for_each(Waker::wake);
     }
 
     #[cfg(test)]
@@ -326,6 +362,112 @@ impl DataCounter {
     }
 }
 
+/// Reads the bytes a client sends on an HTTP/2 connection, from the connection
+/// preface on, and reports to its [`SendQueue`] when a SETTINGS frame after the
+/// first lowers SETTINGS_INITIAL_WINDOW_SIZE (RFC 9113, section 6.9.2). The
+/// first SETTINGS frame is part of the preface and comes before any request.
+#[derive(Debug)]
+pub(crate) struct ClientFrames {
+    /// Bytes of the connection preface still to come.
+    preface_left: usize,
+    header: [u8; FRAME_HEADER_LEN],
+    header_read: usize,
+    payload_left: u32,
+    /// Whether the current frame is a SETTINGS frame that is not an acknowledgement.
+    settings: bool,
+    entry: [u8; SETTING_LEN],
+    entry_read: usize,
+    settings_frames: u64,
+    initial_window: u32,
+}
+
+const CLIENT_PREFACE_LEN: usize = 24;
+const SETTINGS_FRAME: u8 = 0x4;
+const SETTINGS_ACK: u8 = 0x1;
+const SETTING_LEN: usize = 6;
+const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+const DEFAULT_INITIAL_WINDOW: u32 = 65_535;
+
+impl Default for ClientFrames {
+    fn default() -> ClientFrames {
+        ClientFrames {
+            preface_left: CLIENT_PREFACE_LEN,
+            header: [0; FRAME_HEADER_LEN],
+            header_read: 0,
+            payload_left: 0,
+            settings: false,
+            entry: [0; SETTING_LEN],
+            entry_read: 0,
+            settings_frames: 0,
+            initial_window: DEFAULT_INITIAL_WINDOW,
+        }
+    }
+}
+
+impl ClientFrames {
+    /// Reads the next received `bytes`; returns true when they lower the initial
+    /// stream window after the first SETTINGS frame.
+    pub(crate) fn read(&mut self, mut bytes: &[u8]) -> bool {
+        let mut lowered = false;
+        let skipped = bytes.len().min(self.preface_left);
+        self.preface_left -= skipped;
+        bytes = &bytes[skipped..];
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let payload = bytes.len().min(self.payload_left as usize);
+                if self.settings {
+                    lowered |= self.read_settings(&bytes[..payload]);
+                }
+                self.payload_left -= payload as u32;
+                bytes = &bytes[payload..];
+                continue;
+            }
+            let header = bytes.len().min(FRAME_HEADER_LEN - self.header_read);
+            self.header[self.header_read..self.header_read + header]
+                .copy_from_slice(&bytes[..header]);
+            self.header_read += header;
+            bytes = &bytes[header..];
+            if self.header_read == FRAME_HEADER_LEN {
+                self.header_read = 0;
+                self.payload_left =
+                    u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]);
+                self.settings =
+                    self.header[3] == SETTINGS_FRAME && self.header[4] & SETTINGS_ACK == 0;
+                if self.settings {
+                    self.settings_frames += 1;
+                    self.entry_read = 0;
+                }
+            }
+        }
+        lowered
+    }
+
+    fn read_settings(&mut self, mut payload: &[u8]) -> bool {
+        let mut lowered = false;
+        while !payload.is_empty() {
+            let taken = payload.len().min(SETTING_LEN - self.entry_read);
+            self.entry[self.entry_read..self.entry_read + taken].copy_from_slice(&payload[..taken]);
+            self.entry_read += taken;
+            payload = &payload[taken..];
+            if self.entry_read == SETTING_LEN {
+                self.entry_read = 0;
+                let id = u16::from_be_bytes([self.entry[0], self.entry[1]]);
+                let value = u32::from_be_bytes([
+                    self.entry[2],
+                    self.entry[3],
+                    self.entry[4],
+                    self.entry[5],
+                ]);
+                if id == SETTINGS_INITIAL_WINDOW_SIZE {
+                    lowered |= self.settings_frames > 1 && value < self.initial_window;
+                    self.initial_window = value;
+                }
+            }
+        }
+        lowered
+    }
+}
+
 /// Locks `mutex`. The queue's counts stay consistent when a holder panics, so a
 /// poisoned lock is used as it is.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -338,6 +480,7 @@ fn gauge_value(bytes: u64) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
     use std::task::Wake;
 
     use http_body_util::{BodyExt, StreamBody};
@@ -356,13 +499,11 @@ mod tests {
 
     fn queue(client_budget: u64) -> (Arc<SendQueue>, Arc<Budget>, IntGauge) {
         let gauge = IntGauge::new("queued", "queued bytes").unwrap();
+        let forgotten = IntCounter::new("forgotten", "forgotten bytes").unwrap();
         let client = Budget::new(client_budget, None);
         let process = Budget::new(u64::MAX, None);
-        (
-            SendQueue::new(client.clone(), process, gauge.clone()),
-            client,
-            gauge,
-        )
+        let queue = SendQueue::new(client.clone(), process, gauge.clone(), forgotten);
+        (queue, client, gauge)
     }
 
     fn frame_header(length: u32, kind: u8, stream: u32) -> Vec<u8> {
@@ -442,14 +583,45 @@ mod tests {
         assert_eq!(client.reserved(), 0);
     }
 
+    /// Starts the recount task of `queue` on the writes of a pipe whose reader takes
+    /// one byte every `read_every`, or none; each byte taken lets one more write
+    /// find the pipe full. Returns the task.
+    fn recount_beside_pipe(
+        queue: &Arc<SendQueue>,
+        read_every: Option<Duration>,
+    ) -> tokio::task::JoinHandle<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (writer, mut reader) = tokio::io::duplex(16);
+        let (mut watched, writes) = crate::blocked::WriteWatch::new(writer);
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let recount = queue.recount_when_stuck(&writes);
+            let write = async {
+                if let Some(period) = read_every {
+                    let _ = watched.write_all(&[0; 16]).await;
+                    loop {
+                        let writing = watched.write_all(&[0]);
+                        let reading = async {
+                            tokio::time::sleep(period).await;
+                            let _ = reader.read_exact(&mut [0]).await;
+                        };
+                        let _ = tokio::join!(writing, reading);
+                    }
+                }
+                std::future::pending::<()>().await
+            };
+            tokio::select! {
+                never = recount => match never {},
+                () = write => {}
+            }
+        })
+    }
+
     #[tokio::test]
-    async fn stuck_count_starts_again_from_zero() {
+    async fn count_held_while_socket_writable_is_forgotten() {
         let (queue, client, gauge) = queue(u64::MAX);
-        let (_io, writes) = crate::blocked::WriteWatch::new(tokio::io::empty());
-        let recount = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.recount_when_stuck(&writes).await }
-        });
+        let recount = recount_beside_pipe(&queue, None);
         let waker = Arc::new(CountingWaker::default());
         let waker_ref = Waker::from(waker.clone());
         let mut cx = Context::from_waker(&waker_ref);
@@ -457,26 +629,82 @@ mod tests {
         assert!(client.reserved() > 0);
         assert!(queue.admit(1, &mut cx).is_pending());
 
-        // Writes that go on keep the count. Each wakes the waiting body, which
-        // finds the queue still full and waits again.
-        for _ in 0..8 {
+        // Small writes that go on, like a trickle of events on another stream,
+        // do not keep the rest counted.
+        for _ in 0..12 {
             tokio::time::sleep(RECOUNT_AFTER / 4).await;
             queue.written(1);
-            assert!(queue.admit(QUEUE_LIMIT, &mut cx).is_pending());
         }
-        assert_eq!(queue.queued(), QUEUE_LIMIT - 8);
-        // No write for the whole wait: the count is forgotten and the body woken.
-        let wakes = waker.0.load(Ordering::SeqCst);
-        tokio::time::sleep(RECOUNT_AFTER * 3).await;
-        assert_eq!((queue.queued(), gauge.get(), client.reserved()), (0, 0, 0));
-        assert_eq!(waker.0.load(Ordering::SeqCst), wakes + 1);
-
-        // A count left by a reset stream, with no body waiting, is forgotten too,
-        // so that it does not hold budget for the connection's whole life.
-        assert!(queue.admit(QUEUE_LIMIT / 2, &mut cx).is_ready());
-        tokio::time::sleep(RECOUNT_AFTER * 3).await;
-        assert_eq!((queue.queued(), client.reserved()), (0, 0));
+        assert_eq!(queue.queued(), 0);
+        assert_eq!(gauge.get(), 0);
+        assert_eq!(client.reserved(), 0);
+        assert!(waker.0.load(Ordering::SeqCst) >= 1);
         recount.abort();
+    }
+
+    #[tokio::test]
+    async fn count_kept_while_socket_writes_wait() {
+        let (queue, _client, _gauge) = queue(u64::MAX);
+        let recount = recount_beside_pipe(&queue, Some(RECOUNT_AFTER / 4));
+        let waker = Arc::new(CountingWaker::default());
+        let waker_ref = Waker::from(waker);
+        let mut cx = Context::from_waker(&waker_ref);
+        assert!(queue.admit(QUEUE_LIMIT, &mut cx).is_ready());
+        tokio::time::sleep(RECOUNT_AFTER * 4).await;
+        assert_eq!(queue.queued(), QUEUE_LIMIT);
+        recount.abort();
+    }
+
+    #[tokio::test]
+    async fn count_kept_once_client_lowered_windows() {
+        let (queue, _client, _gauge) = queue(u64::MAX);
+        let recount = recount_beside_pipe(&queue, None);
+        queue.windows_lowered();
+        let waker = Arc::new(CountingWaker::default());
+        let waker_ref = Waker::from(waker);
+        let mut cx = Context::from_waker(&waker_ref);
+        assert!(queue.admit(QUEUE_LIMIT, &mut cx).is_ready());
+        tokio::time::sleep(RECOUNT_AFTER * 4).await;
+        assert_eq!(queue.queued(), QUEUE_LIMIT);
+        recount.abort();
+    }
+
+    fn settings(flags: u8, entries: &[(u16, u32)]) -> Vec<u8> {
+        let mut frame = frame_header((entries.len() * SETTING_LEN) as u32, SETTINGS_FRAME, 0);
+        frame[4] = flags;
+        for (id, value) in entries {
+            frame.extend_from_slice(&id.to_be_bytes());
+            frame.extend_from_slice(&value.to_be_bytes());
+        }
+        frame
+    }
+
+    #[test]
+    fn lowered_initial_window_found_after_first_settings() {
+        let mut received = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // The first SETTINGS may set any window: no request has come yet.
+        received.extend(settings(0, &[(0x3, 100), (0x4, 0)]));
+        received.extend(frame_header(4, 0x8, 0)); // WINDOW_UPDATE
+        received.extend_from_slice(&[0, 1, 0, 0]);
+        received.extend(settings(0, &[(0x4, 1 << 30)]));
+        received.extend(settings(SETTINGS_ACK, &[]));
+        let raised = received.len();
+        received.extend(frame_header(5, 0x1, 1)); // HEADERS
+        received.extend_from_slice(&[0x82, 0x86, 0x84, 0x41, 0]);
+        received.extend(settings(0, &[(0x1, 4096), (0x4, 1 << 20)]));
+
+        let mut whole = ClientFrames::default();
+        assert!(!whole.read(&received[..raised]));
+        assert!(whole.read(&received[raised..]));
+        // Every way of cutting the bytes into two reads finds it once the last
+        // byte, which completes the lowering entry, has been read.
+        for cut in 0..received.len() {
+            let mut frames = ClientFrames::default();
+            assert!(!frames.read(&received[..cut]), "cut at {cut}");
+            assert!(frames.read(&received[cut..]), "cut at {cut}");
+        }
+        let mut raised_only = ClientFrames::default();
+        assert!(!raised_only.read(&received[..raised]));
     }
 
     #[tokio::test]
