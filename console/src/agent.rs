@@ -86,6 +86,11 @@ pub(crate) async fn enroll(
         return Err(ApiError::Unauthorized);
     };
 
+    // A key created through another replica or `swg secrets` is not in the
+    // snapshot yet, and the token issued now would be refused as revoked.
+    if !state.live_keys.is_live(&key.tenant, &key.id) {
+        state.live_keys.refresh(state.secrets.as_ref()).await?;
+    }
     let issued = state.signer.issue_device_token(
         &key.tenant,
         &request.device_id,

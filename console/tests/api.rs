@@ -296,6 +296,28 @@ async fn enrolment_and_renewal_issue_tokens() {
     assert!(settings["disablerPassword"]["current"]["salt"].is_string());
 }
 
+/// A key created outside this console (through another replica or `swg secrets`)
+/// is not in the live-key snapshot yet; enrolling with it must still give a
+/// token that works at once.
+#[tokio::test]
+async fn key_created_elsewhere_gives_working_token() {
+    use swg_identity::SecretStore;
+
+    let console = start().await;
+    let key = swg_identity::AuthenticationKey::generate("acme", unix_now());
+    console
+        .secrets
+        .insert_authentication_key(&key)
+        .await
+        .unwrap();
+
+    let answer = console.enroll(&key.key, "device-elsewhere").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let token = answer.json()["token"].as_str().unwrap().to_owned();
+    let renewed = console.as_agent(&token, "POST", "/api/agent/renew").await;
+    assert_eq!(renewed.status, 200, "{}", renewed.text());
+}
+
 #[tokio::test]
 async fn enrolment_rejections_share_one_message() {
     let console = start().await;
