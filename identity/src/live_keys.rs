@@ -26,7 +26,7 @@ pub struct LiveKeys {
 }
 
 /// The shortest time between two refreshes that lookups of missing keys start.
-pub const EARLY_REFRESH_GAP: Duration = Duration::from_secs(1);
+pub(crate) const EARLY_REFRESH_GAP: Duration = Duration::from_secs(1);
 
 impl LiveKeys {
     /// Creates an empty snapshot in which no token is valid.
