@@ -127,9 +127,7 @@ pub enum CaError {
         missing: String,
     },
     /// Neither file exists where a CA was expected.
-    #[error(
-        "no root CA at {cert_path} and {key_path}; create one with `swg ca init` or `swg serve`"
-    )]
+    #[error("no root CA at {cert_path} and {key_path}; create one with `swg ca init`")]
     NotFound {
         /// The certificate file.
         cert_path: String,
