@@ -314,16 +314,59 @@ where
     }
 }
 
-/// Reads the frames a server writes on an HTTP/2 connection and counts the
-/// payload bytes of its DATA frames. The server's bytes are frames from the first
-/// byte on (RFC 9113, section 3.4: the server's preface is a SETTINGS frame).
+/// Where the frames lie in one direction of an HTTP/2 connection, read in pieces:
+/// each frame's 9-byte header, then its payload.
 #[derive(Debug, Default)]
-pub(crate) struct DataCounter {
+struct Framing {
     header: [u8; FRAME_HEADER_LEN],
     /// Bytes of the current frame header read so far.
     header_read: usize,
     /// Payload bytes of the current frame still to come.
     payload_left: u32,
+}
+
+/// A piece of the bytes that [`Framing::next`] reads.
+enum Piece<'a> {
+    /// A frame header just completed.
+    Header([u8; FRAME_HEADER_LEN]),
+    /// Payload bytes of the frame whose header came last.
+    Payload(&'a [u8]),
+}
+
+impl Framing {
+    /// Takes the next piece off the front of `bytes`: a completed header, payload
+    /// bytes, or nothing while a header is still incomplete. Returns `None` once
+    /// `bytes` is empty.
+    fn next<'a>(&mut self, bytes: &mut &'a [u8]) -> Option<Option<Piece<'a>>> {
+        if bytes.is_empty() {
+            return None;
+        }
+        if self.payload_left > 0 {
+            let len = bytes.len().min(self.payload_left as usize);
+            let (payload, rest) = bytes.split_at(len);
+            self.payload_left -= len as u32;
+            *bytes = rest;
+            return Some(Some(Piece::Payload(payload)));
+        }
+        let len = bytes.len().min(FRAME_HEADER_LEN - self.header_read);
+        self.header[self.header_read..self.header_read + len].copy_from_slice(&bytes[..len]);
+        self.header_read += len;
+        *bytes = &bytes[len..];
+        if self.header_read < FRAME_HEADER_LEN {
+            return Some(None);
+        }
+        self.header_read = 0;
+        self.payload_left = u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]);
+        Some(Some(Piece::Header(self.header)))
+    }
+}
+
+/// Reads the frames a server writes on an HTTP/2 connection and counts the
+/// payload bytes of its DATA frames. The server's bytes are frames from the first
+/// byte on (RFC 9113, section 3.4: the server's preface is a SETTINGS frame).
+#[derive(Debug, Default)]
+pub(crate) struct DataCounter {
+    framing: Framing,
     /// Whether the current frame is a DATA frame.
     data: bool,
 }
@@ -336,26 +379,11 @@ impl DataCounter {
     /// Padding of a padded DATA frame counts too (h2 sends no padding).
     pub(crate) fn count(&mut self, mut bytes: &[u8]) -> u64 {
         let mut data_bytes = 0u64;
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let payload = bytes.len().min(self.payload_left as usize);
-                if self.data {
-                    data_bytes += payload as u64;
-                }
-                self.payload_left -= payload as u32;
-                bytes = &bytes[payload..];
-                continue;
-            }
-            let header = bytes.len().min(FRAME_HEADER_LEN - self.header_read);
-            self.header[self.header_read..self.header_read + header]
-                .copy_from_slice(&bytes[..header]);
-            self.header_read += header;
-            bytes = &bytes[header..];
-            if self.header_read == FRAME_HEADER_LEN {
-                self.header_read = 0;
-                self.payload_left =
-                    u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]);
-                self.data = self.header[3] == DATA_FRAME;
+        while let Some(piece) = self.framing.next(&mut bytes) {
+            match piece {
+                Some(Piece::Header(header)) => self.data = header[3] == DATA_FRAME,
+                Some(Piece::Payload(payload)) if self.data => data_bytes += payload.len() as u64,
+                Some(Piece::Payload(_)) | None => {}
             }
         }
         data_bytes
@@ -370,9 +398,7 @@ impl DataCounter {
 pub(crate) struct ClientFrames {
     /// Bytes of the connection preface still to come.
     preface_left: usize,
-    header: [u8; FRAME_HEADER_LEN],
-    header_read: usize,
-    payload_left: u32,
+    framing: Framing,
     /// Whether the current frame is a SETTINGS frame that is not an acknowledgement.
     settings: bool,
     entry: [u8; SETTING_LEN],
@@ -392,9 +418,7 @@ impl Default for ClientFrames {
     fn default() -> ClientFrames {
         ClientFrames {
             preface_left: CLIENT_PREFACE_LEN,
-            header: [0; FRAME_HEADER_LEN],
-            header_read: 0,
-            payload_left: 0,
+            framing: Framing::default(),
             settings: false,
             entry: [0; SETTING_LEN],
             entry_read: 0,
@@ -412,31 +436,19 @@ impl ClientFrames {
         let skipped = bytes.len().min(self.preface_left);
         self.preface_left -= skipped;
         bytes = &bytes[skipped..];
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let payload = bytes.len().min(self.payload_left as usize);
-                if self.settings {
-                    lowered |= self.read_settings(&bytes[..payload]);
+        while let Some(piece) = self.framing.next(&mut bytes) {
+            match piece {
+                Some(Piece::Header(header)) => {
+                    self.settings = header[3] == SETTINGS_FRAME && header[4] & SETTINGS_ACK == 0;
+                    if self.settings {
+                        self.settings_frames += 1;
+                        self.entry_read = 0;
+                    }
                 }
-                self.payload_left -= payload as u32;
-                bytes = &bytes[payload..];
-                continue;
-            }
-            let header = bytes.len().min(FRAME_HEADER_LEN - self.header_read);
-            self.header[self.header_read..self.header_read + header]
-                .copy_from_slice(&bytes[..header]);
-            self.header_read += header;
-            bytes = &bytes[header..];
-            if self.header_read == FRAME_HEADER_LEN {
-                self.header_read = 0;
-                self.payload_left =
-                    u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]]);
-                self.settings =
-                    self.header[3] == SETTINGS_FRAME && self.header[4] & SETTINGS_ACK == 0;
-                if self.settings {
-                    self.settings_frames += 1;
-                    self.entry_read = 0;
+                Some(Piece::Payload(payload)) if self.settings => {
+                    lowered |= self.read_settings(payload);
                 }
+                Some(Piece::Payload(_)) | None => {}
             }
         }
         lowered

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use support::gate::{Gated, ReadGate};
 use support::{curl, origin, Harness};
 use swg_proxy::boundary::Action;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -485,7 +486,7 @@ async fn http2_stalled_reader_gets_whole_response() {
     // the client reads only the response head and a little of the body.
     let url = format!("https://origin.test:{}/zeros?300000", origin.port());
     let request = http::Request::get(url).body(()).unwrap();
-    reads.close_after(64 * 1024);
+    reads.allow(64 * 1024);
     let (response, _) = sender.send_request(request, true).unwrap();
     let response = tokio::time::timeout(Duration::from_secs(5), response)
         .await
@@ -533,7 +534,7 @@ async fn http2_client_not_reading_socket_closed() {
         64u64 << 20
     );
     let request = http::Request::get(url).body(()).unwrap();
-    reads.close_after(64 * 1024);
+    reads.allow(64 * 1024);
     let (response, _) = sender.send_request(request, true).unwrap();
     let response = tokio::time::timeout(Duration::from_secs(5), response)
         .await
@@ -586,98 +587,6 @@ async fn gated_h2_connection(
         let _ = connection.await;
     });
     (sender.ready().await.unwrap(), reads)
-}
-
-/// The switch a test uses to stop and resume reading from a [`Gated`] stream.
-struct ReadGate {
-    /// Bytes that reads may still return; `u64::MAX` when the gate is open.
-    allowed: std::sync::atomic::AtomicU64,
-    waiting: std::sync::Mutex<Option<std::task::Waker>>,
-}
-
-impl Default for ReadGate {
-    fn default() -> ReadGate {
-        ReadGate {
-            allowed: std::sync::atomic::AtomicU64::new(u64::MAX),
-            waiting: std::sync::Mutex::new(None),
-        }
-    }
-}
-
-impl ReadGate {
-    /// Lets reads return `bytes` more bytes, then makes them wait.
-    fn close_after(&self, bytes: u64) {
-        self.allowed
-            .store(bytes, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn open(&self) {
-        self.allowed
-            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
-        if let Some(waker) = self.waiting.lock().unwrap().take() {
-            waker.wake();
-        }
-    }
-}
-
-/// A stream whose reads wait while its [`ReadGate`] is closed.
-struct Gated<S> {
-    inner: S,
-    gate: Arc<ReadGate>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::sync::atomic::Ordering;
-        let allowed = self.gate.allowed.load(Ordering::SeqCst);
-        if allowed == 0 {
-            *self.gate.waiting.lock().unwrap() = Some(cx.waker().clone());
-            // The gate may have opened before the waker was stored.
-            if self.gate.allowed.load(Ordering::SeqCst) == 0 {
-                return std::task::Poll::Pending;
-            }
-        }
-        if allowed == u64::MAX || allowed == 0 {
-            return std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let limit = buf
-            .remaining()
-            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
-        let mut limited = tokio::io::ReadBuf::new(buf.initialize_unfilled_to(limit));
-        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut limited);
-        let read = limited.filled().len();
-        buf.advance(read);
-        self.gate.allowed.fetch_sub(read as u64, Ordering::SeqCst);
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Gated<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// Opens an HTTP/2 connection to the landing for origin.test; the returned task ends
@@ -1973,7 +1882,7 @@ async fn http2_send_queue_bounded_for_client_not_reading() {
     let (harness, port) = harness_with_h2_origin(30_000).await;
     let queued = || harness.metric("swg_proxy_client_send_queue_bytes", &[]);
     let (mut sender, reads) = gated_h2_connection(&harness, 1 << 30).await;
-    reads.close_after(64 * 1024);
+    reads.allow(64 * 1024);
     let body_len = 2u64 << 20;
     let urls: Vec<String> = (0..20)
         .map(|_| format!("https://origin.test:{port}/zeros?{body_len}"))
@@ -2017,7 +1926,7 @@ async fn http2_reset_streams_free_the_send_queue() {
     let (harness, port) = harness_with_h2_origin(30_000).await;
     let queued = || harness.metric("swg_proxy_client_send_queue_bytes", &[]);
     let (mut sender, reads) = gated_h2_connection(&harness, 1 << 30).await;
-    reads.close_after(64 * 1024);
+    reads.allow(64 * 1024);
     let url = format!("https://origin.test:{port}/zeros?{}", 4u64 << 20);
     let mut responses = Vec::new();
     for _ in 0..8 {

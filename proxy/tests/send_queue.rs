@@ -9,112 +9,21 @@ mod support;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustls::pki_types::ServerName;
+use support::gate::{Gated, ReadGate};
 use support::{origin, Harness};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const QUEUED_BYTES: &str = "swg_proxy_client_send_queue_bytes";
 const FORGOTTEN_BYTES: &str = "swg_proxy_client_send_queue_forgotten_bytes_total";
 /// The DATA bytes one HTTP/2 client connection may have queued in swg.
 const QUEUE_LIMIT: f64 = (1 << 20) as f64;
-
-/// A switch that stops and resumes the reads of a [`Gated`] stream.
-struct ReadGate {
-    /// Bytes that reads may still return, or `u64::MAX` while the gate is open.
-    allowed: AtomicU64,
-    waiting: Mutex<Option<Waker>>,
-}
-
-impl Default for ReadGate {
-    fn default() -> ReadGate {
-        ReadGate {
-            allowed: AtomicU64::new(u64::MAX),
-            waiting: Mutex::new(None),
-        }
-    }
-}
-
-impl ReadGate {
-    /// Makes reads wait until the gate allows more bytes.
-    fn close(&self) {
-        self.allowed.store(0, Ordering::SeqCst);
-    }
-
-    /// Lets reads return `bytes` more bytes, then makes them wait.
-    fn allow(&self, bytes: u64) {
-        self.allowed.store(bytes, Ordering::SeqCst);
-        if let Some(waker) = self.waiting.lock().unwrap().take() {
-            waker.wake();
-        }
-    }
-
-    /// Lets reads return everything from now on.
-    fn open(&self) {
-        self.allow(u64::MAX);
-    }
-}
-
-/// A stream whose reads return no more than its [`ReadGate`] allows.
-struct Gated<S> {
-    inner: S,
-    gate: Arc<ReadGate>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let allowed = self.gate.allowed.load(Ordering::SeqCst);
-        if allowed == 0 {
-            *self.gate.waiting.lock().unwrap() = Some(cx.waker().clone());
-            // The gate may have opened before the waker was stored.
-            if self.gate.allowed.load(Ordering::SeqCst) == 0 {
-                return Poll::Pending;
-            }
-        }
-        if allowed == u64::MAX || allowed == 0 {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-
-        let limit = buf
-            .remaining()
-            .min(usize::try_from(allowed).unwrap_or(usize::MAX));
-        let mut limited = ReadBuf::new(buf.initialize_unfilled_to(limit));
-        let result = Pin::new(&mut self.inner).poll_read(cx, &mut limited);
-        let read = limited.filled().len();
-        buf.advance(read);
-        self.gate.allowed.fetch_sub(read as u64, Ordering::SeqCst);
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Gated<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// Connects to `address` with a 16 KiB receive buffer, so that the socket buffers
 /// hold little of a large body while the returned gate is closed.
