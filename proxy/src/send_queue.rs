@@ -30,6 +30,7 @@
 //! connection's count is never forgotten again. Its bodies then wait while resets
 //! leave the count high.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -79,7 +80,8 @@ struct QueueState {
     floor: u64,
     /// The part of `queued` above [`UNCHARGED_BYTES`], reserved from the budgets.
     charge: Charge,
-    wakers: Vec<Waker>,
+    /// The bodies that wait, in the order they began to wait.
+    wakers: VecDeque<Waker>,
 }
 
 impl SendQueue {
@@ -96,7 +98,7 @@ impl SendQueue {
                 queued: 0,
                 floor: 0,
                 charge: Charge::new(client, process),
-                wakers: Vec::new(),
+                wakers: VecDeque::new(),
             }),
             filled: Notify::new(),
             windows_lowered: AtomicBool::new(false),
@@ -133,13 +135,14 @@ impl SendQueue {
         }
         // The count is above zero here, so the recount task is watching it.
         if !state.wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
+            state.wakers.push_back(cx.waker().clone());
         }
         Poll::Pending
     }
 
     /// Counts `bytes` of DATA payload as written to the connection, and wakes the
-    /// bodies that wait.
+    /// bodies that waited longest, as many as the room made can take (all once
+    /// the count is zero), so that a write does not wake every stream.
     pub(crate) fn written(&self, bytes: u64) {
         if bytes == 0 {
             return;
@@ -152,7 +155,17 @@ impl SendQueue {
         state
             .charge
             .shrink_to(queued.saturating_sub(UNCHARGED_BYTES));
-        let wakers = std::mem::take(&mut state.wakers);
+        let waiting = state.wakers.len();
+        let woken = if queued == 0 {
+            waiting
+        } else {
+            usize::try_from(taken)
+                .unwrap_or(usize::MAX)
+                .div_ceil(MAX_CHUNK)
+                .saturating_add(1)
+                .min(waiting)
+        };
+        let wakers: Vec<Waker> = state.wakers.drain(..woken).collect();
         drop(state);
         self.gauge.sub(gauge_value(taken));
         wakers.into_iter().for_each(Waker::wake);
@@ -571,6 +584,37 @@ mod tests {
         assert!(queue.admit(QUEUE_LIMIT * 2, &mut cx).is_ready());
         drop(queue);
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn write_wakes_as_many_as_fit_longest_waiting_first() {
+        let (queue, _client, _gauge) = queue(u64::MAX);
+        let wakers: Vec<Arc<CountingWaker>> = (0..10).map(|_| Arc::default()).collect();
+        let wake_count = |index: usize| wakers[index].0.load(Ordering::SeqCst);
+        let first = Waker::from(Arc::new(CountingWaker::default()));
+        assert!(queue
+            .admit(QUEUE_LIMIT, &mut Context::from_waker(&first))
+            .is_ready());
+        for waker in &wakers {
+            let waker = Waker::from(waker.clone());
+            let chunk = MAX_CHUNK as u64;
+            assert!(queue
+                .admit(chunk, &mut Context::from_waker(&waker))
+                .is_pending());
+        }
+
+        // One chunk written: room for one, and one more in case it has ended.
+        queue.written(MAX_CHUNK as u64);
+        assert_eq!(
+            (0..10).map(wake_count).collect::<Vec<_>>(),
+            [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        queue.written(1);
+        assert_eq!((0..10).map(wake_count).sum::<u64>(), 4);
+        assert_eq!((wake_count(2), wake_count(3)), (1, 1));
+        // An empty queue wakes every body left.
+        queue.written(QUEUE_LIMIT);
+        assert!((0..10).all(|index| wake_count(index) == 1));
     }
 
     #[test]
