@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
+use swg_dns::agent::proxy::LocalListener;
 use swg_dns::agent::{Agent, AgentError, AgentOptions};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -184,10 +185,15 @@ async fn local_proxy_tags_queries_with_listener_app() {
     let agent = Agent::enroll(&setup.options).await.unwrap();
     let browser_addr = free_port().await;
     let bypassed_addr = free_port().await;
-    tokio::spawn(agent.run(vec![
-        (browser_addr, Some(SAFARI.to_owned())),
-        (bypassed_addr, Some(BYPASSED_APP.to_owned())),
-    ]));
+    let listeners = vec![
+        LocalListener::bind(browser_addr, Some(SAFARI.to_owned()))
+            .await
+            .unwrap(),
+        LocalListener::bind(bypassed_addr, Some(BYPASSED_APP.to_owned()))
+            .await
+            .unwrap(),
+    ];
+    tokio::spawn(agent.run(listeners));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let question = query("allowed.test", RecordType::A, None);

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use swg_dns::agent::proxy::LocalListener;
 use swg_dns::agent::{Agent, AgentOptions};
 
 /// The console address and the identity the agent enrols with.
@@ -76,10 +77,19 @@ pub(crate) fn run(command: AgentCommand) -> ExitCode {
                     .iter()
                     .map(|text| parse_listen(text))
                     .collect::<Result<Vec<_>, String>>()?;
+                // Bound first, so that a busy port fails before enrolment.
+                let mut listeners = Vec::with_capacity(listens.len());
+                for (addr, bundle_id) in listens {
+                    listeners.push(
+                        LocalListener::bind(addr, bundle_id)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
                 let agent = Agent::enroll(&options(enrol))
                     .await
                     .map_err(|e| e.to_string())?;
-                agent.run(listens).await.map_err(|e| e.to_string())
+                agent.run(listeners).await.map_err(|e| e.to_string())
             }
             AgentCommand::Query {
                 enrol,

@@ -17,7 +17,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use self::console::{ConsoleClient, Enrolment};
 use self::https::{tls_config, HttpsClient};
-use self::proxy::{serve_local, Forwarder};
+use self::proxy::{serve_local, Forwarder, LocalListener};
 use crate::upstream::{system_upstreams, UpstreamAddr, Upstreams};
 
 /// An error of the agent.
@@ -130,16 +130,17 @@ impl Agent {
         ))
     }
 
-    /// Runs the local proxies on `listens` (address and optional bundle id) and renews
-    /// the token before it expires, until an error stops it.
-    pub async fn run(self, listens: Vec<(SocketAddr, Option<String>)>) -> Result<(), AgentError> {
+    /// Runs the local proxies on `listeners`, bound with [`LocalListener::bind`]
+    /// before enrolling so that a busy port fails before the console sees a
+    /// device, and renews the token before it expires, until an error stops it.
+    pub async fn run(self, listeners: Vec<LocalListener>) -> Result<(), AgentError> {
         let bypassed = Arc::new(RwLock::new(HashSet::new()));
         self.refresh_settings(&bypassed).await;
         let forwarder = Arc::new(self.forwarder(bypassed.clone())?);
 
         let mut tasks = tokio::task::JoinSet::new();
-        for (addr, bundle_id) in listens {
-            tasks.spawn(serve_local(addr, bundle_id, forwarder.clone()));
+        for listener in listeners {
+            tasks.spawn(serve_local(listener, forwarder.clone()));
         }
 
         let mut expires_at = self.enrolment.expires_at;

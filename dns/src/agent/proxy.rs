@@ -152,20 +152,47 @@ impl Forwarder {
     }
 }
 
-/// Serves plain DNS on `addr` (UDP and TCP) for the app `bundle_id`, forever.
-pub async fn serve_local(
+/// A local DNS listener of the agent, bound but not served yet: UDP and TCP on one
+/// address, for the app `bundle_id`.
+#[derive(Debug)]
+pub struct LocalListener {
     addr: SocketAddr,
     bundle_id: Option<String>,
+    udp: Arc<UdpSocket>,
+    tcp: TcpListener,
+}
+
+impl LocalListener {
+    /// Binds UDP and TCP on `addr` for the app `bundle_id`.
+    pub async fn bind(addr: SocketAddr, bundle_id: Option<String>) -> Result<Self, AgentError> {
+        let udp = Arc::new(
+            UdpSocket::bind(addr)
+                .await
+                .map_err(|error| AgentError::Listen(addr, error))?,
+        );
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|error| AgentError::Listen(addr, error))?;
+        Ok(LocalListener {
+            addr,
+            bundle_id,
+            udp,
+            tcp,
+        })
+    }
+}
+
+/// Serves plain DNS on `listener` (UDP and TCP) for its app, forever.
+pub async fn serve_local(
+    listener: LocalListener,
     forwarder: Arc<Forwarder>,
 ) -> Result<(), AgentError> {
-    let udp = Arc::new(
-        UdpSocket::bind(addr)
-            .await
-            .map_err(|error| AgentError::Listen(addr, error))?,
-    );
-    let tcp = TcpListener::bind(addr)
-        .await
-        .map_err(|error| AgentError::Listen(addr, error))?;
+    let LocalListener {
+        addr,
+        bundle_id,
+        udp,
+        tcp,
+    } = listener;
     tracing::info!(listen = %addr, app = ?bundle_id, "agent DNS proxy listening");
 
     let tcp_forwarder = forwarder.clone();
