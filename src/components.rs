@@ -281,7 +281,7 @@ fn public_endpoints(config: &crate::config::Config) -> swg_console::ConsoleConfi
     if console.proxy == defaults.proxy {
         let listen = config.proxy.explicit_listen;
         // "localhost" may resolve to 127.0.0.1 alone, which an IPv6-only listener
-        // does not answer.
+        // does not accept connections on.
         console.proxy = match listen.ip() {
             std::net::IpAddr::V6(ip) if ip.is_loopback() => format!("[::1]:{}", listen.port()),
             _ => format!("localhost:{}", listen.port()),

@@ -297,7 +297,7 @@ async fn enrolment_and_renewal_issue_tokens() {
 }
 
 /// A key created outside this console (through another replica or `swg secrets`)
-/// is not in the live-key snapshot yet; enrolling with it must still give a
+/// is not in the live-key snapshot yet. Enrolling with it must still give a
 /// token that works at once.
 #[tokio::test]
 async fn key_created_elsewhere_gives_working_token() {

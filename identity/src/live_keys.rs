@@ -47,7 +47,7 @@ impl LiveKeys {
     }
 
     /// Returns whether `tenant` still has the authentication key `key_id`. A
-    /// miss asks the refresh task, if one runs, to reload the snapshot early.
+    /// miss makes the refresh task, if one runs, reload the snapshot early.
     pub fn is_live(&self, tenant: &str, key_id: &str) -> bool {
         let live = self
             .by_tenant

@@ -28,7 +28,8 @@ pub(crate) struct WriteWatch<I> {
     data: Option<QueueCount>,
 }
 
-/// What a [`WriteWatch`] reads for a [`SendQueue`] in both directions.
+/// The frame readers of a [`WriteWatch`] that counts for a [`SendQueue`], one per
+/// direction.
 struct QueueCount {
     written: DataCounter,
     received: ClientFrames,
@@ -63,7 +64,7 @@ impl<I> WriteWatch<I> {
     }
 
     /// Counts the payload of the HTTP/2 DATA frames written from now on as written
-    /// from `queue`, and tells `queue` when the client lowers its initial stream
+    /// from `queue`, and reports to `queue` when the client lowers its initial stream
     /// window. The connection must carry HTTP/2 from its first byte in both
     /// directions, the client's preface included.
     pub(crate) fn count_data(mut self, queue: Arc<SendQueue>) -> WriteWatch<I> {

@@ -18,8 +18,8 @@
 //! of a connection cannot push much past the limit between two checks.
 //!
 //! h2 discards the queued data of a stream that is reset, and no frame shows swg
-//! how much. So every [`RECOUNT_AFTER`] in which the socket never made a write
-//! wait, the count forgets the least it held during that time
+//! how much. So after every [`RECOUNT_AFTER`] in which the socket never made a
+//! write wait, the least the count held during that time is dropped from it
 //! ([`SendQueue::recount_when_stuck`]): h2 wrote everything it could, so what stayed
 //! counted all along is gone or waits for the client's flow-control windows. What
 //! h2 may then still hold is at most about two chunks per stream: one that the
@@ -327,8 +327,8 @@ where
     }
 }
 
-/// Where the frames lie in one direction of an HTTP/2 connection, read in pieces:
-/// each frame's 9-byte header, then its payload.
+/// The framing of one direction of an HTTP/2 connection, read in pieces: each
+/// frame's 9-byte header, then its payload.
 #[derive(Debug, Default)]
 struct Framing {
     header: [u8; FRAME_HEADER_LEN],
@@ -587,7 +587,7 @@ mod tests {
     }
 
     #[test]
-    fn write_wakes_as_many_as_fit_longest_waiting_first() {
+    fn write_wakes_fitting_bodies_in_order() {
         let (queue, _client, _gauge) = queue(u64::MAX);
         let wakers: Vec<Arc<CountingWaker>> = (0..10).map(|_| Arc::default()).collect();
         let wake_count = |index: usize| wakers[index].0.load(Ordering::SeqCst);
@@ -639,9 +639,9 @@ mod tests {
         assert_eq!(client.reserved(), 0);
     }
 
-    /// Starts the recount task of `queue` on the writes of a pipe whose reader takes
-    /// one byte every `read_every`, or none; each byte taken lets one more write
-    /// find the pipe full. Returns the task.
+    /// Starts the recount task of `queue` on the writes of a pipe, and returns the
+    /// task. The pipe's reader takes one byte every `read_every`, or none, and each
+    /// byte taken lets one more write find the pipe full.
     fn recount_beside_pipe(
         queue: &Arc<SendQueue>,
         read_every: Option<Duration>,
@@ -764,7 +764,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn body_passes_every_byte_in_order_in_small_chunks() {
+    async fn body_passes_bytes_in_small_chunks() {
         let (queue, _client, gauge) = queue(u64::MAX);
         let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
             Ok(Frame::data(Bytes::from(vec![1u8; MAX_CHUNK * 2 + 5]))),

@@ -1,5 +1,5 @@
 //! The send queue that bounds the response data hyper queues for an HTTP/2 client
-//! connection: what it forgets after reset streams, when it stops forgetting, and
+//! connection: what it drops from its count after reset streams, when it stops dropping, and
 //! that its count of written DATA matches what the client receives.
 
 #![allow(clippy::unwrap_used)]

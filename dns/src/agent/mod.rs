@@ -131,7 +131,7 @@ impl Agent {
     }
 
     /// Runs the local proxies on `listeners`, bound with [`LocalListener::bind`]
-    /// before enrolling so that a busy port fails before the console sees a
+    /// before enrolling so that a busy port fails before the console records a
     /// device, and renews the token before it expires, until an error stops it.
     pub async fn run(self, listeners: Vec<LocalListener>) -> Result<(), AgentError> {
         let bypassed = Arc::new(RwLock::new(HashSet::new()));
