@@ -113,7 +113,7 @@ impl Default for DnsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A numeric key is out of range.
-    #[error("dns.{key} = {value} is out of range: allowed {allowed}")]
+    #[error("dns.{key} = {value} is out of range; allowed: {allowed}")]
     OutOfRange {
         /// The key, e.g. `steer_ttl_secs`.
         key: &'static str,
@@ -143,63 +143,63 @@ impl DnsConfig {
             self.steer_ttl_secs.into(),
             1,
             60,
-            "1..=60",
+            "1 to 60",
         )?;
         check(
             "cache_size",
             self.cache_size,
             0,
             100_000_000,
-            "0..=100000000",
+            "0 to 100000000",
         )?;
         check(
             "upstream_timeout_ms",
             self.upstream_timeout_ms,
             50,
             30_000,
-            "50..=30000",
+            "50 to 30000",
         )?;
         check(
             "idle_timeout_secs",
             self.idle_timeout_secs,
             1,
             3_600,
-            "1..=3600",
+            "1 to 3600",
         )?;
         check(
             "read_timeout_secs",
             self.read_timeout_secs,
             1,
             120,
-            "1..=120",
+            "1 to 120",
         )?;
         check(
             "max_connections",
             self.max_connections as u64,
             1,
             1_000_000,
-            "1..=1000000",
+            "1 to 1000000",
         )?;
         check(
             "max_connections_per_client",
             self.max_connections_per_client as u64,
             1,
             1_000_000,
-            "1..=1000000",
+            "1 to 1000000",
         )?;
         check(
             "max_queries_per_connection",
             self.max_queries_per_connection as u64,
             1,
             1_024,
-            "1..=1024",
+            "1 to 1024",
         )?;
         check(
             "max_queries_in_flight",
             self.max_queries_in_flight as u64,
             1,
             1_000_000,
-            "1..=1000000",
+            "1 to 1000000",
         )?;
         if self.udp_rate_limit_qps > 0 {
             check(
@@ -215,7 +215,7 @@ impl DnsConfig {
             self.client_ipv6_prefix_len.into(),
             (*swg_identity::IPV6_CLIENT_PREFIX_LENS.start()).into(),
             (*swg_identity::IPV6_CLIENT_PREFIX_LENS.end()).into(),
-            "32..=128",
+            "32 to 128",
         )?;
 
         let host_ok = !self.doh_host.is_empty()
@@ -301,7 +301,7 @@ mod tests {
         let message = with_prefix_len(129).validate().err().map(|e| e.to_string());
         assert_eq!(
             message.as_deref(),
-            Some("dns.client_ipv6_prefix_len = 129 is out of range: allowed 32..=128")
+            Some("dns.client_ipv6_prefix_len = 129 is out of range; allowed: 32 to 128")
         );
         assert!(with_prefix_len(16).validate().is_err());
     }
@@ -315,7 +315,7 @@ mod tests {
         let message = config.validate().err().map(|e| e.to_string());
         assert_eq!(
             message.as_deref(),
-            Some("dns.steer_ttl_secs = 61 is out of range: allowed 1..=60")
+            Some("dns.steer_ttl_secs = 61 is out of range; allowed: 1 to 60")
         );
     }
 
