@@ -237,8 +237,19 @@ fn create_data_dir(path: &std::path::Path) -> Result<(), StartError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| StartError::DataDir {
-            path: path.to_owned(),
-            source,
+        .map_err(|source| {
+            // "File exists" alone does not say that the path is something else.
+            let source = if path.exists() && !path.is_dir() {
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the path exists and is not a folder; choose another with --data-dir or data_dir",
+                )
+            } else {
+                source
+            };
+            StartError::DataDir {
+                path: path.to_owned(),
+                source,
+            }
         })
 }

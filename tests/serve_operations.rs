@@ -382,6 +382,24 @@ fn unknown_key_stops_start_at_line() {
 }
 
 #[test]
+fn data_dir_that_is_a_file_stops_start() {
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("not-a-folder");
+    std::fs::write(&file, "x").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_swg"))
+        .args(["serve", "--data-dir", file.to_str().unwrap()])
+        .current_dir(folder.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the path exists and is not a folder"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn mismatched_key_stops_start() {
     let folder = tempfile::tempdir().unwrap();
     let data = folder.path().join("data");
