@@ -434,10 +434,15 @@ impl<'a> Matches<'a> {
                 || rule_id.clone(),
                 || format!("decides: the block/allow list overrides categories ({verb})"),
             );
+            // A URL entry covers the paths under its prefix, not the whole host.
+            let subject = match hit.rule {
+                Rule::List { path, .. } if !path.is_empty() => concat(&[name, path]),
+                _ => name.to_owned(),
+            };
             return Outcome {
                 action,
                 reason: concat(&[
-                    name,
+                    &subject,
                     " is ",
                     verb,
                     " by the entry ",

@@ -725,3 +725,32 @@ fn hostile_query_names_get_verdicts() {
     );
     assert_eq!(dns(acme, "a..youtube.com"), Action::Block);
 }
+
+#[test]
+fn url_entry_reason_names_its_prefix() {
+    let (_dir, set) = load(POLICY);
+    let acme = set.tenant("acme").unwrap();
+    let decide = |address: &str| {
+        acme.decide_url(
+            &url::Url::parse(address).unwrap(),
+            &Subject::anyone(),
+            &App::bundle("com.apple.mobilesafari"),
+        )
+    };
+    let by_url = decide("https://downloads.example/files/setup.exe");
+    assert!(
+        by_url
+            .reason
+            .starts_with("downloads.example/files/ is blocked by the entry "),
+        "{}",
+        by_url.reason
+    );
+    let by_domain = decide("https://youtube.com/watch");
+    assert!(
+        by_domain
+            .reason
+            .starts_with("youtube.com is blocked by the entry "),
+        "{}",
+        by_domain.reason
+    );
+}
