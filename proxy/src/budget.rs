@@ -203,7 +203,8 @@ impl Drop for Charge {
     }
 }
 
-fn gauge_value(bytes: u64) -> i64 {
+/// Converts a byte count to a gauge value, saturating at `i64::MAX`.
+pub(crate) fn gauge_value(bytes: u64) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 

@@ -20,8 +20,8 @@
 //! h2 discards the queued data of a stream that is reset, and no frame shows swg
 //! how much. So after every [`RECOUNT_AFTER`] in which the socket never made a
 //! write wait, the least the count held during that time is dropped from it
-//! ([`SendQueue::recount_when_stuck`]): h2 wrote everything it could, so what stayed
-//! counted all along is gone or waits for the client's flow-control windows. What
+//! ([`SendQueue::recount_when_stuck`]). h2 wrote everything it could then, so what
+//! stayed counted all along is gone or waits for the client's flow-control windows. What
 //! h2 may then still hold is at most about two chunks per stream: one that the
 //! window did not fit, and one hyper took from the body while it waits for a
 //! window. A client can make more wait, data that h2 had already taken, by
@@ -33,7 +33,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -44,7 +44,8 @@ use tokio::sync::Notify;
 
 use crate::blocked::Blocked;
 use crate::body::BoxError;
-use crate::budget::{Budget, Charge};
+use crate::budget::{gauge_value, Budget, Charge};
+use crate::stall::lock;
 
 /// DATA bytes one connection may have queued in hyper before its bodies wait. The
 /// socket's own send buffer (up to 4 MiB with Linux's default `net.ipv4.tcp_wmem`)
@@ -491,16 +492,6 @@ impl ClientFrames {
         }
         lowered
     }
-}
-
-/// Locks `mutex`. The queue's counts stay consistent when a holder panics, so a
-/// poisoned lock is used as it is.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn gauge_value(bytes: u64) -> i64 {
-    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -301,9 +301,9 @@ impl Body for WatchedBody {
     }
 }
 
-/// Locks `mutex`. The data behind the watch's locks stays consistent when a
-/// holder panics, so a poisoned lock is used as it is.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`. The data behind the watch's and the send queue's locks stays
+/// consistent when a holder panics, so a poisoned lock is used as it is.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
