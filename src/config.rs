@@ -394,6 +394,36 @@ listen = "[::1]:9191"
     }
 
     #[test]
+    fn range_errors_match_across_sections() {
+        for (section, expected) in [
+            (
+                "[proxy.limits]\nmax_headers = 5\n",
+                "proxy.limits.max_headers = 5 is out of range; allowed: 8 to 1000",
+            ),
+            (
+                "[proxy]\nauth_attempt_window_secs = 0\n",
+                "proxy.auth_attempt_window_secs = 0 is out of range; allowed: 1 to 3600",
+            ),
+            (
+                "[activity]\nretention_days = 91\n",
+                "activity.retention_days = 91 is out of range; allowed: 1 to 90",
+            ),
+            (
+                "[dns]\nsteer_ttl_secs = 61\n",
+                "dns.steer_ttl_secs = 61 is out of range; allowed: 1 to 60",
+            ),
+            (
+                "[identity]\nticket_ttl_secs = 3600\n",
+                "identity.ticket_ttl_secs = 3600 is out of range; allowed: 5 to 300",
+            ),
+        ] {
+            let config = Config::from_toml(section, Path::new("swg.toml")).unwrap();
+            let message = config.validate().unwrap_err().to_string();
+            assert_eq!(message, expected, "{section}");
+        }
+    }
+
+    #[test]
     fn data_dir_option_overrides_file() {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("swg.toml");

@@ -45,12 +45,14 @@ impl Default for ActivityConfig {
 
 /// A configuration value outside its allowed range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid activity.{key} = {value}: allowed {allowed}")]
+#[error("activity.{key} = {value} is {problem}; allowed: {allowed}")]
 pub struct ConfigError {
     /// The key, without the `activity.` prefix.
     pub key: &'static str,
     /// The rejected value, as text.
     pub value: String,
+    /// What is wrong with it, such as "out of range".
+    pub problem: &'static str,
     /// The allowed values.
     pub allowed: &'static str,
 }
@@ -83,6 +85,7 @@ impl ActivityConfig {
             return Err(ConfigError {
                 key: "batch_size",
                 value: self.batch_size.to_string(),
+                problem: "out of range",
                 allowed: "at most activity.queue_capacity",
             });
         }
@@ -97,6 +100,7 @@ impl ActivityConfig {
             return Err(ConfigError {
                 key: "database",
                 value: "\"\"".to_owned(),
+                problem: "empty",
                 allowed: "a file path",
             });
         }
@@ -122,6 +126,7 @@ fn check_range(
         Err(ConfigError {
             key,
             value: value.to_string(),
+            problem: "out of range",
             allowed,
         })
     }
@@ -154,7 +159,7 @@ mod tests {
             assert_eq!(error.key, "retention_days");
             assert_eq!(
                 error.to_string(),
-                format!("invalid activity.retention_days = {days}: allowed 1 to 90")
+                format!("activity.retention_days = {days} is out of range; allowed: 1 to 90")
             );
         }
         let config = ActivityConfig {

@@ -21,6 +21,8 @@ use crate::{ApiError, ConsoleState};
 const DEFAULT_RANGE_DAYS: i64 = 30;
 /// Largest top-list length.
 const MAX_TOP: usize = 100;
+/// Top-list length when the request names none.
+const DEFAULT_TOP: usize = 10;
 
 /// Filters of `GET /api/activity` and `GET /api/activity/export.csv`.
 #[derive(Debug, Default, Deserialize)]
@@ -36,7 +38,9 @@ pub(crate) struct ActivityParams {
     app: Option<String>,
     category: Option<String>,
     domain: Option<String>,
-    limit: Option<usize>,
+    /// Page size, 1 to [`swg_activity::query::MAX_PAGE_SIZE`]. It is read as text so
+    /// that a negative or non-numeric value gets the range message too.
+    limit: Option<String>,
     cursor: Option<String>,
 }
 
@@ -62,6 +66,20 @@ fn parse_action(value: &str) -> Result<swg_activity::Action, ApiError> {
     })
 }
 
+/// Parses a `limit` parameter: a whole number from 1 to `max`.
+fn parse_limit(value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|limit| (1..=max).contains(limit))
+        .ok_or_else(|| {
+            let value = quoted_after(", not ", value);
+            ApiError::BadRequest(format!(
+                "limit must be a whole number from 1 to {max}{value}"
+            ))
+        })
+}
+
 fn build_query(tenant: &str, params: ActivityParams) -> Result<swg_activity::Query, ApiError> {
     let to = match &params.to {
         Some(value) => parse_time("to", value)?,
@@ -84,14 +102,8 @@ fn build_query(tenant: &str, params: ActivityParams) -> Result<swg_activity::Que
     if let Some(action) = params.action {
         query.action = Some(parse_action(&action)?);
     }
-    if let Some(limit) = params.limit {
-        if !(1..=swg_activity::query::MAX_PAGE_SIZE).contains(&limit) {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be 1 to {}",
-                swg_activity::query::MAX_PAGE_SIZE
-            )));
-        }
-        query.limit = limit;
+    if let Some(limit) = &params.limit {
+        query.limit = parse_limit(limit, swg_activity::query::MAX_PAGE_SIZE)?;
     }
     if let Some(cursor) = params.cursor {
         query.cursor = Some(
@@ -171,7 +183,7 @@ pub(crate) struct SummaryParams {
     /// Last UTC day, `YYYY-MM-DD`, inclusive; today by default.
     to: Option<String>,
     /// Length of the top lists, 1 to 100; 10 by default.
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 /// Totals per day and the most blocked domains and categories.
@@ -233,12 +245,10 @@ pub(crate) async fn summary(
     if from > to {
         return Err(ApiError::BadRequest("from must not be after to".to_owned()));
     }
-    let limit = params.limit.unwrap_or(10);
-    if !(1..=MAX_TOP).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_TOP}"
-        )));
-    }
+    let limit = match &params.limit {
+        Some(value) => parse_limit(value, MAX_TOP)?,
+        None => DEFAULT_TOP,
+    };
 
     let store = state.activity.clone();
     let tenant = admin.tenant().to_owned();

@@ -787,6 +787,36 @@ async fn bad_query_strings_get_json_400() {
 }
 
 #[tokio::test]
+async fn bad_limit_gets_range_message() {
+    let console = start().await;
+    for (path, max) in [
+        ("/api/activity?limit=-1", 1000),
+        ("/api/activity?limit=abc", 1000),
+        ("/api/activity?limit=1.5", 1000),
+        ("/api/activity?limit=99999999999999999999999", 1000),
+        ("/api/activity/summary?limit=-1", 100),
+        ("/api/activity/summary?limit=101", 100),
+    ] {
+        let answer = console.as_admin("GET", path, &[]).await;
+        assert_eq!(answer.status, 400, "{path}: {}", answer.text());
+        let error = answer.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            error.starts_with(&format!(
+                "limit must be a whole number from 1 to {max}, not "
+            )),
+            "{path}: {error}"
+        );
+    }
+    let good = console
+        .as_admin("GET", "/api/activity/summary?limit=100", &[])
+        .await;
+    assert_eq!(good.status, 200, "{}", good.text());
+}
+
+#[tokio::test]
 async fn policy_replace_is_validated_and_atomic() {
     let console = start().await;
     let invalid = "id = \"acme\"\n[[policies]]\nid = 5\n";

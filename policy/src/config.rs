@@ -35,7 +35,7 @@ impl Default for PolicyConfig {
 pub enum PolicyConfigError {
     /// `policy.poll_interval_ms` is out of range.
     #[error(
-        "policy.poll_interval_ms is {0}; allowed: {MIN_POLL_INTERVAL_MS} to {MAX_POLL_INTERVAL_MS}"
+        "policy.poll_interval_ms = {0} is out of range; allowed: {MIN_POLL_INTERVAL_MS} to {MAX_POLL_INTERVAL_MS}"
     )]
     PollInterval(u64),
     /// A `policy.files` entry is empty.

@@ -249,13 +249,15 @@ impl Default for LimitConfig {
     }
 }
 
-/// A `[proxy]` value outside its allowed range.
+/// A `[proxy]` value outside its allowed range. The message is the key followed by
+/// the problem, such as "proxy.limits.max_headers = 5 is out of range; allowed: 8
+/// to 1000".
 #[derive(Debug, thiserror::Error)]
-#[error("invalid proxy.{key}: {problem}")]
+#[error("proxy.{key} {problem}")]
 pub struct ConfigError {
     /// The key, relative to `[proxy]`.
     pub key: &'static str,
-    /// What is wrong and what is allowed.
+    /// What is wrong and what is allowed, worded to follow the key.
     pub problem: String,
 }
 
@@ -281,107 +283,129 @@ impl ProxyConfig {
         ];
         for (key, value) in timeouts {
             if !(1..=3_600_000).contains(&value) {
-                return Err(invalid(key, "must be 1 to 3600000 milliseconds"));
+                return Err(out_of_range(key, value, "1 to 3600000 milliseconds"));
             }
         }
         let limits = &self.limits;
         if !(1024..=1 << 20).contains(&limits.max_header_bytes) {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_header_bytes",
-                "must be 1024 to 1048576",
+                limits.max_header_bytes,
+                "1024 to 1048576",
             ));
         }
         if !(8..=1000).contains(&limits.max_headers) {
-            return Err(invalid("limits.max_headers", "must be 8 to 1000"));
+            return Err(out_of_range(
+                "limits.max_headers",
+                limits.max_headers,
+                "8 to 1000",
+            ));
         }
         if limits.max_request_body_bytes == 0 {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_request_body_bytes",
-                "must be at least 1",
+                0,
+                "at least 1",
             ));
         }
         if limits.max_response_body_bytes == 0 {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_response_body_bytes",
-                "must be at least 1",
+                0,
+                "at least 1",
             ));
         }
         if !(1..=100_000).contains(&limits.max_connections_per_client) {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_connections_per_client",
-                "must be 1 to 100000",
+                limits.max_connections_per_client,
+                "1 to 100000",
             ));
         }
         if !swg_identity::IPV6_CLIENT_PREFIX_LENS.contains(&limits.client_ipv6_prefix_len) {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.client_ipv6_prefix_len",
+                limits.client_ipv6_prefix_len,
                 &format!(
-                    "must be {} to {}",
+                    "{} to {}",
                     swg_identity::IPV6_CLIENT_PREFIX_LENS.start(),
                     swg_identity::IPV6_CLIENT_PREFIX_LENS.end()
                 ),
             ));
         }
         if !(limits.max_connections_per_client..=1_000_000).contains(&limits.connections_in_all()) {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_connections",
+                limits.connections_in_all(),
                 &format!(
-                    "must be at least proxy.limits.max_connections_per_client, which is {}, \
-                     and at most 1000000",
+                    "proxy.limits.max_connections_per_client ({}) to 1000000",
                     limits.max_connections_per_client
                 ),
             ));
         }
         if !(1..=10_000).contains(&limits.max_concurrent_streams) {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_concurrent_streams",
-                "must be 1 to 10000",
+                limits.max_concurrent_streams,
+                "1 to 10000",
             ));
         }
         if limits.http2_connections_per_origin > 256 {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.http2_connections_per_origin",
-                "must be 0 to 256",
+                limits.http2_connections_per_origin,
+                "0 to 256",
             ));
         }
         if !(1..=10_000).contains(&limits.http2_streams_per_origin_connection) {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.http2_streams_per_origin_connection",
-                "must be 1 to 10000",
+                limits.http2_streams_per_origin_connection,
+                "1 to 10000",
             ));
         }
         if limits.max_response_buffer_bytes < MIN_RESPONSE_BUFFER_BYTES {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_response_buffer_bytes",
-                "must be at least 4194304 (two HTTP/2 stream windows)",
+                limits.max_response_buffer_bytes,
+                "at least 4194304 (two HTTP/2 stream windows)",
             ));
         }
         if !(MIN_RESPONSE_BUFFER_BYTES..=limits.max_response_buffer_bytes)
             .contains(&limits.response_buffer_bytes_per_client())
         {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_response_buffer_bytes_per_client",
+                limits.response_buffer_bytes_per_client(),
                 &format!(
-                    "must be at least 4194304 (two HTTP/2 stream windows) and at most \
-                     proxy.limits.max_response_buffer_bytes, which is {}",
+                    "4194304 (two HTTP/2 stream windows) to \
+                     proxy.limits.max_response_buffer_bytes ({})",
                     limits.max_response_buffer_bytes
                 ),
             ));
         }
         if limits.request_buffer_bytes_per_client() > limits.max_request_buffer_bytes {
-            return Err(invalid(
+            return Err(out_of_range(
                 "limits.max_request_buffer_bytes_per_client",
+                limits.request_buffer_bytes_per_client(),
                 &format!(
-                    "must be at most proxy.limits.max_request_buffer_bytes, which is {}",
+                    "0 to proxy.limits.max_request_buffer_bytes ({})",
                     limits.max_request_buffer_bytes
                 ),
             ));
         }
-        if limits.max_pending_accept_reset_streams == 0 || limits.max_local_error_reset_streams == 0
-        {
-            return Err(invalid(
+        if limits.max_pending_accept_reset_streams == 0 {
+            return Err(out_of_range(
                 "limits.max_pending_accept_reset_streams",
-                "reset limits must be at least 1",
+                0,
+                "at least 1",
+            ));
+        }
+        if limits.max_local_error_reset_streams == 0 {
+            return Err(out_of_range(
+                "limits.max_local_error_reset_streams",
+                0,
+                "at least 1",
             ));
         }
         if !self.auth_host.is_empty() && crate::host::Host::parse(&self.auth_host).is_err() {
@@ -391,7 +415,11 @@ impl ProxyConfig {
             ));
         }
         if !(1..=3600).contains(&self.auth_attempt_window_secs) {
-            return Err(invalid("auth_attempt_window_secs", "must be 1 to 3600"));
+            return Err(out_of_range(
+                "auth_attempt_window_secs",
+                self.auth_attempt_window_secs,
+                "1 to 3600",
+            ));
         }
         Ok(())
     }
@@ -462,6 +490,15 @@ fn invalid(key: &'static str, problem: &str) -> ConfigError {
     ConfigError {
         key,
         problem: problem.to_owned(),
+    }
+}
+
+/// The error of a number outside `allowed`, worded like the other sections' range
+/// errors.
+fn out_of_range(key: &'static str, value: impl std::fmt::Display, allowed: &str) -> ConfigError {
+    ConfigError {
+        key,
+        problem: format!("= {value} is out of range; allowed: {allowed}"),
     }
 }
 
@@ -582,7 +619,13 @@ mod tests {
         for prefix_len in [0, 31, 129, 255] {
             let error = with_prefix_len(prefix_len).validate().unwrap_err();
             assert_eq!(error.key, "limits.client_ipv6_prefix_len");
-            assert_eq!(error.problem, "must be 32 to 128");
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "proxy.limits.client_ipv6_prefix_len = {prefix_len} is out of range; \
+                     allowed: 32 to 128"
+                )
+            );
         }
         assert_eq!(LimitConfig::default().client_ipv6_prefix_len, 64);
     }
