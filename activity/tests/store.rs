@@ -784,3 +784,77 @@ fn domain_pages_cover_rare_and_common_texts() {
     assert_eq!(collect("bulk", 100).len(), 593);
     assert!(collect("nothing", 5).is_empty());
 }
+
+/// Counts this process's open file descriptors on `database` and its WAL files.
+fn descriptors_on(database: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| {
+            target
+                .to_string_lossy()
+                .starts_with(&*database.to_string_lossy())
+        })
+        .count()
+}
+
+#[test]
+fn concurrent_queries_share_a_bounded_reader_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("activity.db");
+    let store = Arc::new(SqliteStore::open(&database).unwrap());
+    let events: Vec<Event> = (0..20_000)
+        .map(|i| event("acme", i % 600, &format!("h{i}.example"), Action::Allow))
+        .collect();
+    store.insert_batch(&events).unwrap();
+    let before = descriptors_on(&database);
+
+    // 64 threads query at once while a sampler counts the descriptors on the file.
+    let queries = 64;
+    let start = Arc::new(std::sync::Barrier::new(queries + 1));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (database, done) = (database.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut max = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                max = max.max(descriptors_on(&database));
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            max
+        })
+    };
+    let readers: Vec<_> = (0..queries)
+        .map(|_| {
+            let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                let mut query = day_range();
+                query.domain = Some("h1999".to_owned());
+                // Several queries each, so that the threads surely overlap.
+                let counts: Vec<usize> = (0..5)
+                    .map(|_| store.query(&query).unwrap().events.len())
+                    .collect();
+                counts.iter().copied().max().unwrap_or_default()
+            })
+        })
+        .collect();
+    start.wait();
+    for reader in readers {
+        // h1999 and h19990 to h19999.
+        assert_eq!(reader.join().unwrap(), 11);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max = sampler.join().unwrap();
+
+    // Each read connection keeps the database and its WAL open (the shared-memory
+    // file is shared within the process), so 8 connections add at most 16 and
+    // 64 unbounded ones would add about 128.
+    assert!(
+        max <= before + 24,
+        "{max} descriptors, {before} before the queries"
+    );
+    assert!(descriptors_on(&database) <= before + 24);
+}

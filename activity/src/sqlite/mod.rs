@@ -1,6 +1,6 @@
 //! The embedded SQLite store.
 //!
-//! One connection writes, behind a mutex; reads use a small pool of other
+//! One connection writes, behind a mutex. Reads use a bounded pool of other
 //! connections, which WAL mode lets run while a write is in progress.
 
 mod checkpoint;
@@ -12,7 +12,7 @@ mod write;
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -28,6 +28,10 @@ pub use schema::LATEST_VERSION as SCHEMA_VERSION;
 
 /// Idle read connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 4;
+/// Read connections open at once; further reads wait for one. Each connection
+/// may cache up to 32 MiB of pages, so this bounds the readers' memory and file
+/// descriptors however many queries arrive together.
+const MAX_READERS: usize = 8;
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -38,8 +42,45 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<WriterState>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<ReaderPool>,
+    /// Signalled when a read connection is returned or closed.
+    reader_returned: Condvar,
     checkpointer: Option<checkpoint::Checkpointer>,
+}
+
+/// The read connections: the idle ones, and how many exist in all.
+#[derive(Default)]
+struct ReaderPool {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// One of the [`MAX_READERS`] places of the read pool, held while a connection is
+/// in use. Dropping it, also when the read panicked, frees the place.
+struct ReaderSlot<'a> {
+    store: &'a SqliteStore,
+}
+
+impl ReaderSlot<'_> {
+    /// Returns `conn` to the idle connections, which keep the place, or closes it
+    /// when enough are idle.
+    fn give_back(self, conn: Connection) {
+        let mut pool = self.store.lock_readers();
+        if pool.idle.len() < MAX_IDLE_READERS {
+            pool.idle.push(conn);
+            drop(pool);
+            self.store.reader_returned.notify_one();
+            // The idle connection keeps the place, so dropping the slot must not free it.
+            std::mem::forget(self);
+        }
+    }
+}
+
+impl Drop for ReaderSlot<'_> {
+    fn drop(&mut self) {
+        self.store.lock_readers().open -= 1;
+        self.store.reader_returned.notify_one();
+    }
 }
 
 /// The write connection and what it remembers between batches.
@@ -85,7 +126,8 @@ impl SqliteStore {
                 conn,
                 cache: write::WriterCache::default(),
             }),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(ReaderPool::default()),
+            reader_returned: Condvar::new(),
             checkpointer: checkpoint::Checkpointer::start(path),
         })
     }
@@ -126,28 +168,44 @@ impl SqliteStore {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs `f` on an idle read connection, opening one if none is idle.
+    /// Runs `f` on an idle read connection. Opens one if none is idle and fewer
+    /// than [`MAX_READERS`] exist, and otherwise blocks until one is returned.
     fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, ActivityError>,
     ) -> Result<T, ActivityError> {
-        let idle = self
-            .readers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => open_reader(&self.path)?,
-        };
-
+        let (slot, conn) = self.take_reader()?;
         let result = f(&conn);
-
-        let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if readers.len() < MAX_IDLE_READERS {
-            readers.push(conn);
-        }
+        slot.give_back(conn);
         result
+    }
+
+    /// Takes an idle read connection, or opens a new one within [`MAX_READERS`].
+    fn take_reader(&self) -> Result<(ReaderSlot<'_>, Connection), ActivityError> {
+        let mut pool = self.lock_readers();
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok((ReaderSlot { store: self }, conn));
+            }
+            if pool.open < MAX_READERS {
+                break;
+            }
+            pool = self
+                .reader_returned
+                .wait(pool)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        pool.open += 1;
+        drop(pool);
+
+        // The slot frees its place again if the open fails.
+        let slot = ReaderSlot { store: self };
+        let conn = open_reader(&self.path)?;
+        Ok((slot, conn))
+    }
+
+    fn lock_readers(&self) -> MutexGuard<'_, ReaderPool> {
+        self.readers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -322,5 +380,34 @@ fn classify(path: &Path, source: rusqlite::Error) -> ActivityError {
             path: path.to_owned(),
             source,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::{mpsc, Arc};
+
+    use super::*;
+
+    #[test]
+    fn panicking_reads_free_their_reader_places() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("activity.db")).unwrap());
+
+        // With leaked places the ninth read would wait forever, so the reads run on
+        // their own thread and the test waits a bounded time.
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..MAX_READERS * 2 {
+                let read = catch_unwind(AssertUnwindSafe(|| {
+                    store.with_reader(|_| -> Result<(), ActivityError> { panic!("read failed") })
+                }));
+                assert!(read.is_err());
+            }
+            sender.send(store.integrity_check().is_ok())
+        });
+        let finished = receiver.recv_timeout(Duration::from_secs(10));
+        assert_eq!(finished, Ok(true));
     }
 }
