@@ -156,7 +156,7 @@ string_enum! {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// When the decision was made.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(with = "millisecond_time")]
     pub time: OffsetDateTime,
     /// Tenant id.
     pub tenant: String,
@@ -369,6 +369,41 @@ fn clean_in_place(text: &mut String, max_bytes: usize) {
     truncate_at_boundary(text, max_bytes);
 }
 
+/// Formats `time` in UTC as RFC 3339 with exactly three fraction digits, such as
+/// `2026-11-20T12:00:00.500Z`, so that times of one width sort as text. An empty
+/// string for years outside 0 to 9999, which millisecond times from the store
+/// cannot have.
+pub fn format_time(time: OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .unwrap_or_default()
+}
+
+/// Serde form of event times: written by [`format_time`], read as any RFC 3339
+/// time.
+mod millisecond_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    pub(super) fn serialize<S: Serializer>(
+        time: &OffsetDateTime,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_time(*time))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<OffsetDateTime, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +425,21 @@ mod tests {
         assert_eq!(Action::BypassIp.as_str(), "bypass-ip");
         assert_eq!(AppClass::TrustedApp.as_str(), "trusted-app");
         assert!("Block".parse::<Action>().is_err());
+    }
+
+    #[test]
+    fn times_have_three_fraction_digits_in_utc() {
+        let time = time::macros::datetime!(2026-11-20 13:00:00.5 +01:00);
+        assert_eq!(format_time(time), "2026-11-20T12:00:00.500Z");
+        let whole = time::macros::datetime!(2026-11-20 12:00:00 UTC);
+        assert_eq!(format_time(whole), "2026-11-20T12:00:00.000Z");
+
+        let mut event = Event::new("acme", Via::Dns, "example.com", Action::Allow);
+        event.time = time;
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["time"], "2026-11-20T12:00:00.500Z");
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back.time, time);
     }
 
     #[test]

@@ -7,8 +7,6 @@
 
 use std::io::Write;
 
-use time::format_description::well_known::Rfc3339;
-
 use crate::error::ActivityError;
 use crate::event::Event;
 use crate::query::Query;
@@ -120,9 +118,7 @@ pub fn write_csv(
 }
 
 fn write_event(out: &mut Vec<u8>, event: &Event) {
-    // Formatting an in-range OffsetDateTime as RFC 3339 fails only for years
-    // outside 0..=9999, which the store cannot produce from millisecond times.
-    let time = event.time.format(&Rfc3339).unwrap_or_default();
+    let time = crate::event::format_time(event.time);
     let client_ip = event.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let device_ip = event.device_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let categories = event.categories.join(";");
