@@ -11,10 +11,12 @@ pub enum ActivityError {
     #[error(transparent)]
     Config(#[from] ConfigError),
 
-    /// The store file is damaged or is not an SQLite database. It is left in place.
+    /// The store file is damaged or is not an SQLite database, found at open or by a
+    /// later statement. It is left in place.
     #[error(
-        "activity store {path} is corrupt or not an SQLite database ({source}); \
-         move it aside to start with an empty store, or restore it from a backup"
+        "activity store {path} is corrupt or not an SQLite database ({source}); with swg \
+         stopped, move it aside (with its -wal and -shm files) to start with an empty store, \
+         or restore it from a backup"
     )]
     Corrupt {
         /// The store file.

@@ -491,6 +491,35 @@ fn damaged_pages_are_reported_corrupt() {
 }
 
 #[test]
+fn damage_found_after_open_is_reported_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activity.db");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        let events: Vec<Event> = (0..5_000)
+            .map(|i| event("acme", i % 600, &format!("h{i}.example"), Action::Allow))
+            .collect();
+        store.insert_batch(&events).unwrap();
+    }
+    // Overwrite pages in the middle of the file, past the schema pages the open reads.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let pages = bytes.len() / 4096;
+    assert!(pages > 40, "{pages} pages");
+    for byte in &mut bytes[20 * 4096..(pages - 10) * 4096] {
+        *byte = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = SqliteStore::open(&path).unwrap();
+    let error = store.query(&day_range()).err().unwrap();
+
+    assert!(matches!(error, ActivityError::Corrupt { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&*path.to_string_lossy()), "{message}");
+    assert!(message.contains("move it aside"), "{message}");
+}
+
+#[test]
 fn newer_schema_is_rejected_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("activity.db");

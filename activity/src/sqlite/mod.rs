@@ -177,7 +177,28 @@ impl SqliteStore {
         let (slot, conn) = self.take_reader()?;
         let result = f(&conn);
         slot.give_back(conn);
-        result
+        result.map_err(|error| self.damage(error))
+    }
+
+    /// Turns an SQLite error that reports a damaged file into
+    /// [`ActivityError::Corrupt`], whose message names the file and the remedy.
+    /// The start checks only the file's header and schema, so damage deeper in the
+    /// file shows first here.
+    fn damage(&self, error: ActivityError) -> ActivityError {
+        match error {
+            ActivityError::Store(source)
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+                ) =>
+            {
+                ActivityError::Corrupt {
+                    path: self.path.clone(),
+                    source,
+                }
+            }
+            other => other,
+        }
     }
 
     /// Takes an idle read connection, or opens a new one within [`MAX_READERS`].
@@ -220,12 +241,12 @@ impl Drop for SqliteStore {
 impl ActivityStore for SqliteStore {
     fn insert_batch(&self, events: &[Event]) -> Result<(), ActivityError> {
         let mut state = self.lock_writer();
-        write::insert_batch(&mut state, events, false)
+        write::insert_batch(&mut state, events, false).map_err(|error| self.damage(error))
     }
 
     fn insert_batch_yielding(&self, events: &[Event]) -> Result<(), ActivityError> {
         let mut state = self.lock_writer();
-        write::insert_batch(&mut state, events, true)
+        write::insert_batch(&mut state, events, true).map_err(|error| self.damage(error))
     }
 
     fn query(&self, query: &Query) -> Result<Page, ActivityError> {
