@@ -40,9 +40,10 @@ where
                 message,
             });
         }
+        let limit = body_limit(&request);
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(bytes_rejection)?;
+            .map_err(|rejection| bytes_rejection(rejection, limit))?;
 
         // The body is parsed twice, once to find its JSON type and once into `T`,
         // so that a wrong field gets a message with its path, line and column.
@@ -94,11 +95,27 @@ fn field_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-fn bytes_rejection(rejection: BytesRejection) -> ApiError {
-    ApiError::Rejected {
-        status: rejection.status(),
-        message: rejection.body_text(),
-    }
+/// The body size limit of a route, set by [`prepare_body`] for the extractors'
+/// messages.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimit(usize);
+
+fn body_limit(request: &Request) -> Option<usize> {
+    request.extensions().get::<BodyLimit>().map(|limit| limit.0)
+}
+
+/// Maps a failure to read the body; a body over the limit, which a body of
+/// unknown length finds only while it is read, gets the message of a declared
+/// length over the limit.
+fn bytes_rejection(rejection: BytesRejection, limit: Option<usize>) -> ApiError {
+    let status = rejection.status();
+    let message = match limit {
+        Some(limit) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the body exceeds the limit of {limit} bytes")
+        }
+        _ => rejection.body_text(),
+    };
+    ApiError::Rejected { status, message }
 }
 
 /// Returns the request's media type, lowercase and without parameters.
@@ -140,9 +157,10 @@ where
                 ),
             });
         }
+        let limit = body_limit(&request);
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(bytes_rejection)?;
+            .map_err(|rejection| bytes_rejection(rejection, limit))?;
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| ApiError::BadRequest("the body is not valid UTF-8".to_owned()))?;
         Ok(Self(text))
@@ -164,12 +182,13 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// it, and reads small bodies completely before the handler runs.
 pub(crate) async fn prepare_body(
     axum::extract::State(limit): axum::extract::State<usize>,
-    request: Request,
+    mut request: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse as _;
     use http_body_util::BodyExt as _;
 
+    request.extensions_mut().insert(BodyLimit(limit));
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

@@ -1030,6 +1030,29 @@ async fn bad_requests_get_clear_4xx() {
     let response = String::from_utf8_lossy(&buffer[..count]).into_owned();
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
 
+    // A chunked body has no declared length, so the limit is found while reading;
+    // its message names the limit too.
+    let tls = connect_tls(&console).await;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let sender = tokio::spawn(async move {
+        let head = "POST /api/agent/enroll HTTP/1.1\r\nHost: localhost\r\n\
+                    Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    200000\r\n";
+        writer.write_all(head.as_bytes()).await?;
+        writer.write_all(&vec![b' '; 0x20_0000]).await
+    });
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut response))
+        .await
+        .expect("no response within 5 s");
+    sender.abort();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    assert!(response.starts_with("HTTP/1.1 413"), "{read:?}: {response}");
+    assert!(
+        response.contains("the body exceeds the limit of "),
+        "{response}"
+    );
+
     let traversal = console
         .as_admin("GET", "/api/../../etc/passwd", &["--path-as-is"])
         .await;
