@@ -784,6 +784,13 @@ async fn bad_query_strings_get_json_400() {
             answer.text()
         );
     }
+    let repeated = console
+        .as_admin("GET", "/api/certificate?format=pem&format=der", &[])
+        .await;
+    assert_eq!(
+        repeated.json()["error"],
+        "invalid query string: duplicate field `format`"
+    );
 }
 
 #[tokio::test]
