@@ -56,11 +56,14 @@ fn token_response(state: &ConsoleState, issued: IssuedDeviceToken) -> TokenRespo
     }
 }
 
-/// Checks a device or user id: 1 to 256 bytes, no control characters.
+/// Checks a device or user id: 1 to 256 bytes of UTF-8, not only white space, no
+/// control characters.
 fn check_id(name: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+    if value.trim().is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control)
+    {
         return Err(ApiError::BadRequest(format!(
-            "{name} must be 1 to {MAX_ID_LEN} bytes without control characters"
+            "{name} must be 1 to {MAX_ID_LEN} bytes of UTF-8, not only white space, without \
+             control characters"
         )));
     }
     Ok(())

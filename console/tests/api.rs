@@ -992,7 +992,7 @@ async fn policy_put_hides_other_files_diagnostics() {
 async fn bad_requests_get_clear_4xx() {
     let console = start().await;
     let json = ["-H", "Content-Type: application/json"];
-    let cases: [(&[&str], u16); 4] = [
+    let cases: [(&[&str], u16); 5] = [
         (&[json[0], json[1], "--data-binary", "{not json"], 400),
         (
             &[
@@ -1013,6 +1013,15 @@ async fn bad_requests_get_clear_4xx() {
                 json[1],
                 "--data-binary",
                 r#"{"authenticationKey":"k","deviceId":"","userId":"u"}"#,
+            ],
+            400,
+        ),
+        (
+            &[
+                json[0],
+                json[1],
+                "--data-binary",
+                r#"{"authenticationKey":"k","deviceId":"   ","userId":"u"}"#,
             ],
             400,
         ),
