@@ -131,9 +131,31 @@ impl ConsoleConfig {
                 return Err(ConfigError::Empty(key));
             }
         }
+        check_host_name("host_name", &self.host_name)?;
         check_https_url("doh_url", &self.doh_url)?;
         check_https_url("console_url", &self.console_url)?;
         check_host_port("proxy", &self.proxy)
+    }
+}
+
+/// Checks that a host name is a DNS name (labels of letters, digits and hyphens)
+/// or an IP address, since it goes into the console's certificate and URL.
+fn check_host_name(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    let dns_name = value.len() <= 253
+        && value.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+        });
+    if dns_name || value.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(ConfigError::InvalidEndpoint {
+            key,
+            value: value.to_owned(),
+            expected: "a DNS name such as swg.example.com, or an IP address",
+        })
     }
 }
 
@@ -179,6 +201,40 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         ConsoleConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn host_name_is_dns_name_or_address() {
+        for good in [
+            "localhost",
+            "swg.example.com",
+            "gw-1.example",
+            "127.0.0.1",
+            "::1",
+        ] {
+            let config = ConsoleConfig {
+                host_name: good.to_owned(),
+                ..ConsoleConfig::default()
+            };
+            assert!(config.validate().is_ok(), "{good}");
+        }
+        for bad in ["gw&co", "a..b", "space name", "x/y", &"a".repeat(64)] {
+            let config = ConsoleConfig {
+                host_name: bad.to_owned(),
+                ..ConsoleConfig::default()
+            };
+            let error = config.validate().unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    ConfigError::InvalidEndpoint {
+                        key: "host_name",
+                        ..
+                    }
+                ),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]
