@@ -122,6 +122,37 @@ fn explain_reports_canary_nxdomain() {
 }
 
 #[test]
+fn check_reads_a_file_named_twice_once() {
+    let output = swg(&["policy", "check", EXAMPLE, EXAMPLE]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert_eq!(stdout.matches("ok, tenant acme").count(), 1, "{stdout}");
+}
+
+#[test]
+fn explain_rejects_unknown_location_and_group() {
+    for (option, value, expected) in [
+        ("--location", "nosuch", "has no location `nosuch`"),
+        ("--group", "nosuch", "has no group `nosuch`"),
+    ] {
+        let output = swg(&[
+            "policy",
+            "explain",
+            "--policy",
+            EXAMPLE,
+            "--tenant",
+            "acme",
+            option,
+            value,
+            "example.com",
+        ]);
+        assert!(!output.status.success(), "{option}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(expected), "{option}: {stderr}");
+    }
+}
+
+#[test]
 fn explain_rejects_invalid_names_and_schemes() {
     for input in ["bad name", "ftp://files.example/"] {
         let output = swg(&[

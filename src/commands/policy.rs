@@ -87,7 +87,15 @@ pub(crate) fn run(command: PolicyCommand) -> ExitCode {
 }
 
 fn load(files: &[PathBuf]) -> Option<PolicySet> {
-    match PolicySet::load(files) {
+    // A file named twice would otherwise define each of its tenants twice.
+    let mut unique: Vec<&PathBuf> = Vec::with_capacity(files.len());
+    let mut seen = std::collections::HashSet::new();
+    for file in files {
+        if seen.insert(std::fs::canonicalize(file).unwrap_or_else(|_| file.clone())) {
+            unique.push(file);
+        }
+    }
+    match PolicySet::load(&unique) {
         Ok(set) => Some(set),
         Err(errors) => {
             for diagnostic in &errors.diagnostics {
@@ -157,6 +165,24 @@ fn explain(
         );
         return ExitCode::FAILURE;
     };
+    if let Some(location) = subject.location {
+        let known: Vec<&str> = tenant.locations().iter().map(|l| l.id.as_str()).collect();
+        if !known.contains(&location) {
+            eprintln!(
+                "error: tenant `{tenant_id}` has no location `{location}`; locations: {}",
+                names_or_none(&known)
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let known: Vec<&str> = tenant.groups().iter().map(|g| g.id.as_str()).collect();
+    if let Some(group) = subject.groups.iter().find(|g| !known.contains(&g.as_str())) {
+        eprintln!(
+            "error: tenant `{tenant_id}` has no group `{group}`; groups: {}",
+            names_or_none(&known)
+        );
+        return ExitCode::FAILURE;
+    }
     match tenant.explain(target, subject, app) {
         Ok(explanation) => {
             println!("{target} for tenant {tenant_id}");
@@ -167,5 +193,14 @@ fn explain(
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Joins ids for a message, or returns "none" when there are none.
+fn names_or_none(ids: &[&str]) -> String {
+    if ids.is_empty() {
+        "none".to_owned()
+    } else {
+        ids.join(", ")
     }
 }
