@@ -119,6 +119,23 @@ pub(crate) enum ConfigError {
 /// Error of one section's `validate()`.
 pub(crate) type SectionError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Replaces Rust's integer type names in a parse message, such as "expected
+/// usize", with the words an operator knows.
+fn plain_types(message: &str) -> String {
+    let mut plain = message.to_owned();
+    for (rust, words) in [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+    ] {
+        plain = plain.replace(rust, words);
+    }
+    plain
+}
+
 /// Largest accepted `worker_threads`.
 const MAX_WORKER_THREADS: usize = 1024;
 
@@ -184,7 +201,7 @@ impl Config {
                 path: path.to_owned(),
                 line,
                 column,
-                message: error.message().trim_end().to_owned(),
+                message: plain_types(error.message().trim_end()),
             }
         })
     }
@@ -194,7 +211,7 @@ impl Config {
     pub(crate) fn validate(&self) -> Result<(), SectionError> {
         if self.worker_threads > MAX_WORKER_THREADS {
             return Err(format!(
-                "worker_threads is {}; allowed: 0 (one per core) to {MAX_WORKER_THREADS}",
+                "worker_threads = {} is out of range; allowed: 0 (one per core) to {MAX_WORKER_THREADS}",
                 self.worker_threads
             )
             .into());
@@ -350,7 +367,7 @@ listen = "[::1]:9191"
         assert!(config.validate().is_ok());
         let config = Config::from_toml("worker_threads = 5000\n", Path::new("swg.toml")).unwrap();
         let message = config.validate().unwrap_err().to_string();
-        assert!(message.contains("worker_threads is 5000"), "{message}");
+        assert!(message.contains("worker_threads = 5000 is out of range"), "{message}");
     }
 
     #[test]
@@ -457,5 +474,14 @@ listen = "[::1]:9191"
             .unwrap_err()
             .to_string();
         assert!(message.starts_with("swg.toml:2:10:"), "{message}");
+
+        let text = "[proxy.limits]\nmax_headers = -1\n";
+        let message = Config::from_toml(text, Path::new("swg.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.ends_with("expected a whole number, 0 or more"),
+            "{message}"
+        );
     }
 }
