@@ -120,7 +120,7 @@ pub(crate) enum ConfigError {
 pub(crate) type SectionError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Replaces Rust's integer type names in a parse message, such as "expected
-/// usize", with the words an operator knows.
+/// usize", with plain words.
 fn plain_types(message: &str) -> String {
     let mut plain = message.to_owned();
     for (rust, words) in [
