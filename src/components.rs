@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustls::server::ResolvesServerCert;
 use swg_activity::{ActivityLog, Recorder};
@@ -70,6 +70,7 @@ impl Components {
         let mut tasks = JoinSet::new();
         let mut aborted_on_shutdown = Vec::new();
 
+        let state_files = StateFiles::inspect(config);
         let policy =
             PolicyWatcher::spawn_from_config(&config.policy, &app.registry, app.shutdown.clone())
                 .map_err(|error| StartError::component("policy")(Box::new(error)))?;
@@ -84,12 +85,14 @@ impl Components {
             .identity
             .load_signing_keys(&config.data_dir)
             .map_err(|error| StartError::component("identity")(Box::new(error)))?;
+        state_files.warn_if_signing_key_was_lost();
         let signer = Signer::new(keys, &config.identity, &app.registry)
             .map_err(|error| StartError::component("identity")(Box::new(error)))?;
         let secrets: Arc<dyn SecretStore> = Arc::new(
-            SqliteSecretStore::open(&config.data_dir.join(CONSOLE_DATABASE))
+            SqliteSecretStore::open(&state_files.console)
                 .map_err(|error| StartError::component("console state")(Box::new(error)))?,
         );
+        state_files.warn_if_console_state_was_lost();
         let endpoints = public_endpoints(config);
         let console_url = endpoints.console_url.clone();
         let live_keys = Arc::new(LiveKeys::new());
@@ -158,6 +161,93 @@ impl Components {
             tasks,
             aborted_on_shutdown,
         })
+    }
+}
+
+/// The files that show whether the data folder was used before, and which of them
+/// existed before this start created any.
+///
+/// A missing signing key file or console state is normal on a first start. In a
+/// folder that other state shows was used before, swg still creates them, because
+/// stopping would leave the gateway down, but it warns: the old device tokens, keys
+/// and admin tokens no longer work. The root CA does not count as such state,
+/// because `swg ca init` may create it before the first start.
+struct StateFiles {
+    /// The console state store.
+    console: PathBuf,
+    /// The signing key file, unless the keys are inline in the configuration.
+    signing_key: Option<PathBuf>,
+    /// Those of the files above that existed before this start.
+    existed: Vec<PathBuf>,
+}
+
+impl StateFiles {
+    /// Notes which state files exist; must run before any of them is created.
+    fn inspect(config: &crate::config::Config) -> Self {
+        let activity = config.activity.database_path(&config.data_dir);
+        let console = config.data_dir.join(CONSOLE_DATABASE);
+        let signing_key = config
+            .identity
+            .signing_keys
+            .is_empty()
+            .then(|| config.data_dir.join(&config.identity.signing_key_file));
+        let existed = [Some(&activity), Some(&console), signing_key.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|path| path.exists())
+            .cloned()
+            .collect();
+        Self {
+            console,
+            signing_key,
+            existed,
+        }
+    }
+
+    /// Returns the files other than `missing` that existed, joined for a log field,
+    /// or `None` when `missing` existed too or nothing else did.
+    fn other_state(&self, missing: &Path) -> Option<String> {
+        if self.existed.iter().any(|path| path == missing) {
+            return None;
+        }
+        let others: Vec<String> = self
+            .existed
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect();
+        (!others.is_empty()).then(|| others.join(", "))
+    }
+
+    /// Warns when this start generated the signing key file in a used data folder.
+    fn warn_if_signing_key_was_lost(&self) {
+        let Some(path) = &self.signing_key else {
+            return;
+        };
+        if let Some(found) = self.other_state(path) {
+            tracing::warn!(
+                path = %path.display(),
+                found = %found,
+                consequence = "device tokens, cookies and tickets signed with the old key are \
+                               rejected, so every agent must enrol again",
+                "signing key file was missing in a used data folder; generated a new key"
+            );
+        }
+    }
+
+    /// Warns when this start created the console state store in a used data folder.
+    fn warn_if_console_state_was_lost(&self) {
+        if let Some(found) = self.other_state(&self.console) {
+            tracing::warn!(
+                path = %self.console.display(),
+                found = %found,
+                consequence = "the old authentication keys, admin tokens and disabler \
+                               passwords no longer exist, so every agent must enrol again \
+                               with a new key",
+                remedy = "to keep the old ones, stop swg and restore the file from a backup",
+                "console state was missing in a used data folder; created an empty one with \
+                 new first secrets"
+            );
+        }
     }
 }
 

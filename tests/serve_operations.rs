@@ -543,3 +543,298 @@ async fn failing_activity_writes_make_readyz_503() {
     server.signal("-TERM");
     assert_eq!(server.wait_exit(), 0, "log:\n{}", server.log.join("\n"));
 }
+
+/// Returns the secret at the end of the first-start line that contains `label`.
+fn printed_secret(server: &mut Server, label: &str) -> String {
+    let line = server.line_with(label);
+    line.rsplit(' ').next().unwrap().to_owned()
+}
+
+/// Calls the console at `port` with an admin token, trusting the root CA of `data`.
+fn console_call(data: &Path, port: u16, token: &str, method: &str, path: &str) -> (u16, String) {
+    let root = data.join("ca/root-cert.pem");
+    let authorization = format!("Authorization: Bearer {token}");
+    curl(&[
+        "--cacert",
+        root.to_str().unwrap(),
+        "-X",
+        method,
+        "-H",
+        &authorization,
+        &format!("https://localhost:{port}{path}"),
+    ])
+}
+
+/// Returns the ids of the authentication keys that `GET /api/keys` lists.
+fn listed_key_ids(data: &Path, port: u16, token: &str) -> Vec<String> {
+    let (status, body) = console_call(data, port, token, "GET", "/api/keys");
+    assert_eq!(status, 200, "{body}");
+    let keys: serde_json::Value = serde_json::from_str(&body).unwrap();
+    keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn deleted_keys_stay_deleted_after_restart() {
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("swg-data");
+    write_free_port_config(folder.path());
+
+    let mut first = Server::start(folder.path(), &[]);
+    let key = printed_secret(&mut first, "authentication key (for agents");
+    let token = printed_secret(&mut first, "admin token (for the admin API)");
+    let console = address_after(&first.line_with("console listening"), "address=");
+    first.line_with("swg is ready");
+    let ids = listed_key_ids(&data, console.port(), &token);
+    assert_eq!(ids.len(), 1);
+    for id in &ids {
+        let path = format!("/api/keys/{id}");
+        let (status, body) = console_call(&data, console.port(), &token, "DELETE", &path);
+        assert_eq!(status, 204, "{body}");
+    }
+    assert!(listed_key_ids(&data, console.port(), &token).is_empty());
+    first.signal("-TERM");
+    assert_eq!(first.wait_exit(), 0);
+
+    let mut second = Server::start(folder.path(), &[]);
+    let console = address_after(&second.line_with("console listening"), "address=");
+    second.line_with("swg is ready");
+    assert!(listed_key_ids(&data, console.port(), &token).is_empty());
+    let enrolment = format!(
+        r#"{{"authenticationKey":"{key}","deviceId":"laptop-1","userId":"alice@example.com"}}"#
+    );
+    let root = data.join("ca/root-cert.pem");
+    let (status, body) = curl(&[
+        "--cacert",
+        root.to_str().unwrap(),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &enrolment,
+        &format!("https://localhost:{}/api/agent/enroll", console.port()),
+    ]);
+    assert_eq!(status, 401, "{body}");
+    second.signal("-TERM");
+    assert_eq!(second.wait_exit(), 0);
+    let created = second
+        .log
+        .iter()
+        .find(|line| line.contains("Created the first secrets") || line.contains("swgk_"));
+    assert_eq!(created, None);
+}
+
+/// Clears the immutable attribute of a file when dropped, so the temporary folder
+/// can be removed.
+struct Mutable<'a>(&'a Path);
+
+impl Drop for Mutable<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+    }
+}
+
+/// Makes `path` read-only for every user: mode 0400 and, because root ignores
+/// modes, the immutable attribute.
+fn make_read_only(path: &Path) -> Mutable<'_> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let guard = Mutable(path);
+    if std::fs::OpenOptions::new().write(true).open(path).is_ok() {
+        let status = Command::new("chattr").arg("+i").arg(path).status().unwrap();
+        assert!(
+            status.success(),
+            "chattr +i failed; run as a non-root user or with CAP_LINUX_IMMUTABLE"
+        );
+    }
+    guard
+}
+
+/// Starts swg once in `folder` and stops it, so the data folder contains every file
+/// of a used gateway.
+fn start_and_stop(folder: &Path) -> Server {
+    let mut server = Server::start(folder, &[]);
+    server.wait_for("swg is ready");
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(), 0, "log:\n{}", server.log.join("\n"));
+    server
+}
+
+#[test]
+fn read_only_console_state_stops_start() {
+    let folder = tempfile::tempdir().unwrap();
+    write_free_port_config(folder.path());
+    start_and_stop(folder.path());
+    let database = folder.path().join("swg-data/console.db");
+    let _guard = make_read_only(&database);
+
+    let mut server = Server::start(folder.path(), &[]);
+    assert_eq!(server.wait_exit(), 1, "log:\n{}", server.log.join("\n"));
+    let error = server.line_with("error:");
+    assert!(error.contains("swg-data/console.db"), "{error}");
+    assert!(error.contains("not writable"), "{error}");
+}
+
+#[test]
+fn corrupt_console_state_stops_start() {
+    let folder = tempfile::tempdir().unwrap();
+    write_free_port_config(folder.path());
+    start_and_stop(folder.path());
+    let database = folder.path().join("swg-data/console.db");
+    std::fs::write(&database, b"this is not an SQLite database file").unwrap();
+
+    let mut server = Server::start(folder.path(), &[]);
+    assert_eq!(server.wait_exit(), 1, "log:\n{}", server.log.join("\n"));
+    let error = server.line_with("error:");
+    assert!(error.contains("swg-data/console.db"), "{error}");
+    assert!(error.contains("backup"), "{error}");
+    assert!(error.contains("move it aside"), "{error}");
+}
+
+#[test]
+fn lost_secrets_are_warned_about() {
+    let folder = tempfile::tempdir().unwrap();
+    write_free_port_config(folder.path());
+    let first = start_and_stop(folder.path());
+    let warnings: Vec<&String> = first
+        .log
+        .iter()
+        .filter(|line| line.contains("WARN"))
+        .collect();
+    assert!(
+        !warnings.iter().any(|line| line.contains("was missing")),
+        "{warnings:?}"
+    );
+
+    // swg runs in `folder` with the default data folder, so it logs relative paths.
+    let data = folder.path().join("swg-data");
+    std::fs::remove_file(data.join("secrets/signing.key")).unwrap();
+    let mut server = Server::start(folder.path(), &[]);
+    let warning = server.line_with("signing key file was missing");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains("path=swg-data/secrets/signing.key"),
+        "{warning}"
+    );
+    assert!(warning.contains("swg-data/activity.db"), "{warning}");
+    assert!(warning.contains("enrol"), "{warning}");
+    server.line_with("swg is ready");
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(), 0);
+
+    let console_state = data.join("console.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", console_state.display()));
+    }
+    let mut server = Server::start(folder.path(), &[]);
+    let warning = server.line_with("console state was missing");
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("path=swg-data/console.db"), "{warning}");
+    assert!(warning.contains("no longer exist"), "{warning}");
+    server.line_with("swg is ready");
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(), 0);
+}
+
+#[test]
+fn ca_init_force_names_restart() {
+    let folder = tempfile::tempdir().unwrap();
+    write_free_port_config(folder.path());
+    let mut server = Server::start(folder.path(), &[]);
+    server.wait_for("swg is ready");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_swg"))
+        .args(["ca", "init", "--force"])
+        .current_dir(folder.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("Created a new root CA."), "{stdout}");
+    assert!(stdout.contains("keep using the old root CA"), "{stdout}");
+    assert!(stdout.contains("restart"), "{stdout}");
+
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(), 0);
+}
+
+/// Runs `swg secrets` with `args` in `folder` and returns its exit success,
+/// standard output and standard error.
+fn swg_secrets(folder: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_swg"))
+        .arg("secrets")
+        .args(args)
+        .current_dir(folder)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn secrets_commands_seed_tenant_added_by_reload() {
+    let folder = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{FREE_PORTS}[policy]\nfiles = [\"alpha.toml\", \"beta.toml\"]\npoll_interval_ms = 100\n"
+    );
+    std::fs::write(folder.path().join("swg.toml"), config).unwrap();
+    let policy = |id: &str| format!("id = \"{id}\"\n\n[[policies]]\nid = \"everyone\"\n");
+    std::fs::write(folder.path().join("alpha.toml"), policy("alpha")).unwrap();
+    std::fs::write(folder.path().join("beta.toml"), policy("beta")).unwrap();
+    let data = folder.path().join("swg-data");
+
+    let mut server = Server::start(folder.path(), &[]);
+    let console = address_after(&server.line_with("console listening"), "address=");
+    server.line_with("swg is ready");
+    std::fs::write(folder.path().join("beta.toml"), policy("gamma")).unwrap();
+    let added = server.wait_for("tenant added to the policy");
+    assert!(added.contains("gamma"), "{added}");
+
+    let (success, stdout, stderr) = swg_secrets(
+        folder.path(),
+        &["admin-token", "--tenant", "gamma", "--role", "read-only"],
+    );
+    assert!(success, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(lines[0].starts_with("authentication key "), "{stdout}");
+    assert!(
+        lines[1].contains("(admin) for tenant gamma: swga_"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("(read_only) for tenant gamma: swga_"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("first secrets"), "{stderr}");
+    let admin = lines[1].rsplit(' ').next().unwrap();
+    let read_only = lines[2].rsplit(' ').next().unwrap();
+
+    // The running swg accepts both tokens and lists the first key.
+    let keys = listed_key_ids(&data, console.port(), read_only);
+    assert_eq!(keys.len(), 1);
+    let (status, body) = console_call(&data, console.port(), admin, "POST", "/api/keys");
+    assert_eq!(status, 201, "{body}");
+
+    // Once seeded, the tenant gets only what is requested.
+    let (success, stdout, stderr) = swg_secrets(folder.path(), &["auth-key", "--tenant", "gamma"]);
+    assert!(success, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert_eq!(listed_key_ids(&data, console.port(), admin).len(), 3);
+
+    let (success, _, stderr) = swg_secrets(folder.path(), &["admin-token", "--tenant", "delta"]);
+    assert!(!success);
+    assert!(
+        stderr.contains("tenant \"delta\" has no secrets"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not in the policy"), "{stderr}");
+
+    server.signal("-TERM");
+    assert_eq!(server.wait_exit(), 0);
+}

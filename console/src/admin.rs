@@ -8,7 +8,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use swg_identity::{
     unix_now, AdminTokenRecord, AuthenticationKey, DisablerPassword, DisablerPasswords,
-    NewAdminToken, Role,
+    NewAdminToken, Role, StoreError,
 };
 
 use crate::auth::Admin;
@@ -174,33 +174,22 @@ pub(crate) async fn create_admin_token(
 
 /// `DELETE /api/admin-tokens/{id}`: deletes an admin token, unless it is the
 /// tenant's last token with the admin role, which would lock the tenant out.
+///
+/// The store checks and deletes in one atomic step, so two tokens that delete
+/// each other at the same moment cannot both succeed.
 pub(crate) async fn delete_admin_token(
     State(state): State<ConsoleState>,
     admin: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     admin.require_write()?;
-    let tokens = state.secrets.list_admin_tokens(admin.tenant()).await?;
-    let Some(target) = tokens.iter().find(|token| token.id == id) else {
-        return Err(ApiError::no_such_id("admin token", &id));
-    };
-    let admins = tokens
-        .iter()
-        .filter(|token| token.role == Role::Admin)
-        .count();
-    // NOTE: two concurrent deletions of the last two admin tokens can both pass
-    // this check; the store offers no conditional delete yet.
-    if target.role == Role::Admin && admins <= 1 {
-        return Err(ApiError::Conflict(
-            "this is the tenant's last admin token; create another one first".to_owned(),
-        ));
-    }
-    if !state
-        .secrets
-        .delete_admin_token(admin.tenant(), &id)
-        .await?
-    {
-        return Err(ApiError::no_such_id("admin token", &id));
+    match state.secrets.delete_admin_token(admin.tenant(), &id).await {
+        Ok(true) => {}
+        Ok(false) => return Err(ApiError::no_such_id("admin token", &id)),
+        Err(error @ StoreError::LastAdminToken) => {
+            return Err(ApiError::Conflict(error.to_string()))
+        }
+        Err(error) => return Err(error.into()),
     }
     tracing::info!(tenant = %admin.tenant(), token_id = %id, admin = %admin.0.id, "admin token deleted");
     Ok(StatusCode::NO_CONTENT)

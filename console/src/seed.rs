@@ -4,10 +4,11 @@ use swg_identity::{seed_tenant, unix_now, SecretStore, SeededSecrets, StoreError
 use swg_policy::PolicyWatcher;
 
 /// Gives every tenant of the policy in force an authentication key, an admin token
-/// and a disabler password if it lacks them, and returns the secrets created, per
-/// tenant, so that `swg serve` can print them once.
+/// and a disabler password if the store has never seeded it, and returns the
+/// secrets created, per tenant, so that `swg serve` can print them once.
 ///
-/// Tenants that already had everything are left out of the result.
+/// Tenants seeded before are left out of the result and keep what they have, even
+/// with every key deleted.
 pub async fn seed_policy_tenants(
     secrets: &dyn SecretStore,
     policy: &PolicyWatcher,

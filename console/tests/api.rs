@@ -1841,3 +1841,80 @@ async fn json_field_errors_name_the_field() {
         tokens_before
     );
 }
+
+/// Creates an admin-role token with `token` and returns the new token and its id.
+async fn create_admin_token_with(console: &Console, token: &str) -> (String, String) {
+    let header = format!("Authorization: Bearer {token}");
+    let created = console
+        .call(
+            "POST",
+            "/api/admin-tokens",
+            &[
+                "-H",
+                &header,
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                r#"{"role":"admin"}"#,
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    (
+        created["token"].as_str().unwrap().to_owned(),
+        created["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletes_keep_one_admin_token() {
+    let console = start().await;
+    let mut survivor = console.admin_token.clone();
+    let mut survivor_id = console
+        .secrets
+        .find_admin_token(&survivor)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+
+    // Each round, two admin tokens delete each other at the same moment: at most
+    // one deletion may succeed.
+    for round in 0..30 {
+        let (second, second_id) = create_admin_token_with(&console, &survivor).await;
+        let first_header = format!("Authorization: Bearer {survivor}");
+        let second_header = format!("Authorization: Bearer {second}");
+        let first_path = format!("/api/admin-tokens/{second_id}");
+        let second_path = format!("/api/admin-tokens/{survivor_id}");
+        let first_args = ["-H", first_header.as_str()];
+        let second_args = ["-H", second_header.as_str()];
+        let (first_delete, second_delete) = tokio::join!(
+            console.call("DELETE", &first_path, &first_args),
+            console.call("DELETE", &second_path, &second_args),
+        );
+        let statuses = (first_delete.status, second_delete.status);
+        assert_ne!(statuses, (204, 204), "round {round}: both tokens deleted");
+        assert!(
+            [(204, 409), (204, 401), (409, 204), (401, 204)].contains(&statuses),
+            "round {round}: {statuses:?} {} {}",
+            first_delete.text(),
+            second_delete.text()
+        );
+
+        let admins: Vec<_> = console
+            .secrets
+            .list_admin_tokens("acme")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|token| token.role == Role::Admin)
+            .collect();
+        assert_eq!(admins.len(), 1, "round {round}: {admins:?}");
+        if first_delete.status != 204 {
+            survivor = second;
+            survivor_id = second_id;
+        }
+        assert_eq!(admins[0].id, survivor_id, "round {round}");
+    }
+}

@@ -214,12 +214,13 @@ pub struct DisablerPasswords {
     pub previous: Option<DisablerPassword>,
 }
 
-/// Secrets generated for a tenant that had none, to show to the operator once.
+/// Secrets generated for a tenant that was never seeded, to show to the operator
+/// once.
 #[derive(Clone, Default)]
 pub struct SeededSecrets {
-    /// The new authentication key, if the tenant had no key.
+    /// The tenant's first authentication key, if this call seeded the tenant.
     pub authentication_key: Option<AuthenticationKey>,
-    /// The new admin token, if the tenant had no admin token.
+    /// The tenant's first admin token, if this call seeded the tenant.
     pub admin_token: Option<NewAdminToken>,
 }
 
@@ -232,38 +233,38 @@ impl std::fmt::Debug for SeededSecrets {
     }
 }
 
-/// Gives `tenant` an authentication key, an admin token and a disabler password
-/// for each it lacks, and returns the key and token that were created.
+/// Gives `tenant` an authentication key, an admin-role token and a disabler
+/// password if the store has never seeded it, and returns the key and token that
+/// were created.
 ///
-/// Run at every start for every tenant of the policy: on the first start it
-/// creates the secrets, later it changes nothing and returns nothing.
+/// Run at every start for every tenant of the policy: the first time it creates
+/// the secrets, later it changes nothing and returns nothing. A tenant whose keys
+/// or tokens were all deleted stays without them, because deleting the last key
+/// is how an administrator stops enrolments with a leaked key. The check and the
+/// inserts are one atomic store operation, so concurrent calls seed a tenant once.
 pub async fn seed_tenant(
     store: &dyn SecretStore,
     tenant: &str,
     now: u64,
 ) -> Result<SeededSecrets, StoreError> {
-    let mut seeded = SeededSecrets::default();
-
-    if store.list_authentication_keys(tenant).await?.is_empty() {
-        let key = AuthenticationKey::generate(tenant, now);
-        store.insert_authentication_key(&key).await?;
-        tracing::info!(tenant, key_id = %key.id, "created first authentication key");
-        seeded.authentication_key = Some(key);
+    let key = AuthenticationKey::generate(tenant, now);
+    let token = NewAdminToken::generate(tenant, Role::Admin, now);
+    let disabler = DisablerPassword::generate(now);
+    if !store
+        .insert_first_secrets(tenant, &key, &token.record, &disabler)
+        .await?
+    {
+        return Ok(SeededSecrets::default());
     }
 
-    if store.list_admin_tokens(tenant).await?.is_empty() {
-        let token = NewAdminToken::generate(tenant, Role::Admin, now);
-        store.insert_admin_token(&token.record).await?;
-        tracing::info!(tenant, token_id = %token.record.id, "created first admin token");
-        seeded.admin_token = Some(token);
-    }
-
-    if store.disabler_passwords(tenant).await?.is_none() {
-        store
-            .rotate_disabler_password(tenant, &DisablerPassword::generate(now))
-            .await?;
-        tracing::info!(tenant, "created first disabler password");
-    }
-
-    Ok(seeded)
+    tracing::info!(
+        tenant,
+        key_id = %key.id,
+        token_id = %token.record.id,
+        "created first authentication key, admin token and disabler password"
+    );
+    Ok(SeededSecrets {
+        authentication_key: Some(key),
+        admin_token: Some(token),
+    })
 }

@@ -1,9 +1,13 @@
 //! The embedded [`SecretStore`]: one SQLite database file.
 
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension as _};
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension as _, TransactionBehavior,
+};
 
 use crate::secrets::sha256_hex;
 use crate::{
@@ -36,6 +40,28 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS admin_tokens_tenant ON admin_tokens (tenant);
+CREATE TABLE IF NOT EXISTS seeded_tenants (
+    tenant TEXT PRIMARY KEY,
+    seeded_at INTEGER NOT NULL
+);
+";
+
+/// The schema version this build writes, kept in SQLite's `user_version`.
+///
+/// Version 0 had no `seeded_tenants`; version 1 added it.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Records as seeded every tenant that has, or had, secrets in a version 0 store.
+///
+/// A disabler password counts, because seeding always created one and no API
+/// deletes it, so it remains after the tenant's keys and tokens are gone.
+const SEED_EXISTING_TENANTS: &str = "
+INSERT OR IGNORE INTO seeded_tenants (tenant, seeded_at)
+SELECT tenant, MIN(created_at) FROM (
+    SELECT tenant, created_at FROM authentication_keys
+    UNION ALL SELECT tenant, created_at FROM admin_tokens
+    UNION ALL SELECT tenant, created_at FROM disabler_passwords
+) GROUP BY tenant;
 ";
 
 /// Tenants' secrets in a SQLite database.
@@ -74,46 +100,69 @@ fn to_u64(value: i64) -> u64 {
 impl SqliteSecretStore {
     /// Opens the database at `path`, creating it (mode 0600, because it contains
     /// authentication keys and disabler passwords in clear) and its tables if
-    /// needed.
+    /// needed, and migrating an older layout.
+    ///
+    /// Fails with [`StoreError::NotWritable`] when the file or its folder cannot be
+    /// written, and with [`StoreError::Corrupt`] when SQLite's quick check finds
+    /// damage, so that neither shows up only when an administrator changes something.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if !path.exists() {
+        let open_error = |source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        if path.exists() {
+            check_writable(path)?;
+        } else {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| StoreError::Open {
-                    path: path.to_owned(),
-                    source,
-                })?;
+                std::fs::create_dir_all(parent).map_err(open_error)?;
             }
             match crate::signing_keys::write_new_private_file(path, b"") {
                 Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(StoreError::Open {
-                        path: path.to_owned(),
-                        source,
-                    })
-                }
+                Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(open_error(source)),
             }
         }
-        let connection = Connection::open(path).map_err(database_error)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(database_error)?;
+
+        let classify = |error| classify_open_error(path, error);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut connection = Connection::open_with_flags(path, flags).map_err(classify)?;
+        if connection.is_readonly("main").map_err(classify)? {
+            return Err(StoreError::NotWritable {
+                path: path.to_owned(),
+                reason: "SQLite opened the file read-only".to_owned(),
+            });
+        }
         connection
             .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(database_error)?;
-        Self::with_connection(connection)
+            .map_err(classify)?;
+        let mode: String = connection
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(classify)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NotWritable {
+                path: path.to_owned(),
+                reason: format!("SQLite kept journal mode {mode} instead of WAL"),
+            });
+        }
+        check_integrity(&connection, path)?;
+
+        migrate(&mut connection, Some(path))?;
+        Ok(Self::with_connection(connection))
     }
 
     /// Opens a private in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::with_connection(Connection::open_in_memory().map_err(database_error)?)
+        let mut connection = Connection::open_in_memory().map_err(database_error)?;
+        migrate(&mut connection, None)?;
+        Ok(Self::with_connection(connection))
     }
 
-    fn with_connection(connection: Connection) -> Result<Self, StoreError> {
-        connection.execute_batch(SCHEMA).map_err(database_error)?;
-        Ok(Self {
+    fn with_connection(connection: Connection) -> Self {
+        Self {
             connection: Arc::new(Mutex::new(connection)),
-        })
+        }
     }
 
     /// Runs `work` with the connection on the blocking thread pool.
@@ -134,6 +183,146 @@ impl SqliteSecretStore {
             .map_err(|error| StoreError::Database(format!("store task failed: {error}")))?
         })
     }
+}
+
+/// Fails when the existing file at `path` cannot be opened for writing: SQLite
+/// itself would silently open it read-only.
+fn check_writable(path: &Path) -> Result<(), StoreError> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            Err(StoreError::NotWritable {
+                path: path.to_owned(),
+                reason: error.to_string(),
+            })
+        }
+        Err(source) => Err(StoreError::Open {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Maps an SQLite error met while opening `path` to the error an operator can act on.
+fn classify_open_error(path: &Path, error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        },
+        Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
+            StoreError::NotWritable {
+                path: path.to_owned(),
+                reason: error.to_string(),
+            }
+        }
+        _ => StoreError::Database(format!("{}: {error}", path.display())),
+    }
+}
+
+/// Runs SQLite's quick check, which reads every page: the file is small, and damage
+/// found now stops the start instead of failing a later request.
+fn check_integrity(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut statement = connection
+        .prepare("PRAGMA quick_check")
+        .map_err(|error| classify_open_error(path, error))?;
+    let problems = statement
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(|error| classify_open_error(path, error))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(|error| classify_open_error(path, error))?;
+    if problems == ["ok"] {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        path: path.to_owned(),
+        reason: problems.join("; "),
+    })
+}
+
+/// Creates the tables and brings an older layout to [`SCHEMA_VERSION`], in one
+/// transaction that holds the write lock, so that two processes opening the same
+/// file migrate it once.
+fn migrate(connection: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {
+    let classify = |error| match path {
+        Some(path) => classify_open_error(path, error),
+        None => database_error(error),
+    };
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(classify)?;
+    let version: i64 = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(classify)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.map(Path::to_owned).unwrap_or_default(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+
+    transaction.execute_batch(SCHEMA).map_err(classify)?;
+    if version < 1 {
+        transaction
+            .execute_batch(SEED_EXISTING_TENANTS)
+            .map_err(classify)?;
+    }
+    transaction
+        .pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(classify)?;
+    transaction.commit().map_err(classify)
+}
+
+/// Records `tenant` as seeded at `now` unless it already is; returns whether it
+/// was new.
+fn record_seeded(connection: &Connection, tenant: &str, now: u64) -> Result<bool, StoreError> {
+    let inserted = connection
+        .execute(
+            "INSERT OR IGNORE INTO seeded_tenants (tenant, seeded_at) VALUES (?1, ?2)",
+            params![tenant, to_i64(now)],
+        )
+        .map_err(database_error)?;
+    Ok(inserted > 0)
+}
+
+fn insert_key(connection: &Connection, key: &AuthenticationKey) -> Result<(), StoreError> {
+    connection
+        .execute(
+            "INSERT INTO authentication_keys (id, tenant, key, key_sha256, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                key.id,
+                key.tenant,
+                key.key,
+                sha256_hex(key.key.as_bytes()),
+                to_i64(key.created_at)
+            ],
+        )
+        .map_err(database_error)?;
+    Ok(())
+}
+
+fn insert_token(connection: &Connection, record: &AdminTokenRecord) -> Result<(), StoreError> {
+    connection
+        .execute(
+            "INSERT INTO admin_tokens (id, tenant, role, token_sha256, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                record.id,
+                record.tenant,
+                record.role.as_str(),
+                record.token_sha256,
+                to_i64(record.created_at)
+            ],
+        )
+        .map_err(database_error)?;
+    Ok(())
 }
 
 fn read_authentication_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuthenticationKey> {
@@ -204,26 +393,73 @@ fn read_disabler(
 }
 
 impl SecretStore for SqliteSecretStore {
+    fn insert_first_secrets<'a>(
+        &'a self,
+        tenant: &'a str,
+        key: &'a AuthenticationKey,
+        token: &'a AdminTokenRecord,
+        disabler: &'a DisablerPassword,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let (tenant, key, token, disabler) = (
+            tenant.to_owned(),
+            key.clone(),
+            token.clone(),
+            disabler.clone(),
+        );
+        self.run(move |connection| {
+            // The write lock is taken at BEGIN, so another process seeding the same
+            // tenant waits here and then finds it seeded.
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database_error)?;
+            if !record_seeded(&transaction, &tenant, key.created_at)? {
+                return Ok(false);
+            }
+            insert_key(&transaction, &key)?;
+            insert_token(&transaction, &token)?;
+            transaction
+                .execute(
+                    "INSERT OR IGNORE INTO disabler_passwords \
+                     (tenant, slot, password, salt, created_at) \
+                     VALUES (?1, 'current', ?2, ?3, ?4)",
+                    params![
+                        tenant,
+                        disabler.password,
+                        disabler.salt,
+                        to_i64(disabler.created_at)
+                    ],
+                )
+                .map_err(database_error)?;
+            transaction.commit().map_err(database_error)?;
+            Ok(true)
+        })
+    }
+
+    fn is_seeded<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let tenant = tenant.to_owned();
+        self.run(move |connection| {
+            connection
+                .query_row(
+                    "SELECT 1 FROM seeded_tenants WHERE tenant = ?1",
+                    params![tenant],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map(|found| found.is_some())
+                .map_err(database_error)
+        })
+    }
+
     fn insert_authentication_key<'a>(
         &'a self,
         key: &'a AuthenticationKey,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let key = key.clone();
         self.run(move |connection| {
-            connection
-                .execute(
-                    "INSERT INTO authentication_keys (id, tenant, key, key_sha256, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        key.id,
-                        key.tenant,
-                        key.key,
-                        sha256_hex(key.key.as_bytes()),
-                        to_i64(key.created_at)
-                    ],
-                )
-                .map_err(database_error)?;
-            Ok(())
+            let transaction = connection.transaction().map_err(database_error)?;
+            insert_key(&transaction, &key)?;
+            record_seeded(&transaction, &key.tenant, key.created_at)?;
+            transaction.commit().map_err(database_error)
         })
     }
 
@@ -352,20 +588,10 @@ impl SecretStore for SqliteSecretStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let record = record.clone();
         self.run(move |connection| {
-            connection
-                .execute(
-                    "INSERT INTO admin_tokens (id, tenant, role, token_sha256, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        record.id,
-                        record.tenant,
-                        record.role.as_str(),
-                        record.token_sha256,
-                        to_i64(record.created_at)
-                    ],
-                )
-                .map_err(database_error)?;
-            Ok(())
+            let transaction = connection.transaction().map_err(database_error)?;
+            insert_token(&transaction, &record)?;
+            record_seeded(&transaction, &record.tenant, record.created_at)?;
+            transaction.commit().map_err(database_error)
         })
     }
 
@@ -417,13 +643,43 @@ impl SecretStore for SqliteSecretStore {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let (tenant, id) = (tenant.to_owned(), id.to_owned());
         self.run(move |connection| {
-            let deleted = connection
+            // The write lock is taken at BEGIN, so no other connection, in this
+            // process or another, can delete an admin token between the count and
+            // the deletion.
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(database_error)?;
+            let role: Option<String> = transaction
+                .query_row(
+                    "SELECT role FROM admin_tokens WHERE tenant = ?1 AND id = ?2",
+                    params![tenant, id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(database_error)?;
+            let Some(role) = role else {
+                return Ok(false);
+            };
+            if role == Role::Admin.as_str() {
+                let admins: i64 = transaction
+                    .query_row(
+                        "SELECT COUNT(*) FROM admin_tokens WHERE tenant = ?1 AND role = ?2",
+                        params![tenant, Role::Admin.as_str()],
+                        |row| row.get(0),
+                    )
+                    .map_err(database_error)?;
+                if admins <= 1 {
+                    return Err(StoreError::LastAdminToken);
+                }
+            }
+            transaction
                 .execute(
                     "DELETE FROM admin_tokens WHERE tenant = ?1 AND id = ?2",
                     params![tenant, id],
                 )
                 .map_err(database_error)?;
-            Ok(deleted > 0)
+            transaction.commit().map_err(database_error)?;
+            Ok(true)
         })
     }
 }

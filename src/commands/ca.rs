@@ -34,7 +34,8 @@ pub(crate) enum CaCommand {
         #[command(flatten)]
         config: ConfigArgs,
         /// Replace an existing root CA. Devices that trust the old root will
-        /// reject leaves from the new one until they install it.
+        /// reject leaves from the new one until they install it, and a running
+        /// `swg serve` keeps using the old root until it restarts.
         #[arg(long)]
         force: bool,
         /// Key type [default: `ca.key_type` from the configuration, else ecdsa-p256].
@@ -215,6 +216,7 @@ fn export_certificate(
 fn init(args: &ConfigArgs, force: bool, key_type: Option<KeyType>) -> Result<(), CaCommandError> {
     let (config, files) = ca_files(args)?;
     let key_type = key_type.unwrap_or(config.ca.key_type);
+    let replaced = files.cert.exists() || files.key.exists();
     let root = store::init(&config.ca, key_type, &files, force)?;
 
     let mut out = std::io::stdout().lock();
@@ -227,8 +229,23 @@ fn init(args: &ConfigArgs, force: bool, key_type: Option<KeyType>) -> Result<(),
                 "matches the certificate",
             )
         })
+        .and_then(|()| {
+            // swg loads the CA only at start, and this command cannot tell whether
+            // a gateway is running, so the note comes with every replacement.
+            if replaced {
+                writeln!(out, "{REPLACED_ROOT_NOTE}")
+            } else {
+                Ok(())
+            }
+        })
         .map_err(|source| CaCommandError::Output {
             target: "standard output".to_owned(),
             source,
         })
 }
+
+/// The instructions printed after `swg ca init --force` replaced a root CA.
+const REPLACED_ROOT_NOTE: &str = "\
+Running swg processes keep using the old root CA until they restart: restart every
+`swg serve` that uses these files, and install the new root on devices first
+(`swg ca export`), because devices reject leaves from a root they do not trust.";
