@@ -12,7 +12,7 @@ use swg_identity::{
 };
 
 use crate::auth::Admin;
-use crate::body::ApiJson;
+use crate::body::{ApiJson, NoBody};
 use crate::error::quoted_after;
 use crate::{ApiError, ConsoleState};
 
@@ -38,6 +38,7 @@ pub(crate) async fn list_keys(
 pub(crate) async fn create_key(
     State(state): State<ConsoleState>,
     admin: Admin,
+    _body: NoBody,
 ) -> Result<(StatusCode, Json<AuthenticationKey>), ApiError> {
     admin.require_write()?;
     let key = AuthenticationKey::generate(admin.tenant(), unix_now());
@@ -87,6 +88,7 @@ pub(crate) async fn show_disabler(
 pub(crate) async fn generate_disabler(
     State(state): State<ConsoleState>,
     admin: Admin,
+    _body: NoBody,
 ) -> Result<(StatusCode, Json<DisablerPasswords>), ApiError> {
     admin.require_write()?;
     let passwords = state

@@ -60,6 +60,39 @@ where
     }
 }
 
+/// The body of a request that takes none: empty, white space or an empty JSON
+/// object. Anything else gets 422, so that a client that sends values (such as a
+/// chosen password) learns that swg ignored them instead of believing they were
+/// applied.
+#[derive(Debug)]
+pub(crate) struct NoBody;
+
+impl<S> FromRequest<S> for NoBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = body_limit(&request);
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| bytes_rejection(rejection, limit))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let compact: String = text.split_whitespace().collect();
+        if compact.is_empty() || compact == "{}" {
+            Ok(Self)
+        } else {
+            Err(ApiError::Rejected {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "this request takes no body (an empty JSON object is accepted); \
+                          swg generates the value itself"
+                    .to_owned(),
+            })
+        }
+    }
+}
+
 /// Returns the JSON type of `value` with its article, for messages.
 fn json_type(value: &serde_json::Value) -> &'static str {
     match value {

@@ -1918,3 +1918,34 @@ async fn concurrent_deletes_keep_one_admin_token() {
         assert_eq!(admins[0].id, survivor_id, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn generated_values_refuse_a_body() {
+    let console = start().await;
+    for path in ["/api/keys", "/api/disabler-password"] {
+        let chosen = console
+            .as_admin(
+                "POST",
+                path,
+                &[
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    r#"{"password":"mine"}"#,
+                ],
+            )
+            .await;
+        assert_eq!(chosen.status, 422, "{path}: {}", chosen.text());
+        let error = chosen.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.starts_with("this request takes no body"), "{error}");
+
+        let empty = console
+            .as_admin(
+                "POST",
+                path,
+                &["-H", "Content-Type: application/json", "--data-binary", "{}"],
+            )
+            .await;
+        assert_eq!(empty.status, 201, "{path}: {}", empty.text());
+    }
+}
