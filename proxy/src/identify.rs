@@ -11,7 +11,7 @@ use crate::cookies::{set_cookie, SwgCookies, IDENTITY_COOKIE};
 use crate::request::redirect;
 use crate::server::Shared;
 use crate::signed::SignedValues;
-use crate::target::Target;
+use crate::target::{Scheme, Target};
 
 /// The result of looking for the identity of a request.
 pub(crate) enum Found {
@@ -79,7 +79,7 @@ pub(crate) async fn establish(asking: &Asking<'_>) -> Found {
     }
 
     match signed {
-        Some(signed) if asking.top_level_navigation && flow_enabled(asking.shared) => {
+        Some(signed) if asking.top_level_navigation && flow_enabled(asking) => {
             if asking
                 .shared
                 .flows
@@ -102,8 +102,14 @@ fn identified(identity: ClientIdentity, set_cookie: Option<HeaderValue>) -> Foun
     }
 }
 
-fn flow_enabled(shared: &Shared) -> bool {
-    !shared.config.auth_host.is_empty()
+/// Tells whether the auth host flow may run for this request: an auth host is
+/// configured and the request came over HTTPS. swg's cookies are `Secure`, so over
+/// plain HTTP a browser never sends the gateway cookie and drops the identity
+/// cookie that the flow sets on return. A redirect there would only end on the
+/// inspection page, which tells the user to allow cookies, so a plain-HTTP
+/// navigation without identity gets the unidentified page at once.
+fn flow_enabled(asking: &Asking<'_>) -> bool {
+    !asking.shared.config.auth_host.is_empty() && asking.target.scheme == Scheme::Https
 }
 
 /// Returns the identity of the first `__swg_id` value that verifies for this host.
@@ -161,9 +167,11 @@ pub(crate) fn may_be_browser(class: AppClass) -> bool {
     matches!(class, AppClass::Browser | AppClass::Unknown)
 }
 
-/// For a browser's navigation identified by a hint, the once-per-device redirect
-/// to the auth host that sets its gateway cookie, carrying the `__swg_id` cookie
-/// for this site too.
+/// For a browser's HTTPS navigation identified by a hint, the once-per-device
+/// redirect to the auth host that sets its gateway cookie, carrying the `__swg_id`
+/// cookie for this site too. A plain-HTTP navigation is not redirected, and does
+/// not use up the device's registration, because a browser drops a `Secure`
+/// cookie set over plain HTTP.
 fn register_gateway_cookie(
     asking: &Asking<'_>,
     signed: &SignedValues,
@@ -171,7 +179,7 @@ fn register_gateway_cookie(
     cookie: &Option<HeaderValue>,
 ) -> Option<Response<ProxyBody>> {
     let shared = asking.shared;
-    if !asking.top_level_navigation || !flow_enabled(shared) || !may_be_browser(identity.app_class)
+    if !asking.top_level_navigation || !flow_enabled(asking) || !may_be_browser(identity.app_class)
     {
         return None;
     }

@@ -21,7 +21,7 @@ use crate::headers::{is_websocket_upgrade, remove_bypass_headers, remove_hop_by_
 use crate::identify::{self, is_top_level_navigation, Asking, Found};
 use crate::reserved;
 use crate::server::Shared;
-use crate::target::Target;
+use crate::target::{InvalidTarget, Target};
 use crate::upstream::{self, StreamLease, UpstreamFailure};
 use crate::warn::{self, WarnOutcome};
 use crate::websocket;
@@ -32,6 +32,9 @@ pub const RESERVED_PREFIX: &str = "/.swg/";
 /// The activity reason of an allowed request whose body could not be read from
 /// the client.
 const CLIENT_BODY_REASON: &str = "client error: request body invalid or incomplete";
+
+/// The activity reason of a WebSocket handshake rejected because it has a body.
+const WEBSOCKET_BODY_REASON: &str = "bad request: WebSocket handshake with a body";
 
 /// The activity reason of an allowed HTTP/2 request whose handling hyper dropped
 /// before the origin's response: the client or h2 reset its stream, or its
@@ -74,10 +77,11 @@ async fn handle_in_span(
         context.fallback_port,
     ) {
         Ok(target) => target,
+        // No variant of the error contains user information, so it may be logged.
         Err(error) => {
-            tracing::debug!(%error, "request without a valid host");
+            tracing::debug!(%error, "request without a valid target");
             count(&shared, &context, "bad_request");
-            return plain(StatusCode::BAD_REQUEST, "invalid or missing host\n");
+            return plain(StatusCode::BAD_REQUEST, invalid_target_text(&error));
         }
     };
     let host = target.host_name();
@@ -104,7 +108,7 @@ async fn handle_in_span(
         count(&shared, &context, "reserved");
         return auth_host::serve(&mut exchange, &target, request.method(), &cookies).await;
     }
-    let reserved = target.path_and_query.starts_with(RESERVED_PREFIX);
+    let reserved = is_reserved(&target);
     if reserved && target.path() == reserved::TICKET_PATH {
         count(&shared, &context, "reserved");
         return reserved::redeem_ticket(&mut exchange, &target, &host, &cookies).await;
@@ -167,6 +171,11 @@ async fn handle_in_span(
     }
 
     let version = request.version();
+    let websocket = is_websocket_upgrade(request.headers()) && version == Version::HTTP_11;
+    if websocket && !request.body().is_end_stream() {
+        let response = exchange.websocket_with_body(identity, decision);
+        return exchange.with_cookies(response);
+    }
     let guard = ForwardGuard {
         exchange: &mut exchange,
         identity: &identity,
@@ -174,12 +183,12 @@ async fn handle_in_span(
         version,
         armed: true,
     };
-    let result = if is_websocket_upgrade(request.headers()) && version == Version::HTTP_11 {
+    let result = if websocket {
         websocket::tunnel(&shared, &context, &target, request)
             .await
             .map_err(ForwardError::Upstream)
     } else {
-        forward(&shared, &context, &guard.exchange.url, request).await
+        forward(&shared, &context, &target, request).await
     };
     // No await follows until the outcome is recorded, so hyper cannot drop the
     // handling in between.
@@ -190,6 +199,30 @@ async fn handle_in_span(
         Err(ForwardError::ClientBody) => exchange.client_body_failed(identity, decision, version),
     };
     exchange.with_cookies(response)
+}
+
+/// Returns the text of the 400 response to a request whose target swg rejects.
+fn invalid_target_text(error: &InvalidTarget) -> &'static str {
+    match error {
+        InvalidTarget::UserInformation => {
+            "bad request: user information (user:password@) is not accepted in a URL or Host header\n"
+        }
+        InvalidTarget::AsteriskForm(_) => {
+            "bad request: the request target * is only valid for OPTIONS\n"
+        }
+        InvalidTarget::MissingHost | InvalidTarget::InvalidPort(_) | InvalidTarget::InvalidHost(_) => {
+            "invalid or missing host\n"
+        }
+    }
+}
+
+/// Tells whether the request's path is under [`RESERVED_PREFIX`] in the canonical
+/// form that policy matches paths in (percent-decoded, runs of slashes merged, dot
+/// segments resolved, lower case). Origins resolve `/%2eswg/x`, `//.swg/x` and
+/// `/a/../.swg/x` to `/.swg/x`, so none of these spellings may be forwarded.
+fn is_reserved(target: &Target) -> bool {
+    target.path_and_query.starts_with(RESERVED_PREFIX)
+        || swg_policy::canonical_target(target.path()).starts_with(RESERVED_PREFIX)
 }
 
 fn check_sni(context: &ConnectionContext, host: &str) {
@@ -249,12 +282,12 @@ impl From<UpstreamFailure> for ForwardError {
     }
 }
 
-/// Forwards a request to `url` (the target's full URL) and returns the response,
-/// passed on by [`pass_on`].
+/// Forwards a request to `target` and returns the response, passed on by
+/// [`pass_on`].
 async fn forward(
     shared: &Shared,
     context: &ConnectionContext,
-    url: &str,
+    target: &Target,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let limits = &shared.config.limits;
@@ -287,7 +320,9 @@ async fn forward(
     remove_hop_by_hop(&mut parts.headers, false);
     // hyper writes Host (HTTP/1.1) or :authority (HTTP/2) from the URI.
     parts.headers.remove(header::HOST);
-    parts.uri = http::Uri::try_from(url).map_err(|_| UpstreamFailure::InvalidHost)?;
+    parts.uri = target
+        .upstream_uri()
+        .map_err(|_| UpstreamFailure::InvalidHost)?;
     parts.version = Version::HTTP_11;
     let mut body = GuardedBody::new(body, limits.max_request_body_bytes, idle);
     let request_sent = body.end_signal();
@@ -571,6 +606,36 @@ impl Exchange<'_> {
         if decision.verdict != Verdict::Bypass {
             decision.reason = CLIENT_BODY_REASON.to_owned();
             self.record_uncounted(Some(identity), Action::Allow, Some(decision), None);
+        }
+        response
+    }
+
+    /// Builds the 400 response to a WebSocket handshake that has a body, and counts
+    /// it as `bad_request`. The handshake is a GET (RFC 6455 section 4.1) whose
+    /// connection carries WebSocket frames right after its head, so swg sends it
+    /// upstream without a body and cannot forward one. The activity
+    /// event records a block with a reason that names the problem and no rule,
+    /// because policy allowed the URL. Bypassed requests get no event, as when
+    /// they succeed.
+    fn websocket_with_body(
+        &mut self,
+        identity: ClientIdentity,
+        mut decision: Decision,
+    ) -> Response<ProxyBody> {
+        tracing::debug!(url = %self.url, "WebSocket handshake with a body rejected");
+        let mut response = plain(
+            StatusCode::BAD_REQUEST,
+            "bad request: a WebSocket handshake has no body\n",
+        );
+        // The body is not read, so the connection cannot carry a next request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        count(self.shared, self.context, "bad_request");
+        if decision.verdict != Verdict::Bypass {
+            decision.rule = None;
+            decision.reason = WEBSOCKET_BODY_REASON.to_owned();
+            self.record_uncounted(Some(identity), Action::Block, Some(decision), None);
         }
         response
     }

@@ -3,10 +3,39 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header;
-use http::Request;
+use http::uri::{Authority, PathAndQuery};
+use http::{header, Method, Request, Uri};
 
 use crate::host::{split_host_port, Host, InvalidHost};
+
+/// The request target of `OPTIONS *` (RFC 9112 section 3.2.4), which applies to the
+/// server in general rather than one resource.
+pub(crate) const ASTERISK_FORM: &str = "*";
+
+/// Why a request names no target that swg accepts. No variant contains user
+/// information, so each may be logged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidTarget {
+    /// No authority in the URI, no `Host` header and no fallback authority.
+    #[error("no host in the request")]
+    MissingHost,
+    /// The URI authority or `Host` header carries user information
+    /// (`user:password@`). RFC 9110 section 4.2.4 advises recipients to treat it as
+    /// an error, and `Host` has no place for it. The text is not kept, because it
+    /// may hold a password.
+    #[error("user information in the request's authority")]
+    UserInformation,
+    /// The port is not a number from 1 to 65535.
+    #[error("invalid port in authority {0:?}")]
+    InvalidPort(String),
+    /// The host is neither an IP literal nor a DNS name.
+    #[error(transparent)]
+    InvalidHost(#[from] InvalidHost),
+    /// The asterisk-form with a method other than OPTIONS, which RFC 9112 section
+    /// 3.2.4 reserves it for.
+    #[error("asterisk-form request target with method {0}")]
+    AsteriskForm(Method),
+}
 
 /// `http` or `https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +72,8 @@ pub(crate) struct Target {
     pub(crate) host: Host,
     /// The port towards the origin.
     pub(crate) port: u16,
-    /// The path and query, `/` when the request has none.
+    /// The path and query, `/` when the request has none, or [`ASTERISK_FORM`] for
+    /// `OPTIONS *`.
     pub(crate) path_and_query: String,
 }
 
@@ -53,13 +83,15 @@ impl Target {
     /// The host comes from the request URI's authority (absolute form, HTTP/2
     /// `:authority`), then the `Host` header, then `fallback_authority` (a CONNECT
     /// authority or the SNI). Without an explicit port, `fallback_port` applies (the
-    /// CONNECT port), then the scheme's default.
+    /// CONNECT port), then the scheme's default. An authority with user information
+    /// is rejected. `OPTIONS *` keeps its asterisk-form, and any other method with
+    /// that form is rejected.
     pub(crate) fn of_request<B>(
         request: &Request<B>,
         scheme: Scheme,
         fallback_authority: Option<&str>,
         fallback_port: Option<u16>,
-    ) -> Result<Target, InvalidHost> {
+    ) -> Result<Target, InvalidTarget> {
         let authority = request
             .uri()
             .authority()
@@ -71,18 +103,23 @@ impl Target {
                     .and_then(|value| value.to_str().ok())
             })
             .or(fallback_authority)
-            .ok_or_else(|| InvalidHost(String::new()))?;
-        let (host_text, port) =
-            split_host_port(authority).ok_or_else(|| InvalidHost(authority.to_owned()))?;
+            .ok_or(InvalidTarget::MissingHost)?;
+        if authority.contains('@') {
+            return Err(InvalidTarget::UserInformation);
+        }
+        let (host_text, port) = split_host_port(authority)
+            .ok_or_else(|| InvalidTarget::InvalidPort(authority.to_owned()))?;
         let host = Host::parse(host_text)?;
         let port = port.or(fallback_port).unwrap_or(scheme.default_port());
-        let path_and_query = request
-            .uri()
-            .path_and_query()
-            .map(|path| path.as_str())
-            .filter(|path| path.starts_with('/'))
-            .unwrap_or("/")
-            .to_owned();
+        let path_and_query = match request.uri().path_and_query().map(PathAndQuery::as_str) {
+            Some(ASTERISK_FORM) if request.method() == Method::OPTIONS => ASTERISK_FORM,
+            Some(ASTERISK_FORM) => {
+                return Err(InvalidTarget::AsteriskForm(request.method().clone()))
+            }
+            Some(path) if path.starts_with('/') => path,
+            _ => "/",
+        }
+        .to_owned();
         Ok(Target {
             scheme,
             host,
@@ -160,7 +197,15 @@ impl Target {
         values.next().is_none().then_some(first)
     }
 
-    /// The full URL that policy decides on.
+    /// Tells whether the target is the asterisk-form of `OPTIONS *`.
+    pub(crate) fn is_asterisk_form(&self) -> bool {
+        self.path_and_query == ASTERISK_FORM
+    }
+
+    /// The full URL that policy decides on, pages show and the activity log records.
+    /// For `OPTIONS *` it is the effective request URI of RFC 9112 section 3.3,
+    /// whose path is empty (`https://example.com`), so that policy judges the site
+    /// and the log keeps it apart from `OPTIONS /`.
     pub(crate) fn url(&self) -> String {
         let scheme = self.scheme.as_str();
         let mut url = String::with_capacity(
@@ -169,8 +214,24 @@ impl Target {
         url.push_str(scheme);
         url.push_str("://");
         self.push_authority(&mut url);
-        url.push_str(&self.path_and_query);
+        if !self.is_asterisk_form() {
+            url.push_str(&self.path_and_query);
+        }
         url
+    }
+
+    /// Builds the absolute URI that the upstream client sends the request to. For
+    /// `OPTIONS *` its path is `*`, which hyper-util writes as the asterisk-form
+    /// to an HTTP/1.1 origin and h2 sends as `:path *` to an HTTP/2 origin.
+    pub(crate) fn upstream_uri(&self) -> Result<Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(match self.scheme {
+            Scheme::Http => http::uri::Scheme::HTTP,
+            Scheme::Https => http::uri::Scheme::HTTPS,
+        });
+        parts.authority = Some(Authority::try_from(self.authority())?);
+        parts.path_and_query = Some(PathAndQuery::try_from(self.path_and_query.as_str())?);
+        Ok(Uri::from_parts(parts)?)
     }
 
     /// The host name as policy, hints and logs see it (no brackets, no port).
@@ -267,5 +328,60 @@ mod tests {
             .expect("valid target");
         assert_eq!(target.host_name(), "sni.test");
         assert!(Target::of_request(&request("/", None), Scheme::Https, None, None).is_err());
+    }
+
+    #[test]
+    fn user_information_rejected_without_its_text() {
+        for (uri, host) in [
+            ("http://user:secret@a.test/", None),
+            ("/", Some("user:secret@a.test")),
+            ("/", Some("user:secret@a.test:8080")),
+        ] {
+            let error = Target::of_request(&request(uri, host), Scheme::Http, None, None)
+                .expect_err("user information is rejected");
+            assert_eq!(error, InvalidTarget::UserInformation, "{uri} {host:?}");
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
+    }
+
+    #[test]
+    fn options_asterisk_kept_in_asterisk_form() {
+        let options = Request::builder()
+            .method(Method::OPTIONS)
+            .uri("*")
+            .header("host", "a.test:8080")
+            .body(())
+            .expect("test requests are valid");
+        let target = Target::of_request(&options, Scheme::Http, None, None).expect("valid target");
+        assert!(target.is_asterisk_form());
+        assert_eq!(target.url(), "http://a.test:8080");
+        let uri = target.upstream_uri().expect("valid upstream URI");
+        assert_eq!(uri.path_and_query().map(|path| path.as_str()), Some("*"));
+        assert_eq!(
+            uri.authority().map(|authority| authority.as_str()),
+            Some("a.test:8080")
+        );
+    }
+
+    #[test]
+    fn asterisk_form_with_other_method_rejected() {
+        let get = request("*", Some("a.test"));
+        assert_eq!(
+            Target::of_request(&get, Scheme::Http, None, None).map(|target| target.url()),
+            Err(InvalidTarget::AsteriskForm(Method::GET))
+        );
+    }
+
+    #[test]
+    fn upstream_uri_matches_url() {
+        let target = Target::of_request(
+            &request("/p?q=1", Some("[2001:DB8::1]:8443")),
+            Scheme::Https,
+            None,
+            None,
+        )
+        .expect("valid target");
+        let uri = target.upstream_uri().expect("valid upstream URI");
+        assert_eq!(uri.to_string(), target.url());
     }
 }

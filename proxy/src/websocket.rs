@@ -20,7 +20,8 @@ use crate::upstream::{StreamLease, UpstreamFailure};
 /// Sends a WebSocket handshake to the origin and, when it switches protocols, joins
 /// the client and origin connections in a background task, which keeps the client
 /// connection's permit until the tunnel ends. A response other than the switch is
-/// passed on like any other response.
+/// passed on like any other response. The request's body is never sent, so the
+/// caller rejects a handshake that has one.
 pub(crate) async fn tunnel(
     shared: &Shared,
     context: &ConnectionContext,
@@ -48,6 +49,9 @@ pub(crate) async fn tunnel(
 
     let (mut parts, _body) = request.into_parts();
     remove_hop_by_hop(&mut parts.headers, true);
+    // The handshake goes upstream without a body, and a `Content-Length` left
+    // behind would make the origin wait for bytes that never come.
+    parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::HOST,
         target
