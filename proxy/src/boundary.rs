@@ -178,8 +178,9 @@ pub trait RenderPage: Send + Sync + 'static {
 pub enum Action {
     /// Forwarded upstream.
     Allow,
-    /// Refused by policy, or by the destination check; the event's `failure` then
-    /// names the refused destination class.
+    /// Refused by policy, by the destination check (the event's `failure` then
+    /// names the refused destination class), or as a malformed request that policy
+    /// had allowed, such as a WebSocket handshake with a body.
     Block,
     /// Warned: the warn page was sent.
     Warn,
