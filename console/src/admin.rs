@@ -38,9 +38,10 @@ pub(crate) async fn list_keys(
 pub(crate) async fn create_key(
     State(state): State<ConsoleState>,
     admin: Admin,
-    _body: NoBody,
+    body: NoBody,
 ) -> Result<(StatusCode, Json<AuthenticationKey>), ApiError> {
     admin.require_write()?;
+    body.check()?;
     let key = AuthenticationKey::generate(admin.tenant(), unix_now());
     state.secrets.insert_authentication_key(&key).await?;
     state.live_keys.refresh(state.secrets.as_ref()).await?;
@@ -88,9 +89,10 @@ pub(crate) async fn show_disabler(
 pub(crate) async fn generate_disabler(
     State(state): State<ConsoleState>,
     admin: Admin,
-    _body: NoBody,
+    body: NoBody,
 ) -> Result<(StatusCode, Json<DisablerPasswords>), ApiError> {
     admin.require_write()?;
+    body.check()?;
     let passwords = state
         .secrets
         .rotate_disabler_password(admin.tenant(), &DisablerPassword::generate(unix_now()))

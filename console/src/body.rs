@@ -61,11 +61,30 @@ where
 }
 
 /// The body of a request that takes none: empty, white space or an empty JSON
-/// object. Anything else gets 422, so that a client that sends values (such as a
-/// chosen password) learns that swg ignored them instead of believing they were
-/// applied.
+/// object pass [`NoBody::check`]. Anything else fails it with 422, so that a client
+/// that sends values (such as a chosen password) learns that swg ignored them
+/// instead of believing they were applied. The handler calls the check after its
+/// authorization, so that a read-only token still gets 403 first.
 #[derive(Debug)]
-pub(crate) struct NoBody;
+pub(crate) struct NoBody {
+    has_values: bool,
+}
+
+impl NoBody {
+    /// Fails when the body held anything but white space or `{}`.
+    pub(crate) fn check(&self) -> Result<(), ApiError> {
+        if self.has_values {
+            Err(ApiError::Rejected {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "this request takes no body (an empty JSON object is accepted); \
+                          swg generates the value itself"
+                    .to_owned(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
 
 impl<S> FromRequest<S> for NoBody
 where
@@ -80,16 +99,9 @@ where
             .map_err(|rejection| bytes_rejection(rejection, limit))?;
         let text = String::from_utf8_lossy(&bytes);
         let compact: String = text.split_whitespace().collect();
-        if compact.is_empty() || compact == "{}" {
-            Ok(Self)
-        } else {
-            Err(ApiError::Rejected {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: "this request takes no body (an empty JSON object is accepted); \
-                          swg generates the value itself"
-                    .to_owned(),
-            })
-        }
+        Ok(Self {
+            has_values: !(compact.is_empty() || compact == "{}"),
+        })
     }
 }
 

@@ -7,7 +7,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use swg_policy::{App, Explained, LoadErrors, PolicySet, ReplaceError, Subject};
+use swg_policy::{
+    App, Diagnostic, Explained, LoadErrors, PolicySet, ReplaceError, Subject, Tenant, Upload,
+};
 
 use crate::auth::Admin;
 use crate::body::{ApiJson, TextBody};
@@ -103,26 +105,60 @@ fn no_policy(tenant: &str) -> ApiError {
     ApiError::no_such_id("policy for the tenant", tenant)
 }
 
-/// Returns the policy file of the admin's tenant.
-fn tenant_file(state: &ConsoleState, tenant: &str) -> Result<PathBuf, ApiError> {
-    state
-        .policy
-        .current()
-        .tenant(tenant)
-        .map(|tenant| tenant.file().to_path_buf())
-        .ok_or_else(|| no_policy(tenant))
+/// Builds the 409 for a tenant whose policy file also contains other tenants. The API
+/// cannot `action` ("read" or "replaced") such a file without showing or overwriting
+/// their policies.
+fn shared_file(tenant: &str, file: &Path, action: &str) -> ApiError {
+    tracing::info!(
+        tenant,
+        file = %file.display(),
+        action,
+        "policy request rejected because the tenant shares its policy file with other tenants"
+    );
+    ApiError::Conflict(format!(
+        "your tenant's policy is in a policy file shared with other tenants, so it is managed on the server and cannot be {action} through the API. Ask the operator to edit that file or to give your tenant a policy file of its own."
+    ))
 }
 
-/// `GET /api/policy`: the TOML policy file of the tenant.
+/// Returns the admin's tenant in `policy`: 404 when no policy defines it, 409 when its
+/// policy file contains other tenants too.
+fn own_tenant<'a>(
+    policy: &'a PolicySet,
+    tenant: &str,
+    action: &str,
+) -> Result<&'a Tenant, ApiError> {
+    let own = policy.tenant(tenant).ok_or_else(|| no_policy(tenant))?;
+    if policy
+        .tenants()
+        .iter()
+        .any(|other| other.file() == own.file() && other.id() != tenant)
+    {
+        return Err(shared_file(tenant, own.file(), action));
+    }
+    Ok(own)
+}
+
+/// `GET /api/policy`: the text of the tenant's policy file in force.
+///
+/// The text comes from the policy in force, not from the disk, because a file on disk
+/// that an operator is editing may already contain other tenants' policies.
 pub(crate) async fn read(
     State(state): State<ConsoleState>,
     admin: Admin,
 ) -> Result<Response, ApiError> {
-    let file = tenant_file(&state, admin.tenant())?;
-    let text = tokio::fs::read_to_string(&file)
-        .await
-        .map_err(|error| ApiError::Internal(format!("cannot read {}: {error}", file.display())))?;
-    Ok(([(CONTENT_TYPE, "application/toml; charset=utf-8")], text).into_response())
+    let policy = state.policy.current();
+    let file = own_tenant(&policy, admin.tenant(), "read")?.file();
+    let text = policy.file_text(file).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "the policy in force has no text for {}",
+            file.display()
+        ))
+    })?;
+    Ok((
+        [(CONTENT_TYPE, "application/toml; charset=utf-8")],
+        text.to_owned(),
+    )
+        .into_response())
 }
 
 /// The result of a successful validation.
@@ -142,20 +178,21 @@ fn wrong_tenant(tenant: &str, defined: &[&str]) -> ApiError {
     ))
 }
 
-/// Compiles `text` alone as the policy file `file` and checks that it defines
-/// exactly `tenant`: 422 with the text's diagnostics, or 400.
+/// Compiles `text` alone as the file of `upload` and checks that it defines exactly
+/// `tenant`: 422 with the text's diagnostics, or 400.
 ///
 /// Validation and replacement both start with this check, so they agree. It runs
 /// before the text is compiled with the other tenants' files, because there another
 /// tenant's id fails as a duplicate, reported in that tenant's file, while an unused
 /// id does not. That difference would tell the admin which tenant ids exist.
 fn check_tenant_text(
-    file: &Path,
+    upload: &Upload,
     tenant: &str,
     text: &str,
     paths: &ClientPaths,
 ) -> Result<(), ApiError> {
-    let set = PolicySet::from_texts(&[(file.to_path_buf(), text.to_owned())], Some(file))
+    let files = [(upload.file().to_path_buf(), text.to_owned())];
+    let set = PolicySet::from_texts(&files, Some(upload))
         .map_err(|errors| ApiError::InvalidPolicy(diagnostics(&errors, paths)))?;
     let defined: Vec<&str> = set.tenants().iter().map(|tenant| tenant.id()).collect();
     if defined != [tenant] {
@@ -169,16 +206,50 @@ fn check_tenant_text(
     Ok(())
 }
 
-/// `POST /api/policy/validate`: checks a policy text without changing anything.
+/// The policy file of a tenant's upload, with the rule for its feed paths and the
+/// replacements for server paths in its diagnostics.
+struct UploadContext {
+    tenant: String,
+    upload: Upload,
+    paths: ClientPaths,
+}
+
+impl UploadContext {
+    /// Builds the context for an upload by the admin's `tenant`: 404 when no policy
+    /// defines the tenant, 409 when its policy file contains other tenants too.
+    fn new(state: &ConsoleState, tenant: &str) -> Result<Self, ApiError> {
+        let policy = state.policy.current();
+        let own = own_tenant(&policy, tenant, "replaced")?;
+        Ok(Self {
+            tenant: tenant.to_owned(),
+            upload: Upload::for_tenant(own),
+            paths: ClientPaths::new(own.file(), state.policy.paths()),
+        })
+    }
+
+    /// Maps a failed check or replacement to an API error.
+    fn error(&self, error: ReplaceError) -> ApiError {
+        replace_error(error, &self.tenant, self.upload.file(), &self.paths)
+    }
+}
+
+/// `POST /api/policy/validate`: checks a policy text as `PUT /api/policy` does,
+/// without changing anything.
 pub(crate) async fn validate(
     State(state): State<ConsoleState>,
     admin: Admin,
     TextBody(text): TextBody,
 ) -> Result<Json<Validation>, ApiError> {
-    let file = tenant_file(&state, admin.tenant())?;
-    let paths = ClientPaths::new(&file, state.policy.paths());
-    let tenant = admin.tenant().to_owned();
-    tokio::task::spawn_blocking(move || check_tenant_text(&file, &tenant, &text, &paths)).await??;
+    let context = UploadContext::new(&state, admin.tenant())?;
+    let watcher = state.policy.clone();
+    tokio::task::spawn_blocking(move || {
+        check_tenant_text(&context.upload, &context.tenant, &text, &context.paths)?;
+        watcher
+            .check_uploaded_tenant(&context.tenant, &text)
+            .map_err(|error| context.error(error))
+    })
+    .await??;
+
     Ok(Json(Validation {
         valid: true,
         tenants: vec![admin.tenant().to_owned()],
@@ -193,15 +264,13 @@ pub(crate) async fn replace(
     TextBody(text): TextBody,
 ) -> Result<Json<Validation>, ApiError> {
     admin.require_write()?;
-    let file = tenant_file(&state, admin.tenant())?;
-    let paths = ClientPaths::new(&file, state.policy.paths());
+    let context = UploadContext::new(&state, admin.tenant())?;
     let watcher = state.policy.clone();
-    let tenant = admin.tenant().to_owned();
     tokio::task::spawn_blocking(move || {
-        check_tenant_text(&file, &tenant, &text, &paths)?;
+        check_tenant_text(&context.upload, &context.tenant, &text, &context.paths)?;
         watcher
-            .replace_tenant(&tenant, &text)
-            .map_err(|error| replace_error(error, &tenant, &file, &paths))
+            .replace_uploaded_tenant(&context.tenant, &text)
+            .map_err(|error| context.error(error))
     })
     .await??;
 
@@ -212,31 +281,20 @@ pub(crate) async fn replace(
     }))
 }
 
-/// Maps a failed replacement of `tenant`'s policy file `file` to an API error.
+/// Maps a failed check or replacement of `tenant`'s policy file `file` to an API
+/// error.
 fn replace_error(error: ReplaceError, tenant: &str, file: &Path, paths: &ClientPaths) -> ApiError {
     match error {
         // Diagnostics in other files name other tenants and the server's paths, and
         // their lines are not lines of the admin's text. The text alone is valid, so
-        // only an operator can fix those files.
+        // only an operator can fix those files, and only the server log names them.
         ReplaceError::Invalid(errors) if errors.diagnostics.iter().any(|d| d.path != file) => {
-            ApiError::Internal(format!(
-                "cannot replace the policy of tenant {tenant:?} because other policy files are invalid: {errors}"
-            ))
+            ApiError::Internal(other_files_invalid(tenant, file, &errors))
         }
-        // NOTE: a location that overlaps another tenant's network still gets a
-        // message with that tenant's id and network, because swg_policy writes both.
         ReplaceError::Invalid(errors) => ApiError::InvalidPolicy(diagnostics(&errors, paths)),
         ReplaceError::UnknownTenant(tenant) => no_policy(&tenant),
-        ReplaceError::SharedFile { tenant, file } => {
-            tracing::info!(
-                tenant,
-                file = %file.display(),
-                "policy replacement rejected because the tenant shares its policy file with other tenants"
-            );
-            ApiError::Conflict(
-                "your tenant's policy is in a policy file shared with other tenants, so it cannot be replaced through the API. Ask the operator to edit that file or to give your tenant a policy file of its own.".to_owned(),
-            )
-        }
+        // Reached only when a reload changed the policy after the context was built.
+        ReplaceError::SharedFile { tenant, file } => shared_file(&tenant, &file, "replaced"),
         // Reached only when a reload changed the policy after the text was checked.
         ReplaceError::WrongTenant { expected, found } => {
             let defined: Vec<&str> = found.split(", ").filter(|id| !id.is_empty()).collect();
@@ -244,6 +302,33 @@ fn replace_error(error: ReplaceError, tenant: &str, file: &Path, paths: &ClientP
         }
         error => ApiError::Internal(error.to_string()),
     }
+}
+
+/// Describes, for the server log, the other policy files whose errors keep `tenant`'s
+/// text in `file` from being checked: their paths, the error count and the first
+/// error, on one line.
+fn other_files_invalid(tenant: &str, file: &Path, errors: &LoadErrors) -> String {
+    let others: Vec<&Diagnostic> = errors
+        .diagnostics
+        .iter()
+        .filter(|diagnostic| diagnostic.path != file)
+        .collect();
+    let mut files: Vec<String> = Vec::new();
+    for diagnostic in &others {
+        let path = diagnostic.path.display().to_string();
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    let first = others
+        .first()
+        .map(|diagnostic| diagnostic.to_string().replace('\n', " "))
+        .unwrap_or_default();
+    format!(
+        "cannot check the new policy of tenant {tenant:?} because other policy files are invalid: {}. They have {} error(s), the first is {first}",
+        files.join(", "),
+        others.len()
+    )
 }
 
 /// An explain request: a URL (proxy decision) or a domain (DNS decision).

@@ -914,6 +914,294 @@ async fn policy_replace_is_validated_and_atomic() {
     }
 }
 
+/// Builds a policy file with acme and globex. acme's admin must never see globex's
+/// groups, user ids, networks or feeds.
+fn acme_and_globex_in_one_file(globex_feed: &Path) -> String {
+    format!(
+        r#"
+[[tenants]]
+id = "acme"
+
+[[tenants.policies]]
+id = "everyone"
+
+[[tenants]]
+id = "globex"
+
+[[tenants.locations]]
+id = "globex-office"
+cidrs = ["10.20.0.0/16"]
+
+[[tenants.groups]]
+id = "globex-board"
+users = ["ceo@globex.example"]
+
+[[tenants.feeds]]
+id = "globex-private"
+path = {globex_feed:?}
+format = "domains"
+category = "malware"
+
+[[tenants.policies]]
+id = "everyone"
+"#
+    )
+}
+
+#[tokio::test]
+async fn policy_in_shared_file_is_not_served() {
+    let feeds = tempfile::tempdir().unwrap();
+    let globex_feed = feeds.path().join("globex-secret.txt");
+    std::fs::write(&globex_feed, "globex-internal-merger-target.example\n").unwrap();
+    let console = start_with_policies(&acme_and_globex_in_one_file(&globex_feed), &[]).await;
+
+    for answer in [
+        console.as_admin("GET", "/api/policy", &[]).await,
+        console.as_read_only("GET", "/api/policy", &[]).await,
+    ] {
+        assert_eq!(answer.status, 409, "{}", answer.text());
+        let error = answer.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("shared with other tenants"), "{error}");
+        assert!(error.contains("managed on the server"), "{error}");
+        assert!(error.contains("cannot be read through the API"), "{error}");
+        for secret in [
+            "globex",
+            "ceo@",
+            "10.20.",
+            "secret",
+            "[[tenants",
+            ".toml",
+            "/",
+        ] {
+            assert!(
+                !answer.text().contains(secret),
+                "{secret}: {}",
+                answer.text()
+            );
+        }
+    }
+
+    // Validation applies the check that replacement applies.
+    let validate = console
+        .as_admin(
+            "POST",
+            "/api/policy/validate",
+            &["--data-binary", ACME_POLICY],
+        )
+        .await;
+    assert_eq!(validate.status, 409, "{}", validate.text());
+    assert!(!validate.text().contains("globex"), "{}", validate.text());
+}
+
+/// Returns the action that `POST /api/policy/explain` reports for `domain`.
+async fn explained_action(console: &Console, domain: &str) -> String {
+    let body = serde_json::json!({ "domain": domain }).to_string();
+    let answer = console
+        .as_admin(
+            "POST",
+            "/api/policy/explain",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                &body,
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{domain}: {}", answer.text());
+    answer.json()["action"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn uploaded_policy_names_only_feeds_in_force() {
+    let feeds = tempfile::tempdir().unwrap();
+    let own_feed = feeds.path().join("acme-malware.txt");
+    std::fs::write(&own_feed, "malware.acme-list.example\n").unwrap();
+    let unassigned = feeds.path().join("unassigned.txt");
+    std::fs::write(&unassigned, "unassigned.example\n").unwrap();
+    let acme = format!(
+        "{ACME_POLICY}\n[[feeds]]\nid = \"own\"\npath = {own_feed:?}\nformat = \"domains\"\ncategory = \"malware\"\n"
+    );
+    let console = start_with_policies(&acme, &[("globex.toml", GLOBEX_POLICY)]).await;
+    let folder = console.dir.path().join("feeds");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(
+        folder.join("globex-secret.txt"),
+        "globex-internal-merger-target.example\n",
+    )
+    .unwrap();
+
+    // The policy in force, read and uploaded unchanged, keeps its own feed.
+    let current = console.as_admin("GET", "/api/policy", &[]).await;
+    assert_eq!(current.status, 200, "{}", current.text());
+    assert_eq!(current.text(), acme);
+    let again = console
+        .as_admin("PUT", "/api/policy", &["--data-binary", &current.text()])
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(
+        explained_action(&console, "malware.acme-list.example").await,
+        "block"
+    );
+
+    // Any other path gets the same response, whether or not the file exists and
+    // however the path is spelled: another tenant's feed or policy file, relative or
+    // absolute, a file the tenant was never given, a missing file.
+    let globex_absolute = console.dir.path().join("globex.toml");
+    let secret_absolute = folder.join("globex-secret.txt");
+    let mut messages = Vec::new();
+    for path in [
+        "feeds/globex-secret.txt",
+        secret_absolute.to_str().unwrap(),
+        "globex.toml",
+        globex_absolute.to_str().unwrap(),
+        "./feeds/../globex.toml",
+        unassigned.to_str().unwrap(),
+        "feeds/missing.txt",
+        "/etc/hostname",
+    ] {
+        let text = format!(
+            "{ACME_POLICY}\n[[feeds]]\nid = \"steal\"\npath = {path:?}\nformat = \"domains\"\ncategory = \"malware\"\n"
+        );
+        for (method, route) in [("POST", "/api/policy/validate"), ("PUT", "/api/policy")] {
+            let answer = console
+                .as_admin(method, route, &["--data-binary", &text])
+                .await;
+            assert_eq!(answer.status, 422, "{method} {path}: {}", answer.text());
+            let body = answer.json();
+            let diagnostics = body["diagnostics"].as_array().unwrap();
+            assert_eq!(diagnostics.len(), 1, "{method} {path}: {body}");
+            let message = diagnostics[0]["message"].as_str().unwrap();
+            assert!(message.contains("feed `steal`"), "{message}");
+            assert!(
+                message.contains("only the feed files that the policy in force"),
+                "{message}"
+            );
+            messages.push(message.to_owned());
+        }
+    }
+    assert!(
+        messages.iter().all(|message| *message == messages[0]),
+        "{messages:#?}"
+    );
+
+    assert_eq!(
+        explained_action(&console, "globex-internal-merger-target.example").await,
+        "allow"
+    );
+    assert_eq!(
+        explained_action(&console, "unassigned.example").await,
+        "allow"
+    );
+    assert_eq!(std::fs::read_to_string(&console.policy_file).unwrap(), acme);
+}
+
+#[tokio::test]
+async fn policy_validate_applies_put_overlap_check() {
+    let console = start_with_other_tenants(&[("globex.toml", GLOBEX_WITH_LOCATION)]).await;
+    let overlap = ACME_POLICY.replace(
+        "[[policies]]",
+        "[[locations]]\nid = \"hq\"\ncidrs = [\"10.1.2.0/24\"]\n\n[[policies]]",
+    );
+
+    for (method, route) in [("POST", "/api/policy/validate"), ("PUT", "/api/policy")] {
+        let answer = console
+            .as_admin(method, route, &["--data-binary", &overlap])
+            .await;
+        assert_eq!(answer.status, 422, "{method}: {}", answer.text());
+        let body = answer.json();
+        let diagnostics = body["diagnostics"].as_array().unwrap();
+        assert_eq!(diagnostics.len(), 1, "{method}: {body}");
+        assert_eq!(diagnostics[0]["line"], 9, "{method}: {body}");
+        let message = diagnostics[0]["message"].as_str().unwrap();
+        assert!(
+            message
+                .contains("location `hq` network 10.1.2.0/24 overlaps a network of another tenant"),
+            "{method}: {message}"
+        );
+        for secret in ["globex", "10.1.0.0", "another policy file", "office"] {
+            assert!(
+                !answer.text().contains(secret),
+                "{method} {secret}: {message}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&console.policy_file).unwrap(),
+        ACME_POLICY
+    );
+}
+
+/// A tracing subscriber that keeps every event of the thread it is the default of,
+/// as one line of `field=value` pairs.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for LogCapture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut line = String::new();
+        event.record(
+            &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                line.push_str(&format!("{}={value:?} ", field.name()));
+            },
+        );
+        self.0.lock().unwrap().push(line);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn invalid_other_file_is_named_in_log() {
+    let capture = LogCapture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let console = start_with_other_tenants(&[("globex.toml", GLOBEX_POLICY)]).await;
+    let globex_file = console.dir.path().join("globex.toml");
+    std::fs::write(&globex_file, "id = \"globex\"\nsecret_setting = 1\n").unwrap();
+
+    let replacement = ACME_POLICY.replace("blocked.example", "other.example");
+    for (method, route) in [("PUT", "/api/policy"), ("POST", "/api/policy/validate")] {
+        capture.0.lock().unwrap().clear();
+        let answer = console
+            .as_admin(method, route, &["--data-binary", &replacement])
+            .await;
+        assert_eq!(answer.status, 500, "{method}: {}", answer.text());
+        assert!(!answer.text().contains("globex"), "{}", answer.text());
+        assert!(
+            !answer.text().contains("secret_setting"),
+            "{}",
+            answer.text()
+        );
+
+        let lines = capture.0.lock().unwrap().clone();
+        let line = lines
+            .iter()
+            .find(|line| line.contains("other policy files"))
+            .unwrap_or_else(|| panic!("{method}: {lines:#?}"));
+        assert!(
+            line.contains(&globex_file.display().to_string()),
+            "{method}: {line}"
+        );
+        assert!(line.contains("2:1"), "{method}: {line}");
+        assert!(line.contains("secret_setting"), "{method}: {line}");
+        assert!(!line.contains('\n'), "{method}: {line}");
+    }
+}
+
 const GLOBEX_POLICY: &str = r#"
 id = "globex"
 
@@ -1563,13 +1851,13 @@ async fn policy_diagnostics_hide_server_paths() {
             "POST",
             "/api/policy/validate",
             &missing_feed,
-            "feed file not found: lists/none.txt",
+            "feed `mine`: an uploaded policy may name only the feed files",
         ),
         (
             "PUT",
             "/api/policy",
             &missing_feed,
-            "feed file not found: lists/none.txt",
+            "feed `mine`: an uploaded policy may name only the feed files",
         ),
         (
             "POST",
@@ -1577,7 +1865,12 @@ async fn policy_diagnostics_hide_server_paths() {
             &duplicate,
             "already defined at <policy>:",
         ),
-        ("PUT", "/api/policy", &overlap, "(<another policy file>:"),
+        (
+            "PUT",
+            "/api/policy",
+            &overlap,
+            "overlaps a network of another tenant",
+        ),
     ];
     for (method, path, text, expected) in cases {
         let answer = console

@@ -6,13 +6,13 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::category::{Category, CategoryGroup};
-use crate::error::{Diagnostic, DiagnosticKind, LoadErrors};
+use crate::error::{Diagnostic, DiagnosticKind, DiagnosticList, LineIndex, LoadErrors};
 use crate::feed::{parse_lines, parse_url_prefix, FeedEntry, FeedFormat, FeedStats, LineFormat};
 use crate::index::{Fact, NameIndex};
 use crate::model::{
@@ -23,6 +23,7 @@ use crate::name::normalize_name;
 use crate::parse::{parse_file, RawCategories, RawFeed, RawList, RawPolicy, RawTenant, Sp};
 use crate::set::PolicySet;
 use crate::tenant::{Tenant, DEFAULT_EXCEPTION_DOMAINS, TENANT_DEFAULT_POLICY};
+use crate::upload::Upload;
 
 /// Tenant fields gathered before the shared index is complete.
 struct TenantDraft {
@@ -45,8 +46,58 @@ struct LocationNet {
     column: usize,
 }
 
+/// Returns pairs of indexes of `nets` of different tenants whose networks overlap:
+/// for each network that overlaps another tenant's network listed before it in
+/// address order, one such pair. The cost is O(n log n) however the networks
+/// nest, because an uploaded policy chooses them.
+fn overlapping_pairs(nets: &[LocationNet]) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..nets.len()).collect();
+    order.sort_by_key(|&i| {
+        let network = &nets[i].network;
+        (
+            matches!(network, IpNet::V6(_)),
+            network.network(),
+            network.prefix_len(),
+        )
+    });
+
+    // Two networks overlap only when one contains the other. In this order every
+    // network comes after the networks that contain it, so a stack of the
+    // networks that contain the current one finds every overlap. Each stack entry
+    // keeps up to two distinct tenants found in it and below it, with a network of
+    // each, so a different tenant is found without walking the stack.
+    struct Entry {
+        index: usize,
+        tenants: [Option<(usize, usize)>; 2],
+    }
+    let mut stack: Vec<Entry> = Vec::new();
+    let mut pairs = Vec::new();
+    for index in order {
+        let net = &nets[index];
+        while stack
+            .last()
+            .is_some_and(|top| !nets[top.index].network.contains(&net.network))
+        {
+            stack.pop();
+        }
+        let below = stack.last().map_or([None, None], |top| top.tenants);
+        if let Some((_, other)) = below.iter().flatten().find(|(t, _)| *t != net.tenant) {
+            pairs.push((*other, index));
+        }
+        let tenants = match below {
+            [Some(first), None] if first.0 != net.tenant => {
+                [Some(first), Some((net.tenant, index))]
+            }
+            [None, _] => [Some((net.tenant, index)), None],
+            full => full,
+        };
+        stack.push(Entry { index, tenants });
+    }
+    pairs
+}
+
 pub(crate) struct Compiler {
-    diagnostics: Vec<Diagnostic>,
+    diagnostics: DiagnosticList,
     names: NameIndex,
     ips: IpIndex,
     url_rules: Vec<UrlRule>,
@@ -62,8 +113,11 @@ pub(crate) struct Compiler {
     tenant_ids: HashMap<String, Definition>,
     location_nets: Vec<LocationNet>,
     files: Vec<PathBuf>,
-    /// The policy file whose feed paths must stay inside its folder (an upload).
-    confined: Option<PathBuf>,
+    /// The text of each file of `files`.
+    texts: Vec<Arc<str>>,
+    /// The policy file whose text came from outside the machine, and the feed files
+    /// that text may name.
+    upload: Option<Upload>,
 }
 
 /// Things a policy of a tenant can refer to.
@@ -78,20 +132,28 @@ struct PolicyContext<'a> {
 /// Context for reporting problems in one file.
 struct FileContext<'a> {
     path: &'a Path,
-    text: &'a str,
+    lines: LineIndex<'a>,
 }
 
 impl Compiler {
-    /// Requires the feed paths of the file at `path` to be relative and free of `..`.
-    pub(crate) fn confine_feeds_of(&mut self, path: Option<&Path>) {
-        self.confined = path.map(Path::to_path_buf);
+    /// Applies the rule of `upload` to the feed paths of its file, and keeps other
+    /// tenants' ids, networks and files out of that file's diagnostics.
+    pub(crate) fn set_upload(&mut self, upload: Option<&Upload>) {
+        self.upload = upload.cloned();
+    }
+
+    /// Tells whether `path` is the file of an uploaded text.
+    fn is_uploaded(&self, path: &Path) -> bool {
+        self.upload
+            .as_ref()
+            .is_some_and(|upload| upload.file() == path)
     }
 
     pub(crate) fn new() -> Compiler {
         let seed =
             std::collections::hash_map::RandomState::new().hash_one(0x5367_5f70_6f6c_6963_u64);
         let mut compiler = Compiler {
-            diagnostics: Vec::new(),
+            diagnostics: DiagnosticList::new(),
             names: NameIndex::new(seed),
             ips: IpIndex::default(),
             url_rules: Vec::new(),
@@ -105,7 +167,8 @@ impl Compiler {
             tenant_ids: HashMap::new(),
             location_nets: Vec::new(),
             files: Vec::new(),
-            confined: None,
+            texts: Vec::new(),
+            upload: None,
         };
         let source = compiler.source_id(Source::DefaultException);
         for domain in DEFAULT_EXCEPTION_DOMAINS {
@@ -131,8 +194,13 @@ impl Compiler {
     /// Compiles one file's text.
     pub(crate) fn add_file(&mut self, path: &Path, text: &str) {
         self.files.push(path.to_path_buf());
+        self.texts.push(Arc::from(text));
         self.inputs.push(path.to_path_buf());
-        let file = FileContext { path, text };
+        self.diagnostics.add_file(path);
+        let file = FileContext {
+            path,
+            lines: LineIndex::new(text),
+        };
         let (raw, errors) = parse_file(text);
         for error in errors {
             self.report(&file, error.span, error.kind, error.message);
@@ -154,9 +222,7 @@ impl Compiler {
     pub(crate) fn finish(mut self) -> Result<PolicySet, LoadErrors> {
         self.check_location_overlaps();
         if !self.diagnostics.is_empty() {
-            return Err(LoadErrors {
-                diagnostics: self.diagnostics,
-            });
+            return Err(self.diagnostics.into_errors());
         }
 
         self.names.shrink_to_fit();
@@ -179,7 +245,9 @@ impl Compiler {
         let mut inputs = self.inputs;
         inputs.sort();
         inputs.dedup();
-        Ok(PolicySet::new(tenants, shared, self.files, inputs))
+        Ok(PolicySet::new(
+            tenants, shared, self.files, self.texts, inputs,
+        ))
     }
 
     fn report(
@@ -190,7 +258,7 @@ impl Compiler {
         message: String,
     ) {
         self.diagnostics
-            .push(Diagnostic::at(file.path, file.text, span, kind, message));
+            .push(Diagnostic::at(file.path, &file.lines, span, kind, message));
     }
 
     fn source_id(&mut self, source: Source) -> u32 {
@@ -338,7 +406,7 @@ impl Compiler {
             return format!("#{}", self.tenants.len());
         };
         self.check_id(file, id, "tenant id");
-        let (line, column) = crate::error::line_column(file.text, id.span.start);
+        let (line, column) = file.lines.position(id.span.start);
         if let Some(first) = self.tenant_ids.get(&id.value) {
             let message = format!(
                 "duplicate tenant id `{}`; it is already defined at {}:{}:{}",
@@ -545,7 +613,7 @@ impl Compiler {
                 let Some(network) = self.cidr(file, raw_cidr) else {
                     continue;
                 };
-                let (line, column) = crate::error::line_column(file.text, raw_cidr.span.start);
+                let (line, column) = file.lines.position(raw_cidr.span.start);
                 self.location_nets.push(LocationNet {
                     network,
                     tenant,
@@ -569,41 +637,62 @@ impl Compiler {
 
     /// Rejects networks that two tenants claim, since plain DNS from them could not be
     /// attributed to one tenant.
+    ///
+    /// An overlap between an uploaded file and another file is reported in the uploaded
+    /// file, whichever comes first, and without the other tenant's id, network or file,
+    /// because the uploader may not see them.
     fn check_location_overlaps(&mut self) {
-        let mut problems = Vec::new();
-        for (i, a) in self.location_nets.iter().enumerate() {
-            for b in &self.location_nets[i + 1..] {
-                if a.tenant != b.tenant
-                    && (a.network.contains(&b.network) || b.network.contains(&a.network))
-                {
-                    problems.push((a, b));
-                }
-            }
-        }
-        let mut diagnostics = Vec::with_capacity(problems.len());
-        for (a, b) in problems {
+        let uploaded = |net: &LocationNet| {
+            self.tenants
+                .get(net.tenant)
+                .is_some_and(|draft| self.is_uploaded(&draft.tenant.file))
+        };
+        let mut diagnostics: Vec<Diagnostic> = Vec::new();
+        let mut seen = HashSet::new();
+        for (first, second) in overlapping_pairs(&self.location_nets) {
+            let (a, b) = (&self.location_nets[first], &self.location_nets[second]);
+            let (a_uploaded, b_uploaded) = (uploaded(a), uploaded(b));
+            let (a, b) = if b_uploaded && !a_uploaded {
+                (b, a)
+            } else {
+                (a, b)
+            };
+            let hide_other = a_uploaded != b_uploaded;
             let tenant_a = &self.tenants[a.tenant].tenant;
             let location_a = tenant_a
                 .locations
                 .get(a.location)
                 .map_or("?", |l| l.id.as_str());
-            let (b_id, b_place) = self.tenants.get(b.tenant).map_or_else(
-                || ("?".to_owned(), String::new()),
-                |t| {
-                    let place = format!(" ({}:{}:{})", t.tenant.file.display(), b.line, b.column);
-                    (t.tenant.id.clone(), place)
-                },
-            );
-            diagnostics.push(Diagnostic {
-                path: tenant_a.file.clone(),
-                line: a.line,
-                column: a.column,
-                kind: DiagnosticKind::Duplicate,
-                message: format!(
+            let message = if hide_other {
+                format!(
+                    "location `{location_a}` network {} overlaps a network of another tenant. Plain DNS from one source must belong to one tenant, so use networks that no other tenant uses.",
+                    a.network
+                )
+            } else {
+                let (b_id, b_place) = self.tenants.get(b.tenant).map_or_else(
+                    || ("?".to_owned(), String::new()),
+                    |t| {
+                        let place =
+                            format!(" ({}:{}:{})", t.tenant.file.display(), b.line, b.column);
+                        (t.tenant.id.clone(), place)
+                    },
+                );
+                format!(
                     "location `{location_a}` network {} of tenant `{}` overlaps {} of tenant `{b_id}`{b_place}; plain DNS from one source must belong to one tenant",
                     a.network, tenant_a.id, b.network
-                ),
-            });
+                )
+            };
+            // Without the other side, overlaps with several networks read alike, and
+            // repeating them would tell the uploader how many networks overlap.
+            if seen.insert((a.line, a.column, message.clone())) {
+                diagnostics.push(Diagnostic {
+                    path: tenant_a.file.clone(),
+                    line: a.line,
+                    column: a.column,
+                    kind: DiagnosticKind::Duplicate,
+                    message,
+                });
+            }
         }
         self.diagnostics.extend(diagnostics);
     }
@@ -703,32 +792,22 @@ impl Compiler {
             (Some(category), _) => Some(self.category(file, category)?),
         };
 
-        if self.confined.as_deref() == Some(file.path) && !stays_in_folder(&path.value) {
-            self.report(
-                file,
-                path.span.clone(),
-                DiagnosticKind::InvalidValue,
-                format!(
-                    "feed path {:?} is not allowed in an uploaded policy; use a path relative to the policy file's folder, without `..`",
-                    path.value
-                ),
-            );
-            return None;
-        }
         let base = file.path.parent().unwrap_or(Path::new(""));
-        let resolved = base.join(&path.value);
-        if self.confined.as_deref() == Some(file.path) && !resolves_inside(base, &resolved) {
+        let forbidden = self
+            .upload
+            .as_ref()
+            .filter(|upload| upload.file() == file.path)
+            .and_then(|upload| upload.check_feed_path(&id.value, base, &path.value).err());
+        if let Some(message) = forbidden {
             self.report(
                 file,
                 path.span.clone(),
                 DiagnosticKind::InvalidValue,
-                format!(
-                    "feed path {:?} leads outside the policy file's folder through a symbolic link, which an uploaded policy may not follow",
-                    path.value
-                ),
+                message,
             );
             return None;
         }
+        let resolved = base.join(&path.value);
         let exists = if format == FeedFormat::Directory {
             resolved.is_dir()
         } else {
@@ -1087,13 +1166,13 @@ impl Compiler {
                 CategoryGroup::Content => CategorySetting::None,
             };
         };
-        let section = group.as_str();
+        let section = raw.table_name(group);
         let Some(mode) = &raw.mode else {
             self.report(
                 file,
                 raw.span.clone(),
                 DiagnosticKind::MissingKey,
-                format!("[{section}] needs `mode`: none, all or custom"),
+                format!("{section} needs `mode`: none, all or custom"),
             );
             return CategorySetting::None;
         };
@@ -1105,7 +1184,7 @@ impl Compiler {
                             file,
                             first.span.clone(),
                             DiagnosticKind::InvalidValue,
-                            format!("`block` and `warn` lists belong to mode \"custom\"; [{section}] has mode {:?}", mode.value),
+                            format!("`block` and `warn` lists belong to mode \"custom\"; {section} has mode {:?}", mode.value),
                         );
                     }
                 }
@@ -1152,9 +1231,9 @@ impl Compiler {
                                 name.span.clone(),
                                 DiagnosticKind::InvalidValue,
                                 format!(
-                                    "{category} is a {} category; list it under [{}]",
+                                    "{category} is a {} category; list it under {}",
                                     category.group().as_str(),
-                                    category.group().as_str()
+                                    raw.table_name(category.group())
                                 ),
                             );
                         } else if list.iter().any(|(c, _)| *c == category) {
@@ -1162,7 +1241,7 @@ impl Compiler {
                                 file,
                                 name.span.clone(),
                                 DiagnosticKind::Duplicate,
-                                format!("category {category} is listed twice in [{section}]"),
+                                format!("category {category} is listed twice in {section}"),
                             );
                         } else {
                             list.push((category, action));
@@ -1176,7 +1255,7 @@ impl Compiler {
                     file,
                     mode.span.clone(),
                     DiagnosticKind::InvalidValue,
-                    format!("unknown mode {other:?} in [{section}]; allowed: none, all, custom"),
+                    format!("unknown mode {other:?} in {section}; allowed: none, all, custom"),
                 );
                 CategorySetting::None
             }
@@ -1271,27 +1350,71 @@ fn list_or_none(items: &[&str]) -> String {
     }
 }
 
-/// Tells whether `path` is relative and names something inside its base folder:
-/// no root, no drive prefix and no `..` component.
-fn stays_in_folder(path: &str) -> bool {
-    !path.is_empty()
-        && Path::new(path)
-            .components()
-            .all(|component| matches!(component, Component::Normal(_) | Component::CurDir))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Tells whether `path`, with every symbolic link followed, lies inside `base`. A path
-/// that does not exist counts as inside, because loading it then fails as not found.
-fn resolves_inside(base: &Path, path: &Path) -> bool {
-    let Ok(real) = std::fs::canonicalize(path) else {
-        return true;
-    };
-    let Ok(real_base) = std::fs::canonicalize(if base.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        base
-    }) else {
-        return false;
-    };
-    real.starts_with(real_base)
+    /// Checks the sweep against comparing every pair, on pseudo-random nested,
+    /// equal and disjoint networks of three tenants.
+    #[test]
+    fn overlapping_pairs_match_every_pair_compared() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..50 {
+            let nets: Vec<LocationNet> = (0..60)
+                .map(|i| {
+                    let value = next();
+                    let prefix = 8 + (value % 17) as u8;
+                    let address = std::net::Ipv4Addr::new(
+                        10,
+                        (value >> 8) as u8 % 4,
+                        (value >> 16) as u8 % 4,
+                        0,
+                    );
+                    LocationNet {
+                        network: IpNet::new(address.into(), prefix).unwrap().trunc(),
+                        tenant: (value >> 24) as usize % 3,
+                        location: i,
+                        line: i,
+                        column: 1,
+                    }
+                })
+                .collect();
+            let overlaps = |a: &LocationNet, b: &LocationNet| {
+                a.tenant != b.tenant
+                    && (a.network.contains(&b.network) || b.network.contains(&a.network))
+            };
+            let pairs = overlapping_pairs(&nets);
+            for &(a, b) in &pairs {
+                assert!(
+                    overlaps(&nets[a], &nets[b]),
+                    "{:?} {:?}",
+                    nets[a].network,
+                    nets[b].network
+                );
+            }
+            // Every network that overlaps another tenant's is in a reported pair.
+            for (i, net) in nets.iter().enumerate() {
+                let overlapping = nets.iter().any(|other| overlaps(net, other));
+                let reported = pairs.iter().any(|&(a, b)| a == i || b == i);
+                let partner_reported = pairs
+                    .iter()
+                    .any(|&(a, b)| overlaps(net, &nets[a]) || overlaps(net, &nets[b]));
+                assert!(
+                    !overlapping || reported || partner_reported,
+                    "{:?}",
+                    net.network
+                );
+            }
+            assert_eq!(
+                pairs.is_empty(),
+                !nets.iter().any(|a| nets.iter().any(|b| overlaps(a, b)))
+            );
+        }
+    }
 }

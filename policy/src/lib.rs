@@ -47,6 +47,7 @@ mod request_target;
 mod set;
 pub mod synthetic;
 mod tenant;
+mod upload;
 mod verdict;
 mod watch;
 
@@ -66,5 +67,6 @@ pub use tenant::{
     Canary, Subject, Tenant, CANARY_DOH, CANARY_PRIVATE_RELAY, DEFAULT_EXCEPTION_DOMAINS,
     TENANT_DEFAULT_POLICY,
 };
+pub use upload::Upload;
 pub use verdict::{Action, ExceptionKind, Trace, TraceStep, Verdict};
 pub use watch::{PolicyMetrics, PolicyWatcher, ReplaceError, WatchError, POLL_INTERVAL};

@@ -1,14 +1,15 @@
 //! Reading a policy file: TOML is parsed into a spanned tree and walked by hand, so that
-//! every unknown key, wrong type and syntax error of a file is reported, not only the
-//! first one, each with its byte range. Semantic checks (domains, CIDRs, references)
-//! happen later, in `compile`.
+//! the unknown keys, wrong types and syntax errors of a file are reported together, not
+//! only the first one, each with its byte range (the first 100 in position order).
+//! Semantic checks (domains, CIDRs, references) happen later, in `compile`.
 
 use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
-use crate::error::DiagnosticKind;
+use crate::category::CategoryGroup;
+use crate::error::{omitted_message, DiagnosticKind, FirstProblems, Positioned};
 
 /// A value with the byte range it came from.
 #[derive(Debug, Clone)]
@@ -23,6 +24,14 @@ pub(crate) struct RawError {
     pub(crate) span: Range<usize>,
     pub(crate) kind: DiagnosticKind,
     pub(crate) message: String,
+}
+
+impl Positioned for RawError {
+    type Key = usize;
+
+    fn position(&self) -> usize {
+        self.span.start
+    }
 }
 
 /// One file's tenants as written.
@@ -99,10 +108,19 @@ pub(crate) struct RawList {
 #[derive(Debug, Default)]
 pub(crate) struct RawCategories {
     pub(crate) span: Range<usize>,
+    /// Dotted path of the policy's array of tables: `policies` or `tenants.policies`.
+    pub(crate) policy_path: String,
     pub(crate) mode: Option<Sp<String>>,
     pub(crate) action: Option<Sp<String>>,
     pub(crate) block: Vec<Sp<String>>,
     pub(crate) warn: Vec<Sp<String>>,
+}
+
+impl RawCategories {
+    /// Names the category table of `group` in this policy, as in `[policies.security]`.
+    pub(crate) fn table_name(&self, group: CategoryGroup) -> String {
+        format!("[{}.{}]", self.policy_path, group.as_str())
+    }
 }
 
 const TENANT_KEYS: &[&str] = &[
@@ -119,96 +137,186 @@ const TENANT_KEYS: &[&str] = &[
     "policies",
 ];
 
-/// Parses and walks one file's text. All syntax errors and structural errors are returned,
-/// with a raw file that contains whatever could be read.
+/// Parses and walks one file's text. Returns a raw file that contains whatever could be
+/// read, and the syntax and structure errors in position order: the first 100, then one
+/// [`DiagnosticKind::Omitted`] entry for the others, if any.
 pub(crate) fn parse_file(text: &str) -> (RawFile, Vec<RawError>) {
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
-    let mut walker = Walker { errors: Vec::new() };
+    let mut walker = Walker::new(text);
     for error in syntax_errors {
-        walker.errors.push(RawError {
-            span: error.span().unwrap_or(0..0),
-            kind: DiagnosticKind::Syntax,
-            message: format!("invalid TOML: {}", error.message().trim_end()),
+        let span = error.span().unwrap_or(0..0);
+        walker.syntax_starts.push(span.start);
+        walker.error(span, DiagnosticKind::Syntax, || {
+            format!("invalid TOML: {}", error.message().trim_end())
         });
     }
+    walker.syntax_starts.sort_unstable();
 
     let root = document.get_ref();
     let mut file = RawFile::default();
-    if let Some(tenants) = root.get("tenants") {
-        walker.check_keys(
-            root,
-            &["tenants"],
-            "the top level of a file with [[tenants]]",
-        );
-        for (table, span) in walker.table_array(tenants, "tenants") {
-            file.tenants.push(walker.tenant(table, span));
+    if root.contains_key("tenants") {
+        walker.check_keys(root, &["tenants"], "the top-level table");
+        for (table, span) in walker.sub_tables(root, "tenants") {
+            file.tenants.push(walker.tenant(table, span, "tenants."));
         }
     } else if !root.is_empty() {
-        file.tenants.push(walker.tenant(root, document.span()));
+        file.tenants.push(walker.tenant(root, document.span(), ""));
     }
-    (file, walker.errors)
+    (file, walker.finish())
 }
 
-struct Walker {
-    errors: Vec<RawError>,
+/// A key's value, and whether a syntax error lies in it.
+struct Entry<'a, 'i> {
+    value: &'a Spanned<DeValue<'i>>,
+    /// The value was read past a syntax error, so its type and content may be a stand-in
+    /// of the parser, such as the integer 0 for a missing value. No further problem is
+    /// reported about it.
+    damaged: bool,
 }
 
-impl Walker {
-    fn error(&mut self, span: Range<usize>, kind: DiagnosticKind, message: String) {
-        self.errors.push(RawError {
+struct Walker<'t> {
+    text: &'t str,
+    errors: FirstProblems<RawError>,
+    /// Start offsets of the syntax errors, sorted.
+    syntax_starts: Vec<usize>,
+}
+
+impl<'t> Walker<'t> {
+    fn new(text: &'t str) -> Self {
+        Walker {
+            text,
+            errors: FirstProblems::new(),
+            syntax_starts: Vec::new(),
+        }
+    }
+
+    fn finish(self) -> Vec<RawError> {
+        let (mut errors, omitted) = self.errors.finish();
+        if let Some((first, count)) = omitted {
+            errors.push(RawError {
+                span: first.span,
+                kind: DiagnosticKind::Omitted { count },
+                message: omitted_message(count),
+            });
+        }
+        errors
+    }
+
+    /// Records a problem. `message` runs only if the problem may be listed.
+    fn error(
+        &mut self,
+        span: Range<usize>,
+        kind: DiagnosticKind,
+        message: impl FnOnce() -> String,
+    ) {
+        self.errors.push_with(span.start, || RawError {
             span,
             kind,
-            message,
+            message: message(),
         });
     }
 
+    /// Reports every key of `table` that is not in `allowed`. `context` names the table
+    /// by its dotted path, as a user would search for it in the file.
     fn check_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], context: &str) {
-        for key in table.keys() {
-            if !allowed.contains(&key.get_ref().as_ref()) {
-                self.error(
-                    key.span(),
-                    DiagnosticKind::UnknownKey,
-                    format!(
-                        "unknown key `{}` in {context}; allowed keys: {}",
-                        key.get_ref(),
-                        allowed.join(", ")
-                    ),
-                );
+        for (key, value) in table.iter() {
+            if allowed.contains(&key.get_ref().as_ref()) || self.damaged(&key.span(), value) {
+                continue;
             }
+            self.error(key.span(), DiagnosticKind::UnknownKey, || {
+                format!(
+                    "unknown key `{}` in {context}; allowed keys: {}",
+                    key.get_ref(),
+                    allowed.join(", ")
+                )
+            });
         }
     }
 
-    fn wrong_type(&mut self, value: &Spanned<DeValue<'_>>, key: &str, expected: &str) {
-        self.error(
-            value.span(),
-            DiagnosticKind::WrongType,
+    /// Tells whether a syntax error starts between the start of `key` and the end of the
+    /// line where its value ends. A table value counts up to the end of the key's line
+    /// only, since the keys below a `[table]` header have checks of their own.
+    fn damaged(&self, key: &Range<usize>, value: &Spanned<DeValue<'_>>) -> bool {
+        let first = self
+            .syntax_starts
+            .partition_point(|start| *start < key.start);
+        let Some(&error) = self.syntax_starts.get(first) else {
+            return false;
+        };
+
+        let holds_tables = match value.get_ref() {
+            DeValue::Table(_) => true,
+            DeValue::Array(items) => items
+                .iter()
+                .any(|item| matches!(item.get_ref(), DeValue::Table(_))),
+            _ => false,
+        };
+        let end = if holds_tables {
+            key.end
+        } else {
+            key.end.max(value.span().end)
+        };
+        error <= self.line_end(end)
+    }
+
+    /// Returns the offset of the line feed that ends the line of `offset`, or the text's
+    /// length on the last line.
+    fn line_end(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        self.text.as_bytes()[offset..]
+            .iter()
+            .position(|byte| *byte == b'\n')
+            .map_or(self.text.len(), |length| offset + length)
+    }
+
+    fn entry<'a, 'i>(&self, table: &'a DeTable<'i>, key: &str) -> Option<Entry<'a, 'i>> {
+        let (name, value) = table.get_key_value(key)?;
+        Some(Entry {
+            value,
+            damaged: self.damaged(&name.span(), value),
+        })
+    }
+
+    /// Reports that `value`, of `key` or of one of its items, is not of the `expected`
+    /// type, unless `entry` is damaged.
+    fn wrong_type(
+        &mut self,
+        entry: &Entry<'_, '_>,
+        value: &Spanned<DeValue<'_>>,
+        key: &str,
+        expected: &str,
+    ) {
+        if entry.damaged {
+            return;
+        }
+        self.error(value.span(), DiagnosticKind::WrongType, || {
             format!(
                 "`{key}` must be {expected}, not {}",
                 value.get_ref().type_str()
-            ),
-        );
+            )
+        });
     }
 
     fn string(&mut self, table: &DeTable<'_>, key: &str) -> Option<Sp<String>> {
-        let value = table.get(key)?;
-        match value.get_ref() {
+        let entry = self.entry(table, key)?;
+        match entry.value.get_ref() {
             DeValue::String(text) => Some(Sp {
-                span: value.span(),
+                span: entry.value.span(),
                 value: text.to_string(),
             }),
             _ => {
-                self.wrong_type(value, key, "a string");
+                self.wrong_type(&entry, entry.value, key, "a string");
                 None
             }
         }
     }
 
     fn boolean(&mut self, table: &DeTable<'_>, key: &str) -> Option<bool> {
-        let value = table.get(key)?;
-        match value.get_ref() {
+        let entry = self.entry(table, key)?;
+        match entry.value.get_ref() {
             DeValue::Boolean(flag) => Some(*flag),
             _ => {
-                self.wrong_type(value, key, "true or false");
+                self.wrong_type(&entry, entry.value, key, "true or false");
                 None
             }
         }
@@ -221,9 +329,9 @@ impl Walker {
     }
 
     fn strings_spanned(&mut self, table: &DeTable<'_>, key: &str) -> Option<Sp<Vec<Sp<String>>>> {
-        let value = table.get(key)?;
-        let DeValue::Array(items) = value.get_ref() else {
-            self.wrong_type(value, key, "an array of strings");
+        let entry = self.entry(table, key)?;
+        let DeValue::Array(items) = entry.value.get_ref() else {
+            self.wrong_type(&entry, entry.value, key, "an array of strings");
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
@@ -233,11 +341,11 @@ impl Walker {
                     span: item.span(),
                     value: text.to_string(),
                 }),
-                _ => self.wrong_type(item, key, "an array of strings"),
+                _ => self.wrong_type(&entry, item, key, "an array of strings"),
             }
         }
         Some(Sp {
-            span: value.span(),
+            span: entry.value.span(),
             value: out,
         })
     }
@@ -247,48 +355,56 @@ impl Walker {
         table: &'a DeTable<'i>,
         key: &str,
     ) -> Option<(&'a DeTable<'i>, Range<usize>)> {
-        let value = table.get(key)?;
-        match value.get_ref() {
-            DeValue::Table(inner) => Some((inner, value.span())),
+        let entry = self.entry(table, key)?;
+        match entry.value.get_ref() {
+            DeValue::Table(inner) => Some((inner, entry.value.span())),
             _ => {
-                self.wrong_type(value, key, "a table");
+                self.wrong_type(&entry, entry.value, key, "a table");
                 None
             }
         }
     }
 
-    fn table_array<'a, 'i>(
+    /// Returns the tables of the array of tables `key`.
+    fn sub_tables<'a, 'i>(
         &mut self,
-        value: &'a Spanned<DeValue<'i>>,
+        table: &'a DeTable<'i>,
         key: &str,
     ) -> Vec<(&'a DeTable<'i>, Range<usize>)> {
-        let DeValue::Array(items) = value.get_ref() else {
-            self.wrong_type(value, key, "an array of tables (`[[...]]`)");
+        match self.entry(table, key) {
+            Some(entry) => self.table_array(&entry, key),
+            None => Vec::new(),
+        }
+    }
+
+    fn table_array<'a, 'i>(
+        &mut self,
+        entry: &Entry<'a, 'i>,
+        key: &str,
+    ) -> Vec<(&'a DeTable<'i>, Range<usize>)> {
+        let DeValue::Array(items) = entry.value.get_ref() else {
+            self.wrong_type(entry, entry.value, key, "an array of tables (`[[...]]`)");
             return Vec::new();
         };
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             match item.get_ref() {
                 DeValue::Table(table) => out.push((table, item.span())),
-                _ => self.wrong_type(item, key, "an array of tables (`[[...]]`)"),
+                _ => self.wrong_type(entry, item, key, "an array of tables (`[[...]]`)"),
             }
         }
         out
     }
 
-    fn sub_tables<'a, 'i>(
-        &mut self,
-        table: &'a DeTable<'i>,
-        key: &str,
-    ) -> Vec<(&'a DeTable<'i>, Range<usize>)> {
-        match table.get(key) {
-            Some(value) => self.table_array(value, key),
-            None => Vec::new(),
-        }
-    }
-
-    fn tenant(&mut self, table: &DeTable<'_>, span: Range<usize>) -> RawTenant {
-        self.check_keys(table, TENANT_KEYS, "a tenant");
+    /// Reads one tenant. `prefix` is the dotted path of the tenant's table followed by a
+    /// dot (`tenants.`), or empty for a file whose top level is the tenant.
+    fn tenant(&mut self, table: &DeTable<'_>, span: Range<usize>, prefix: &str) -> RawTenant {
+        let context = if prefix.is_empty() {
+            "the top-level table".to_owned()
+        } else {
+            format!("[[{}]]", prefix.trim_end_matches('.'))
+        };
+        self.check_keys(table, TENANT_KEYS, &context);
         let mut tenant = RawTenant {
             span,
             id: self.string(table, "id"),
@@ -301,12 +417,20 @@ impl Walker {
         };
 
         if let Some((exceptions, _)) = self.table(table, "exceptions") {
-            self.check_keys(exceptions, &["domains", "cidrs"], "[exceptions]");
+            self.check_keys(
+                exceptions,
+                &["domains", "cidrs"],
+                &format!("[{prefix}exceptions]"),
+            );
             tenant.exception_domains = self.strings(exceptions, "domains");
             tenant.exception_cidrs = self.strings(exceptions, "cidrs");
         }
         for (location, span) in self.sub_tables(table, "locations") {
-            self.check_keys(location, &["id", "name", "cidrs"], "a location");
+            self.check_keys(
+                location,
+                &["id", "name", "cidrs"],
+                &format!("[[{prefix}locations]]"),
+            );
             tenant.locations.push(RawLocation {
                 span,
                 id: self.string(location, "id"),
@@ -315,7 +439,11 @@ impl Walker {
             });
         }
         for (group, span) in self.sub_tables(table, "groups") {
-            self.check_keys(group, &["id", "name", "users"], "a group");
+            self.check_keys(
+                group,
+                &["id", "name", "users"],
+                &format!("[[{prefix}groups]]"),
+            );
             tenant.groups.push(RawGroup {
                 span,
                 id: self.string(group, "id"),
@@ -324,7 +452,11 @@ impl Walker {
             });
         }
         for (feed, span) in self.sub_tables(table, "feeds") {
-            self.check_keys(feed, &["id", "path", "format", "category"], "a feed");
+            self.check_keys(
+                feed,
+                &["id", "path", "format", "category"],
+                &format!("[[{prefix}feeds]]"),
+            );
             tenant.feeds.push(RawFeed {
                 span,
                 id: self.string(feed, "id"),
@@ -333,13 +465,15 @@ impl Walker {
                 category: self.string(feed, "category"),
             });
         }
+        let policies = format!("{prefix}policies");
         for (policy, span) in self.sub_tables(table, "policies") {
-            tenant.policies.push(self.policy(policy, span));
+            tenant.policies.push(self.policy(policy, span, &policies));
         }
         tenant
     }
 
-    fn policy(&mut self, table: &DeTable<'_>, span: Range<usize>) -> RawPolicy {
+    /// Reads one policy. `path` is the dotted path of its array of tables.
+    fn policy(&mut self, table: &DeTable<'_>, span: Range<usize>, path: &str) -> RawPolicy {
         self.check_keys(
             table,
             &[
@@ -353,7 +487,7 @@ impl Walker {
                 "security",
                 "content",
             ],
-            "a policy",
+            &format!("[[{path}]]"),
         );
         let mut policy = RawPolicy {
             span,
@@ -365,16 +499,17 @@ impl Walker {
             ..RawPolicy::default()
         };
         if let Some((list, _)) = self.table(table, "block") {
-            policy.block = self.list(list, "[block]");
+            policy.block = self.list(list, &format!("[{path}.block]"));
         }
         if let Some((list, _)) = self.table(table, "allow") {
-            policy.allow = self.list(list, "[allow]");
+            policy.allow = self.list(list, &format!("[{path}.allow]"));
         }
         if let Some((categories, span)) = self.table(table, "security") {
-            policy.security = Some(self.categories(categories, span, "[security]"));
+            policy.security =
+                Some(self.categories(categories, span, path, CategoryGroup::Security));
         }
         if let Some((categories, span)) = self.table(table, "content") {
-            policy.content = Some(self.categories(categories, span, "[content]"));
+            policy.content = Some(self.categories(categories, span, path, CategoryGroup::Content));
         }
         policy
     }
@@ -394,19 +529,29 @@ impl Walker {
         }
     }
 
+    /// Reads the category table of `group` of a policy whose array of tables is at
+    /// `policy_path`.
     fn categories(
         &mut self,
         table: &DeTable<'_>,
         span: Range<usize>,
-        context: &str,
+        policy_path: &str,
+        group: CategoryGroup,
     ) -> RawCategories {
-        self.check_keys(table, &["mode", "action", "block", "warn"], context);
-        RawCategories {
+        let categories = RawCategories {
             span,
+            policy_path: policy_path.to_owned(),
+            ..RawCategories::default()
+        };
+        let context = categories.table_name(group);
+        self.check_keys(table, &["mode", "action", "block", "warn"], &context);
+
+        RawCategories {
             mode: self.string(table, "mode"),
             action: self.string(table, "action"),
             block: self.strings(table, "block"),
             warn: self.strings(table, "warn"),
+            ..categories
         }
     }
 }
@@ -437,6 +582,69 @@ mod tests {
             .map(|e| &text[e.span.clone()])
             .collect();
         assert_eq!(unknown, vec!["colour", "shade"]);
+    }
+
+    fn kinds_and_texts<'t>(text: &'t str, errors: &[RawError]) -> Vec<(DiagnosticKind, &'t str)> {
+        errors
+            .iter()
+            .map(|e| (e.kind, &text[e.span.start..e.span.end.max(e.span.start)]))
+            .collect()
+    }
+
+    #[test]
+    fn syntax_error_in_multiline_array_hides_its_key() {
+        let text = "id = \"t\"\ncolour = [\n  1,\n  =]\n";
+        let (_, errors) = parse_file(text);
+        assert!(
+            errors.iter().all(|e| e.kind == DiagnosticKind::Syntax),
+            "{:?}",
+            kinds_and_texts(text, &errors)
+        );
+        assert!(!errors.is_empty());
+    }
+
+    #[test]
+    fn syntax_error_in_array_hides_item_types() {
+        let text = "id = \"t\"\ntrusted_apps = [1, =]\n";
+        let (_, errors) = parse_file(text);
+        assert!(
+            errors.iter().all(|e| e.kind == DiagnosticKind::Syntax),
+            "{:?}",
+            kinds_and_texts(text, &errors)
+        );
+        assert!(!errors.is_empty());
+    }
+
+    #[test]
+    fn syntax_error_below_table_header_keeps_table_check() {
+        let text = "id = \"t\"\n[colour]\nx = =\n";
+        let (_, errors) = parse_file(text);
+        let found = kinds_and_texts(text, &errors);
+        assert!(
+            found.contains(&(DiagnosticKind::UnknownKey, "colour")),
+            "{found:?}"
+        );
+        assert_eq!(found[0].0, DiagnosticKind::UnknownKey, "{found:?}");
+        assert_eq!(found[1].0, DiagnosticKind::Syntax, "{found:?}");
+        assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    #[test]
+    fn errors_beyond_maximum_become_one_entry() {
+        let mut text = String::from("id = \"t\"\n");
+        for i in 0..150 {
+            text.push_str(&format!("k{i} = 1\n"));
+        }
+        let (_, errors) = parse_file(&text);
+        assert_eq!(errors.len(), 101);
+        assert!(errors[..100]
+            .iter()
+            .all(|e| e.kind == DiagnosticKind::UnknownKey));
+        assert_eq!(&text[errors[99].span.clone()], "k99");
+        let last = &errors[100];
+        assert_eq!(last.kind, DiagnosticKind::Omitted { count: 50 });
+        // The entry points at the first key that is not listed.
+        assert_eq!(&text[last.span.clone()], "k100");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::compile::Compiler;
 use crate::error::LoadErrors;
 use crate::model::{FeedInfo, Shared};
 use crate::tenant::Tenant;
+use crate::upload::Upload;
 
 /// Every tenant of one or more policy files, validated and ready for decisions.
 ///
@@ -23,6 +24,8 @@ pub struct PolicySet {
     locations: Vec<(IpNet, usize, usize)>,
     shared: Arc<Shared>,
     files: Vec<PathBuf>,
+    /// The text of each policy file, in the order of `files`.
+    texts: Vec<Arc<str>>,
     inputs: Vec<PathBuf>,
 }
 
@@ -31,6 +34,7 @@ impl PolicySet {
         tenants: Vec<Tenant>,
         shared: Arc<Shared>,
         files: Vec<PathBuf>,
+        texts: Vec<Arc<str>>,
         inputs: Vec<PathBuf>,
     ) -> PolicySet {
         let by_id = tenants
@@ -53,6 +57,7 @@ impl PolicySet {
             locations,
             shared,
             files,
+            texts,
             inputs,
         }
     }
@@ -75,15 +80,15 @@ impl PolicySet {
     /// Validates policy texts as if they were the files at the given paths (feed paths
     /// resolve relative to those paths). Used to check a replacement before writing it.
     ///
-    /// The text for the path `uploaded`, when given, came from outside the machine
-    /// (the console API): its feed paths must be relative and must not leave the
-    /// file's folder, so an upload can never read other files of the server.
+    /// The text for the file of `uploaded`, when given, came from outside the machine
+    /// (the console API). Its feed paths must obey the rule of `uploaded`, and its
+    /// diagnostics do not name other tenants, their networks or their files.
     pub fn from_texts(
         files: &[(PathBuf, String)],
-        uploaded: Option<&Path>,
+        uploaded: Option<&Upload>,
     ) -> Result<PolicySet, LoadErrors> {
         let mut compiler = Compiler::new();
-        compiler.confine_feeds_of(uploaded);
+        compiler.set_upload(uploaded);
         for (path, text) in files {
             compiler.add_file(path, text);
         }
@@ -114,6 +119,13 @@ impl PolicySet {
     /// The policy files of the set.
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// Returns the text of the policy file `path` as this set compiled it. It can differ
+    /// from the file on disk when a later edit is not loaded yet or failed validation.
+    pub fn file_text(&self, path: &Path) -> Option<&str> {
+        let index = self.files.iter().position(|file| file == path)?;
+        self.texts.get(index).map(|text| &**text)
     }
 
     /// Every file the set was built from: policy files and feed files.

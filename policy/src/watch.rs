@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{DiagnosticKind, LoadErrors};
 use crate::set::PolicySet;
+use crate::tenant::Tenant;
+use crate::upload::Upload;
 
 /// How often the files are checked by default.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -283,7 +285,7 @@ impl PolicyWatcher {
                 if !repeated {
                     self.metrics.count("error");
                     tracing::error!(
-                        errors = errors.diagnostics.len(),
+                        errors = errors.count(),
                         "policy reload rejected; the previous policy stays in force"
                     );
                     for diagnostic in &errors.diagnostics {
@@ -360,22 +362,61 @@ impl PolicyWatcher {
         if !self.paths.iter().any(|p| p == path) {
             return Err(ReplaceError::UnknownFile(path.to_path_buf()));
         }
-        let set = self.validate_replacement(path, text)?;
+        let set = self.validate_replacement(path, text, &Upload::in_folder(path))?;
         self.write_and_install(path, text, set, &mut state)
     }
 
     /// Replaces the policy of one tenant whose file holds only that tenant. The new text
-    /// must define exactly that tenant.
+    /// must define exactly that tenant, and its feed paths must stay inside the folder
+    /// of the tenant's file ([`Upload::in_folder`]).
     pub fn replace_tenant(&self, tenant: &str, text: &str) -> Result<Arc<PolicySet>, ReplaceError> {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (file, set) =
+            self.tenant_replacement(tenant, text, |tenant| Upload::in_folder(tenant.file()))?;
+        self.write_and_install(&file, text, set, &mut state)
+    }
+
+    /// Replaces the policy of one tenant with a text that the tenant uploaded, as
+    /// [`PolicyWatcher::replace_tenant`] does, except that the text may name only the
+    /// feed files that the tenant's policy in force names ([`Upload::for_tenant`]).
+    /// Its diagnostics do not name other tenants, their networks or their files.
+    pub fn replace_uploaded_tenant(
+        &self,
+        tenant: &str,
+        text: &str,
+    ) -> Result<Arc<PolicySet>, ReplaceError> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (file, set) = self.tenant_replacement(tenant, text, Upload::for_tenant)?;
+        self.write_and_install(&file, text, set, &mut state)
+    }
+
+    /// Runs every check of [`PolicyWatcher::replace_uploaded_tenant`] against the policy
+    /// in force and the files on disk, and writes and installs nothing.
+    pub fn check_uploaded_tenant(&self, tenant: &str, text: &str) -> Result<(), ReplaceError> {
+        self.tenant_replacement(tenant, text, Upload::for_tenant)
+            .map(|_| ())
+    }
+
+    /// Validates `text` as the new content of `tenant`'s policy file, together with the
+    /// other watched files, under the rule that `upload` builds from the tenant in
+    /// force. Returns the file and the new set.
+    fn tenant_replacement(
+        &self,
+        tenant: &str,
+        text: &str,
+        upload: impl FnOnce(&Tenant) -> Upload,
+    ) -> Result<(PathBuf, PolicySet), ReplaceError> {
         let current = self.current();
-        let file = current
+        let in_force = current
             .tenant(tenant)
-            .map(|t| t.file().to_path_buf())
             .ok_or_else(|| ReplaceError::UnknownTenant(tenant.to_string()))?;
+        let file = in_force.file().to_path_buf();
         if current
             .tenants()
             .iter()
@@ -387,7 +428,7 @@ impl PolicyWatcher {
             });
         }
 
-        let set = self.validate_replacement(&file, text)?;
+        let set = self.validate_replacement(&file, text, &upload(in_force))?;
         let defined: Vec<&str> = set
             .tenants()
             .iter()
@@ -400,10 +441,15 @@ impl PolicyWatcher {
                 found: defined.join(", "),
             });
         }
-        self.write_and_install(&file, text, set, &mut state)
+        Ok((file, set))
     }
 
-    fn validate_replacement(&self, path: &Path, text: &str) -> Result<PolicySet, ReplaceError> {
+    fn validate_replacement(
+        &self,
+        path: &Path,
+        text: &str,
+        upload: &Upload,
+    ) -> Result<PolicySet, ReplaceError> {
         let mut files = Vec::with_capacity(self.paths.len());
         for other in &self.paths {
             let content = if other == path {
@@ -416,7 +462,7 @@ impl PolicyWatcher {
             };
             files.push((other.clone(), content));
         }
-        PolicySet::from_texts(&files, Some(path)).map_err(ReplaceError::Invalid)
+        PolicySet::from_texts(&files, Some(upload)).map_err(ReplaceError::Invalid)
     }
 
     fn write_and_install(

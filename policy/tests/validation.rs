@@ -199,6 +199,46 @@ fn overlapping_locations_of_two_tenants_are_rejected() {
 }
 
 #[test]
+fn overlaps_are_found_among_many_nested_locations() {
+    // Two tenants with thousands of equal networks, nested networks and disjoint
+    // ones: comparing every pair would build millions of messages.
+    let mut text = String::new();
+    for tenant in ["a", "b"] {
+        text.push_str(&format!("[[tenants]]\nid = \"{tenant}\"\n"));
+        for i in 0..3000 {
+            let cidr = match i % 3 {
+                0 => "10.0.0.0/8".to_owned(),
+                1 => format!("10.{}.0.0/16", i % 256),
+                _ if tenant == "a" => format!("172.16.{}.0/24", i % 256),
+                _ => format!("192.168.{}.0/24", i % 256),
+            };
+            text.push_str(&format!(
+                "[[tenants.locations]]\nid = \"l{i}\"\ncidrs = [\"{cidr}\"]\n"
+            ));
+        }
+    }
+    let (_dir, errors) = errors_of(&text);
+
+    assert!(errors.count() > 100, "{}", errors.count());
+    assert!(
+        errors
+            .diagnostics
+            .iter()
+            .all(|d| d.message.contains("overlaps")
+                || matches!(d.kind, DiagnosticKind::Omitted { .. })),
+        "{errors}"
+    );
+    // The 172.16 and 192.168 networks of the two tenants are disjoint.
+    assert!(
+        !errors
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("172.16.")),
+        "{errors}"
+    );
+}
+
+#[test]
 fn wrong_types_and_conflicting_targets_are_reported() {
     let (_dir, errors) = errors_of(
         "id = \"t\"\ntrusted_apps = \"com.a\"\nbypassed_apps = [\"com.b\"]\nadditional_browsers = [\"COM.B\"]\n[[groups]]\nid = \"g\"\n[[policies]]\nid = \"p\"\nusers = [\"u\"]\ngroups = [\"g\"]\n",

@@ -103,7 +103,7 @@ fn load(files: &[PathBuf]) -> Option<PolicySet> {
             }
             eprintln!(
                 "error: {} problem(s) found; the policy was not accepted",
-                errors.diagnostics.len()
+                errors.count()
             );
             None
         }
