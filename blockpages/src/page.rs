@@ -96,6 +96,9 @@ pub enum UpstreamErrorKind {
     Certificate(CertificateProblem),
     /// Name resolution or connection failed: 502.
     Unreachable,
+    /// The gateway connected, but the origin's response was invalid or never
+    /// came: 502.
+    InvalidResponse,
     /// Connect, first byte or idle timeout: 504.
     TimedOut,
     /// The origin's response exceeds the configured limit: 502, because the origin's answer,
@@ -147,6 +150,7 @@ impl Page {
             Page::UpstreamError(_, kind) => match kind {
                 UpstreamErrorKind::Certificate(_)
                 | UpstreamErrorKind::Unreachable
+                | UpstreamErrorKind::InvalidResponse
                 | UpstreamErrorKind::ResponseTooLarge => StatusCode::BAD_GATEWAY,
                 UpstreamErrorKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamErrorKind::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -192,6 +196,10 @@ impl Page {
                 UpstreamErrorKind::Unreachable => {
                     ("error_unreachable_title", "error_unreachable_summary")
                 }
+                UpstreamErrorKind::InvalidResponse => (
+                    "error_invalid_response_title",
+                    "error_invalid_response_summary",
+                ),
                 UpstreamErrorKind::TimedOut => ("error_timeout_title", "error_timeout_summary"),
                 UpstreamErrorKind::ResponseTooLarge => (
                     "error_response_too_large_title",
@@ -218,6 +226,7 @@ impl UpstreamErrorKind {
         match self {
             UpstreamErrorKind::Certificate(_) => "certificate",
             UpstreamErrorKind::Unreachable => "unreachable",
+            UpstreamErrorKind::InvalidResponse => "invalid_response",
             UpstreamErrorKind::TimedOut => "timed_out",
             UpstreamErrorKind::ResponseTooLarge => "response_too_large",
             UpstreamErrorKind::RequestTooLarge => "request_too_large",

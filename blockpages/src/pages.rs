@@ -401,6 +401,7 @@ fn sample_pages() -> Vec<Page> {
         for kind in [
             UpstreamErrorKind::Certificate(CertificateProblem::Expired),
             UpstreamErrorKind::Unreachable,
+            UpstreamErrorKind::InvalidResponse,
             UpstreamErrorKind::TimedOut,
             UpstreamErrorKind::ResponseTooLarge,
             UpstreamErrorKind::RequestTooLarge,

@@ -149,6 +149,10 @@ fn status_codes_follow_page_kind() {
             502,
         ),
         (
+            Page::UpstreamError(context.clone(), UpstreamErrorKind::InvalidResponse),
+            502,
+        ),
+        (
             Page::UpstreamError(context.clone(), UpstreamErrorKind::TimedOut),
             504,
         ),

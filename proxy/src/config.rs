@@ -441,17 +441,45 @@ impl ProxyConfig {
         })
     }
 
-    /// The PAC file served at `pac_path`.
+    /// The PAC file served at `pac_path`, for a request without a usable `Host`.
+    /// See [`ProxyConfig::pac_file_for`].
     pub fn pac_file(&self) -> String {
-        if self.pac_content.is_empty() {
-            format!(
-                "function FindProxyForURL(url, host) {{ return \"PROXY {}\"; }}\n",
-                self.explicit_listen
-            )
-        } else {
-            self.pac_content.clone()
-        }
+        self.pac_file_for(None)
     }
+
+    /// The PAC file served at `pac_path` to a request whose `Host` header (with or
+    /// without a port) is `request_host`.
+    ///
+    /// `pac_content` is served as it is. Without it, the PAC file sends everything
+    /// to `explicit_listen`. When that listener is on an unspecified address
+    /// (`0.0.0.0`, `::`), which no client can connect to, the file names the host
+    /// that the client fetched it from instead, with the listener's port: the PAC
+    /// file is served by the explicit proxy itself, so that host reaches it. A
+    /// `request_host` that is not a valid host name or IP literal is ignored, so
+    /// that nothing from the request but a checked host ends up in the script.
+    ///
+    /// NOTE: without a valid `request_host`, a PAC file for an unspecified listener
+    /// still names the unspecified address, which clients cannot use.
+    pub fn pac_file_for(&self, request_host: Option<&str>) -> String {
+        if !self.pac_content.is_empty() {
+            return self.pac_content.clone();
+        }
+        let proxy = match request_host.and_then(pac_proxy_host) {
+            Some(host) if self.explicit_listen.ip().is_unspecified() => {
+                format!("{host}:{}", self.explicit_listen.port())
+            }
+            _ => self.explicit_listen.to_string(),
+        };
+        format!("function FindProxyForURL(url, host) {{ return \"PROXY {proxy}\"; }}\n")
+    }
+}
+
+/// Returns the host of a `Host` header value, normalized and in the form a PAC
+/// `PROXY` entry takes (IPv6 in brackets), or none when it is not a valid host.
+fn pac_proxy_host(value: &str) -> Option<String> {
+    let (host, _port) = crate::host::split_host_port(value.trim())?;
+    let host = crate::host::Host::parse(host).ok()?;
+    Some(host.to_authority_host())
 }
 
 impl TimeoutConfig {
@@ -677,5 +705,52 @@ mod tests {
         assert!(!config.is_continuable(&["newly-seen".to_owned(), "phishing".to_owned()]));
         assert!(config.is_continuable(&["newly-seen".to_owned()]));
         assert!(config.is_continuable(&[]));
+    }
+
+    #[test]
+    fn pac_file_names_reachable_proxy() {
+        let wildcard = ProxyConfig {
+            explicit_listen: "0.0.0.0:3128".parse().unwrap(),
+            ..ProxyConfig::default()
+        };
+        let entry = |config: &ProxyConfig, host: Option<&str>| {
+            let file = config.pac_file_for(host);
+            let start = file.find("PROXY ").unwrap() + "PROXY ".len();
+            file[start..].split('"').next().unwrap().to_owned()
+        };
+        assert_eq!(
+            entry(&wildcard, Some("gw.example.net:3128")),
+            "gw.example.net:3128"
+        );
+        assert_eq!(
+            entry(&wildcard, Some("GW.example.net")),
+            "gw.example.net:3128"
+        );
+        assert_eq!(
+            entry(&wildcard, Some("198.51.100.7:8080")),
+            "198.51.100.7:3128"
+        );
+        assert_eq!(
+            entry(&wildcard, Some("[2001:db8::7]:3128")),
+            "[2001:db8::7]:3128"
+        );
+        // A value that is not a host never reaches the script.
+        assert_eq!(entry(&wildcard, Some("x\"; alert(1); \"")), "0.0.0.0:3128");
+        assert_eq!(entry(&wildcard, None), "0.0.0.0:3128");
+
+        let bound = ProxyConfig {
+            explicit_listen: "192.0.2.10:3128".parse().unwrap(),
+            ..ProxyConfig::default()
+        };
+        assert_eq!(entry(&bound, Some("other.example.net")), "192.0.2.10:3128");
+
+        let custom = ProxyConfig {
+            pac_content: "function FindProxyForURL() { return \"DIRECT\"; }".to_owned(),
+            ..wildcard
+        };
+        assert_eq!(
+            custom.pac_file_for(Some("gw.example.net")),
+            custom.pac_content
+        );
     }
 }

@@ -1684,8 +1684,8 @@ async fn busy_origin_connection_gets_more() {
 #[tokio::test]
 async fn response_buffer_budget_refuses_then_recovers() {
     let harness = Harness::start(|config| {
-        config.limits.max_response_buffer_bytes = 8 << 20;
-        config.limits.max_response_buffer_bytes_per_client = Some(4 << 20);
+        config.limits.max_response_buffer_bytes = 16 << 20;
+        config.limits.max_response_buffer_bytes_per_client = Some(8 << 20);
         config.static_hosts = support::static_hosts(&[("origin.test", "127.0.0.1")]);
     })
     .await;
@@ -1694,12 +1694,13 @@ async fn response_buffer_budget_refuses_then_recovers() {
     let port = origin.port();
     let reserved = || harness.metric("swg_proxy_response_buffer_bytes", &[]);
 
-    // Each download of unknown length from an HTTP/2 origin reserves one stream
-    // window, 2 MiB: two of them spend the 4 MiB of the client's address.
+    // Each download of unknown length from an HTTP/2 origin reserves the memory
+    // of one 2 MiB stream window, 4 MiB: two of them spend the 8 MiB of the
+    // client's address.
     let large = format!("https://origin.test:{port}/zeros-unsized?{}", 64u64 << 20);
     let first = h2_stalled_download(&harness, &large).await;
     let second = h2_stalled_download(&harness, &large).await;
-    assert_eq!(reserved(), f64::from(4u32 << 20));
+    assert_eq!(reserved(), f64::from(8u32 << 20));
 
     let small = format!("https://origin.test:{port}/small");
     let refused = curl(harness.landing_args("origin.test", port), &small).await;
@@ -1712,7 +1713,7 @@ async fn response_buffer_budget_refuses_then_recovers() {
         harness.metric("swg_proxy_upstream_errors_total", &[("kind", "overloaded")]),
         1.0
     );
-    assert_eq!(reserved(), f64::from(4u32 << 20));
+    assert_eq!(reserved(), f64::from(8u32 << 20));
 
     // A request that is not idempotent reserves its buffer before it is sent, so
     // the origin never processes one whose response swg would refuse.
@@ -1732,7 +1733,7 @@ async fn response_buffer_budget_refuses_then_recovers() {
     drop((response, sender));
     connection.abort();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reserved() > f64::from(2u32 << 20) {
+    while reserved() > f64::from(4u32 << 20) {
         assert!(Instant::now() < deadline, "reservation not given back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -1740,7 +1741,7 @@ async fn response_buffer_budget_refuses_then_recovers() {
     assert_eq!(served.status, 200, "{}", served.stderr);
     assert_eq!(served.body, "hello from origin\n");
     // The small response gave its 18 bytes back when it ended.
-    assert_eq!(reserved(), f64::from(2u32 << 20));
+    assert_eq!(reserved(), f64::from(4u32 << 20));
 
     // With room again, the POST goes through and gives back all it reserved.
     let mut post = harness.landing_args("origin.test", port);
@@ -1748,7 +1749,7 @@ async fn response_buffer_budget_refuses_then_recovers() {
     let served = curl(post, &format!("https://origin.test:{port}/count")).await;
     assert_eq!(served.status, 200, "{}", served.stderr);
     assert_eq!(served.body, "7\n");
-    assert_eq!(reserved(), f64::from(2u32 << 20));
+    assert_eq!(reserved(), f64::from(4u32 << 20));
     drop(second);
 }
 

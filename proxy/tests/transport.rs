@@ -520,7 +520,7 @@ async fn refused_stream_with_body_not_sent_again() {
     assert_eq!(
         harness.metric(
             "swg_proxy_upstream_errors_total",
-            &[("kind", "unreachable")]
+            &[("kind", "invalid_response")]
         ),
         1.0
     );
@@ -716,7 +716,7 @@ async fn goaway_get_waiting_for_stream_sent_again() {
     assert_eq!(
         harness.metric(
             "swg_proxy_upstream_errors_total",
-            &[("kind", "unreachable")]
+            &[("kind", "invalid_response")]
         ),
         1.0
     );
@@ -732,7 +732,7 @@ async fn goaway_post_at_last_stream_not_sent_again() {
     assert_eq!(post.status, 502, "{}", post.stderr);
     assert!(
         post.body
-            .starts_with("swg-page: upstream-error unreachable"),
+            .starts_with("swg-page: upstream-error invalid_response"),
         "{}",
         post.body
     );
@@ -743,7 +743,7 @@ async fn goaway_post_at_last_stream_not_sent_again() {
     assert_eq!(
         harness.metric(
             "swg_proxy_upstream_errors_total",
-            &[("kind", "unreachable")]
+            &[("kind", "invalid_response")]
         ),
         1.0
     );

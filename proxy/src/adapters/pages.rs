@@ -71,6 +71,7 @@ fn error_kind(failure: UpstreamFailure) -> UpstreamErrorKind {
         UpstreamFailure::Unreachable | UpstreamFailure::InvalidHost => {
             UpstreamErrorKind::Unreachable
         }
+        UpstreamFailure::InvalidResponse => UpstreamErrorKind::InvalidResponse,
         UpstreamFailure::TimedOut => UpstreamErrorKind::TimedOut,
         UpstreamFailure::RequestTooLarge => UpstreamErrorKind::RequestTooLarge,
         UpstreamFailure::ResponseTooLarge => UpstreamErrorKind::ResponseTooLarge,

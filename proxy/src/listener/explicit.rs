@@ -73,7 +73,7 @@ async fn handle(
     let is_origin_form = request.uri().authority().is_none();
     if is_origin_form && request.method() != Method::CONNECT {
         if request.method() == Method::GET && request.uri().path() == shared.config.pac_path {
-            return pac_file(&shared);
+            return pac_file(&shared, &request);
         }
         return reject(
             &shared,
@@ -179,8 +179,14 @@ fn proxy_auth_required() -> Response<ProxyBody> {
     response
 }
 
-fn pac_file(shared: &Shared) -> Response<ProxyBody> {
-    let mut response = Response::new(full(Bytes::from(shared.config.pac_file())));
+/// Serves the PAC file; the request's `Host` names the proxy when the explicit
+/// listener is on an unspecified address.
+fn pac_file(shared: &Shared, request: &Request<Incoming>) -> Response<ProxyBody> {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    let mut response = Response::new(full(Bytes::from(shared.config.pac_file_for(host))));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ns-proxy-autoconfig"),

@@ -1,13 +1,16 @@
 //! The TLS landing and TLS interception inside CONNECT tunnels: read the
 //! ClientHello, present the leaf for the SNI, serve what ALPN chose.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -132,12 +135,75 @@ pub(crate) async fn serve_tunnel<IO>(
 }
 
 struct Intercepted<IO> {
-    stream: TlsStream<IO>,
+    stream: TlsStream<FirstRead<IO>>,
     /// The SNI, or the CONNECT host when the ClientHello had none.
     host: String,
     /// Whether `host` came from the SNI.
     sni: bool,
     h2: bool,
+}
+
+/// The `reason` of `swg_proxy_tls_handshake_failures_total` for a connection that
+/// closed before it sent a byte.
+const CLOSED_WITHOUT_DATA: &str = "closed_without_data";
+
+/// A client connection that records whether it has received a byte.
+pub(crate) struct FirstRead<IO> {
+    io: IO,
+    received: bool,
+}
+
+impl<IO> FirstRead<IO> {
+    fn new(io: IO) -> FirstRead<IO> {
+        FirstRead {
+            io,
+            received: false,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FirstRead<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.received |= buf.filled().len() > before;
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstRead<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// Performs the client handshake within the TLS handshake timeout. Returns `None`
@@ -182,9 +248,16 @@ async fn handshake<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = LazyConfigAcceptor::new(Acceptor::default(), io)
-        .await
-        .map_err(|_| "client_hello")?;
+    let mut accepting = LazyConfigAcceptor::new(Acceptor::default(), FirstRead::new(io));
+    let start = match (&mut accepting).await {
+        Ok(start) => start,
+        // A TCP connection closed before its first byte is what load balancers'
+        // health checks and port scanners make, not a failed handshake of a client.
+        Err(_) if accepting.take_io().is_some_and(|io| !io.received) => {
+            return Err(CLOSED_WITHOUT_DATA)
+        }
+        Err(_) => return Err("client_hello"),
+    };
     let hello = start.client_hello();
     let sni = hello.server_name().map(str::to_owned);
 

@@ -173,20 +173,51 @@ impl OriginConnector {
     }
 
     /// Tells whether connecting to `address` would reach one of the proxy's own
-    /// listeners. A listener on an unspecified address counts for loopback too.
+    /// listeners. A listener on an unspecified address accepts connections to
+    /// every address of the host, so for it any loopback address and any address
+    /// that [`is_host_address`] finds count too.
     fn is_own_listener(&self, address: SocketAddr) -> bool {
         let ip = crate::destination::canonical(address.ip());
+        let wildcard_port = {
+            let listeners = self
+                .inner
+                .own_listeners
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut on_port = listeners
+                .iter()
+                .filter(|listener| listener.port() == address.port());
+            let mut wildcard = false;
+            for listener in &mut on_port {
+                if listener.ip() == ip {
+                    return true;
+                }
+                wildcard |= listener.ip().is_unspecified();
+            }
+            wildcard
+        };
+        wildcard_port && (ip.is_loopback() || ip.is_unspecified() || is_host_address(ip))
+    }
+
+    /// Tells whether `stream` connected to one of the host's own addresses on
+    /// the port of a listener of this process on an unspecified address. For a
+    /// destination that is one of its own addresses, the kernel chooses that
+    /// address as the source too. This check backs up [`is_host_address`], in
+    /// case the route lookup of a UDP socket differs from that of TCP.
+    fn reached_own_listener(&self, stream: &TcpStream) -> bool {
+        let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
+            return false;
+        };
+        let peer_ip = crate::destination::canonical(peer.ip());
+        if crate::destination::canonical(local.ip()) != peer_ip {
+            return false;
+        }
         self.inner
             .own_listeners
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .any(|listener| {
-                listener.port() == address.port()
-                    && (listener.ip() == ip
-                        || (listener.ip().is_unspecified()
-                            && (ip.is_loopback() || ip.is_unspecified())))
-            })
+            .any(|listener| listener.port() == peer.port() && listener.ip().is_unspecified())
     }
 
     /// Connects to the origin of `uri` (`http` or `https`). With `http1_only`, only
@@ -305,6 +336,14 @@ impl OriginConnector {
             .await;
             match attempt {
                 Ok(Ok(stream)) => {
+                    if self.reached_own_listener(&stream) {
+                        tracing::warn!(host, %address, port, "upstream connection reached a listener of swg on a wildcard address; closing it");
+                        return Err(ConnectError::Refused {
+                            host: host.to_owned(),
+                            address: *address,
+                            refusal: Refusal::Own,
+                        });
+                    }
                     // Small writes (HTTP/2 frames, request heads) must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
@@ -355,6 +394,27 @@ impl OriginConnector {
             h2,
         })
     }
+}
+
+/// Tells whether `ip` is one of the host's own addresses, by the source address
+/// that the kernel chooses for a UDP socket connected to it: for a local
+/// destination, Linux and the BSDs choose the destination itself. Connecting a
+/// UDP socket sends no packet. Returns false when the host has no route to `ip`.
+fn is_host_address(ip: IpAddr) -> bool {
+    let bind: SocketAddr = match ip {
+        IpAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let Ok(socket) = std::net::UdpSocket::bind(bind) else {
+        return false;
+    };
+    // The port only has to be valid; nothing is sent.
+    if socket.connect(SocketAddr::new(ip, 9)).is_err() {
+        return false;
+    }
+    socket
+        .local_addr()
+        .is_ok_and(|local| crate::destination::canonical(local.ip()) == ip)
 }
 
 /// Tells whether a handshake failed on the server's `no_application_protocol`
@@ -540,5 +600,74 @@ impl hyper::rt::Write for OriginStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::resolve::UpstreamResolver;
+
+    fn connector() -> OriginConnector {
+        let destinations = DestinationPolicy::new(vec!["127.0.0.0/8".parse().unwrap()], Vec::new());
+        let tls = OriginTls::new(&[]).unwrap();
+        let timeouts = ConnectTimeouts {
+            connect: Duration::from_secs(5),
+            tls_handshake: Duration::from_secs(5),
+        };
+        OriginConnector::new(
+            UpstreamResolver::new(&[], BTreeMap::new()),
+            destinations,
+            tls,
+            timeouts,
+        )
+    }
+
+    #[test]
+    fn host_address_found_by_route_lookup() {
+        assert!(is_host_address(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        // The kernel chooses 127.0.0.1 as the source for the rest of 127.0.0.0/8.
+        assert!(!is_host_address("127.0.0.2".parse().unwrap()));
+    }
+
+    /// A connection that reaches a wildcard listener of swg through an address
+    /// of the host is closed, even past the check before connecting.
+    #[tokio::test]
+    async fn connection_to_own_wildcard_listener_refused() {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connector = connector();
+        connector.add_own_listeners([SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)]);
+
+        let result = connector
+            .connect_tcp(&[Ipv4Addr::LOCALHOST.into()], port, "own.test")
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(ConnectError::Refused {
+                    refusal: Refusal::Own,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert!(connector.is_own_listener(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)));
+
+        // Another port of the host stays reachable.
+        let other = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        assert!(connector
+            .connect_tcp(&[Ipv4Addr::LOCALHOST.into()], other_port, "origin.test")
+            .await
+            .is_ok());
+        assert!(!connector.is_own_listener(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), other_port)));
     }
 }

@@ -28,8 +28,9 @@ use crate::resolve::Resolve;
 use pools::{Checkout, PoolChoice, MAX_PROBE_WAIT};
 
 /// Initial HTTP/2 stream window towards origins: one download moves up to 2 MiB per
-/// round trip, 40 MB/s at 50 ms. It is also the most that swg buffers for a
-/// response whose client reads slowly, which the response buffer budgets count.
+/// round trip, 40 MB/s at 50 ms. It is also the most data that swg buffers for a
+/// response whose client reads slowly, which the response buffer budgets count
+/// at the memory it occupies (`HTTP2_HELD_PER_WINDOW`).
 const STREAM_WINDOW: u32 = 2 << 20;
 /// The streams per origin connection that the connection window covers. nginx
 /// allows 128 concurrent streams by default, other servers commonly 100 to 256 (an
@@ -42,21 +43,37 @@ const WINDOWED_STREAMS: u32 = 128;
 /// origins, a stream over that count waits for a free stream anyway.
 const CONNECTION_WINDOW: u32 = STREAM_WINDOW * WINDOWED_STREAMS;
 
-/// Returns the largest buffer that a response from an origin speaking `version`
-/// can fill in swg while its client does not read: one stream window over HTTP/2,
-/// hyper's read buffer over HTTP/1.1.
+/// The memory that a stream window of received HTTP/2 data occupies, as a
+/// multiple of the window. h2 keeps each received DATA frame as a slice of the
+/// buffer that it read the frame into, and a slice keeps its whole buffer
+/// allocated, so the process holds more than the data. With nginx as the origin
+/// and jemalloc, 200 unread streams held 1.96 times their windows
+/// (proxy/tests/response_memory.rs, `--ignored`).
+///
+/// NOTE: measured for nginx's DATA frame sizes on one machine; an origin that
+/// sends smaller frames may pin more per byte.
+const HTTP2_HELD_PER_WINDOW: u64 = 2;
+
+/// Returns the memory that a response from an origin speaking `version` can
+/// hold in swg while its client does not read: one stream window of data over
+/// HTTP/2, counted at `HTTP2_HELD_PER_WINDOW` times its size, and hyper's read
+/// buffer over HTTP/1.1.
 pub(crate) fn response_buffer_bound(version: Version, config: &ProxyConfig) -> u64 {
     if version == Version::HTTP_2 {
-        u64::from(STREAM_WINDOW)
+        http2_response_bound()
     } else {
         http1_buffer_size(config) as u64
     }
 }
 
-/// Returns the largest buffer that a response from an origin of either HTTP
-/// version can fill in swg while its client does not read.
+/// Returns the largest memory that a response from an origin of either HTTP
+/// version can hold in swg while its client does not read.
 pub(crate) fn largest_response_buffer(config: &ProxyConfig) -> u64 {
-    u64::from(STREAM_WINDOW).max(http1_buffer_size(config) as u64)
+    http2_response_bound().max(http1_buffer_size(config) as u64)
+}
+
+fn http2_response_bound() -> u64 {
+    u64::from(STREAM_WINDOW) * HTTP2_HELD_PER_WINDOW
 }
 
 /// hyper's HTTP/1.1 read buffer towards origins, which must hold a response head.
@@ -90,8 +107,13 @@ pub enum UpstreamFailure {
     DestinationRefused(Refusal),
     /// The origin's certificate is invalid.
     Certificate(CertificateProblem),
-    /// The name did not resolve, the connection failed or the origin broke the protocol.
+    /// The name did not resolve, or the TCP connection or TLS handshake failed.
     Unreachable,
+    /// swg connected, but the origin's response was not valid HTTP, broke the
+    /// protocol, never came because the origin closed the connection or refused
+    /// the request's stream each time, or was a 101 to a request without
+    /// `Upgrade`.
+    InvalidResponse,
     /// Connect, TLS handshake, first byte or idle timeout.
     TimedOut,
     /// The request body exceeds `limits.max_request_body_bytes`.
@@ -111,6 +133,7 @@ impl UpstreamFailure {
             UpstreamFailure::DestinationRefused(_) => "destination_refused",
             UpstreamFailure::Certificate(_) => "certificate",
             UpstreamFailure::Unreachable => "unreachable",
+            UpstreamFailure::InvalidResponse => "invalid_response",
             UpstreamFailure::TimedOut => "timed_out",
             UpstreamFailure::RequestTooLarge => "request_too_large",
             UpstreamFailure::ResponseTooLarge => "response_too_large",
@@ -137,7 +160,11 @@ impl UpstreamFailure {
                 format!("upstream error: origin certificate {}", problem.as_str())
             }
             UpstreamFailure::Unreachable => "upstream error: origin unreachable (name not \
-                resolved, or the TCP connection, TLS handshake or HTTP exchange failed)"
+                resolved, or the TCP connection or TLS handshake failed)"
+                .to_owned(),
+            UpstreamFailure::InvalidResponse => "upstream error: invalid response from the \
+                origin (malformed or oversized head, protocol error, connection closed or \
+                stream refused before a response)"
                 .to_owned(),
             UpstreamFailure::TimedOut => "upstream error: origin timed out (connect, TLS \
                 handshake, first byte or idle timeout)"
@@ -164,6 +191,7 @@ impl UpstreamFailure {
             UpstreamFailure::DestinationRefused(_) => StatusCode::FORBIDDEN,
             UpstreamFailure::Certificate(_)
             | UpstreamFailure::Unreachable
+            | UpstreamFailure::InvalidResponse
             | UpstreamFailure::ResponseTooLarge => StatusCode::BAD_GATEWAY,
             UpstreamFailure::TimedOut => StatusCode::GATEWAY_TIMEOUT,
             UpstreamFailure::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -188,8 +216,12 @@ impl UpstreamFailure {
         }
     }
 
-    /// Classifies any error by the first cause in its source chain that the proxy classifies.
+    /// Classifies any error by the first cause in its source chain that the proxy
+    /// classifies. An error of hyper's connection, after the connector succeeded,
+    /// is an invalid response: swg reached the origin, and the exchange failed.
     pub fn from_error(error: &(dyn std::error::Error + 'static)) -> UpstreamFailure {
+        let mut exchange_failed = false;
+        let mut connecting = false;
         let mut current = Some(error);
         while let Some(cause) = current {
             if let Some(connect) = cause.downcast_ref::<ConnectError>() {
@@ -201,14 +233,27 @@ impl UpstreamFailure {
                     BodyError::IdleTimeout(_) => UpstreamFailure::TimedOut,
                 };
             }
+            if let Some(client_error) = cause.downcast_ref::<hyper_util::client::legacy::Error>() {
+                connecting |= client_error.is_connect();
+            }
             if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
                 if hyper_error.is_timeout() {
                     return UpstreamFailure::TimedOut;
                 }
+                exchange_failed = true;
+            }
+            if cause.is::<h2::Error>() {
+                exchange_failed = true;
             }
             current = cause.source();
         }
-        UpstreamFailure::Unreachable
+        // A request that waited for a connection which failed carries no
+        // connector error, and never reached the origin.
+        if exchange_failed && !connecting {
+            UpstreamFailure::InvalidResponse
+        } else {
+            UpstreamFailure::Unreachable
+        }
     }
 }
 
@@ -323,7 +368,28 @@ impl Upstream {
     /// selects. A request without a body that a pool speaking only HTTP/2 could not
     /// send, because the origin declined HTTP/2 for the new connection, is sent
     /// through pool 0 instead.
+    ///
+    /// A 101 response fails as an invalid response, because `request` carries no
+    /// `Upgrade` (WebSocket upgrades take their own connection, outside this
+    /// client), so the origin switched protocols unasked (RFC 9110 section 15.2.2).
     pub(crate) async fn send(
+        &self,
+        request: Request<ProxyBody>,
+        request_sent: oneshot::Receiver<()>,
+        body: Option<BodyWatch>,
+    ) -> Result<(Response<Incoming>, StreamLease), UpstreamFailure> {
+        let uri = request.uri().clone();
+        let (response, lease) = self.send_attempts(request, request_sent, body).await?;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            tracing::warn!(origin = %uri, "origin switched protocols for a request without Upgrade; answering 502");
+            return Err(UpstreamFailure::InvalidResponse);
+        }
+        Ok((response, lease))
+    }
+
+    /// Sends `request` as [`Upstream::send`] describes, sending it again when the
+    /// origin did not process it.
+    async fn send_attempts(
         &self,
         request: Request<ProxyBody>,
         request_sent: oneshot::Receiver<()>,

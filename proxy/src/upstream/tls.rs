@@ -88,8 +88,8 @@ pub enum TrustError {
     Verifier(String),
 }
 
-/// Marker carried in `CertificateError::Other` when webpki reported an unknown
-/// issuer for a certificate whose issuer is its own subject.
+/// Marker carried in `CertificateError::Other` when webpki rejected a certificate
+/// whose issuer is its own subject and that no trusted root could have issued.
 #[derive(Debug, thiserror::Error)]
 #[error("self-signed certificate")]
 struct SelfSignedCertificate;
@@ -99,6 +99,47 @@ struct SelfSignedCertificate;
 #[derive(Debug)]
 struct OriginVerifier {
     webpki: Arc<WebPkiServerVerifier>,
+    /// The subjects of the trusted roots, as the contents of the DER `Name`
+    /// without its SEQUENCE header, as webpki stores them.
+    root_subjects: Vec<Vec<u8>>,
+}
+
+impl OriginVerifier {
+    /// Tells whether `end_entity` signs itself and no trusted root has its issuer
+    /// as subject, so that it cannot chain to a trusted root.
+    ///
+    /// `openssl req -x509` marks such a certificate as a CA (`CA:TRUE`), which
+    /// webpki 0.103 reports as a CA used as an end entity before it looks for an
+    /// issuer. Without `CA:TRUE`, webpki reports an unknown issuer. Both mean the
+    /// same to the user here.
+    fn is_untrusted_self_signed(&self, end_entity: &CertificateDer<'_>) -> bool {
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(end_entity.as_ref()) else {
+            return false;
+        };
+        let issuer = parsed.tbs_certificate.issuer.as_raw();
+        if issuer != parsed.tbs_certificate.subject.as_raw() {
+            return false;
+        }
+        let issuer = der_contents(issuer);
+        !self
+            .root_subjects
+            .iter()
+            .any(|subject| subject.as_slice() == issuer)
+    }
+}
+
+/// Returns the contents of a DER value without its tag and length, or the input
+/// when the header is malformed.
+fn der_contents(value: &[u8]) -> &[u8] {
+    let Some(&first_length_byte) = value.get(1) else {
+        return value;
+    };
+    let header = if first_length_byte < 0x80 {
+        2
+    } else {
+        2 + usize::from(first_length_byte & 0x7f)
+    };
+    value.get(header..).unwrap_or(value)
 }
 
 impl ServerCertVerifier for OriginVerifier {
@@ -118,9 +159,9 @@ impl ServerCertVerifier for OriginVerifier {
             now,
         );
         match result {
-            Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))
-                if is_self_issued(end_entity) =>
-            {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::Other(_),
+            )) if self.is_untrusted_self_signed(end_entity) => {
                 Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                     rustls::OtherError(Arc::new(SelfSignedCertificate)),
                 )))
@@ -149,15 +190,6 @@ impl ServerCertVerifier for OriginVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.webpki.supported_verify_schemes()
-    }
-}
-
-fn is_self_issued(certificate: &CertificateDer<'_>) -> bool {
-    match x509_parser::parse_x509_certificate(certificate.as_ref()) {
-        Ok((_, parsed)) => {
-            parsed.tbs_certificate.issuer.as_raw() == parsed.tbs_certificate.subject.as_raw()
-        }
-        Err(_) => false,
     }
 }
 
@@ -194,10 +226,18 @@ impl OriginTls {
     /// Builds the configurations trusting exactly `roots`.
     pub fn with_roots(roots: RootCertStore) -> Result<OriginTls, TrustError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let root_subjects = roots
+            .roots
+            .iter()
+            .map(|root| root.subject.as_ref().to_vec())
+            .collect();
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|error| TrustError::Verifier(error.to_string()))?;
-        let verifier = Arc::new(OriginVerifier { webpki });
+        let verifier = Arc::new(OriginVerifier {
+            webpki,
+            root_subjects,
+        });
 
         let build = |alpn: Vec<Vec<u8>>| -> Result<Arc<ClientConfig>, TrustError> {
             let mut config = ClientConfig::builder_with_provider(provider.clone())
