@@ -367,7 +367,10 @@ listen = "[::1]:9191"
         assert!(config.validate().is_ok());
         let config = Config::from_toml("worker_threads = 5000\n", Path::new("swg.toml")).unwrap();
         let message = config.validate().unwrap_err().to_string();
-        assert!(message.contains("worker_threads = 5000 is out of range"), "{message}");
+        assert!(
+            message.contains("worker_threads = 5000 is out of range"),
+            "{message}"
+        );
     }
 
     #[test]
