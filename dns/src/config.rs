@@ -60,12 +60,18 @@ pub struct DnsConfig {
     pub idle_timeout_secs: u64,
     /// Seconds allowed to read one TCP message or one HTTP request head once it started.
     pub read_timeout_secs: u64,
-    /// Maximum number of open TCP plus DoH connections.
+    /// Seconds a TCP or DoH connection may leave a response unread (the server's write
+    /// stays blocked) before it is closed.
+    pub write_timeout_secs: u64,
+    /// Maximum number of open TCP plus DoH connections. Plain TCP connections from
+    /// sources in no location count apart, against a second pool of the same size.
     pub max_connections: usize,
     /// Maximum number of open TCP plus DoH connections from one client: an IPv4
-    /// address, or an IPv6 prefix of `client_ipv6_prefix_len` bits.
+    /// address, or an IPv6 prefix of `client_ipv6_prefix_len` bits. The pool of TCP
+    /// connections from sources in no location has the same per-client limit.
     pub max_connections_per_client: usize,
-    /// Maximum number of queries in flight on one TCP or DoH connection.
+    /// Maximum number of queries in flight on one TCP or DoH connection. On TCP a
+    /// query counts until its response is written.
     pub max_queries_per_connection: usize,
     /// Maximum number of queries in flight across all listeners.
     pub max_queries_in_flight: usize,
@@ -98,6 +104,7 @@ impl Default for DnsConfig {
             upstream_timeout_ms: 2_000,
             idle_timeout_secs: 30,
             read_timeout_secs: 5,
+            write_timeout_secs: 10,
             max_connections: 4_096,
             max_connections_per_client: 512,
             max_queries_per_connection: 64,
@@ -169,6 +176,13 @@ impl DnsConfig {
         check(
             "read_timeout_secs",
             self.read_timeout_secs,
+            1,
+            120,
+            "1 to 120",
+        )?;
+        check(
+            "write_timeout_secs",
+            self.write_timeout_secs,
             1,
             120,
             "1 to 120",
@@ -260,6 +274,11 @@ impl DnsConfig {
     /// The read timeout as a `Duration`.
     pub fn read_timeout(&self) -> Duration {
         Duration::from_secs(self.read_timeout_secs)
+    }
+
+    /// The write timeout as a `Duration`.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
     }
 }
 

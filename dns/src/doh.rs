@@ -19,13 +19,17 @@ use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus::IntCounter;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::backends::TokenRejection;
 use crate::connections::ConnectionLimiter;
-use crate::resolver::{DohAnswer, Resolver};
+use crate::resolver::{canonical_source, DohAnswer, Resolver};
+use crate::tcp::WriteDeadline;
 use crate::wire::{HEADER_LEN, MAX_MESSAGE_LEN};
 
 /// The RFC 8484 media type.
@@ -41,8 +45,52 @@ pub struct DohLimits {
     pub idle_timeout: Duration,
     /// Time allowed for the TLS handshake and for one HTTP/1.1 request head.
     pub read_timeout: Duration,
+    /// Time a write may stay blocked because the client does not read before the
+    /// connection is closed.
+    pub write_timeout: Duration,
     /// HTTP/2 streams (queries) in flight on one connection.
     pub max_queries_per_connection: usize,
+}
+
+/// The DoH listener's certificate resolver: passes a ClientHello on to the configured
+/// resolver when its SNI is the DoH host name (compared case-insensitively) or absent,
+/// and fails the handshake for any other SNI.
+///
+/// In swg the configured resolver is the CA's leaf cache, which mints a leaf for any
+/// name it is asked for and shares its entries with the inspection proxy. Handshakes
+/// come before any device token, so without this check anyone could fill that cache
+/// with leaves for made-up names.
+#[derive(Debug)]
+pub struct DohCertificates {
+    inner: Arc<dyn ResolvesServerCert>,
+    /// The DoH host name in lower case, without a trailing dot.
+    host: String,
+    /// `swg_dns_refused_total{reason="tls_server_name"}`.
+    refused: IntCounter,
+}
+
+impl DohCertificates {
+    /// Serves `inner`'s certificate for `host` only, counting other SNIs in `refused`.
+    pub fn new(inner: Arc<dyn ResolvesServerCert>, host: &str, refused: IntCounter) -> Self {
+        DohCertificates {
+            inner,
+            host: host.trim_end_matches('.').to_ascii_lowercase(),
+            refused,
+        }
+    }
+}
+
+impl ResolvesServerCert for DohCertificates {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(sni) = client_hello.server_name() {
+            if !sni.trim_end_matches('.').eq_ignore_ascii_case(&self.host) {
+                self.refused.inc();
+                tracing::debug!(sni, doh_host = %self.host, "DoH handshake rejected: the SNI is not the DoH host name");
+                return None;
+            }
+        }
+        self.inner.resolve(client_hello)
+    }
 }
 
 /// Accepts TLS connections on `listener` forever and serves DoH on them.
@@ -79,6 +127,7 @@ pub async fn serve_doh(
                 continue;
             }
         };
+        let peer = canonical_source(peer);
         let Some(permit) = connections.admit(peer, "doh") else {
             continue;
         };
@@ -114,6 +163,15 @@ struct Activity {
 impl DohConnection {
     async fn serve(self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        // Below TLS, so that a client which stops reading fails whatever hyper or rustls
+        // is writing at the time. The in-flight permit is never held during a write: it
+        // is given back when `handle` returns the response.
+        let write_timeouts = self
+            .resolver
+            .metrics()
+            .dropped
+            .with_label_values(&["write_timeout"]);
+        let stream = WriteDeadline::new(stream, self.limits.write_timeout, write_timeouts);
         let tls = match tokio::time::timeout(self.limits.read_timeout, self.acceptor.accept(stream))
             .await
         {
@@ -441,7 +499,9 @@ fn unauthorized(rejection: Option<TokenRejection>) -> Response<Full<Bytes>> {
             "Bearer",
         ),
         Some(TokenRejection::Invalid) => (
-            "invalid device token: enroll the device again",
+            "invalid device token: its signature does not verify, or its tenant is not in \
+             the policy this gateway loaded; enroll the device again, and if that does not \
+             help, ask the administrator to load the tenant's policy",
             r#"Bearer error="invalid_token""#,
         ),
         Some(TokenRejection::Expired) => (

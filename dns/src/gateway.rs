@@ -167,7 +167,14 @@ impl ClientIdentifier for SwgIdentifier {
                 _ => TokenRejection::Invalid,
             })?;
         // A token for a tenant with no policy cannot be served (nothing to decide with).
+        // The token itself is sound, so the operator needs this log line to tell the
+        // case from a forged token.
         if self.policies.current().tenant(&claims.tenant).is_none() {
+            tracing::debug!(
+                tenant = %claims.tenant,
+                device = %claims.device,
+                "device token rejected: its tenant is not in the loaded policy"
+            );
             return Err(TokenRejection::Invalid);
         }
         Ok(Client {
@@ -181,7 +188,8 @@ impl ClientIdentifier for SwgIdentifier {
 
     fn identify_source(&self, source: IpAddr) -> Option<Client> {
         let set = self.policies.current();
-        let (tenant, location) = set.tenant_by_source(source)?;
+        // An IPv4 location network never contains the IPv4-mapped IPv6 form of its addresses.
+        let (tenant, location) = set.tenant_by_source(source.to_canonical())?;
         Some(Client {
             tenant: tenant.id().to_owned(),
             device: None,

@@ -14,9 +14,13 @@ pub struct DnsMetrics {
     pub upstream_errors: IntCounterVec,
     /// `swg_dns_cache_hits_total`: queries answered from the shared cache.
     pub cache_hits: IntCounter,
-    /// `swg_dns_refused_total{reason}`: refused or rejected queries.
+    /// `swg_dns_refused_total{reason}`: refused or rejected queries, connections and
+    /// TLS handshakes.
     pub refused: IntCounterVec,
-    /// `swg_dns_dropped_total{reason}`: packets dropped without an answer.
+    /// `swg_dns_dropped_total{reason}`: packets dropped without an answer, queries not
+    /// resolved because `max_queries_in_flight` were in flight (UDP: no answer, TCP:
+    /// SERVFAIL, DoH: 503), and connections closed because the client left a response
+    /// unread for the write timeout.
     pub dropped: IntCounterVec,
 }
 
@@ -77,7 +81,7 @@ impl DnsMetrics {
             dropped: IntCounterVec::new(
                 Opts::new(
                     "swg_dns_dropped_total",
-                    "DNS packets dropped without an answer, by reason",
+                    "DNS queries dropped or not resolved, and connections closed with responses unread, by reason",
                 ),
                 &["reason"],
             )?,

@@ -52,6 +52,14 @@ impl Transport {
     }
 }
 
+/// Returns `source` with an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, the form in
+/// which a dual-stack listener such as `[::]:53` receives IPv4 clients) replaced by
+/// the IPv4 address. Locations, limits, events and the proxy identify clients by that
+/// form, so the listeners convert every source address once, where they read it.
+pub fn canonical_source(source: SocketAddr) -> SocketAddr {
+    SocketAddr::new(source.ip().to_canonical(), source.port())
+}
+
 /// The services the resolver calls out to.
 #[derive(Clone)]
 pub struct Backends {
@@ -198,6 +206,32 @@ impl Resolver {
         &self.metrics
     }
 
+    /// Checks whether `source` is inside a tenant's location, so that plain DNS from it
+    /// is answered. The TCP listener checks once per connection, so that connections
+    /// which can only get REFUSED take no slot that tenants need.
+    pub(crate) fn source_in_location(&self, source: IpAddr) -> bool {
+        self.backends.identifier.identify_source(source).is_some()
+    }
+
+    /// Builds the response to a TCP query that arrived while `max_queries_in_flight`
+    /// queries were in flight, and counts it in
+    /// `swg_dns_dropped_total{reason="overloaded"}`. A query gets SERVFAIL at once, so
+    /// that the client retries instead of waiting for its own timeout, and a message
+    /// the resolver would reject gets its usual error response. Returns `None` for a
+    /// message that never gets a response (a response, or shorter than a header).
+    pub(crate) fn overloaded_response(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.metrics
+            .dropped
+            .with_label_values(&["overloaded"])
+            .inc();
+        let response = match wire::read_query(bytes) {
+            Incoming::Query(query) => answer::code_response(&query, ResponseCode::ServFail),
+            Incoming::Reject(response, _) => *response,
+            Incoming::Drop(_) => return None,
+        };
+        wire::encode_response(&response, MAX_MESSAGE_LEN)
+    }
+
     /// Answers a plain DNS message from `source`; `None` means send nothing.
     pub async fn answer_plain(
         &self,
@@ -294,7 +328,9 @@ impl Resolver {
         };
 
         // Over plain DNS the location is the identity, so only the bundle id is taken
-        // from the context option. Any host in the location could claim a class hint.
+        // from the context option. Any host in the location could claim a class hint,
+        // and for that reason a bundle id on the bypass list counts as an ordinary app
+        // here (see `answer`).
         let context = QueryContext {
             bundle_id: read_context(&query).bundle_id,
             ..QueryContext::default()
@@ -383,21 +419,39 @@ impl Resolver {
             return answer::code_response(query, ResponseCode::FormErr).into();
         };
         let name = normalize(question.name());
-        let app = asker.context.bundle_id.as_deref();
+        let claimed = asker.context.bundle_id.as_deref();
         let treatment =
             self.backends
                 .policy
-                .classify_app(asker.client, app, asker.context.class_hint);
+                .classify_app(asker.client, claimed, asker.context.class_hint);
 
-        let (outcome, class) = match treatment {
-            AppTreatment::Bypassed => (
+        let (outcome, class) = match (treatment, asker.transport) {
+            // Any host in a location can claim a bundle id over plain DNS, and a
+            // bypassed one would turn policy and logging off. It is filtered as an
+            // ordinary app instead, and the policy does not see the id, which would
+            // bypass it again. Over DoH the device token vouches for the agent that
+            // named the app.
+            (AppTreatment::Bypassed, Transport::Udp | Transport::Tcp) => {
+                let app = AppRef {
+                    bundle_id: None,
+                    class: AppClass::App,
+                };
+                (
+                    self.filter(query, question, &name, app, asker).await,
+                    app.class,
+                )
+            }
+            (AppTreatment::Bypassed, Transport::Doh) => (
                 self.unfiltered(query, question, &name, asker.wait).await,
                 AppClass::Unknown,
             ),
-            AppTreatment::Filtered(class) => (
-                self.filter(query, question, &name, class, asker).await,
-                class,
-            ),
+            (AppTreatment::Filtered(class), _) => {
+                let app = AppRef {
+                    bundle_id: claimed,
+                    class,
+                };
+                (self.filter(query, question, &name, app, asker).await, class)
+            }
         };
 
         if matches!(outcome.response, Response::Deferred) {
@@ -468,14 +522,10 @@ impl Resolver {
         query: &Message,
         question: &Query,
         name: &str,
-        class: AppClass,
+        app: AppRef<'_>,
         asker: &Asker<'_>,
     ) -> Outcome {
         let client = asker.client;
-        let app = AppRef {
-            bundle_id: asker.context.bundle_id.as_deref(),
-            class,
-        };
 
         if let Some(outcome) = self.auth_host(query, question, name) {
             return outcome;
@@ -652,7 +702,8 @@ impl Resolver {
                 client_ip: asker.source,
                 host: name.to_owned(),
                 client: asker.client.clone(),
-                app: asker.context.bundle_id.clone(),
+                // The id the policy saw: the proxy decides with it again.
+                app: app.bundle_id.map(str::to_owned),
                 class: app.class,
             });
         } else if self.config.app_block_answer == AppBlockAnswer::Nxdomain {

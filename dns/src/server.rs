@@ -15,11 +15,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::cache::CachingUpstream;
 use crate::config::{ConfigError, DnsConfig};
 use crate::connections::ConnectionLimiter;
-use crate::doh::{serve_doh, DohLimits};
+use crate::doh::{serve_doh, DohCertificates, DohLimits};
 use crate::metrics::DnsMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::resolver::{Backends, Resolver};
-use crate::tcp::{serve_tcp, TcpLimits};
+use crate::tcp::{serve_tcp, TcpConnections, TcpLimits};
 use crate::udp::serve_udp;
 use crate::upstream::{system_upstreams, UpstreamError, Upstreams};
 
@@ -62,8 +62,9 @@ impl DnsServer {
     /// Binds the UDP, TCP and (with `certificates`) DoH listeners and starts serving.
     ///
     /// `certificates` supplies the DoH listener's certificate for `doh_host`; without
-    /// it only plain DNS is served. With no configured upstreams the `nameserver`
-    /// lines of `/etc/resolv.conf` are used.
+    /// it only plain DNS is served. It is asked only for handshakes whose SNI is
+    /// `doh_host` or that send no SNI, and handshakes for other names fail. With no
+    /// configured upstreams the `nameserver` lines of `/etc/resolv.conf` are used.
     pub async fn start(
         config: DnsConfig,
         backends: Backends,
@@ -80,12 +81,21 @@ impl DnsServer {
             .with_extra_roots(&config.upstream_extra_roots)?;
         let upstream = CachingUpstream::new(upstreams, config.cache_size, metrics.clone());
 
-        let connections = ConnectionLimiter::new(
-            config.max_connections_per_client,
-            config.max_connections,
-            config.client_ipv6_prefix_len,
-            metrics.refused.clone(),
-        );
+        // TCP connections from sources in no location get a pool of their own, so that
+        // they can never take the slots that DoH and the tenants' offices share.
+        let new_pool = || {
+            ConnectionLimiter::new(
+                config.max_connections_per_client,
+                config.max_connections,
+                config.client_ipv6_prefix_len,
+                metrics.refused.clone(),
+            )
+        };
+        let connections = new_pool();
+        let tcp_connections = TcpConnections {
+            known_sources: connections.clone(),
+            unknown_sources: new_pool(),
+        };
         let config = Arc::new(config);
         let resolver = Arc::new(Resolver::new(config.clone(), upstream, backends, metrics));
         let in_flight = Arc::new(Semaphore::new(config.max_queries_in_flight));
@@ -118,12 +128,13 @@ impl DnsServer {
         let tcp_limits = TcpLimits {
             idle_timeout: config.idle_timeout(),
             read_timeout: config.read_timeout(),
+            write_timeout: config.write_timeout(),
             max_queries_per_connection: config.max_queries_per_connection,
         };
         tasks.push(tokio::spawn(serve_tcp(
             tcp,
             resolver.clone(),
-            connections.clone(),
+            tcp_connections,
             in_flight.clone(),
             tcp_limits,
         )));
@@ -148,11 +159,19 @@ impl DnsServer {
                 source: std::io::Error::other(error),
             })?
             .with_no_client_auth()
-            .with_cert_resolver(certificates);
+            .with_cert_resolver(Arc::new(DohCertificates::new(
+                certificates,
+                &config.doh_host,
+                resolver
+                    .metrics()
+                    .refused
+                    .with_label_values(&["tls_server_name"]),
+            )));
             tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
             let limits = DohLimits {
                 idle_timeout: config.idle_timeout(),
                 read_timeout: config.read_timeout(),
+                write_timeout: config.write_timeout(),
                 max_queries_per_connection: config.max_queries_per_connection,
             };
             let acceptor = TlsAcceptor::from(Arc::new(tls));

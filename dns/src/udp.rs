@@ -7,7 +7,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
 use crate::ratelimit::RateLimiter;
-use crate::resolver::{Plain, Resolver, Transport};
+use crate::resolver::{canonical_source, Plain, Resolver, Transport};
 use crate::wire::MAX_MESSAGE_LEN;
 
 /// Receives queries on `socket` forever, answering each in its own task.
@@ -22,7 +22,7 @@ pub async fn serve_udp(
 ) {
     let mut buffer = vec![0u8; MAX_MESSAGE_LEN];
     loop {
-        let (len, source) = match socket.recv_from(&mut buffer).await {
+        let (len, reply_to) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
             Err(error) => {
                 // ICMP errors from earlier sends surface here on some systems; keep serving.
@@ -30,6 +30,9 @@ pub async fn serve_udp(
                 continue;
             }
         };
+        // The response goes back to the address as the socket reported it, and
+        // everything else uses the IPv4 form of an IPv4-mapped address.
+        let source = canonical_source(reply_to);
 
         if let Some(limiter) = &limiter {
             if !limiter.allow(source.ip()) {
@@ -55,7 +58,7 @@ pub async fn serve_udp(
         match resolver.answer_plain_now(&buffer[..len], source, Transport::Udp) {
             Plain::Answered(response) => {
                 if let Some(response) = response {
-                    if let Err(error) = socket.send_to(&response, source).await {
+                    if let Err(error) = socket.send_to(&response, reply_to).await {
                         tracing::debug!(client = %source, %error, "UDP send failed");
                     }
                 }
@@ -66,7 +69,7 @@ pub async fn serve_udp(
                 let socket = socket.clone();
                 let resolver = resolver.clone();
                 tokio::spawn(async move {
-                    answer_datagram(&socket, &resolver, &packet, source).await;
+                    answer_datagram(&socket, &resolver, &packet, source, reply_to).await;
                     drop(permit);
                 });
             }
@@ -79,11 +82,12 @@ async fn answer_datagram(
     resolver: &Resolver,
     packet: &[u8],
     source: SocketAddr,
+    reply_to: SocketAddr,
 ) {
     let Some(response) = resolver.answer_plain(packet, source, Transport::Udp).await else {
         return;
     };
-    if let Err(error) = socket.send_to(&response, source).await {
+    if let Err(error) = socket.send_to(&response, reply_to).await {
         tracing::debug!(client = %source, %error, "UDP send failed");
     }
 }

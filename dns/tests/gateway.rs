@@ -13,7 +13,7 @@ use hickory_proto::rr::{RData, RecordType};
 use support::*;
 use swg_dns::answer::read_ede;
 use swg_dns::gateway::{HintRecorder, PolicySource, SwgIdentifier, SwgPolicy};
-use swg_dns::{AppClass, Backends, EventAction};
+use swg_dns::{AppClass, Backends, ClientIdentifier, EventAction};
 use swg_identity::{
     CorrelationHints, IdentityConfig, InProcessHints, LiveKeys, Signer, SigningKeys,
 };
@@ -43,10 +43,15 @@ struct Gateway {
     harness: Harness,
     signer: Arc<Signer>,
     hints: Arc<InProcessHints>,
+    identifier: Arc<SwgIdentifier>,
     _dir: tempfile::TempDir,
 }
 
 async fn start() -> Gateway {
+    start_with(|_| {}).await
+}
+
+async fn start_with(adjust: impl FnOnce(&mut swg_dns::DnsConfig)) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("acme.toml");
     std::fs::write(&path, POLICY).unwrap();
@@ -56,27 +61,34 @@ async fn start() -> Gateway {
     let registry = prometheus::Registry::new();
     let signer = Arc::new(Signer::new(keys, &IdentityConfig::default(), &registry).unwrap());
     let live_keys = Arc::new(LiveKeys::new());
-    live_keys.replace([("acme".to_owned(), "key1".to_owned())]);
+    // globex has a live key but no policy file, like a tenant removed from the policy.
+    live_keys.replace([
+        ("acme".to_owned(), "key1".to_owned()),
+        ("globex".to_owned(), "key1".to_owned()),
+    ]);
     let hints = Arc::new(InProcessHints::new(Duration::from_secs(300), 1_000));
 
-    let identifier = SwgIdentifier::new(signer.clone(), live_keys, policies.clone());
+    let identifier = Arc::new(SwgIdentifier::new(
+        signer.clone(),
+        live_keys,
+        policies.clone(),
+    ));
     let hint_store = hints.clone();
-    let harness = Harness::start_with_backends(
-        |_| {},
-        |recorded| {
-            Some(Backends {
-                identifier: Arc::new(identifier),
-                policy: Arc::new(SwgPolicy::new(policies)),
-                events: Arc::new(RecordedEvents(recorded.clone())),
-                hints: Arc::new(HintRecorder::new(hint_store)),
-            })
-        },
-    )
+    let backend_identifier = identifier.clone();
+    let harness = Harness::start_with_backends(adjust, |recorded| {
+        Some(Backends {
+            identifier: backend_identifier,
+            policy: Arc::new(SwgPolicy::new(policies)),
+            events: Arc::new(RecordedEvents(recorded.clone())),
+            hints: Arc::new(HintRecorder::new(hint_store)),
+        })
+    })
     .await;
     Gateway {
         harness,
         signer,
         hints,
+        identifier,
         _dir: dir,
     }
 }
@@ -283,4 +295,121 @@ async fn location_source_is_answered_and_others_refused() {
         .await
         .unwrap();
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+}
+
+#[tokio::test]
+async fn bypassed_app_filtered_over_plain_dns() {
+    let gateway = start().await;
+    let server = gateway.harness.server.udp_addr();
+
+    // Any host in the location can claim the bundle id, in any case: policy applies.
+    for claimed in ["com.acme.vpn", "COM.ACME.VPN"] {
+        let question = query("blocked.test", RecordType::A, Some(&app(claimed)));
+        let response = udp_exchange(server, "127.0.0.1:0", &question)
+            .await
+            .unwrap();
+        assert_eq!(
+            first_address(&response),
+            Some("0.0.0.0".parse().unwrap()),
+            "{claimed}"
+        );
+        let tcp = gateway.harness.tcp(&question).await;
+        assert_eq!(
+            first_address(&tcp),
+            Some("0.0.0.0".parse().unwrap()),
+            "{claimed} over TCP"
+        );
+    }
+    let events = gateway.harness.recorded.events_for("blocked.test");
+    assert_eq!(events.len(), 4);
+    for event in &events {
+        assert_eq!(event.action, EventAction::Block);
+        assert_eq!(event.class, AppClass::App);
+    }
+
+    // ANY gets the RFC 8482 answer instead of going upstream.
+    let before = gateway
+        .harness
+        .upstream
+        .stats
+        .queries
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let any = query("shop.test", RecordType::ANY, Some(&app("com.acme.vpn")));
+    let response = udp_exchange(server, "127.0.0.1:0", &any).await.unwrap();
+    assert!(
+        matches!(
+            response.answers.first().map(|r| &r.data),
+            Some(RData::HINFO(_))
+        ),
+        "{response:?}"
+    );
+    let after = gateway
+        .harness
+        .upstream
+        .stats
+        .queries
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(after, before);
+
+    // Over DoH the device token vouches for the agent: the app stays bypassed.
+    let token = gateway.token("acme", "key1");
+    let question = query("blocked.test", RecordType::A, Some(&app("com.acme.vpn")));
+    let response = gateway
+        .harness
+        .doh(&question, Some(&token))
+        .await
+        .message
+        .unwrap();
+    assert_eq!(
+        first_address(&response),
+        Some("192.0.2.10".parse().unwrap())
+    );
+    assert_eq!(gateway.harness.recorded.events_for("blocked.test").len(), 4);
+}
+
+#[tokio::test]
+async fn tenant_without_policy_token_gets_401() {
+    let gateway = start().await;
+    let question = query("shop.test", RecordType::A, None);
+    let other_tenant = gateway.token("globex", "key1");
+    let reply = gateway.harness.doh(&question, Some(&other_tenant)).await;
+    assert_eq!(reply.status, 401);
+    assert!(
+        reply
+            .text
+            .contains("its tenant is not in the policy this gateway loaded"),
+        "{}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn mapped_ipv4_source_matches_location() {
+    let gateway = start_with(|config| {
+        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:0".parse().unwrap();
+        config.udp_listen = mapped;
+        config.tcp_listen = mapped;
+    })
+    .await;
+    let udp_port = gateway.harness.server.udp_addr().port();
+    let question = query("blocked.test", RecordType::A, None);
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], udp_port));
+    let response = udp_exchange(server, "127.0.0.1:0", &question)
+        .await
+        .unwrap();
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(first_address(&response), Some("0.0.0.0".parse().unwrap()));
+    let events = gateway.harness.recorded.events_for("blocked.test");
+    assert_eq!(events[0].client.location.as_deref(), Some("hq"));
+    assert_eq!(events[0].client_ip, IpAddr::from([127, 0, 0, 1]));
+
+    // The identifier also matches the mapped form when a caller passes it directly.
+    let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+    assert_eq!(
+        gateway
+            .identifier
+            .identify_source(mapped)
+            .and_then(|client| client.location),
+        Some("hq".to_owned())
+    );
 }

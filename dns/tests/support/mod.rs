@@ -262,9 +262,28 @@ impl Harness {
         Self::try_start_with_backends(adjust, |_| None).await
     }
 
+    /// Starts the resolver with the DoH certificate resolver replaced by what `wrap`
+    /// returns for the test certificate's resolver.
+    pub async fn start_with_certificates(
+        adjust: impl FnOnce(&mut DnsConfig),
+        wrap: impl FnOnce(Arc<dyn ResolvesServerCert>) -> Arc<dyn ResolvesServerCert>,
+    ) -> Harness {
+        Self::try_start_with_all(adjust, |_| None, wrap)
+            .await
+            .unwrap()
+    }
+
     async fn try_start_with_backends(
         adjust: impl FnOnce(&mut DnsConfig),
         backends: impl FnOnce(&Arc<Recorded>) -> Option<Backends>,
+    ) -> Result<Harness, swg_dns::ServerError> {
+        Self::try_start_with_all(adjust, backends, |resolver| resolver).await
+    }
+
+    async fn try_start_with_all(
+        adjust: impl FnOnce(&mut DnsConfig),
+        backends: impl FnOnce(&Arc<Recorded>) -> Option<Backends>,
+        wrap: impl FnOnce(Arc<dyn ResolvesServerCert>) -> Arc<dyn ResolvesServerCert>,
     ) -> Result<Harness, swg_dns::ServerError> {
         let upstream = TestUpstream::start().await;
         let recorded = Arc::new(Recorded::default());
@@ -286,7 +305,7 @@ impl Harness {
             hints: Arc::new(RecordedHints(recorded.clone())),
         });
         let registry = prometheus::Registry::new();
-        let resolver = Some(certificate.resolver.clone());
+        let resolver = Some(wrap(certificate.resolver.clone()));
         let server = DnsServer::start(config, backends, resolver, &registry).await?;
         Ok(Harness {
             server,
@@ -422,6 +441,22 @@ pub enum DohClient {
 /// Opens a TLS connection to the DoH listener, offering only `alpn`, for tests that
 /// write raw HTTP/1.1 or run their own hyper client.
 pub async fn doh_tls(harness: &Harness, alpn: Alpn) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(harness.server.doh_addr().unwrap())
+        .await
+        .unwrap();
+    let server_name = ServerName::try_from(DOH_HOST).unwrap();
+    doh_tls_on(harness, alpn, tcp, server_name).await.unwrap()
+}
+
+/// Runs the TLS handshake with the DoH listener on `tcp`, offering only `alpn` and
+/// sending the SNI of `server_name` (none for an IP address), and returns the
+/// handshake's error if it failed.
+pub async fn doh_tls_on(
+    harness: &Harness,
+    alpn: Alpn,
+    tcp: TcpStream,
+    server_name: ServerName<'static>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(harness.certificate.clone()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -436,13 +471,7 @@ pub async fn doh_tls(harness: &Harness, alpn: Alpn) -> tokio_rustls::client::Tls
         Alpn::Http11 => vec![b"http/1.1".to_vec()],
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(harness.server.doh_addr().unwrap())
-        .await
-        .unwrap();
-    connector
-        .connect(ServerName::try_from(DOH_HOST).unwrap(), tcp)
-        .await
-        .unwrap()
+    connector.connect(server_name, tcp).await
 }
 
 /// Reads an HTTP/1.1 response until the server closes the connection or `timeout`
