@@ -107,7 +107,10 @@ impl PolicySet {
 
     /// The tenant and location whose networks contain `source`, for plain DNS; the most
     /// specific network wins. `None` means the source belongs to no tenant (answer REFUSED).
+    /// An IPv4-mapped IPv6 source (`::ffff:192.0.2.1`, as a dual-stack listener sees
+    /// IPv4 clients) matches as its IPv4 address.
     pub fn tenant_by_source(&self, source: IpAddr) -> Option<(&Tenant, &str)> {
+        let source = source.to_canonical();
         let (_, tenant, location) = self
             .locations
             .iter()

@@ -493,6 +493,12 @@ fn location_policy_applies_to_location() {
     assert!(set
         .tenant_by_source("203.0.113.1".parse().unwrap())
         .is_none());
+    // A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6 addresses.
+    assert_eq!(
+        set.tenant_by_source("::ffff:192.0.2.200".parse().unwrap())
+            .map(|(tenant, location)| (tenant.id(), location)),
+        Some(("acme", "lab"))
+    );
 
     let subject = Subject {
         location: Some(location),
