@@ -13,6 +13,8 @@ use crate::{ApiError, ConsoleState};
 const MAX_ID_LEN: usize = 256;
 /// Most activity events returned to a device.
 const DEVICE_ACTIVITY_LIMIT: usize = 500;
+/// Days of activity returned to a device.
+const DEVICE_ACTIVITY_DAYS: i64 = 30;
 
 /// The enrolment request, from the agent's MDM configuration.
 #[derive(Debug, Deserialize)]
@@ -59,8 +61,7 @@ fn token_response(state: &ConsoleState, issued: IssuedDeviceToken) -> TokenRespo
 /// Checks a device or user id: 1 to 256 bytes of UTF-8, not only white space, no
 /// control characters.
 fn check_id(name: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control)
-    {
+    if value.trim().is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
         return Err(ApiError::BadRequest(format!(
             "{name} must be 1 to {MAX_ID_LEN} bytes of UTF-8, not only white space, without \
              control characters"
@@ -89,6 +90,7 @@ pub(crate) async fn enroll(
         return Err(ApiError::Unauthorized);
     };
 
+    require_tenant_in_policy(&state, &key.tenant, &request.device_id)?;
     // A key created through another replica or `swg secrets` is not in the
     // snapshot yet, and the token issued now would be refused as revoked.
     if !state.live_keys.is_live(&key.tenant, &key.id) {
@@ -105,11 +107,31 @@ pub(crate) async fn enroll(
     Ok(Json(token_response(&state, issued)))
 }
 
+/// Fails with 409 when `tenant` is not in the policy in force: the resolver and the
+/// proxy refuse tokens of such a tenant, so issuing one would only move the failure
+/// to the device's first query.
+fn require_tenant_in_policy(
+    state: &ConsoleState,
+    tenant: &str,
+    device: &str,
+) -> Result<(), ApiError> {
+    if state.policy.current().tenant(tenant).is_some() {
+        return Ok(());
+    }
+    tracing::warn!(%tenant, %device, "device token refused: the tenant is not in the policy in force");
+    Err(ApiError::Conflict(
+        "this tenant is not in the policy that the gateway has loaded, so its devices \
+         cannot be served; the operator must add the tenant's policy file (or fix it) first"
+            .to_owned(),
+    ))
+}
+
 /// `POST /api/agent/renew`: trades a valid device token for a fresh one.
 pub(crate) async fn renew(
     State(state): State<ConsoleState>,
     Agent(claims): Agent,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    require_tenant_in_policy(&state, &claims.tenant, &claims.device)?;
     let issued = state.signer.issue_device_token(
         &claims.tenant,
         &claims.device,
@@ -182,20 +204,38 @@ pub(crate) struct DeviceActivity {
     events: Vec<swg_activity::Event>,
 }
 
-/// `GET /api/agent/activity`: the device's block and warn events of the last 30
-/// days, newest first.
+/// `GET /api/agent/activity`: the block and warn events of the last 30 days of the
+/// token's device and user, newest first.
+///
+/// Both must match: an authentication key is shared by the whole tenant, so a
+/// device id alone would let anyone holding the key read another user's history by
+/// enrolling under that user's device id.
 pub(crate) async fn activity(
     State(state): State<ConsoleState>,
     Agent(claims): Agent,
 ) -> Result<Json<DeviceActivity>, ApiError> {
     let store = state.activity.clone();
+    let now = time::OffsetDateTime::now_utc();
+    let mut query = swg_activity::Query::new(
+        claims.tenant,
+        now - time::Duration::days(DEVICE_ACTIVITY_DAYS),
+        now + time::Duration::milliseconds(1),
+    );
+    query.user = Some(claims.user);
+    query.device = Some(claims.device);
+    query.limit = DEVICE_ACTIVITY_LIMIT;
+
     let events = tokio::task::spawn_blocking(move || {
-        store.device_recent(
-            &claims.tenant,
-            &claims.device,
-            time::OffsetDateTime::now_utc(),
-            DEVICE_ACTIVITY_LIMIT,
-        )
+        // The store filters on one action at a time: read each action's newest
+        // events, then keep the newest of both.
+        let mut events = Vec::new();
+        for action in [swg_activity::Action::Block, swg_activity::Action::Warn] {
+            query.action = Some(action);
+            events.extend(store.query(&query)?.events);
+        }
+        events.sort_by_key(|event| std::cmp::Reverse(event.time));
+        events.truncate(DEVICE_ACTIVITY_LIMIT);
+        Ok::<_, swg_activity::ActivityError>(events)
     })
     .await??;
     Ok(Json(DeviceActivity { events }))

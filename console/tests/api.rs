@@ -318,6 +318,26 @@ async fn key_created_elsewhere_gives_working_token() {
     assert_eq!(renewed.status, 200, "{}", renewed.text());
 }
 
+/// A key of a tenant that is not in the policy in force gives no device token,
+/// since the resolver and the proxy would refuse it.
+#[tokio::test]
+async fn tenant_outside_policy_gets_no_token() {
+    use swg_identity::SecretStore;
+
+    let console = start().await;
+    let key = swg_identity::AuthenticationKey::generate("globex", unix_now());
+    console
+        .secrets
+        .insert_authentication_key(&key)
+        .await
+        .unwrap();
+
+    let answer = console.enroll(&key.key, "device-globex").await;
+    assert_eq!(answer.status, 409, "{}", answer.text());
+    let error = answer.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("not in the policy"), "{error}");
+}
+
 #[tokio::test]
 async fn enrolment_rejections_share_one_message() {
     let console = start().await;
@@ -725,6 +745,17 @@ async fn csv_export_escapes_cells() {
         .collect();
     served.sort();
     assert_eq!(served, documented_event_fields());
+
+    // The agent sees the events of its own user on its device, not another user's.
+    let mut own = swg_activity::Event::new(
+        "acme",
+        swg_activity::Via::Dns,
+        "warned.example",
+        swg_activity::Action::Warn,
+    );
+    own.user = Some("alice@acme.example".to_owned());
+    own.device = Some("device-1".to_owned());
+    console.activity.insert_batch(&[own]).unwrap();
     let token = console
         .enroll(&console.authentication_key, "device-1")
         .await
@@ -736,7 +767,9 @@ async fn csv_export_escapes_cells() {
         .as_agent(&token, "GET", "/api/agent/activity")
         .await
         .json();
-    assert_eq!(mine["events"].as_array().unwrap().len(), 1);
+    let events = mine["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{mine}");
+    assert_eq!(events[0]["user"], "alice@acme.example");
     let summary = console.as_admin("GET", "/api/activity/summary", &[]).await;
     assert_eq!(summary.status, 200, "{}", summary.text());
     assert_eq!(summary.json()["topBlockedDomains"][0]["count"], 1);
@@ -2229,14 +2262,22 @@ async fn generated_values_refuse_a_body() {
             )
             .await;
         assert_eq!(chosen.status, 422, "{path}: {}", chosen.text());
-        let error = chosen.json()["error"].as_str().unwrap_or_default().to_owned();
+        let error = chosen.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert!(error.starts_with("this request takes no body"), "{error}");
 
         let empty = console
             .as_admin(
                 "POST",
                 path,
-                &["-H", "Content-Type: application/json", "--data-binary", "{}"],
+                &[
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                    "{}",
+                ],
             )
             .await;
         assert_eq!(empty.status, 201, "{path}: {}", empty.text());

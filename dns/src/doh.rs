@@ -505,7 +505,7 @@ fn unauthorized(rejection: Option<TokenRejection>) -> Response<Full<Bytes>> {
             r#"Bearer error="invalid_token""#,
         ),
         Some(TokenRejection::Expired) => (
-            "expired device token: renew it, or enroll the device again",
+            "expired device token: enroll the device again with the authentication key (POST /api/agent/enroll), since an expired token cannot be renewed",
             r#"Bearer error="invalid_token""#,
         ),
         Some(TokenRejection::Revoked) => (

@@ -1,12 +1,15 @@
 //! One HTTPS connection to a swg endpoint (console or DoH), HTTP/2 when the server
-//! offers it, reopened when it fails.
+//! offers it, reopened when it fails, with deadlines on connecting, the handshakes
+//! and each request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
@@ -26,8 +29,15 @@ pub fn tls_config(
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let certificates = CertificateDer::pem_file_iter(path)
-            .map_err(|error| AgentError::CaFile(format!("{}: {error}", path.display())))?;
+        let certificates = CertificateDer::pem_file_iter(path).map_err(|error| {
+            let hint = if path.exists() {
+                ""
+            } else {
+                "; swg keeps its root CA in DATA_DIR/ca/root-cert.pem (swg-data/ca/root-cert.pem \
+                 by default), or export it with `swg ca export --format pem --out swg-root.pem`"
+            };
+            AgentError::CaFile(format!("{}: {error}{hint}", path.display()))
+        })?;
         let mut added = 0usize;
         for certificate in certificates {
             let certificate = certificate
@@ -55,20 +65,67 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// Time to open the TCP connection to an endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for the TLS handshake and the HTTP/2 preface once TCP is connected.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of one request, connecting included, unless the client is given another.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Interval of HTTP/2 pings while requests are open, so that a connection whose
+/// peer went silent fails instead of holding requests.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// Wait for the reply to an HTTP/2 ping before the connection counts as failed.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sending half of an open connection.
+#[derive(Clone)]
 enum Sender {
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-    Http11(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    /// HTTP/1.1 carries one request at a time, so requests take turns.
+    Http11(Arc<Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>),
+}
+
+impl Sender {
+    /// Returns whether the connection is closed. An HTTP/1.1 connection busy with
+    /// another request counts as open.
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H2(sender) => sender.is_closed(),
+            Sender::Http11(sender) => sender.try_lock().is_ok_and(|sender| sender.is_closed()),
+        }
+    }
+}
+
+/// A connection being opened, which every request that needs it waits for.
+type Opening = Shared<BoxFuture<'static, Result<(u64, Sender), AgentError>>>;
+
+/// The open connection and the one being opened.
+#[derive(Default)]
+struct Connections {
+    /// The open connection and its number, from which a failed request learns
+    /// whether the connection it used is still the current one.
+    current: Option<(u64, Sender)>,
+    opening: Option<Opening>,
+    opened: u64,
 }
 
 /// A reusable HTTPS connection to one origin.
+///
+/// Requests share one connection (many at once over HTTP/2). A connection is opened
+/// in a task of its own, so a request that gives up at its deadline does not stop
+/// the opening that other requests wait for. Every request waiting for one opening
+/// gets its outcome, so a failing endpoint costs each of them one wait, not one per
+/// request queued before it.
 pub struct HttpsClient {
     origin: Uri,
     tls: Arc<rustls::ClientConfig>,
-    sender: Mutex<Option<Sender>>,
+    request_timeout: Duration,
+    connections: Arc<std::sync::Mutex<Connections>>,
 }
 
 impl HttpsClient {
-    /// Creates a client for the origin of `url` (`https://host[:port]`).
+    /// Creates a client for the origin of `url` (`https://host[:port]`), whose
+    /// requests time out after 30 s.
     pub fn new(url: &Uri, tls: Arc<rustls::ClientConfig>) -> Result<Self, AgentError> {
         if url.scheme_str() != Some("https") || url.host().is_none() {
             return Err(AgentError::Url(url.to_string()));
@@ -76,28 +133,137 @@ impl HttpsClient {
         Ok(HttpsClient {
             origin: url.clone(),
             tls,
-            sender: Mutex::new(None),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connections: Arc::default(),
         })
     }
 
+    /// Sets the deadline of one request, connecting and reading the body included.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     /// Sends the request `make` builds (its URI may be a path) and returns the response
-    /// with its body. Opens a connection when there is none, and once more when the open
-    /// one fails.
+    /// with its body. Opens a connection when there is none, and once more when a
+    /// connection opened before this request fails. Fails with
+    /// [`AgentError::Timeout`] when the whole exchange takes longer than the
+    /// client's request timeout.
     pub async fn send(
         &self,
         make: impl Fn() -> Result<Request<Full<Bytes>>, AgentError>,
     ) -> Result<Response<Bytes>, AgentError> {
-        match self.try_send(make()?).await {
-            Ok(response) => Ok(response),
-            Err(_) => {
-                *self.sender.lock().await = None;
-                self.try_send(make()?).await
+        let exchange = async {
+            let (number, sender, fresh) = self.sender().await?;
+            let error = match self.exchange(&sender, make()?).await {
+                Ok(response) => return Ok(response),
+                Err(error) => error,
+            };
+            // Other requests may still run on a connection that failed only this one.
+            if sender.is_closed() {
+                self.forget(number);
             }
+            if fresh {
+                return Err(error);
+            }
+            // Most likely an idle connection that the server has closed meanwhile:
+            // retry once, on a new connection when this one is closed.
+            let (number, sender, _) = self.sender().await?;
+            let outcome = self.exchange(&sender, make()?).await;
+            if outcome.is_err() && sender.is_closed() {
+                self.forget(number);
+            }
+            outcome
+        };
+        tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| AgentError::Timeout {
+                operation: format!("HTTPS request to {}", self.endpoint()),
+                after: self.request_timeout,
+            })?
+    }
+
+    /// Returns `host:port` of the origin, for messages.
+    fn endpoint(&self) -> String {
+        let port = self.origin.port_u16().unwrap_or(443);
+        format!("{}:{port}", connect_host(&self.origin))
+    }
+
+    /// Returns the open connection with its number and whether this call opened it,
+    /// opening one if needed.
+    async fn sender(&self) -> Result<(u64, Sender, bool), AgentError> {
+        let opening = {
+            let mut connections = self.lock_connections();
+            match &connections.current {
+                Some((number, sender)) if !sender.is_closed() => {
+                    return Ok((*number, sender.clone(), false));
+                }
+                _ => connections.current = None,
+            }
+            match &connections.opening {
+                Some(opening) => opening.clone(),
+                None => {
+                    let opening = self.start_opening();
+                    connections.opening = Some(opening.clone());
+                    opening
+                }
+            }
+        };
+        let (number, sender) = opening.await?;
+        Ok((number, sender, true))
+    }
+
+    /// Starts opening a connection in its own task, which stores it as the current
+    /// connection when it is ready.
+    fn start_opening(&self) -> Opening {
+        let origin = self.origin.clone();
+        let tls = self.tls.clone();
+        let connections = self.connections.clone();
+        let task = tokio::spawn(async move {
+            let outcome = open(&origin, tls).await;
+            let mut connections = connections
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            connections.opening = None;
+            let sender = outcome?;
+            connections.opened += 1;
+            let number = connections.opened;
+            connections.current = Some((number, sender.clone()));
+            Ok((number, sender))
+        });
+        async move {
+            task.await.unwrap_or_else(|error| {
+                Err(AgentError::Http(format!("connecting failed: {error}")))
+            })
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Drops the connection `number` unless another one has replaced it already.
+    fn forget(&self, number: u64) {
+        let mut connections = self.lock_connections();
+        if connections
+            .current
+            .as_ref()
+            .is_some_and(|(current, _)| *current == number)
+        {
+            connections.current = None;
         }
     }
 
-    async fn try_send(
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, Connections> {
+        // The lock is never held across an await or a panic-prone call; a poisoned
+        // lock still holds consistent state.
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn exchange(
         &self,
+        sender: &Sender,
         mut request: Request<Full<Bytes>>,
     ) -> Result<Response<Bytes>, AgentError> {
         let path = request
@@ -106,38 +272,29 @@ impl HttpsClient {
             .map_or("/", |p| p.as_str())
             .to_owned();
         let host = connect_host(&self.origin).to_owned();
-        let authority = self
-            .origin
-            .authority()
-            .map_or(host.clone(), |a| a.to_string());
+        let authority = self.origin.authority().map_or(host, |a| a.to_string());
 
-        let mut guard = self.sender.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.connect(&host).await?);
-        }
-        let response = match guard.as_mut() {
-            Some(Sender::H2(sender)) => {
+        let response = match sender {
+            Sender::H2(sender) => {
                 *request.uri_mut() = format!("https://{authority}{path}")
                     .parse()
                     .map_err(|_| AgentError::Url(path.clone()))?;
-                let mut sender = sender.clone();
-                drop(guard);
-                sender.send_request(request).await
+                sender.clone().send_request(request).await
             }
-            Some(Sender::Http11(sender)) => {
+            Sender::Http11(sender) => {
                 *request.uri_mut() = path.parse().map_err(|_| AgentError::Url(path.clone()))?;
                 let host_header = http::HeaderValue::from_str(&authority)
                     .map_err(|_| AgentError::Url(authority.clone()))?;
                 request
                     .headers_mut()
                     .insert(http::header::HOST, host_header);
+                let mut sender = sender.lock().await;
                 sender
                     .ready()
                     .await
                     .map_err(|error| AgentError::Http(error.to_string()))?;
                 sender.send_request(request).await
             }
-            None => return Err(AgentError::Http("no connection".to_owned())),
         }
         .map_err(|error| AgentError::Http(error.to_string()))?;
 
@@ -149,35 +306,61 @@ impl HttpsClient {
             .to_bytes();
         Ok(Response::from_parts(parts, body))
     }
+}
 
-    async fn connect(&self, host: &str) -> Result<Sender, AgentError> {
-        let port = self.origin.port_u16().unwrap_or(443);
-        let tcp = TcpStream::connect((host, port))
+/// Opens a TLS connection to the origin of `origin` and runs the HTTP handshake,
+/// each step within its timeout.
+async fn open(origin: &Uri, tls: Arc<rustls::ClientConfig>) -> Result<Sender, AgentError> {
+    let host = connect_host(origin);
+    let port = origin.port_u16().unwrap_or(443);
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| AgentError::Timeout {
+            operation: format!("TCP connection to {host}:{port}"),
+            after: CONNECT_TIMEOUT,
+        })?
+        .map_err(|error| AgentError::Http(format!("cannot connect to {host}:{port}: {error}")))?;
+    let _ = tcp.set_nodelay(true);
+
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, host, tls))
+        .await
+        .map_err(|_| AgentError::Timeout {
+            operation: format!("TLS and HTTP handshake with {host}:{port}"),
+            after: HANDSHAKE_TIMEOUT,
+        })?
+}
+
+/// Runs the TLS handshake with `host` on `tcp`, then the HTTP handshake of the
+/// protocol ALPN chose, and starts the connection's task.
+async fn handshake(
+    tcp: TcpStream,
+    host: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Sender, AgentError> {
+    let name =
+        ServerName::try_from(host.to_owned()).map_err(|_| AgentError::Url(host.to_owned()))?;
+    let tls = TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|error| AgentError::Tls(handshake_failure(&error, host)))?;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    if h2 {
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .handshake(io)
             .await
             .map_err(|error| AgentError::Http(error.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let name =
-            ServerName::try_from(host.to_owned()).map_err(|_| AgentError::Url(host.to_owned()))?;
-        let tls = TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
+        tokio::spawn(connection);
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|error| AgentError::Tls(handshake_failure(&error)))?;
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = TokioIo::new(tls);
-        if h2 {
-            let (sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(|error| AgentError::Http(error.to_string()))?;
-            tokio::spawn(connection);
-            Ok(Sender::H2(sender))
-        } else {
-            let (sender, connection) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(|error| AgentError::Http(error.to_string()))?;
-            tokio::spawn(connection);
-            Ok(Sender::Http11(sender))
-        }
+            .map_err(|error| AgentError::Http(error.to_string()))?;
+        tokio::spawn(connection);
+        Ok(Sender::Http11(Arc::new(Mutex::new(sender))))
     }
 }
 
@@ -191,22 +374,30 @@ fn connect_host(uri: &Uri) -> &str {
         .unwrap_or(host)
 }
 
-/// Describes a failed TLS handshake, with a hint when the server's certificate comes
-/// from a CA the agent does not trust, which is what a missing `--ca-file` looks like.
-fn handshake_failure(error: &std::io::Error) -> String {
-    let unknown_issuer = error
+/// Describes a failed TLS handshake with `host`, with a hint for the two usual
+/// causes: a certificate from a CA the agent does not trust (a missing
+/// `--ca-file`), and a URL whose host the certificate does not name.
+fn handshake_failure(error: &std::io::Error, host: &str) -> String {
+    let certificate_error = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|inner| {
-            matches!(
-                inner,
-                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-            )
+        .and_then(|inner| match inner {
+            rustls::Error::InvalidCertificate(certificate) => Some(certificate),
+            _ => None,
         });
-    if unknown_issuer {
-        format!("{error}; if this is swg's own root CA, pass it with --ca-file (`swg ca export --format pem --out swg-root.pem`)")
-    } else {
-        error.to_string()
+    match certificate_error {
+        Some(rustls::CertificateError::UnknownIssuer) => format!(
+            "{error}; if this is swg's own root CA, pass it with --ca-file \
+             (`swg ca export --format pem --out swg-root.pem`)"
+        ),
+        Some(
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. },
+        ) => format!(
+            "{error}; the server's certificate does not name {host}, so use the host name \
+             it was made for in the URL (swg's console.host_name, `localhost` by default)"
+        ),
+        _ => error.to_string(),
     }
 }
 
@@ -228,5 +419,26 @@ mod tests {
             };
             assert_eq!(connect_host(&uri), host, "{url}");
         }
+    }
+
+    #[test]
+    fn handshake_failures_give_hints() {
+        let failure = |error: rustls::CertificateError| {
+            let error = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(error),
+            );
+            handshake_failure(&error, "127.0.0.1")
+        };
+
+        let unknown = failure(rustls::CertificateError::UnknownIssuer);
+        assert!(unknown.contains("pass it with --ca-file"), "{unknown}");
+        let wrong_name = failure(rustls::CertificateError::NotValidForName);
+        assert!(
+            wrong_name.contains("does not name 127.0.0.1"),
+            "{wrong_name}"
+        );
+        let expired = failure(rustls::CertificateError::Expired);
+        assert!(!expired.contains(';'), "{expired}");
     }
 }

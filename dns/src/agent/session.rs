@@ -1,0 +1,267 @@
+//! The agent's device token over time: renewal before expiry, and a new enrolment
+//! with the authentication key when the token has expired or swg rejects it.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::console::{rfc3339, ConsoleClient, Enrolment};
+use super::AgentError;
+
+/// Shortest renewal interval while the token is still valid.
+const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(60);
+/// First wait after a failed renewal or enrolment, doubled after each further one.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// Maximum wait between two attempts.
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// The identity and authentication key the agent enrols with. The key stays in
+/// memory only, so that the agent can enrol again when its token can no longer be
+/// renewed.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub(crate) auth_key: String,
+    pub(crate) user: String,
+    pub(crate) device: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("auth_key", &"<redacted>")
+            .field("user", &self.user)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+/// The device tokens that the DoH endpoint rejected with 401, reported by the
+/// forwarder for the session to replace.
+#[derive(Debug, Default)]
+pub struct TokenRejections {
+    rejected: Mutex<Option<String>>,
+    notify: Notify,
+}
+
+impl TokenRejections {
+    /// Reports that swg rejected `token`.
+    pub(crate) fn report(&self, token: &str) {
+        if let Ok(mut rejected) = self.rejected.lock() {
+            *rejected = Some(token.to_owned());
+        }
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next rejection and returns the rejected token.
+    pub(crate) async fn next(&self) -> String {
+        loop {
+            self.notify.notified().await;
+            let rejected = self.rejected.lock().ok().and_then(|mut token| token.take());
+            if let Some(token) = rejected {
+                return token;
+            }
+        }
+    }
+}
+
+/// The cause of a token refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The renewal time came.
+    Schedule,
+    /// The DoH endpoint rejected the current token.
+    Rejection,
+}
+
+/// The current device token and how to get the next one.
+pub(crate) struct Session {
+    console: ConsoleClient,
+    credentials: Credentials,
+    token: Arc<RwLock<String>>,
+    expires_at: u64,
+    /// Failed attempts in a row, plus refreshes that a rejection triggered since the
+    /// last scheduled renewal succeeded, so that a token swg keeps rejecting does
+    /// not make the agent enrol again at every query.
+    failures: u32,
+    last_attempt: Option<Instant>,
+}
+
+impl Session {
+    /// Starts a session with the token of `enrolment`.
+    pub(crate) fn new(
+        console: ConsoleClient,
+        credentials: Credentials,
+        enrolment: &Enrolment,
+    ) -> Self {
+        Session {
+            console,
+            credentials,
+            token: Arc::new(RwLock::new(enrolment.token.clone())),
+            expires_at: enrolment.expires_at,
+            failures: 0,
+            last_attempt: None,
+        }
+    }
+
+    /// Returns the shared cell of the current token, which the forwarder reads.
+    pub(crate) fn token_cell(&self) -> Arc<RwLock<String>> {
+        self.token.clone()
+    }
+
+    /// Returns the current token.
+    pub(crate) fn token(&self) -> String {
+        self.token
+            .read()
+            .map(|token| token.clone())
+            .unwrap_or_default()
+    }
+
+    /// Returns the console client, for the calls the token authorizes.
+    pub(crate) fn console(&self) -> &ConsoleClient {
+        &self.console
+    }
+
+    /// Returns when the current token is due for renewal.
+    pub(crate) fn renewal_time(&self) -> Instant {
+        let remaining = self.expires_at.saturating_sub(swg_identity::unix_now());
+        Instant::now() + renewal_delay(Duration::from_secs(remaining))
+    }
+
+    /// Returns the earliest time a rejection may trigger the next refresh.
+    pub(crate) fn earliest_retry(&self) -> Instant {
+        match self.last_attempt {
+            Some(at) => at + retry_delay(self.failures),
+            None => Instant::now(),
+        }
+    }
+
+    /// Renews the token, or enrols again when it has expired or the console rejects
+    /// it, and logs the outcome. Returns `Ok` with the next renewal time after a new
+    /// token, or `Err` with the retry time after a failure.
+    pub(crate) async fn refresh(&mut self, trigger: Trigger) -> Result<Instant, Instant> {
+        self.last_attempt = Some(Instant::now());
+        let enrolment = match self.renew_or_enrol().await {
+            Ok(enrolment) => enrolment,
+            Err(error) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = retry_delay(self.failures);
+                if matches!(error, AgentError::Unauthorized) {
+                    tracing::error!(
+                        %error,
+                        device = %self.credentials.device,
+                        retry_in_secs = delay.as_secs(),
+                        "enrolment rejected: the authentication key is not valid for this \
+                         gateway (deleted, or another tenant's); queries get SERVFAIL until \
+                         enrolment succeeds"
+                    );
+                } else {
+                    tracing::warn!(%error, retry_in_secs = delay.as_secs(), "token refresh failed");
+                }
+                return Err(Instant::now() + delay);
+            }
+        };
+
+        if let Ok(mut token) = self.token.write() {
+            token.clone_from(&enrolment.token);
+        }
+        self.expires_at = enrolment.expires_at;
+        if enrolment.expires_at <= swg_identity::unix_now() {
+            self.failures = self.failures.saturating_add(1);
+            let delay = retry_delay(self.failures);
+            tracing::warn!(
+                expires_at = %rfc3339(enrolment.expires_at),
+                retry_in_secs = delay.as_secs(),
+                "the new device token has already expired by this machine's clock: check the clock"
+            );
+            return Err(Instant::now() + delay);
+        }
+        self.failures = match trigger {
+            Trigger::Schedule => 0,
+            Trigger::Rejection => self.failures.saturating_add(1),
+        };
+        Ok(self.renewal_time())
+    }
+
+    async fn renew_or_enrol(&self) -> Result<Enrolment, AgentError> {
+        if swg_identity::unix_now() < self.expires_at {
+            match self.console.renew(&self.token()).await {
+                Ok(renewed) => {
+                    tracing::info!(expires_at = %rfc3339(renewed.expires_at), "device token renewed");
+                    return Ok(renewed);
+                }
+                Err(AgentError::Unauthorized) => tracing::warn!(
+                    device = %self.credentials.device,
+                    "the console rejected the device token (expired or revoked); \
+                     enrolling again with the authentication key"
+                ),
+                Err(error) => return Err(error),
+            }
+        } else {
+            tracing::warn!(
+                device = %self.credentials.device,
+                expired_at = %rfc3339(self.expires_at),
+                "device token has expired; enrolling again with the authentication key"
+            );
+        }
+
+        let Credentials {
+            auth_key,
+            user,
+            device,
+        } = &self.credentials;
+        let enrolment = self.console.enroll(auth_key, user, device).await?;
+        tracing::info!(%device, %enrolment, "enrolled again");
+        Ok(enrolment)
+    }
+}
+
+/// Returns the wait before renewing a token valid for `remaining`: half of it, but
+/// at least [`MIN_RENEWAL_INTERVAL`] unless the token expires sooner, and at least
+/// one second.
+fn renewal_delay(remaining: Duration) -> Duration {
+    (remaining / 2)
+        .max(remaining.min(MIN_RENEWAL_INTERVAL))
+        .max(Duration::from_secs(1))
+}
+
+/// Returns the wait after `failures` failed attempts in a row: [`FIRST_RETRY`]
+/// doubled per further failure, at most [`MAX_RETRY`].
+fn retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_at_half_the_lifetime_with_a_floor() {
+        let secs = Duration::from_secs;
+        assert_eq!(renewal_delay(secs(86_400)), secs(43_200));
+        assert_eq!(renewal_delay(secs(100)), secs(60));
+        assert_eq!(renewal_delay(secs(30)), secs(30));
+        assert_eq!(renewal_delay(secs(0)), secs(1));
+    }
+
+    #[test]
+    fn retries_back_off_to_a_cap() {
+        let delays: Vec<u64> = (0..9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![5, 5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
+    }
+
+    #[test]
+    fn credentials_debug_hides_the_key() {
+        let credentials = Credentials {
+            auth_key: "swgk_secret".to_owned(),
+            user: "alice".to_owned(),
+            device: "laptop".to_owned(),
+        };
+        let text = format!("{credentials:?}");
+        assert!(!text.contains("swgk_secret"), "{text}");
+        assert!(text.contains("laptop"), "{text}");
+    }
+}
