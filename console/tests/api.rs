@@ -334,7 +334,10 @@ async fn tenant_outside_policy_gets_no_token() {
 
     let answer = console.enroll(&key.key, "device-globex").await;
     assert_eq!(answer.status, 409, "{}", answer.text());
-    let error = answer.json()["error"].as_str().unwrap_or_default().to_owned();
+    let error = answer.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(error.contains("not in the policy"), "{error}");
 }
 
