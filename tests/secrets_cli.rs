@@ -68,6 +68,21 @@ async fn secrets_commands_add_working_secrets() {
     assert_eq!(record.role, Role::ReadOnly);
     assert_eq!(store.list_admin_tokens("demo").await.unwrap().len(), 2);
 
+    // The API's spelling of the role works too.
+    let token = printed_secret(&swg(
+        dir.path(),
+        &[
+            "secrets",
+            "admin-token",
+            "--tenant",
+            "demo",
+            "--role",
+            "read_only",
+        ],
+    ));
+    let record = store.find_admin_token(&token).await.unwrap().unwrap();
+    assert_eq!(record.role, Role::ReadOnly);
+
     let key = printed_secret(&swg(
         dir.path(),
         &["secrets", "auth-key", "--tenant", "demo"],

@@ -52,6 +52,8 @@ pub(crate) enum RoleArg {
     /// Read and change everything of the tenant.
     Admin,
     /// Read everything of the tenant, change nothing.
+    // Spelled as in the API; `read-only` is kept for scripts written before.
+    #[value(name = "read_only", alias = "read-only")]
     ReadOnly,
 }
 
