@@ -20,13 +20,60 @@ use crate::upload::Upload;
 pub struct PolicySet {
     tenants: Vec<Tenant>,
     by_id: HashMap<String, usize>,
-    /// Location networks, most specific first: (network, tenant, location).
-    locations: Vec<(IpNet, usize, usize)>,
+    locations: LocationIndex,
     shared: Arc<Shared>,
     files: Vec<PathBuf>,
     /// The text of each policy file, in the order of `files`.
     texts: Vec<Arc<str>>,
     inputs: Vec<PathBuf>,
+}
+
+/// Every tenant's location networks, for finding the most specific network that
+/// contains a source. A lookup probes one hash map entry per distinct prefix length
+/// (at most 33 for IPv4 and 129 for IPv6), so its cost does not grow with the number
+/// of tenants and locations.
+#[derive(Debug, Default)]
+struct LocationIndex {
+    /// Network (host bits cleared) to (tenant, location). For a network listed
+    /// twice, the first in file order.
+    networks: HashMap<IpNet, (usize, usize)>,
+    /// The distinct prefix lengths of the IPv4 networks, longest first.
+    v4_lengths: Vec<u8>,
+    /// The same for IPv6.
+    v6_lengths: Vec<u8>,
+}
+
+impl LocationIndex {
+    fn insert(&mut self, network: IpNet, tenant: usize, location: usize) {
+        self.networks
+            .entry(network.trunc())
+            .or_insert((tenant, location));
+        let lengths = match network {
+            IpNet::V4(_) => &mut self.v4_lengths,
+            IpNet::V6(_) => &mut self.v6_lengths,
+        };
+        lengths.push(network.prefix_len());
+    }
+
+    /// Orders and deduplicates the prefix lengths after the last insert.
+    fn finish(&mut self) {
+        for lengths in [&mut self.v4_lengths, &mut self.v6_lengths] {
+            lengths.sort_unstable_by(|a, b| b.cmp(a));
+            lengths.dedup();
+        }
+    }
+
+    /// Returns the (tenant, location) of the most specific network containing `source`.
+    fn find(&self, source: IpAddr) -> Option<(usize, usize)> {
+        let lengths = match source {
+            IpAddr::V4(_) => &self.v4_lengths,
+            IpAddr::V6(_) => &self.v6_lengths,
+        };
+        lengths.iter().find_map(|&length| {
+            let network = IpNet::new(source, length).ok()?.trunc();
+            self.networks.get(&network).copied()
+        })
+    }
 }
 
 impl PolicySet {
@@ -42,15 +89,15 @@ impl PolicySet {
             .enumerate()
             .map(|(i, t)| (t.id.clone(), i))
             .collect();
-        let mut locations = Vec::new();
+        let mut locations = LocationIndex::default();
         for (tenant_index, tenant) in tenants.iter().enumerate() {
             for (location_index, location) in tenant.locations.iter().enumerate() {
                 for network in &location.cidrs {
-                    locations.push((*network, tenant_index, location_index));
+                    locations.insert(*network, tenant_index, location_index);
                 }
             }
         }
-        locations.sort_by_key(|(network, _, _)| std::cmp::Reverse(network.prefix_len()));
+        locations.finish();
         PolicySet {
             tenants,
             by_id,
@@ -110,13 +157,9 @@ impl PolicySet {
     /// An IPv4-mapped IPv6 source (`::ffff:192.0.2.1`, as a dual-stack listener sees
     /// IPv4 clients) matches as its IPv4 address.
     pub fn tenant_by_source(&self, source: IpAddr) -> Option<(&Tenant, &str)> {
-        let source = source.to_canonical();
-        let (_, tenant, location) = self
-            .locations
-            .iter()
-            .find(|(network, _, _)| network.contains(&source))?;
-        let tenant = &self.tenants[*tenant];
-        Some((tenant, tenant.locations[*location].id.as_str()))
+        let (tenant, location) = self.locations.find(source.to_canonical())?;
+        let tenant = &self.tenants[tenant];
+        Some((tenant, tenant.locations[location].id.as_str()))
     }
 
     /// The policy files of the set.
@@ -149,5 +192,37 @@ impl PolicySet {
     /// Estimated heap bytes of the shared name index.
     pub fn index_heap_bytes(&self) -> usize {
         self.shared.names.heap_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_index_finds_most_specific_network() {
+        let mut index = LocationIndex::default();
+        for (network, tenant) in [
+            ("10.0.0.0/8", 0),
+            ("10.1.2.0/24", 1),
+            ("10.1.2.7/32", 2),
+            ("10.1.2.9/24", 3),
+            ("0.0.0.0/0", 4),
+            ("2001:db8::/32", 5),
+            ("2001:db8:1::/48", 6),
+        ] {
+            index.insert(network.parse().unwrap(), tenant, 0);
+        }
+        index.finish();
+
+        let find = |source: &str| index.find(source.parse().unwrap()).map(|hit| hit.0);
+        assert_eq!(find("10.1.2.7"), Some(2));
+        // Equal networks: the first one inserted wins.
+        assert_eq!(find("10.1.2.8"), Some(1));
+        assert_eq!(find("10.9.9.9"), Some(0));
+        assert_eq!(find("192.0.2.1"), Some(4));
+        assert_eq!(find("2001:db8:1::5"), Some(6));
+        assert_eq!(find("2001:db8:2::5"), Some(5));
+        assert_eq!(find("2001:db9::1"), None);
     }
 }
