@@ -45,6 +45,9 @@ pub enum TokenRejection {
     /// The key the token came from was deleted.
     #[error("device token was revoked")]
     Revoked,
+    /// The token is sound, but its tenant is not in the policy this gateway loaded.
+    #[error("device token is for a tenant that is not in the loaded policy")]
+    UnknownTenant,
 }
 
 /// Identifies clients of the resolver.

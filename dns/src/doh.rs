@@ -499,9 +499,12 @@ fn unauthorized(rejection: Option<TokenRejection>) -> Response<Full<Bytes>> {
             "Bearer",
         ),
         Some(TokenRejection::Invalid) => (
-            "invalid device token: its signature does not verify, or its tenant is not in \
-             the policy this gateway loaded; enroll the device again, and if that does not \
-             help, ask the administrator to load the tenant's policy",
+            "invalid device token: its signature does not verify; enroll the device again",
+            r#"Bearer error="invalid_token""#,
+        ),
+        Some(TokenRejection::UnknownTenant) => (
+            "device token of a tenant that is not in the policy this gateway loaded; ask \
+             the administrator to load the tenant's policy",
             r#"Bearer error="invalid_token""#,
         ),
         Some(TokenRejection::Expired) => (

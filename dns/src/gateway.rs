@@ -167,15 +167,13 @@ impl ClientIdentifier for SwgIdentifier {
                 _ => TokenRejection::Invalid,
             })?;
         // A token for a tenant with no policy cannot be served (nothing to decide with).
-        // The token itself is sound, so the operator needs this log line to tell the
-        // case from a forged token.
         if self.policies.current().tenant(&claims.tenant).is_none() {
             tracing::debug!(
                 tenant = %claims.tenant,
                 device = %claims.device,
                 "device token rejected: its tenant is not in the loaded policy"
             );
-            return Err(TokenRejection::Invalid);
+            return Err(TokenRejection::UnknownTenant);
         }
         Ok(Client {
             tenant: claims.tenant,

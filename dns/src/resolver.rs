@@ -830,5 +830,6 @@ fn token_label(rejection: TokenRejection) -> &'static str {
         TokenRejection::Invalid => "invalid_token",
         TokenRejection::Expired => "expired_token",
         TokenRejection::Revoked => "revoked_token",
+        TokenRejection::UnknownTenant => "unknown_tenant",
     }
 }

@@ -377,9 +377,15 @@ async fn tenant_without_policy_token_gets_401() {
     assert!(
         reply
             .text
-            .contains("its tenant is not in the policy this gateway loaded"),
+            .contains("device token of a tenant that is not in the policy this gateway loaded"),
         "{}",
         reply.text
+    );
+    assert_eq!(
+        gateway
+            .harness
+            .counter("swg_dns_refused_total", &[("reason", "unknown_tenant")]),
+        1.0
     );
 }
 
