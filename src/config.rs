@@ -226,7 +226,35 @@ impl Config {
         self.dns.validate()?;
         self.proxy.validate()?;
         self.check_distinct_listeners()?;
+        self.check_doh_host_name()?;
         Ok(())
+    }
+
+    /// Checks that agents connect to the DoH listener under the one host name it
+    /// serves: `console.doh_url`, when set, must name `dns.doh_host` (or an IP
+    /// address, which sends no server name). Otherwise every agent's handshake
+    /// fails with an access-denied alert that does not say why.
+    fn check_doh_host_name(&self) -> Result<(), SectionError> {
+        if self.console.doh_url == swg_console::ConsoleConfig::default().doh_url {
+            // Left at its default, the URL is derived from dns.doh_host at start.
+            return Ok(());
+        }
+        let Some(host) = url::Url::parse(&self.console.doh_url)
+            .ok()
+            .and_then(|url| url.domain().map(str::to_owned))
+        else {
+            return Ok(());
+        };
+        let wanted = self.dns.doh_host.trim_end_matches('.');
+        if host.trim_end_matches('.').eq_ignore_ascii_case(wanted) {
+            Ok(())
+        } else {
+            Err(format!(
+                "console.doh_url names host {host:?}, but the DoH listener serves only \
+                 dns.doh_host = {wanted:?}; set both to the same host name"
+            )
+            .into())
+        }
     }
 
     /// Checks that no two TCP listeners share an address and port, so that a clash
@@ -440,6 +468,27 @@ listen = "[::1]:9191"
             let config = Config::from_toml(section, Path::new("swg.toml")).unwrap();
             let message = config.validate().unwrap_err().to_string();
             assert_eq!(message, expected, "{section}");
+        }
+    }
+
+    #[test]
+    fn doh_url_must_name_doh_host() {
+        let mismatch = "[console]\ndoh_url = \"https://localhost:18053/dns-query\"\n\
+                        [dns]\ndoh_host = \"dns.example.net\"\n";
+        let config = Config::from_toml(mismatch, Path::new("swg.toml")).unwrap();
+        let message = config.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("dns.doh_host = \"dns.example.net\""),
+            "{message}"
+        );
+
+        for fine in [
+            "[console]\ndoh_url = \"https://DNS.example.net:8053/dns-query\"\n[dns]\ndoh_host = \"dns.example.net\"\n",
+            "[console]\ndoh_url = \"https://127.0.0.1:8053/dns-query\"\n[dns]\ndoh_host = \"dns.example.net\"\n",
+            "[dns]\ndoh_host = \"dns.example.net\"\n",
+        ] {
+            let config = Config::from_toml(fine, Path::new("swg.toml")).unwrap();
+            assert!(config.validate().is_ok(), "{fine}");
         }
     }
 
