@@ -137,6 +137,21 @@ fn unknown_record_type_lists_accepted_forms() {
     assert!(!stderr.contains("cannot connect"), "{stderr}");
 }
 
+/// An invalid name is named, quoted, before enrolment.
+#[test]
+fn invalid_name_is_rejected_before_enrolment() {
+    let mut args = vec!["query"];
+    args.extend(NO_CONSOLE);
+    args.push("exa mple..com");
+    let (success, _, stderr) = swg_agent(&args);
+    assert!(!success, "{stderr}");
+    assert!(
+        stderr.contains("invalid DNS name \"exa mple..com\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot connect"), "{stderr}");
+}
+
 /// The same `--listen` address twice is named as such, not as a busy port.
 #[test]
 fn listen_given_twice_is_rejected() {

@@ -92,6 +92,7 @@ pub(crate) fn run(command: AgentCommand) -> ExitCode {
             } => {
                 // Checked before enrolment, so that a typing error costs no device record.
                 presentation::parse_record_type(&query_type).map_err(|e| e.to_string())?;
+                presentation::parse_name(&name).map_err(|e| e.to_string())?;
                 if let Some(app) = &app {
                     check_bundle_id(app).map_err(|e| format!("--app: {e}"))?;
                 }

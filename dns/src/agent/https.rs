@@ -374,28 +374,32 @@ fn connect_host(uri: &Uri) -> &str {
         .unwrap_or(host)
 }
 
-/// Describes a failed TLS handshake with `host`, with a hint for the two usual
-/// causes: a certificate from a CA the agent does not trust (a missing
-/// `--ca-file`), and a URL whose host the certificate does not name.
+/// Describes a failed TLS handshake with `host`, with a hint for the usual causes: a
+/// certificate from a CA the agent does not trust (a missing `--ca-file`), a URL
+/// whose host the certificate does not name, and a server that refuses the host
+/// name (swg's DoH listener serves only `dns.doh_host`).
 fn handshake_failure(error: &std::io::Error, host: &str) -> String {
-    let certificate_error = error
+    let tls_error = error
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .and_then(|inner| match inner {
-            rustls::Error::InvalidCertificate(certificate) => Some(certificate),
-            _ => None,
-        });
-    match certificate_error {
-        Some(rustls::CertificateError::UnknownIssuer) => format!(
-            "{error}; if this is swg's own root CA, pass it with --ca-file \
-             (`swg ca export --format pem --out swg-root.pem`)"
-        ),
-        Some(
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match tls_error {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+            format!(
+                "{error}; if this is swg's own root CA, pass it with --ca-file \
+                 (`swg ca export --format pem --out swg-root.pem`)"
+            )
+        }
+        Some(rustls::Error::InvalidCertificate(
             rustls::CertificateError::NotValidForName
             | rustls::CertificateError::NotValidForNameContext { .. },
-        ) => format!(
+        )) => format!(
             "{error}; the server's certificate does not name {host}, so use the host name \
-             it was made for in the URL (swg's console.host_name, `localhost` by default)"
+             it was made for in the URL (swg's console.host_name for the console and \
+             dns.doh_host for DoH, `localhost` by default)"
+        ),
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => format!(
+            "{error}; the server refused the host name {host}: swg's DoH listener serves \
+             only the name in its dns.doh_host, so use that name in the URL"
         ),
         _ => error.to_string(),
     }
@@ -437,6 +441,15 @@ mod tests {
         assert!(
             wrong_name.contains("does not name 127.0.0.1"),
             "{wrong_name}"
+        );
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied),
+        );
+        let refused = handshake_failure(&refused, "dns.example");
+        assert!(
+            refused.contains("refused the host name dns.example"),
+            "{refused}"
         );
         let expired = failure(rustls::CertificateError::Expired);
         assert!(!expired.contains(';'), "{expired}");

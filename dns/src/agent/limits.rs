@@ -156,7 +156,7 @@ impl RejectionLog {
         let connections = self.connections.swap(0, Ordering::Relaxed);
         tracing::warn!(
             listen = %self.listen,
-            app = ?self.app,
+            app = self.app.as_deref().unwrap_or("none"),
             rejected_queries = queries,
             rejected_connections = connections,
             "local DNS listener over its limits: rejected queries (UDP dropped, TCP \

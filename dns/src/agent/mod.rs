@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::RecordType;
 
 use self::console::{ConsoleClient, Endpoints};
 use self::https::{tls_config, HttpsClient};
@@ -63,6 +63,14 @@ pub enum AgentError {
          such as 65, or TYPE65"
     )]
     RecordType(String),
+    /// A name to look up is not a valid DNS name.
+    #[error("invalid DNS name {name:?}: {reason}")]
+    Name {
+        /// The name as given, quoted so that spaces and control characters show.
+        name: String,
+        /// What the parser found wrong.
+        reason: String,
+    },
     /// A bundle id is empty or longer than the context option carries.
     #[error(
         "invalid bundle id {0:?}: a bundle id is 1 to {MAX_BUNDLE_ID_LEN} bytes, such as \
@@ -273,7 +281,7 @@ impl Agent {
             check_bundle_id(bundle_id)?;
         }
         let forwarder = self.forwarder(Arc::new(BypassList::default()))?;
-        let name = Name::from_utf8(name).map_err(|error| AgentError::Dns(error.to_string()))?;
+        let name = presentation::parse_name(name)?;
         let mut message = Message::query();
         message.metadata.recursion_desired = true;
         message.add_query(Query::query(name, query_type));

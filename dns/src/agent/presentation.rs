@@ -23,6 +23,15 @@ pub fn parse_record_type(text: &str) -> Result<RecordType, AgentError> {
         .map_err(|_| AgentError::RecordType(text.to_owned()))
 }
 
+/// Parses a name to look up, with or without its trailing dot. IDNs are converted
+/// to their ASCII form.
+pub fn parse_name(text: &str) -> Result<hickory_proto::rr::Name, AgentError> {
+    hickory_proto::rr::Name::from_utf8(text).map_err(|error| AgentError::Name {
+        name: text.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
 /// Formats `response` like hickory's presentation form, with a line per Extended
 /// DNS Error after the OPT line: `; EDE: 15 (Blocked): action=block;...`.
 pub fn response_text(response: &Message) -> String {

@@ -362,7 +362,7 @@ pub async fn serve_local(
         udp,
         tcp,
     } = listener;
-    tracing::info!(listen = %addr, app = ?bundle_id, "agent DNS proxy listening (UDP and TCP)");
+    tracing::info!(listen = %addr, app = bundle_id.as_deref().unwrap_or("none"), "agent DNS proxy listening (UDP and TCP)");
     let state = Arc::new(ListenerState {
         admission: Admission::new(&forwarder.limits, forwarder.agent_queries.clone()),
         rejection_log: RejectionLog::new(addr, bundle_id.clone()),
