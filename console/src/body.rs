@@ -198,7 +198,7 @@ where
             return Err(ApiError::Rejected {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 message: format!(
-                    "the body must be TOML text (application/toml or text/plain), not {media_type}"
+                    "the body must be TOML text (any media type but JSON, such as application/toml), not {media_type}"
                 ),
             });
         }
