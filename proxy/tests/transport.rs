@@ -83,6 +83,29 @@ async fn explicit_proxy_requires_token() {
         "{}",
         result.body
     );
+    assert!(
+        result.body.contains("send a device token"),
+        "{}",
+        result.body
+    );
+
+    // A rejected token is named as such, not as a missing one.
+    let rejected = args(&[
+        "-x",
+        &format!("http://{}", harness.explicit),
+        "-i",
+        "--proxy-header",
+        "Proxy-Authorization: Bearer wrong",
+    ]);
+    let result = curl(rejected, &format!("http://origin.test:{port}/small")).await;
+    assert_eq!(result.status, 407);
+    assert!(
+        result
+            .body
+            .contains("the device token is invalid, expired or revoked"),
+        "{}",
+        result.body
+    );
 
     let bad = args(&[
         "-x",

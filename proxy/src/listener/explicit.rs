@@ -88,7 +88,8 @@ async fn handle(
             .requests
             .with_label_values(&["explicit", "proxy_auth_required"])
             .inc();
-        return proxy_auth_required();
+        let sent = request.headers().contains_key(header::PROXY_AUTHORIZATION);
+        return proxy_auth_required(sent);
     };
 
     if request.method() == Method::CONNECT {
@@ -162,11 +163,17 @@ fn reject(shared: &Shared, status: StatusCode, text: &'static str) -> Response<P
     plain(status, text)
 }
 
-fn proxy_auth_required() -> Response<ProxyBody> {
-    let mut response = plain(
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        "proxy authentication required: send a device token\n",
-    );
+/// Builds the 407. When the client `sent` credentials, the text says that they
+/// were rejected, so that a user with an expired or revoked token is not told to
+/// send one.
+fn proxy_auth_required(sent: bool) -> Response<ProxyBody> {
+    let text = if sent {
+        "proxy authentication failed: the device token is invalid, expired or revoked; \
+         enroll the device again\n"
+    } else {
+        "proxy authentication required: send a device token\n"
+    };
+    let mut response = plain(StatusCode::PROXY_AUTHENTICATION_REQUIRED, text);
     let headers = response.headers_mut();
     headers.append(
         header::PROXY_AUTHENTICATE,
