@@ -163,9 +163,8 @@ fn reject(shared: &Shared, status: StatusCode, text: &'static str) -> Response<P
     plain(status, text)
 }
 
-/// Builds the 407. When the client `sent` credentials, the text says that they
-/// were rejected, so that a user with an expired or revoked token is not told to
-/// send one.
+/// Builds the 407. When the client `sent` credentials, the text reports them as
+/// rejected instead of asking for a token.
 fn proxy_auth_required(sent: bool) -> Response<ProxyBody> {
     let text = if sent {
         "proxy authentication failed: the device token is invalid, expired or revoked; \
