@@ -117,7 +117,7 @@ async fn console_api(
                 let (token, lifetime) = next.unwrap_or((GOOD_TOKEN, 86_400));
                 (200, script.token_json(token, lifetime))
             } else {
-                (401, String::new())
+                (401, r#"{"error":"unknown authentication key"}"#.to_owned())
             }
         }
         "/api/agent/renew" => {
@@ -235,7 +235,11 @@ async fn agent_with_wrong_key_is_rejected() {
     let mut setup = setup().await;
     setup.options.auth_key = "wrong".to_owned();
     let error = Agent::enroll(&setup.options).await.err();
-    assert!(matches!(error, Some(AgentError::Unauthorized)), "{error:?}");
+    // The console's reason reaches the user.
+    assert!(
+        matches!(&error, Some(AgentError::Unauthorized(reason)) if reason == "unknown authentication key"),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]

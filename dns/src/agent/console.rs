@@ -168,7 +168,7 @@ fn json_request(
 fn parse<T: serde::de::DeserializeOwned>(response: http::Response<Bytes>) -> Result<T, AgentError> {
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED {
-        return Err(AgentError::Unauthorized);
+        return Err(super::unauthorized(response.body()));
     }
     if !status.is_success() {
         let text = String::from_utf8_lossy(response.body())

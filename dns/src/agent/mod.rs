@@ -48,9 +48,10 @@ pub enum AgentError {
         /// The deadline.
         after: Duration,
     },
-    /// The console or the DoH endpoint rejected the authentication key or token.
-    #[error("rejected by swg (HTTP 401): the authentication key or the device token is not valid for this gateway")]
-    Unauthorized,
+    /// The console or the DoH endpoint rejected the authentication key or token; the
+    /// text is the server's reason.
+    #[error("rejected by swg (HTTP 401): {0}")]
+    Unauthorized(String),
     /// The console returned an error status or invalid JSON.
     #[error("console request failed: {0}")]
     Console(String),
@@ -307,5 +308,43 @@ impl Agent {
     /// user, as JSON.
     pub async fn activity(&self) -> Result<serde_json::Value, AgentError> {
         self.session.console().activity(&self.session.token()).await
+    }
+}
+
+/// Builds [`AgentError::Unauthorized`] from a 401 body: the `error` field of the
+/// console's JSON, or the DoH endpoint's text, at most 300 characters.
+pub(crate) fn unauthorized(body: &[u8]) -> AgentError {
+    let text = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|json| json.get("error")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let text: String = text.trim().chars().take(300).collect();
+    if text.is_empty() {
+        AgentError::Unauthorized(
+            "the authentication key or the device token is not valid for this gateway".to_owned(),
+        )
+    } else {
+        AgentError::Unauthorized(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthorized_keeps_the_server_reason() {
+        let json = unauthorized(br#"{"error":"revoked key"}"#);
+        assert_eq!(json.to_string(), "rejected by swg (HTTP 401): revoked key");
+        let text = unauthorized(b"expired device token: enroll again\n");
+        assert_eq!(
+            text.to_string(),
+            "rejected by swg (HTTP 401): expired device token: enroll again"
+        );
+        let empty = unauthorized(b"");
+        assert!(
+            empty.to_string().contains("not valid for this gateway"),
+            "{empty}"
+        );
     }
 }

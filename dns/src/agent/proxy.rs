@@ -185,7 +185,7 @@ impl Forwarder {
             .await?;
         if response.status() == http::StatusCode::UNAUTHORIZED {
             self.token_rejections.report(&token);
-            return Err(AgentError::Unauthorized);
+            return Err(super::unauthorized(response.body()));
         }
         if !response.status().is_success() {
             return Err(AgentError::Http(format!(
@@ -487,10 +487,10 @@ mod tests {
         let unlogged = |log: &DohFailureLog| log.0.lock().map_or(u64::MAX, |f| f.unlogged);
 
         // The first failure is logged at once; the next ones wait for the interval.
-        log.record(&AgentError::Unauthorized);
+        log.record(&AgentError::Unauthorized(String::new()));
         assert_eq!(unlogged(&log), 0);
         for _ in 0..4 {
-            log.record(&AgentError::Unauthorized);
+            log.record(&AgentError::Unauthorized(String::new()));
         }
         log.flush();
         assert_eq!(unlogged(&log), 4);

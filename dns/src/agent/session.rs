@@ -147,7 +147,7 @@ impl Session {
             Err(error) => {
                 self.failures = self.failures.saturating_add(1);
                 let delay = retry_delay(self.failures);
-                if matches!(error, AgentError::Unauthorized) {
+                if matches!(error, AgentError::Unauthorized(_)) {
                     tracing::error!(
                         %error,
                         device = %self.credentials.device,
@@ -191,10 +191,11 @@ impl Session {
                     tracing::info!(expires_at = %rfc3339(renewed.expires_at), "device token renewed");
                     return Ok(renewed);
                 }
-                Err(AgentError::Unauthorized) => tracing::warn!(
+                Err(AgentError::Unauthorized(reason)) => tracing::warn!(
                     device = %self.credentials.device,
-                    "the console rejected the device token (expired or revoked); \
-                     enrolling again with the authentication key"
+                    %reason,
+                    "the console rejected the device token; enrolling again with the \
+                     authentication key"
                 ),
                 Err(error) => return Err(error),
             }
