@@ -221,8 +221,17 @@ fn invalid_target_text(error: &InvalidTarget) -> &'static str {
 /// segments resolved, lower case). Origins resolve `/%2eswg/x`, `//.swg/x` and
 /// `/a/../.swg/x` to `/.swg/x`, so none of these spellings may be forwarded.
 fn is_reserved(target: &Target) -> bool {
-    target.path_and_query.starts_with(RESERVED_PREFIX)
-        || swg_policy::canonical_target(target.path()).starts_with(RESERVED_PREFIX)
+    if target.path_and_query.starts_with(RESERVED_PREFIX) {
+        return true;
+    }
+    // The canonical form can contain `swg` only if the path spells it, in some case
+    // or percent-encoded, so most paths skip building that form on every request.
+    let path = target.path().as_bytes();
+    let may_spell = path.contains(&b'%')
+        || path
+            .windows(3)
+            .any(|letters| letters.eq_ignore_ascii_case(b"swg"));
+    may_spell && swg_policy::canonical_target(target.path()).starts_with(RESERVED_PREFIX)
 }
 
 fn check_sni(context: &ConnectionContext, host: &str) {
