@@ -118,7 +118,7 @@ fn require_tenant_in_policy(
     if state.policy.current().tenant(tenant).is_some() {
         return Ok(());
     }
-    tracing::warn!(%tenant, %device, "device token refused: the tenant is not in the policy in force");
+    tracing::warn!(%tenant, %device, "device token rejected: the tenant is not in the policy in force");
     Err(ApiError::Conflict(
         "this tenant is not in the policy that the gateway has loaded, so its devices \
          cannot be served; the operator must add the tenant's policy file (or fix it) first"

@@ -149,9 +149,9 @@ fn body_limit(request: &Request) -> Option<usize> {
     request.extensions().get::<BodyLimit>().map(|limit| limit.0)
 }
 
-/// Maps a failure to read the body; a body over the limit, which a body of
-/// unknown length finds only while it is read, gets the message of a declared
-/// length over the limit.
+/// Maps a failure to read the body to an API error. A body of unknown length is
+/// found to be over the limit only while it is read, so it gets a message that
+/// names the limit like the one for a declared length.
 fn bytes_rejection(rejection: BytesRejection, limit: Option<usize>) -> ApiError {
     let status = rejection.status();
     let message = match limit {

@@ -276,7 +276,7 @@ impl DnsConfig {
         Duration::from_secs(self.read_timeout_secs)
     }
 
-    /// The write timeout as a `Duration`.
+    /// Returns the write timeout as a `Duration`.
     pub fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.write_timeout_secs)
     }

@@ -151,7 +151,8 @@ async fn serve_connection(
         let responses = responses.clone();
         tokio::spawn(async move {
             if let Some(response) = answer(&resolver, &in_flight, &message, peer).await {
-                // Never waits: the channel has room for as many responses as there are slots.
+                // Never waits: the channel's capacity is the number of slots, and each
+                // queued response keeps its slot until it is written.
                 let _ = responses
                     .send(Queued {
                         response,

@@ -257,7 +257,7 @@ impl Default for LimitConfig {
 pub struct ConfigError {
     /// The key, relative to `[proxy]`.
     pub key: &'static str,
-    /// What is wrong and what is allowed, worded to follow the key.
+    /// The problem and the allowed values, worded to follow the key.
     pub problem: String,
 }
 
@@ -521,8 +521,8 @@ fn invalid(key: &'static str, problem: &str) -> ConfigError {
     }
 }
 
-/// The error of a number outside `allowed`, worded like the other sections' range
-/// errors.
+/// Builds the error of a number outside `allowed`, worded like the other sections'
+/// range errors.
 fn out_of_range(key: &'static str, value: impl std::fmt::Display, allowed: &str) -> ConfigError {
     ConfigError {
         key,

@@ -12,7 +12,7 @@ use crate::host::{split_host_port, Host, InvalidHost};
 /// server in general rather than one resource.
 pub(crate) const ASTERISK_FORM: &str = "*";
 
-/// Why a request names no target that swg accepts. No variant contains user
+/// The reason a request names no target that swg accepts. No variant contains user
 /// information, so each may be logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum InvalidTarget {

@@ -374,10 +374,10 @@ fn connect_host(uri: &Uri) -> &str {
         .unwrap_or(host)
 }
 
-/// Describes a failed TLS handshake with `host`, with a hint for the usual causes: a
-/// certificate from a CA the agent does not trust (a missing `--ca-file`), a URL
-/// whose host the certificate does not name, and a server that refuses the host
-/// name (swg's DoH listener serves only `dns.doh_host`).
+/// Describes a failed TLS handshake with `host`, with a hint for each usual cause.
+/// These are a certificate from a CA the agent does not trust (a missing
+/// `--ca-file`), a URL whose host the certificate does not name, and a server that
+/// rejects the host name (swg's DoH listener serves only `dns.doh_host`).
 fn handshake_failure(error: &std::io::Error, host: &str) -> String {
     let tls_error = error
         .get_ref()
@@ -398,7 +398,7 @@ fn handshake_failure(error: &std::io::Error, host: &str) -> String {
              dns.doh_host for DoH, `localhost` by default)"
         ),
         Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => format!(
-            "{error}; the server refused the host name {host}: swg's DoH listener serves \
+            "{error}; the server rejected the host name {host}: swg's DoH listener serves \
              only the name in its dns.doh_host, so use that name in the URL"
         ),
         _ => error.to_string(),
@@ -448,7 +448,7 @@ mod tests {
         );
         let refused = handshake_failure(&refused, "dns.example");
         assert!(
-            refused.contains("refused the host name dns.example"),
+            refused.contains("rejected the host name dns.example"),
             "{refused}"
         );
         let expired = failure(rustls::CertificateError::Expired);

@@ -69,7 +69,7 @@ pub enum AgentError {
     Name {
         /// The name as given, quoted so that spaces and control characters show.
         name: String,
-        /// What the parser found wrong.
+        /// The parser's reason.
         reason: String,
     },
     /// A bundle id is empty or longer than the context option carries.
