@@ -329,8 +329,8 @@ impl Resolver {
 
         // Over plain DNS the location is the identity, so only the bundle id is taken
         // from the context option. Any host in the location could claim a class hint,
-        // and for that reason a bundle id on the bypass list counts as an ordinary app
-        // here (see `answer`).
+        // and for that reason a bundle id on the bypass or trusted list counts as an
+        // ordinary app here (see `answer`).
         let context = QueryContext {
             bundle_id: read_context(&query).bundle_id,
             ..QueryContext::default()
@@ -426,12 +426,16 @@ impl Resolver {
                 .classify_app(asker.client, claimed, asker.context.class_hint);
 
         let (outcome, class) = match (treatment, asker.transport) {
-            // Any host in a location can claim a bundle id over plain DNS, and a
-            // bypassed one would turn policy and logging off. It is filtered as an
-            // ordinary app instead, and the policy does not see the id, which would
-            // bypass it again. Over DoH the device token vouches for the agent that
-            // named the app.
-            (AppTreatment::Bypassed, Transport::Udp | Transport::Tcp) => {
+            // Any host in a location can claim a bundle id over plain DNS. A bypassed
+            // one would turn policy and logging off, and a trusted one would keep
+            // suspicious names away from the proxy. Both are filtered as an ordinary
+            // app instead, and the policy does not see the id, which would classify
+            // it again. Over DoH the device token vouches for the agent that named
+            // the app.
+            (
+                AppTreatment::Bypassed | AppTreatment::Filtered(AppClass::TrustedApp),
+                Transport::Udp | Transport::Tcp,
+            ) => {
                 let app = AppRef {
                     bundle_id: None,
                     class: AppClass::App,

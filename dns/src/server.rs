@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::cache::CachingUpstream;
 use crate::config::{ConfigError, DnsConfig};
-use crate::connections::ConnectionLimiter;
+use crate::connections::{ConnectionLimiter, ConnectionPool};
 use crate::doh::{serve_doh, DohCertificates, DohLimits};
 use crate::metrics::DnsMetrics;
 use crate::ratelimit::RateLimiter;
@@ -83,18 +83,19 @@ impl DnsServer {
 
         // TCP connections from sources in no location get a pool of their own, so that
         // they can never take the slots that DoH and the tenants' offices share.
-        let new_pool = || {
+        let new_pool = |pool| {
             ConnectionLimiter::new(
+                pool,
                 config.max_connections_per_client,
                 config.max_connections,
                 config.client_ipv6_prefix_len,
                 metrics.refused.clone(),
             )
         };
-        let connections = new_pool();
+        let connections = new_pool(ConnectionPool::Shared);
         let tcp_connections = TcpConnections {
             known_sources: connections.clone(),
-            unknown_sources: new_pool(),
+            unknown_sources: new_pool(ConnectionPool::UnknownSources),
         };
         let config = Arc::new(config);
         let resolver = Arc::new(Resolver::new(config.clone(), upstream, backends, metrics));

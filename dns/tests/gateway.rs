@@ -37,6 +37,7 @@ cidrs = ["127.0.0.1/32"]
 id = "everyone"
 [policies.block]
 domains = ["blocked.test", "blocked-target.test"]
+urls = ["url-rules.test/downloads/"]
 "#;
 
 struct Gateway {
@@ -365,6 +366,47 @@ async fn bypassed_app_filtered_over_plain_dns() {
         Some("192.0.2.10".parse().unwrap())
     );
     assert_eq!(gateway.harness.recorded.events_for("blocked.test").len(), 4);
+}
+
+#[tokio::test]
+async fn plain_dns_trusted_claim_steered() {
+    let gateway = start().await;
+    let server = gateway.harness.server.udp_addr();
+    let steered: IpAddr = "127.0.0.1".parse().unwrap();
+    let upstream: IpAddr = "192.0.2.10".parse().unwrap();
+
+    // The name has URL rules, so apps are steered to the proxy and trusted apps are
+    // not. Any host in the location can claim the trusted bundle id, in any case.
+    for claimed in ["com.acme.mail", "COM.ACME.MAIL"] {
+        let question = query("url-rules.test", RecordType::A, Some(&app(claimed)));
+        let response = udp_exchange(server, "127.0.0.1:0", &question)
+            .await
+            .unwrap();
+        assert_eq!(first_address(&response), Some(steered), "{claimed}");
+        let tcp = gateway.harness.tcp(&question).await;
+        assert_eq!(first_address(&tcp), Some(steered), "{claimed} over TCP");
+    }
+    let events = gateway.harness.recorded.events_for("url-rules.test");
+    assert_eq!(events.len(), 4);
+    for event in &events {
+        assert_eq!(event.action, EventAction::Inspect);
+        assert_eq!(event.class, AppClass::App);
+    }
+
+    // Over DoH the device token vouches for the agent: the trusted app is not steered.
+    let token = gateway.token("acme", "key1");
+    let question = query("url-rules.test", RecordType::A, Some(&app("com.acme.mail")));
+    let response = gateway
+        .harness
+        .doh(&question, Some(&token))
+        .await
+        .message
+        .unwrap();
+    assert_eq!(first_address(&response), Some(upstream));
+    let events = gateway.harness.recorded.events_for("url-rules.test");
+    assert_eq!(events.len(), 5);
+    assert_eq!(events[4].action, EventAction::Allow);
+    assert_eq!(events[4].class, AppClass::TrustedApp);
 }
 
 #[tokio::test]

@@ -400,6 +400,19 @@ async fn unknown_source_tcp_leaves_doh_slots() {
         }
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // Three from the first source and one from the second fill the pool of four. The
+    // last two are refused under the pool's own reason.
+    assert_eq!(
+        harness.counter(
+            "swg_dns_refused_total",
+            &[("reason", "unknown_source_connection_limit")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        harness.counter("swg_dns_refused_total", &[("reason", "connection_limit")]),
+        0.0
+    );
 
     // DoH and the office's TCP are still served.
     let question = query("allowed.test", RecordType::A, None);
