@@ -312,7 +312,13 @@ fn run_queries(
         7,
         || {
             store
-                .device_recent(tenant, &generate::device_name(0), now, 500)
+                .device_recent(
+                    tenant,
+                    &generate::device_name(0),
+                    &generate::user_name(0),
+                    now,
+                    500,
+                )
                 .map(|e| e.len())
         },
         |n| format!("{n:?} events"),
@@ -322,7 +328,13 @@ fn run_queries(
         7,
         || {
             store
-                .device_recent(tenant, &generate::device_name(2_999), now, 500)
+                .device_recent(
+                    tenant,
+                    &generate::device_name(2_999),
+                    &generate::user_name(2_999),
+                    now,
+                    500,
+                )
                 .map(|e| e.len())
         },
         |n| format!("{n:?} events"),

@@ -57,12 +57,17 @@ pub trait ActivityStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<TopEntry>, ActivityError>;
 
-    /// Returns the newest `limit` block and warn events of one device in the 30 days
-    /// before `now`, newest first. The agent shows these to the user.
+    /// Returns the newest `limit` block and warn events whose device is `device` and
+    /// whose user is `user`, from 30 days before `now` up to `now`, both inclusive,
+    /// newest first. The agent shows these to the user.
+    ///
+    /// `limit` is clamped to 1..=[`MAX_PAGE_SIZE`](crate::query::MAX_PAGE_SIZE).
+    /// Events without a user or device never match.
     fn device_recent(
         &self,
         tenant: &str,
         device: &str,
+        user: &str,
         now: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<Event>, ActivityError>;

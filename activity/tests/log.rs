@@ -206,10 +206,11 @@ impl ActivityStore for GatedStore {
         &self,
         t: &str,
         d: &str,
+        user: &str,
         now: OffsetDateTime,
         n: usize,
     ) -> Result<Vec<Event>, ActivityError> {
-        self.inner.device_recent(t, d, now, n)
+        self.inner.device_recent(t, d, user, now, n)
     }
     fn delete_older_than(
         &self,

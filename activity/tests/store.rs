@@ -289,21 +289,81 @@ fn device_recent_returns_block_and_warn_of_last_30_days() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let now = BASE + Duration::days(40);
+    let window_start = now - Duration::days(30);
+    let event_at = |time: OffsetDateTime, host: &str, action: Action| {
+        let mut event = event("acme", 0, host, action);
+        event.time = time;
+        event
+    };
+    let mut other_device = event("acme", 22 * 24 * 60, "other-device.example", Action::Block);
+    other_device.device = Some("DEV-2".to_owned());
+    let mut other_user = event("acme", 24 * 24 * 60, "other-user.example", Action::Warn);
+    other_user.user = Some("bob@example.com".to_owned());
+    let mut no_user = event("acme", 24 * 24 * 60, "no-user.example", Action::Block);
+    no_user.user = None;
     let events = vec![
         event("acme", 0, "too-old.example", Action::Block),
+        event_at(
+            window_start - Duration::milliseconds(1),
+            "before-window.example",
+            Action::Block,
+        ),
+        event_at(window_start, "first-millisecond.example", Action::Warn),
         event("acme", 20 * 24 * 60, "blocked.example", Action::Block),
         event("acme", 21 * 24 * 60, "allowed.example", Action::Allow),
         event("acme", 22 * 24 * 60, "warned.example", Action::Warn),
         event("acme", 23 * 24 * 60, "accepted.example", Action::Accepted),
+        event("acme", 25 * 24 * 60, "blocked-again.example", Action::Block),
+        event_at(now, "last-millisecond.example", Action::Block),
+        event_at(
+            now + Duration::milliseconds(1),
+            "after-now.example",
+            Action::Block,
+        ),
     ];
-    let mut other_device = event("acme", 22 * 24 * 60, "other.example", Action::Block);
-    other_device.device = Some("DEV-2".to_owned());
     store.insert_batch(&events).unwrap();
-    store.insert_batch(&[other_device]).unwrap();
+    store
+        .insert_batch(&[other_device, other_user, no_user])
+        .unwrap();
 
-    let recent = store.device_recent("acme", "DEV-1", now, 100).unwrap();
+    let recent = store
+        .device_recent("acme", "DEV-1", "alice@example.com", now, 100)
+        .unwrap();
     let hosts: Vec<&str> = recent.iter().map(|e| e.request.as_str()).collect();
-    assert_eq!(hosts, vec!["warned.example", "blocked.example"]);
+
+    assert!(!hosts.contains(&"other-user.example"), "{hosts:?}");
+    assert!(!hosts.contains(&"no-user.example"), "{hosts:?}");
+    assert!(!hosts.contains(&"other-device.example"), "{hosts:?}");
+    assert!(!hosts.contains(&"allowed.example"), "{hosts:?}");
+    assert!(!hosts.contains(&"accepted.example"), "{hosts:?}");
+    assert!(!hosts.contains(&"too-old.example"), "{hosts:?}");
+    assert!(!hosts.contains(&"before-window.example"), "{hosts:?}");
+    assert!(!hosts.contains(&"after-now.example"), "{hosts:?}");
+    assert_eq!(
+        hosts,
+        vec![
+            "last-millisecond.example",
+            "blocked-again.example",
+            "warned.example",
+            "blocked.example",
+            "first-millisecond.example",
+        ]
+    );
+
+    let newest_two = store
+        .device_recent("acme", "DEV-1", "alice@example.com", now, 2)
+        .unwrap();
+    let hosts: Vec<&str> = newest_two.iter().map(|e| e.request.as_str()).collect();
+    assert_eq!(
+        hosts,
+        vec!["last-millisecond.example", "blocked-again.example"]
+    );
+
+    let bob = store
+        .device_recent("acme", "DEV-1", "bob@example.com", now, 100)
+        .unwrap();
+    let hosts: Vec<&str> = bob.iter().map(|e| e.request.as_str()).collect();
+    assert_eq!(hosts, vec!["other-user.example"]);
 }
 
 #[test]

@@ -13,8 +13,6 @@ use crate::{ApiError, ConsoleState};
 const MAX_ID_LEN: usize = 256;
 /// Most activity events returned to a device.
 const DEVICE_ACTIVITY_LIMIT: usize = 500;
-/// Days of activity returned to a device.
-const DEVICE_ACTIVITY_DAYS: i64 = 30;
 
 /// The enrolment request, from the agent's MDM configuration.
 #[derive(Debug, Deserialize)]
@@ -205,37 +203,29 @@ pub(crate) struct DeviceActivity {
 }
 
 /// `GET /api/agent/activity`: the block and warn events of the last 30 days of the
-/// token's device and user, newest first.
+/// token's device and user, newest first, at most [`DEVICE_ACTIVITY_LIMIT`].
+/// [`ActivityStore::device_recent`](swg_activity::ActivityStore::device_recent)
+/// applies the window, which reaches from 30 days before the request up to the
+/// request, both ends inclusive.
 ///
-/// Both must match: an authentication key is shared by the whole tenant, so a
-/// device id alone would let anyone holding the key read another user's history by
-/// enrolling under that user's device id.
+/// The device and the user must both match. An authentication key is shared by the
+/// whole tenant, so a device id alone would let anyone holding the key read another
+/// user's history by enrolling under that user's device id.
 pub(crate) async fn activity(
     State(state): State<ConsoleState>,
     Agent(claims): Agent,
 ) -> Result<Json<DeviceActivity>, ApiError> {
     let store = state.activity.clone();
     let now = time::OffsetDateTime::now_utc();
-    let mut query = swg_activity::Query::new(
-        claims.tenant,
-        now - time::Duration::days(DEVICE_ACTIVITY_DAYS),
-        now + time::Duration::milliseconds(1),
-    );
-    query.user = Some(claims.user);
-    query.device = Some(claims.device);
-    query.limit = DEVICE_ACTIVITY_LIMIT;
 
     let events = tokio::task::spawn_blocking(move || {
-        // The store filters on one action at a time: read each action's newest
-        // events, then keep the newest of both.
-        let mut events = Vec::new();
-        for action in [swg_activity::Action::Block, swg_activity::Action::Warn] {
-            query.action = Some(action);
-            events.extend(store.query(&query)?.events);
-        }
-        events.sort_by_key(|event| std::cmp::Reverse(event.time));
-        events.truncate(DEVICE_ACTIVITY_LIMIT);
-        Ok::<_, swg_activity::ActivityError>(events)
+        store.device_recent(
+            &claims.tenant,
+            &claims.device,
+            &claims.user,
+            now,
+            DEVICE_ACTIVITY_LIMIT,
+        )
     })
     .await??;
     Ok(Json(DeviceActivity { events }))

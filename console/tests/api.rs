@@ -800,6 +800,81 @@ async fn csv_export_escapes_cells() {
 }
 
 #[tokio::test]
+async fn agent_activity_returns_own_user_alerts_only() {
+    use swg_activity::Action;
+
+    let console = start().await;
+    let now = time::OffsetDateTime::now_utc();
+    let alert = |host: &str, action: Action, user: &str, device: &str, minutes_ago: i64| {
+        let mut event = swg_activity::Event::new("acme", swg_activity::Via::Dns, host, action);
+        event.user = Some(user.to_owned());
+        event.device = Some(device.to_owned());
+        event.time = now - time::Duration::minutes(minutes_ago);
+        event
+    };
+    let alice = "alice@acme.example";
+    let bob = "bob@acme.example";
+    let events = [
+        alert(
+            "expired.example",
+            Action::Block,
+            alice,
+            "device-1",
+            31 * 24 * 60,
+        ),
+        alert("older-block.example", Action::Block, alice, "device-1", 180),
+        alert("warned.example", Action::Warn, alice, "device-1", 120),
+        alert("newer-block.example", Action::Block, alice, "device-1", 60),
+        alert("bob.example", Action::Block, bob, "device-1", 30),
+        alert("allowed.example", Action::Allow, alice, "device-1", 20),
+        alert("other-device.example", Action::Block, alice, "device-2", 10),
+    ];
+    console.activity.insert_batch(&events).unwrap();
+    let token = console
+        .enroll(&console.authentication_key, "device-1")
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let response = console.as_agent(&token, "GET", "/api/agent/activity").await;
+
+    assert_eq!(response.status, 200, "{}", response.text());
+    let body = response.json();
+    let hosts: Vec<&str> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["request"].as_str().unwrap())
+        .collect();
+    assert!(
+        !hosts.contains(&"bob.example"),
+        "another user's event: {hosts:?}"
+    );
+    assert!(
+        !hosts.contains(&"allowed.example"),
+        "an allow event: {hosts:?}"
+    );
+    assert!(
+        !hosts.contains(&"other-device.example"),
+        "another device's event: {hosts:?}"
+    );
+    assert!(
+        !hosts.contains(&"expired.example"),
+        "an event older than 30 days: {hosts:?}"
+    );
+    assert_eq!(
+        hosts,
+        vec![
+            "newer-block.example",
+            "warned.example",
+            "older-block.example"
+        ]
+    );
+}
+
+#[tokio::test]
 async fn bad_query_strings_get_json_400() {
     let console = start().await;
     for path in [

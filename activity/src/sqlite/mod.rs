@@ -286,10 +286,11 @@ impl ActivityStore for SqliteStore {
         &self,
         tenant: &str,
         device: &str,
+        user: &str,
         now: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<Event>, ActivityError> {
-        self.with_reader(|conn| read::device_recent(conn, tenant, device, now, limit))
+        self.with_reader(|conn| read::device_recent(conn, tenant, device, user, now, limit))
     }
 
     fn delete_older_than(
