@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 
+use super::tls_errors::handshake_failure;
 use super::AgentError;
 
 /// Largest response body the agent reads, in bytes.
@@ -374,37 +375,6 @@ fn connect_host(uri: &Uri) -> &str {
         .unwrap_or(host)
 }
 
-/// Describes a failed TLS handshake with `host`, with a hint for each usual cause.
-/// These are a certificate from a CA the agent does not trust (a missing
-/// `--ca-file`), a URL whose host the certificate does not name, and a server that
-/// rejects the host name (swg's DoH listener serves only `dns.doh_host`).
-fn handshake_failure(error: &std::io::Error, host: &str) -> String {
-    let tls_error = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match tls_error {
-        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
-            format!(
-                "{error}; if this is swg's own root CA, pass it with --ca-file \
-                 (`swg ca export --format pem --out swg-root.pem`)"
-            )
-        }
-        Some(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::NotValidForName
-            | rustls::CertificateError::NotValidForNameContext { .. },
-        )) => format!(
-            "{error}; the server's certificate does not name {host}, so use the host name \
-             it was made for in the URL (swg's console.host_name for the console and \
-             dns.doh_host for DoH, `localhost` by default)"
-        ),
-        Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => format!(
-            "{error}; the server rejected the host name {host}: swg's DoH listener serves \
-             only the name in its dns.doh_host, so use that name in the URL"
-        ),
-        _ => error.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,35 +393,5 @@ mod tests {
             };
             assert_eq!(connect_host(&uri), host, "{url}");
         }
-    }
-
-    #[test]
-    fn handshake_failures_give_hints() {
-        let failure = |error: rustls::CertificateError| {
-            let error = std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                rustls::Error::InvalidCertificate(error),
-            );
-            handshake_failure(&error, "127.0.0.1")
-        };
-
-        let unknown = failure(rustls::CertificateError::UnknownIssuer);
-        assert!(unknown.contains("pass it with --ca-file"), "{unknown}");
-        let wrong_name = failure(rustls::CertificateError::NotValidForName);
-        assert!(
-            wrong_name.contains("does not name 127.0.0.1"),
-            "{wrong_name}"
-        );
-        let refused = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied),
-        );
-        let refused = handshake_failure(&refused, "dns.example");
-        assert!(
-            refused.contains("rejected the host name dns.example"),
-            "{refused}"
-        );
-        let expired = failure(rustls::CertificateError::Expired);
-        assert!(!expired.contains(';'), "{expired}");
     }
 }

@@ -8,6 +8,7 @@ pub mod limits;
 pub mod presentation;
 pub mod proxy;
 pub mod session;
+mod tls_errors;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -12,10 +12,13 @@ use super::AgentError;
 
 /// Shortest renewal interval while the token is still valid.
 const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(60);
-/// First wait after a failed renewal or enrolment, doubled after each further one.
+/// First wait after a failed renewal or enrolment, doubled after each further one,
+/// before jitter.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 /// Maximum wait between two attempts.
 const MAX_RETRY: Duration = Duration::from_secs(300);
+/// Minimum wait between two attempts that the jitter draws.
+const MIN_RETRY: Duration = Duration::from_secs(1);
 
 /// The identity and authentication key the agent enrols with. The key stays in
 /// memory only, so that the agent can enrol again when its token can no longer be
@@ -85,6 +88,9 @@ pub(crate) struct Session {
     /// last scheduled renewal succeeded, so that a token swg keeps rejecting does
     /// not make the agent enrol again at every query.
     failures: u32,
+    /// The wait after the last attempt before a rejection may trigger the next
+    /// refresh. [`retry_delay`] draws it anew whenever `failures` changes.
+    retry_after: Duration,
     last_attempt: Option<Instant>,
 }
 
@@ -101,6 +107,7 @@ impl Session {
             token: Arc::new(RwLock::new(enrolment.token.clone())),
             expires_at: enrolment.expires_at,
             failures: 0,
+            retry_after: retry_delay(0),
             last_attempt: None,
         }
     }
@@ -132,7 +139,7 @@ impl Session {
     /// Returns the earliest time a rejection may trigger the next refresh.
     pub(crate) fn earliest_retry(&self) -> Instant {
         match self.last_attempt {
-            Some(at) => at + retry_delay(self.failures),
+            Some(at) => at + self.retry_after,
             None => Instant::now(),
         }
     }
@@ -145,8 +152,7 @@ impl Session {
         let enrolment = match self.renew_or_enrol().await {
             Ok(enrolment) => enrolment,
             Err(error) => {
-                self.failures = self.failures.saturating_add(1);
-                let delay = retry_delay(self.failures);
+                let delay = self.count_failure();
                 if matches!(error, AgentError::Unauthorized(_)) {
                     tracing::error!(
                         %error,
@@ -168,8 +174,7 @@ impl Session {
         }
         self.expires_at = enrolment.expires_at;
         if enrolment.expires_at <= swg_identity::unix_now() {
-            self.failures = self.failures.saturating_add(1);
-            let delay = retry_delay(self.failures);
+            let delay = self.count_failure();
             tracing::warn!(
                 expires_at = %rfc3339(enrolment.expires_at),
                 retry_in_secs = delay.as_secs(),
@@ -181,7 +186,15 @@ impl Session {
             Trigger::Schedule => 0,
             Trigger::Rejection => self.failures.saturating_add(1),
         };
+        self.retry_after = retry_delay(self.failures);
         Ok(self.renewal_time())
+    }
+
+    /// Counts one more failed attempt and returns the wait before the next one.
+    fn count_failure(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.retry_after = retry_delay(self.failures);
+        self.retry_after
     }
 
     async fn renew_or_enrol(&self) -> Result<Enrolment, AgentError> {
@@ -227,11 +240,36 @@ fn renewal_delay(remaining: Duration) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-/// Returns the wait after `failures` failed attempts in a row: [`FIRST_RETRY`]
-/// doubled per further failure, at most [`MAX_RETRY`].
+/// Draws the wait after `failures` failed attempts in a row: uniformly at random,
+/// to the millisecond, between half of [`backoff`] and all of it, and never below
+/// [`MIN_RETRY`]. The jitter spreads the retries of the many agents that lost the
+/// server at the same moment, which would otherwise retry in lockstep. Without
+/// random bytes from the operating system the wait is the whole backoff.
 fn retry_delay(failures: u32) -> Duration {
+    // The ring provider of rustls, which the agent's TLS already uses, reads the
+    // operating system's generator, so the agent needs no random-number crate.
+    let mut random = [0u8; 8];
+    let provider = rustls::crypto::ring::default_provider();
+    match provider.secure_random.fill(&mut random) {
+        Ok(()) => jitter(backoff(failures), u64::from_le_bytes(random)),
+        Err(_) => backoff(failures),
+    }
+}
+
+/// Returns the wait before jitter: [`FIRST_RETRY`] doubled per failure after the
+/// first, at most [`MAX_RETRY`].
+fn backoff(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY)
+}
+
+/// Maps `random` to a wait between half of `delay` (at least [`MIN_RETRY`]) and
+/// `delay`, in steps of a millisecond.
+fn jitter(delay: Duration, random: u64) -> Duration {
+    let low = (delay / 2).max(MIN_RETRY).min(delay);
+    let span = u64::try_from((delay - low).as_millis()).unwrap_or(u64::MAX);
+    // The modulo bias changes each value's probability by at most (span + 1) / 2^64.
+    low + Duration::from_millis(random % span.saturating_add(1))
 }
 
 #[cfg(test)]
@@ -249,9 +287,54 @@ mod tests {
 
     #[test]
     fn retries_back_off_to_a_cap() {
-        let delays: Vec<u64> = (0..9).map(|n| retry_delay(n).as_secs()).collect();
+        let delays: Vec<u64> = (0..9).map(|n| backoff(n).as_secs()).collect();
         assert_eq!(delays, vec![5, 5, 10, 20, 40, 80, 160, 300, 300]);
-        assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
+        assert_eq!(backoff(u32::MAX), MAX_RETRY);
+    }
+
+    #[test]
+    fn jittered_retries_stay_within_bounds() {
+        for failures in [0, 1, 2, 5, 7, 8, u32::MAX] {
+            let full = backoff(failures);
+            for _ in 0..500 {
+                let delay = retry_delay(failures);
+                assert!(delay >= full / 2, "{failures}: {delay:?} < {full:?} / 2");
+                assert!(delay >= MIN_RETRY, "{failures}: {delay:?}");
+                assert!(delay <= full, "{failures}: {delay:?} > {full:?}");
+                assert!(delay <= MAX_RETRY, "{failures}: {delay:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn jittered_retries_differ() {
+        for failures in [1, 4, 20] {
+            let first = retry_delay(failures);
+            let draws: Vec<Duration> = (0..50).map(|_| retry_delay(failures)).collect();
+            assert!(
+                draws.iter().any(|delay| *delay != first),
+                "{failures}: 51 draws of {first:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_maps_extremes_to_bounds() {
+        let secs = Duration::from_secs;
+        assert_eq!(jitter(secs(10), 0), secs(5));
+        assert_eq!(jitter(secs(10), 5_000), secs(10));
+        assert_eq!(jitter(secs(10), 5_001), secs(5));
+        assert_eq!(
+            jitter(secs(300), u64::MAX),
+            secs(150) + Duration::from_millis(126_712)
+        );
+        // The floor applies when half the delay is shorter, and never lifts the
+        // wait above the delay itself.
+        assert_eq!(jitter(Duration::from_millis(1_500), 0), MIN_RETRY);
+        assert_eq!(
+            jitter(Duration::from_millis(500), 123),
+            Duration::from_millis(500)
+        );
     }
 
     #[test]

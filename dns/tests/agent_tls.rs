@@ -1,0 +1,248 @@
+//! The agent's messages when the TLS handshake with the console fails: real rustls
+//! servers on loopback with a certificate for another name, from an untrusted CA,
+//! expired, or offering no protocol the agent speaks. Each message is plain text,
+//! without rustls's type and variant names.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use swg_dns::agent::limits::ProxyLimits;
+use swg_dns::agent::{Agent, AgentError, AgentOptions};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// Spellings of rustls's Rust types that must not reach an operator.
+const RUST_SPELLINGS: [&str; 8] = [
+    "DnsName(",
+    "IpAddress(",
+    "NotValidForName",
+    "UnknownIssuer",
+    "ExpiredContext",
+    "NotValidYet",
+    "AlertReceived",
+    "NoApplicationProtocol",
+];
+
+/// A CA made by the test, with its certificate as a PEM file.
+struct TestCa {
+    issuer: Issuer<'static, KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    fn new(common_name: &str) -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), certificate.pem()).unwrap();
+        TestCa {
+            issuer: Issuer::new(params, key),
+            dir,
+        }
+    }
+
+    fn pem_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Issues a leaf certificate and key for `names`, with the parameters changed by
+    /// `adjust` before signing.
+    fn leaf(
+        &self,
+        names: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        adjust(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (certificate.der().clone(), key)
+    }
+}
+
+/// Starts a TLS server on loopback that presents `leaf` and offers `alpn`, and
+/// returns its port. Connections end after the handshake: every test here fails
+/// during it.
+async fn start_server(
+    leaf: (CertificateDer<'static>, PrivateKeyDer<'static>),
+    alpn: &[&[u8]],
+) -> u16 {
+    let (certificate, key) = leaf;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certificate], key)
+    .unwrap();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(stream).await;
+            });
+        }
+    });
+    port
+}
+
+/// Enrols with the console at `https://{host}:{port}`, trusting `ca_file` besides
+/// the webpki roots, and returns the error's text.
+async fn enrolment_error(host: &str, port: u16, ca_file: Option<PathBuf>) -> String {
+    let options = AgentOptions {
+        server: format!("https://{host}:{port}"),
+        auth_key: "auth-key-1".to_owned(),
+        user: "u1".to_owned(),
+        device: "d1".to_owned(),
+        ca_file,
+        system_resolvers: Vec::new(),
+        limits: ProxyLimits::default(),
+    };
+    match Agent::enroll(&options).await {
+        Ok(_) => panic!("enrolled with a server whose handshake must fail"),
+        Err(error @ AgentError::Tls(_)) => error.to_string(),
+        Err(error) => panic!("expected a TLS error, got {error:?}"),
+    }
+}
+
+fn assert_plain(message: &str) {
+    for spelling in RUST_SPELLINGS {
+        assert!(!message.contains(spelling), "{spelling} in: {message}");
+    }
+}
+
+#[tokio::test]
+async fn certificate_for_another_name_is_explained() {
+    let ca = TestCa::new("agent test CA");
+    let port = start_server(ca.leaf(&["api.example.test"], |_| {}), &[b"h2"]).await;
+
+    let message = enrolment_error("localhost", port, Some(ca.pem_path())).await;
+    assert!(
+        message.contains("the server's certificate is for api.example.test, not for localhost"),
+        "{message}"
+    );
+    // The hint of earlier versions is kept.
+    assert!(
+        message.contains("use the host name it was made for"),
+        "{message}"
+    );
+    assert_plain(&message);
+
+    let port = start_server(
+        ca.leaf(&["api.example.test", "console.example.test"], |_| {}),
+        &[b"h2"],
+    )
+    .await;
+    let message = enrolment_error("127.0.0.1", port, Some(ca.pem_path())).await;
+    assert!(
+        message.contains(
+            "the server's certificate is for api.example.test or console.example.test, \
+             not for 127.0.0.1"
+        ),
+        "{message}"
+    );
+    assert_plain(&message);
+}
+
+#[tokio::test]
+async fn certificate_from_an_untrusted_ca_is_explained() {
+    let ca = TestCa::new("agent test CA");
+    let other = TestCa::new("another test CA");
+    let port = start_server(ca.leaf(&["localhost"], |_| {}), &[b"h2"]).await;
+
+    for ca_file in [None, Some(other.pem_path())] {
+        let message = enrolment_error("localhost", port, ca_file).await;
+        assert!(
+            message
+                .contains("the server's certificate was issued by a CA the agent does not trust"),
+            "{message}"
+        );
+        assert!(message.contains("pass it with --ca-file"), "{message}");
+        assert_plain(&message);
+    }
+}
+
+#[tokio::test]
+async fn replaced_ca_with_same_name_is_explained() {
+    // A CA made again under the same name, as when swg's data folder is created anew
+    // while a device keeps the old root CA file.
+    let old = TestCa::new("agent test CA");
+    let current = TestCa::new("agent test CA");
+    let port = start_server(current.leaf(&["localhost"], |_| {}), &[b"h2"]).await;
+
+    let message = enrolment_error("localhost", port, Some(old.pem_path())).await;
+    assert!(
+        message.contains("a signature that its issuer's key does not verify"),
+        "{message}"
+    );
+    assert!(message.contains("swg ca export"), "{message}");
+    assert_plain(&message);
+}
+
+#[tokio::test]
+async fn expired_certificate_is_explained() {
+    let ca = TestCa::new("agent test CA");
+    let leaf = ca.leaf(&["localhost"], |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let port = start_server(leaf, &[b"h2"]).await;
+
+    let message = enrolment_error("localhost", port, Some(ca.pem_path())).await;
+    assert!(
+        message.contains("the server's certificate has expired (valid until 2021-01-01T00:00:00Z"),
+        "{message}"
+    );
+    assert_plain(&message);
+}
+
+#[tokio::test]
+async fn certificate_not_valid_yet_is_explained() {
+    let ca = TestCa::new("agent test CA");
+    let leaf = ca.leaf(&["localhost"], |params| {
+        params.not_before = rcgen::date_time_ymd(2999, 1, 1);
+        params.not_after = rcgen::date_time_ymd(3000, 1, 1);
+    });
+    let port = start_server(leaf, &[b"h2"]).await;
+
+    let message = enrolment_error("localhost", port, Some(ca.pem_path())).await;
+    assert!(
+        message
+            .contains("the server's certificate is not valid yet (valid from 2999-01-01T00:00:00Z"),
+        "{message}"
+    );
+    assert_plain(&message);
+}
+
+#[tokio::test]
+async fn alert_from_the_server_is_explained() {
+    let ca = TestCa::new("agent test CA");
+    // The agent offers only h2 and http/1.1, so a server that speaks neither ends the
+    // handshake with an alert.
+    let port = start_server(ca.leaf(&["localhost"], |_| {}), &[b"imap"]).await;
+
+    let message = enrolment_error("localhost", port, Some(ca.pem_path())).await;
+    assert!(
+        message
+            .contains("the server ended the TLS handshake with the alert no_application_protocol"),
+        "{message}"
+    );
+    assert!(message.contains("neither HTTP/2 nor HTTP/1.1"), "{message}");
+    assert_plain(&message);
+}
