@@ -20,8 +20,11 @@ use crate::upstream::{StreamLease, UpstreamFailure};
 /// Sends a WebSocket handshake to the origin and, when it switches protocols, joins
 /// the client and origin connections in a background task, which keeps the client
 /// connection's permit until the tunnel ends. A response other than the switch is
-/// passed on like any other response. The request's body is never sent, so the
-/// caller rejects a handshake that has one.
+/// passed on like any other response. Origin failures, a 101 to another protocol
+/// among them, are classified by
+/// [`Upstream::send_websocket_handshake`](crate::upstream::Upstream::send_websocket_handshake).
+/// The request's body is never sent, so the caller rejects a handshake that has
+/// one.
 pub(crate) async fn tunnel(
     shared: &Shared,
     context: &ConnectionContext,
@@ -33,19 +36,6 @@ pub(crate) async fn tunnel(
     let origin_uri = format!("{}://{}/", target.scheme.as_str(), target.authority())
         .parse()
         .map_err(|_| UpstreamFailure::InvalidHost)?;
-    let connector = shared.upstream.connector();
-    let stream = connector
-        .connect(&origin_uri, true)
-        .await
-        .map_err(|error| UpstreamFailure::from_connect(&error))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
-        .await
-        .map_err(|_| UpstreamFailure::Unreachable)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%error, "WebSocket origin connection ended with an error");
-        }
-    });
 
     let (mut parts, _body) = request.into_parts();
     remove_hop_by_hop(&mut parts.headers, true);
@@ -66,13 +56,10 @@ pub(crate) async fn tunnel(
     parts.version = Version::HTTP_11;
     let origin_request = Request::from_parts(parts, empty());
 
-    let first_byte = shared.upstream.first_byte_timeout();
-    let mut response =
-        match tokio::time::timeout(first_byte, sender.send_request(origin_request)).await {
-            Err(_) => return Err(UpstreamFailure::TimedOut),
-            Ok(Err(error)) => return Err(UpstreamFailure::from_error(&error)),
-            Ok(Ok(response)) => response,
-        };
+    let mut response = shared
+        .upstream
+        .send_websocket_handshake(&origin_uri, origin_request)
+        .await?;
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return request::pass_on(shared, context, response, None, StreamLease::default());

@@ -1,6 +1,7 @@
-//! How the proxy reports origins that fail after swg reached them, self-signed
-//! origin certificates, and client connections that close before the TLS
-//! ClientHello. Every origin is a loopback listener run by the test.
+//! How the proxy reports origins that fail after swg reached them, for plain
+//! requests and WebSocket handshakes alike, self-signed origin certificates, and
+//! client connections that close before the TLS ClientHello. Every origin is a
+//! loopback listener run by the test.
 
 #![allow(clippy::unwrap_used)]
 
@@ -265,4 +266,217 @@ async fn connection_closed_before_hello_counted_apart() {
     }
     assert_eq!(metric("closed_without_data"), 3.0);
     assert_eq!(metric("client_hello"), 1.0);
+}
+
+/// The response to a WebSocket handshake, as the client read it.
+struct HandshakeResult {
+    status_line: String,
+    body: String,
+}
+
+/// Sends a WebSocket handshake for `target` with `Host: host` on `stream`, with
+/// `extra_headers` (each ending in CRLF) added, and reads the response head and
+/// its `Content-Length` body. Fails the test unless the response is complete
+/// within 10 s.
+async fn websocket_handshake<S>(
+    stream: &mut S,
+    target: &str,
+    host: &str,
+    extra_headers: &str,
+) -> HandshakeResult
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra_headers}Upgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let read = async {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let length = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).await.unwrap();
+        HandshakeResult {
+            status_line: head.lines().next().unwrap_or("").to_owned(),
+            body: String::from_utf8(body).unwrap(),
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("no complete response to the WebSocket handshake within 10 s")
+}
+
+/// Sends a WebSocket handshake for `http://127.0.0.1:{port}/ws` through the
+/// explicit proxy in absolute form.
+async fn explicit_websocket_handshake(harness: &Harness, port: u16) -> HandshakeResult {
+    let mut tcp = TcpStream::connect(harness.explicit).await.unwrap();
+    let authorization = format!("Proxy-Authorization: Bearer {}\r\n", support::GOOD_TOKEN);
+    websocket_handshake(
+        &mut tcp,
+        &format!("http://127.0.0.1:{port}/ws"),
+        &format!("127.0.0.1:{port}"),
+        &authorization,
+    )
+    .await
+}
+
+/// Asserts that a WebSocket handshake and a plain GET through the explicit proxy
+/// to the origin on `port` both get `status` and the page `page`.
+async fn assert_same_page(harness: &Harness, case: &str, port: u16, status: u16, page: &str) {
+    let websocket = explicit_websocket_handshake(harness, port).await;
+    assert_eq!(
+        websocket.status_line.split(' ').nth(1),
+        Some(status.to_string().as_str()),
+        "{case}: WebSocket handshake got {}",
+        websocket.status_line
+    );
+    assert_eq!(websocket.body, page, "{case}: WebSocket handshake");
+
+    let plain = curl(
+        harness.explicit_args(),
+        &format!("http://127.0.0.1:{port}/ws"),
+    )
+    .await;
+    assert_eq!(plain.status, status, "{case}: {}", plain.stderr);
+    assert_eq!(plain.body, page, "{case}: plain GET");
+}
+
+const INVALID_RESPONSE_PAGE: &str = "swg-page: upstream-error invalid_response invalid_response\n";
+
+#[tokio::test]
+async fn websocket_bad_heads_get_invalid_response() {
+    let harness = Harness::start(|config| config.limits.max_headers = 50).await;
+
+    // Over `limits.max_header_bytes` (64 KiB by default) but within the default
+    // read buffer limit of hyper 1.13, 8192 + 4096 * 100 bytes.
+    let mut large_head = b"HTTP/1.1 200 OK\r\nx-large: ".to_vec();
+    large_head.extend(std::iter::repeat_n(b'a', 200_000));
+    large_head.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+    let mut large_switch =
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\nx-large: "
+            .to_vec();
+    large_switch.extend(std::iter::repeat_n(b'a', 200_000));
+    large_switch.extend_from_slice(b"\r\n\r\n");
+    // Over `limits.max_headers` (50 here) but within the default of hyper 1.13,
+    // 100 headers.
+    let mut many_headers = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for index in 0..80 {
+        many_headers.extend_from_slice(format!("x-h{index}: v\r\n").as_bytes());
+    }
+    many_headers.extend_from_slice(b"content-length: 0\r\n\r\n");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("head over max_header_bytes", large_head),
+        ("101 head over max_header_bytes", large_switch),
+        ("80 headers", many_headers),
+        (
+            "101 to another protocol",
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\nraw bytes"
+                .to_vec(),
+        ),
+        (
+            "101 without Upgrade",
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\r\nraw bytes".to_vec(),
+        ),
+    ];
+    let count = cases.len();
+    for (case, response) in cases {
+        let port = start_raw_origin(response).await;
+        assert_same_page(&harness, case, port, 502, INVALID_RESPONSE_PAGE).await;
+    }
+
+    // Each case failed twice: the WebSocket handshake and the plain GET.
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_upstream_errors_total",
+            &[("kind", "invalid_response")]
+        ),
+        (2 * count) as f64
+    );
+    assert_eq!(
+        harness.metric(
+            "swg_proxy_upstream_errors_total",
+            &[("kind", "unreachable")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn websocket_failed_handshakes_classified_like_requests() {
+    let harness = Harness::start(|config| {
+        config.static_hosts = support::static_hosts(&[("wrongname.test", "127.0.0.1")]);
+        config.timeouts.first_byte_ms = 500;
+    })
+    .await;
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"this is not HTTP at all\r\n\r\n".to_vec()),
+        ("closed after the request", Vec::new()),
+    ];
+    for (case, response) in cases {
+        let port = start_raw_origin(response).await;
+        assert_same_page(&harness, case, port, 502, INVALID_RESPONSE_PAGE).await;
+    }
+
+    // An origin that accepts and reads but never responds.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut open_connections = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            open_connections.push(tcp);
+        }
+    });
+    assert_same_page(
+        &harness,
+        "silent",
+        silent_port,
+        504,
+        "swg-page: upstream-error timed_out timed_out\n",
+    )
+    .await;
+
+    // An HTTPS origin whose certificate names another host, through the TLS landing.
+    let certificate = harness.origin_ca.valid_leaf(&["other.test"]);
+    let port = origin::start_https(certificate, &[b"http/1.1"])
+        .await
+        .port();
+    let mut tls = harness.landing_tls("wrongname.test", b"http/1.1").await;
+    let websocket =
+        websocket_handshake(&mut tls, "/ws", &format!("wrongname.test:{port}"), "").await;
+    let wrong_name_page = "swg-page: upstream-error certificate wrong_name\n";
+    assert!(
+        websocket.status_line.starts_with("HTTP/1.1 502 "),
+        "{}",
+        websocket.status_line
+    );
+    assert_eq!(websocket.body, wrong_name_page);
+    let plain = curl(
+        harness.landing_args("wrongname.test", port),
+        &format!("https://wrongname.test:{port}/ws"),
+    )
+    .await;
+    assert_eq!(plain.status, 502, "{}", plain.stderr);
+    assert_eq!(plain.body, wrong_name_page);
+
+    let metric = |kind: &str| harness.metric("swg_proxy_upstream_errors_total", &[("kind", kind)]);
+    assert_eq!(metric("invalid_response"), 4.0);
+    assert_eq!(metric("timed_out"), 2.0);
+    assert_eq!(metric("certificate"), 2.0);
+    assert_eq!(metric("unreachable"), 0.0);
 }

@@ -9,7 +9,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode, Version};
+use http::{header, HeaderMap, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -112,7 +112,8 @@ pub enum UpstreamFailure {
     /// swg connected, but the origin's response was not valid HTTP, broke the
     /// protocol, never came because the origin closed the connection or refused
     /// the request's stream each time, or was a 101 to a request without
-    /// `Upgrade`.
+    /// `Upgrade` or a 101 to a WebSocket handshake that names no `websocket` in
+    /// its `Upgrade`.
     InvalidResponse,
     /// Connect, TLS handshake, first byte or idle timeout.
     TimedOut,
@@ -275,6 +276,9 @@ pub struct Upstream {
     /// closes after its response.
     unpooled_client: Client<OriginConnector, ProxyBody>,
     connector: OriginConnector,
+    /// Handshakes the HTTP/1.1 connections of WebSocket upgrades, with the same
+    /// limits on the response head as the pools.
+    websocket_http1: hyper::client::conn::http1::Builder,
     first_byte: Duration,
     /// Idle timeout of a request body, until the body ends.
     idle: Duration,
@@ -315,8 +319,11 @@ impl Upstream {
             .http2_max_header_list_size(config.limits.max_header_bytes)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_timeout(Duration::from_secs(20));
+        let mut websocket_http1 = hyper::client::conn::http1::Builder::new();
+        websocket_http1.max_buf_size(http1_buffer_size(config));
         if let Some(max_headers) = config.limits.hyper_max_headers() {
             builder.http1_max_headers(max_headers);
+            websocket_http1.max_headers(max_headers);
         }
         let choice = Arc::new(PoolChoice::new(
             config.limits.http2_connections_per_origin,
@@ -339,6 +346,7 @@ impl Upstream {
             resend_client,
             unpooled_client,
             connector,
+            websocket_http1,
             first_byte: config.timeouts.first_byte(),
             idle: config.timeouts.idle(),
             resends,
@@ -380,11 +388,58 @@ impl Upstream {
     ) -> Result<(Response<Incoming>, StreamLease), UpstreamFailure> {
         let uri = request.uri().clone();
         let (response, lease) = self.send_attempts(request, request_sent, body).await?;
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if is_unrequested_switch(&response, None) {
             tracing::warn!(origin = %uri, "origin switched protocols for a request without Upgrade; answering 502");
             return Err(UpstreamFailure::InvalidResponse);
         }
         Ok((response, lease))
+    }
+
+    /// Sends a WebSocket handshake to `origin` (`http` or `https`, no path) on an
+    /// HTTP/1.1 connection of its own, outside the pools, since after a 101 the
+    /// connection carries the tunnel. Returns the response head once it arrives,
+    /// and the caller takes the upgrade from it.
+    ///
+    /// The connection applies the pools' limits to the response head, the head
+    /// must arrive within the first-byte timeout, and every failure is classified
+    /// as a pooled request's is. A 101 whose `Upgrade` does not name `websocket`
+    /// fails as an invalid response, because the origin switched to a protocol
+    /// that the request did not name (RFC 9110 section 7.8).
+    pub(crate) async fn send_websocket_handshake(
+        &self,
+        origin: &Uri,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamFailure> {
+        let stream = self
+            .connector
+            .connect(origin, true)
+            .await
+            .map_err(|error| classify(&error))?;
+        let (mut sender, connection) = self
+            .websocket_http1
+            .handshake(stream)
+            .await
+            .map_err(|error| classify(&error))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "WebSocket origin connection ended with an error");
+            }
+        });
+
+        let response = match tokio::time::timeout(self.first_byte, sender.send_request(request))
+            .await
+        {
+            Err(_) => {
+                tracing::debug!(%origin, timeout = ?self.first_byte, "WebSocket handshake got no response head in time");
+                return Err(UpstreamFailure::TimedOut);
+            }
+            Ok(result) => result.map_err(|error| classify(&error))?,
+        };
+        if is_unrequested_switch(&response, Some("websocket")) {
+            tracing::warn!(%origin, upgrade = ?response.headers().get(header::UPGRADE), "origin switched a WebSocket handshake to a protocol other than websocket, so swg responds with 502");
+            return Err(UpstreamFailure::InvalidResponse);
+        }
+        Ok(response)
     }
 
     /// Sends `request` as [`Upstream::send`] describes, sending it again when the
@@ -532,15 +587,36 @@ impl Upstream {
         })
     }
 
-    /// The connector, for connections outside the pool (WebSocket upgrades).
+    /// The connector, which also opens the connections of WebSocket upgrades.
     pub fn connector(&self) -> &OriginConnector {
         &self.connector
     }
+}
 
-    /// The first-byte timeout.
-    pub fn first_byte_timeout(&self) -> Duration {
-        self.first_byte
+/// Tells whether `response` is a 101 that switches to a protocol the request did
+/// not request (RFC 9110 section 7.8). `requested` is the protocol that the
+/// request's `Upgrade` named, or none when it had no `Upgrade`, which makes every
+/// 101 unrequested. Otherwise the 101 must name `requested` in its `Upgrade`,
+/// compared without regard to ASCII case.
+fn is_unrequested_switch(response: &Response<Incoming>, requested: Option<&str>) -> bool {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return false;
     }
+    match requested {
+        None => true,
+        Some(protocol) => !names_protocol(response.headers(), protocol),
+    }
+}
+
+/// Tells whether an `Upgrade` field of `headers` lists `protocol` as one of its
+/// comma-separated tokens.
+fn names_protocol(headers: &HeaderMap, protocol: &str) -> bool {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case(protocol))
 }
 
 /// Classifies the error of a failed request and logs it.
