@@ -50,8 +50,10 @@ const CONNECTION_WINDOW: u32 = STREAM_WINDOW * WINDOWED_STREAMS;
 /// and jemalloc, 200 unread streams held 1.96 times their windows
 /// (proxy/tests/response_memory.rs, `--ignored`).
 ///
-/// NOTE: measured for nginx's DATA frame sizes on one machine; an origin that
-/// sends smaller frames may pin more per byte.
+/// NOTE: this holds for nginx's DATA frame sizes only. An origin that sends
+/// 1-byte frames between frames of other streams or types pins about one read
+/// buffer (9 KB) per byte until `timeouts.idle_ms` ends the unread response
+/// (proxy/tests/tiny_frames.rs), so such an origin makes swg keep about as much as it sends.
 const HTTP2_HELD_PER_WINDOW: u64 = 2;
 
 /// Returns the memory that a response from an origin speaking `version` can
