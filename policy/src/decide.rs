@@ -520,7 +520,7 @@ impl<'a> Matches<'a> {
                     &rule_id,
                     ") in policy ",
                     &self.policy.id,
-                    "; the proxy checks the full URL",
+                    URL_CHECK_SUFFIX,
                 ]),
                 rule_id: Some(rule_id),
                 category: None,
@@ -584,10 +584,22 @@ fn worse(current: Option<Outcome>, candidate: Outcome) -> Outcome {
     }
 }
 
+/// The end of the reason of a name with URL rules, which DNS sends to the proxy.
+const URL_CHECK_SUFFIX: &str = "; the proxy checks the full URL";
+
 /// Maps the policy's action to the DNS action of an app class. Browsers are inspected for
 /// every allowed name; other apps only where the proxy must check the full URL, and trusted
 /// apps never. Apps render no warn page, so warn means block for them.
-fn map_dns(outcome: Outcome, class: AppClass, trace: &mut Option<&mut Trace>) -> Verdict {
+fn map_dns(mut outcome: Outcome, class: AppClass, trace: &mut Option<&mut Trace>) -> Verdict {
+    if outcome.action == Action::Inspect && class == AppClass::TrustedApp {
+        // The name is not sent to the proxy, so its URL rules are never checked.
+        if let Some(stem) = outcome.reason.strip_suffix(URL_CHECK_SUFFIX) {
+            outcome.reason = concat(&[
+                stem,
+                "; trusted apps are not sent to the proxy, so the URL rules are not checked",
+            ]);
+        }
+    }
     let action = match (outcome.action, class) {
         (Action::Bypass, _) => Action::Bypass,
         (Action::Allow, AppClass::Browser) => Action::Inspect,

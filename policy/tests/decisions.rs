@@ -523,6 +523,25 @@ fn url_rules_never_apply_at_dns() {
         &App::bundle("com.acme.mail"),
     );
     assert_eq!(trusted.action, Action::Allow);
+    // The reason must not claim a check by the proxy that never happens.
+    assert!(
+        !trusted.reason.contains("the proxy checks"),
+        "{}",
+        trusted.reason
+    );
+    assert!(
+        trusted
+            .reason
+            .contains("trusted apps are not sent to the proxy"),
+        "{}",
+        trusted.reason
+    );
+    let app = acme.decide_dns("downloads.example", &Subject::anyone(), &App::bundle("x.y"));
+    assert!(
+        app.reason.ends_with("; the proxy checks the full URL"),
+        "{}",
+        app.reason
+    );
     let mut trace = Trace::default();
     acme.decide_dns_traced(
         "downloads.example",

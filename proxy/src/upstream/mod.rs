@@ -53,7 +53,8 @@ const CONNECTION_WINDOW: u32 = STREAM_WINDOW * WINDOWED_STREAMS;
 /// NOTE: this holds for nginx's DATA frame sizes only. An origin that sends
 /// 1-byte frames between frames of other streams or types pins about one read
 /// buffer (9 KB) per byte until `timeouts.idle_ms` ends the unread response
-/// (proxy/tests/tiny_frames.rs), so such an origin makes swg keep about as much as it sends.
+/// (proxy/tests/tiny_frames.rs). Such an origin makes swg keep about as much as
+/// it sends.
 const HTTP2_HELD_PER_WINDOW: u64 = 2;
 
 /// Returns the memory that a response from an origin speaking `version` can
@@ -391,7 +392,7 @@ impl Upstream {
         let uri = request.uri().clone();
         let (response, lease) = self.send_attempts(request, request_sent, body).await?;
         if is_unrequested_switch(&response, None) {
-            tracing::warn!(origin = %uri, "origin switched protocols for a request without Upgrade; answering 502");
+            tracing::debug!(origin = %uri, "origin sent 101 to a request without Upgrade; the client gets 502");
             return Err(UpstreamFailure::InvalidResponse);
         }
         Ok((response, lease))
@@ -438,7 +439,14 @@ impl Upstream {
             Ok(result) => result.map_err(|error| classify(&error))?,
         };
         if is_unrequested_switch(&response, Some("websocket")) {
-            tracing::warn!(%origin, upgrade = ?response.headers().get(header::UPGRADE), "origin switched a WebSocket handshake to a protocol other than websocket, so swg responds with 502");
+            // Debug only: the request's upstream error is logged once where the page is
+            // chosen, and an origin must not control how fast the log grows.
+            let upgrade = response
+                .headers()
+                .get(header::UPGRADE)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                .unwrap_or_default();
+            tracing::debug!(%origin, %upgrade, "origin sent 101 without websocket in Upgrade to a WebSocket handshake; the client gets 502");
             return Err(UpstreamFailure::InvalidResponse);
         }
         Ok(response)
