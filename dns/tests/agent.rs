@@ -479,6 +479,94 @@ async fn stalled_doh_handshake_times_out() {
     assert!(started.elapsed() < Duration::from_secs(8), "{elapsed:?}");
 }
 
+/// Sends one query through the agent enrolled in `setup` and returns the text of the
+/// TLS error it must fail with.
+async fn doh_tls_error(setup: &Setup) -> String {
+    let agent = Agent::enroll(&setup.options).await.unwrap();
+    let outcome = agent
+        .query("allowed.test", RecordType::A, Some(PLAIN_APP))
+        .await;
+    match outcome {
+        Err(error @ AgentError::Tls(_)) => error.to_string(),
+        other => panic!("expected a TLS error from the DoH endpoint, got {other:?}"),
+    }
+}
+
+/// The agent receives the DoH URL from the console, so when swg's DoH listener
+/// rejects the URL's host name, the message points to `[console] doh_url` on the
+/// server instead of to --server.
+#[tokio::test]
+async fn doh_host_rejection_points_to_console_setting() {
+    let harness = Harness::start().await;
+    // The DoH listener serves only its doh_host and ends other handshakes.
+    let doh_url = format!(
+        "https://localhost:{}/dns-query",
+        harness.server.doh_addr().unwrap().port()
+    );
+    let setup = setup_with(harness, Some(doh_url.clone())).await;
+
+    let message = doh_tls_error(&setup).await;
+    assert_eq!(
+        message,
+        format!(
+            "TLS failed: the server ended the TLS handshake with the alert access_denied \
+             because it rejected the host name localhost. swg's DoH listener serves only the \
+             name in its `[dns] doh_host`, so set `[console] doh_url` on the server to use \
+             that name, because the DoH URL {doh_url} comes from the console's configuration"
+        )
+    );
+}
+
+/// A DoH endpoint whose certificate names another host gets the same pointer to
+/// `[console] doh_url`.
+#[tokio::test]
+async fn doh_certificate_name_points_to_console_setting() {
+    let generated = rcgen::generate_simple_self_signed(vec!["other.test".to_owned()]).unwrap();
+    let certificate = generated.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        generated.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certificate.clone()], key)
+    .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let doh_url = format!(
+        "https://127.0.0.1:{}/dns-query",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(stream).await;
+            });
+        }
+    });
+    let setup = setup_with(Harness::start().await, Some(doh_url.clone())).await;
+    // The agent trusts the certificate, so that only its name is wrong.
+    let ca_file = setup.options.ca_file.clone().unwrap();
+    let mut trusted = std::fs::read_to_string(&ca_file).unwrap();
+    trusted.push_str(&pem(&certificate));
+    std::fs::write(&ca_file, trusted).unwrap();
+
+    let message = doh_tls_error(&setup).await;
+    assert_eq!(
+        message,
+        format!(
+            "TLS failed: the server's certificate is for other.test, not for 127.0.0.1, so \
+             set `[console] doh_url` on the server to use the host name it was made for \
+             (swg's `[dns] doh_host`, `localhost` by default), because the DoH URL {doh_url} \
+             comes from the console's configuration"
+        )
+    );
+}
+
 /// Starts a UDP upstream that never answers names under `slow.test`, so that the
 /// resolver waits its upstream timeout for each, and answers the rest like the
 /// test upstream.

@@ -1,7 +1,8 @@
-//! The agent's messages when the TLS handshake with the console fails: real rustls
-//! servers on loopback with a certificate for another name, from an untrusted CA,
-//! expired, or offering no protocol the agent speaks. Each message is plain text,
-//! without rustls's type and variant names.
+//! The agent's messages when the TLS handshake with the console fails. Real rustls
+//! servers on loopback present a certificate for another name, from an untrusted
+//! CA, expired, or a CA certificate in place of a server certificate, or offer no
+//! protocol the agent speaks. A plain-HTTP server stands for a wrong port. Each
+//! message is plain text, without rustls's type and variant names.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
@@ -11,11 +12,12 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use swg_dns::agent::limits::ProxyLimits;
 use swg_dns::agent::{Agent, AgentError, AgentOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 /// Spellings of rustls's Rust types that must not reach an operator.
-const RUST_SPELLINGS: [&str; 8] = [
+const RUST_SPELLINGS: [&str; 13] = [
     "DnsName(",
     "IpAddress(",
     "NotValidForName",
@@ -24,6 +26,11 @@ const RUST_SPELLINGS: [&str; 8] = [
     "NotValidYet",
     "AlertReceived",
     "NoApplicationProtocol",
+    "Other(",
+    "OtherError",
+    "CaUsedAsEndEntity",
+    "InvalidContentType",
+    "InvalidMessage",
 ];
 
 /// A CA made by the test, with its certificate as a PEM file.
@@ -79,13 +86,23 @@ async fn start_server(
     alpn: &[&[u8]],
 ) -> u16 {
     let (certificate, key) = leaf;
+    start_server_with_chain(vec![certificate], key, alpn).await
+}
+
+/// Starts a TLS server like [`start_server`] that presents the certificate chain
+/// `chain`, the server's own certificate first.
+async fn start_server_with_chain(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> u16 {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(vec![certificate], key)
+    .with_single_cert(chain, key)
     .unwrap();
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -166,16 +183,159 @@ async fn certificate_from_an_untrusted_ca_is_explained() {
     let other = TestCa::new("another test CA");
     let port = start_server(ca.leaf(&["localhost"], |_| {}), &[b"h2"]).await;
 
-    for ca_file in [None, Some(other.pem_path())] {
-        let message = enrolment_error("localhost", port, ca_file).await;
-        assert!(
-            message
-                .contains("the server's certificate was issued by a CA the agent does not trust"),
-            "{message}"
-        );
-        assert!(message.contains("pass it with --ca-file"), "{message}");
-        assert_plain(&message);
-    }
+    let message = enrolment_error("localhost", port, None).await;
+    assert!(
+        message.contains("the server's certificate was issued by a CA the agent does not trust"),
+        "{message}"
+    );
+    assert!(message.contains("pass it with --ca-file"), "{message}");
+    assert_plain(&message);
+
+    // A CA file of another CA: the message names the file and how to export swg's
+    // root CA, instead of asking for a --ca-file that was given.
+    let message = enrolment_error("localhost", port, Some(other.pem_path())).await;
+    assert!(
+        message.contains("the server's certificate was issued by a CA the agent does not trust"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "The CA file {} does not contain the CA that issued the server's certificate",
+            other.pem_path().display()
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("export it with `swg ca export --format pem --out swg-root.pem`"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("If this is swg's own root CA"),
+        "{message}"
+    );
+    assert_plain(&message);
+}
+
+#[tokio::test]
+async fn ca_certificate_as_server_certificate_is_explained() {
+    // What `openssl req -x509` makes by default: a self-signed certificate with
+    // basicConstraints CA:TRUE, here for the server's own name.
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "self-signed server");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pem_path = dir.path().join("server-ca.pem");
+    std::fs::write(&pem_path, certificate.pem()).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let port = start_server((certificate.der().clone(), key), &[b"h2"]).await;
+
+    let message = enrolment_error("localhost", port, Some(pem_path)).await;
+    assert_eq!(
+        message,
+        "TLS failed: the server presented a CA certificate instead of a server certificate, \
+         and the agent cannot use a CA certificate as the server's identity. Its \
+         basicConstraints extension has CA:TRUE, which `openssl req -x509` sets by default \
+         on a self-signed certificate. Give the server a certificate for its host name that \
+         a CA issued, without CA:TRUE"
+    );
+    assert_plain(&message);
+
+    // Without --ca-file the agent trusts no private CA either, which the message adds.
+    let message = enrolment_error("localhost", port, None).await;
+    assert!(
+        message.contains("the server presented a CA certificate"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Without --ca-file the agent trusts only public root CAs"),
+        "{message}"
+    );
+    assert!(
+        message.contains("pass it with --ca-file (`swg ca export --format pem"),
+        "{message}"
+    );
+    assert_plain(&message);
+}
+
+#[tokio::test]
+async fn other_verifier_errors_are_sentences() {
+    // A chain whose middle certificate lacks CA:TRUE, which webpki rejects with an
+    // error that rustls has no variant for.
+    let ca = TestCa::new("agent test CA");
+    let mut middle_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    middle_params
+        .distinguished_name
+        .push(DnType::CommonName, "not a CA");
+    let middle_key = KeyPair::generate().unwrap();
+    let middle = middle_params.signed_by(&middle_key, &ca.issuer).unwrap();
+    let middle_issuer = Issuer::new(middle_params, middle_key);
+    let leaf_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &middle_issuer).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let port = start_server_with_chain(
+        vec![leaf.der().clone(), middle.der().clone()],
+        key,
+        &[b"h2"],
+    )
+    .await;
+
+    // The verifier's reason stays as a bare name to search for.
+    let message = enrolment_error("localhost", port, Some(ca.pem_path())).await;
+    assert_eq!(
+        message,
+        "TLS failed: the agent rejected the server's certificate (the verifier's reason: \
+         EndEntityUsedAsCa)"
+    );
+    assert_plain(&message);
+}
+
+/// Starts a plain-HTTP server on loopback that responds to any request with a 400,
+/// as an HTTP server does to a TLS ClientHello, and returns its port.
+async fn start_plain_http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+                // Read until the agent closes, so that no unread bytes turn the close
+                // into a reset before the agent has read the response.
+                while matches!(stream.read(&mut request).await, Ok(read) if read > 0) {}
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn plain_http_port_is_explained() {
+    let port = start_plain_http_server().await;
+
+    let message = enrolment_error("localhost", port, None).await;
+    assert!(
+        message.contains(&format!(
+            "the server at localhost:{port} did not answer with TLS, so the port may be a \
+             plain-HTTP one"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("use the port of swg's console (`[console] listen`, 9443 by default) in the --server URL"),
+        "{message}"
+    );
+    assert!(!message.contains("corrupt message"), "{message}");
+    assert_plain(&message);
 }
 
 #[tokio::test]

@@ -16,17 +16,37 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 
-use super::tls_errors::handshake_failure;
+use super::tls_errors::{handshake_failure, HandshakePeer};
 use super::AgentError;
 
 /// Largest response body the agent reads, in bytes.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// The swg endpoint an [`HttpsClient`] connects to. It decides where the messages
+/// of failed TLS handshakes tell the user to fix the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKind {
+    /// The console, whose URL the user gives with `--server`.
+    Console,
+    /// The DoH endpoint, whose URL the console hands out at enrolment from its
+    /// `[console] doh_url` setting.
+    Doh,
+}
+
+/// The agent's TLS client configuration, with the CA file it trusts besides the
+/// webpki roots.
+#[derive(Clone)]
+pub struct TlsClientConfig {
+    /// The rustls configuration that every connection of the agent uses.
+    pub config: Arc<rustls::ClientConfig>,
+    /// The PEM file given with `--ca-file`, if any, which messages about untrusted
+    /// certificates name.
+    pub ca_file: Option<Arc<std::path::Path>>,
+}
+
 /// Builds the TLS client configuration: the webpki roots plus, when given, the
 /// certificates of a PEM file (the swg root CA of a one-machine setup).
-pub fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<Arc<rustls::ClientConfig>, AgentError> {
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<TlsClientConfig, AgentError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -63,7 +83,10 @@ pub fn tls_config(
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(TlsClientConfig {
+        config: Arc::new(config),
+        ca_file: ca_file.map(Arc::from),
+    })
 }
 
 /// Time to open the TCP connection to an endpoint.
@@ -119,21 +142,27 @@ struct Connections {
 /// request queued before it.
 pub struct HttpsClient {
     origin: Uri,
-    tls: Arc<rustls::ClientConfig>,
+    tls: TlsClientConfig,
+    endpoint: EndpointKind,
     request_timeout: Duration,
     connections: Arc<std::sync::Mutex<Connections>>,
 }
 
 impl HttpsClient {
-    /// Creates a client for the origin of `url` (`https://host[:port]`), whose
-    /// requests time out after 30 s.
-    pub fn new(url: &Uri, tls: Arc<rustls::ClientConfig>) -> Result<Self, AgentError> {
+    /// Creates a client for the origin of `url` (`https://host[:port]`), the swg
+    /// endpoint `endpoint`, whose requests time out after 30 s.
+    pub fn new(
+        url: &Uri,
+        tls: TlsClientConfig,
+        endpoint: EndpointKind,
+    ) -> Result<Self, AgentError> {
         if url.scheme_str() != Some("https") || url.host().is_none() {
             return Err(AgentError::Url(url.to_string()));
         }
         Ok(HttpsClient {
             origin: url.clone(),
             tls,
+            endpoint,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connections: Arc::default(),
         })
@@ -220,9 +249,10 @@ impl HttpsClient {
     fn start_opening(&self) -> Opening {
         let origin = self.origin.clone();
         let tls = self.tls.clone();
+        let endpoint = self.endpoint;
         let connections = self.connections.clone();
         let task = tokio::spawn(async move {
-            let outcome = open(&origin, tls).await;
+            let outcome = open(&origin, &tls, endpoint).await;
             let mut connections = connections
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -309,9 +339,13 @@ impl HttpsClient {
     }
 }
 
-/// Opens a TLS connection to the origin of `origin` and runs the HTTP handshake,
-/// each step within its timeout.
-async fn open(origin: &Uri, tls: Arc<rustls::ClientConfig>) -> Result<Sender, AgentError> {
+/// Opens a TLS connection to the origin of `origin`, the swg endpoint `endpoint`,
+/// and runs the HTTP handshake, each step within its timeout.
+async fn open(
+    origin: &Uri,
+    tls: &TlsClientConfig,
+    endpoint: EndpointKind,
+) -> Result<Sender, AgentError> {
     let host = connect_host(origin);
     let port = origin.port_u16().unwrap_or(443);
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
@@ -323,7 +357,14 @@ async fn open(origin: &Uri, tls: Arc<rustls::ClientConfig>) -> Result<Sender, Ag
         .map_err(|error| AgentError::Http(format!("cannot connect to {host}:{port}: {error}")))?;
     let _ = tcp.set_nodelay(true);
 
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, host, tls))
+    let peer = HandshakePeer {
+        url: origin,
+        host,
+        port,
+        endpoint,
+        ca_file: tls.ca_file.as_deref(),
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(tcp, &peer, &tls.config))
         .await
         .map_err(|_| AgentError::Timeout {
             operation: format!("TLS and HTTP handshake with {host}:{port}"),
@@ -331,19 +372,20 @@ async fn open(origin: &Uri, tls: Arc<rustls::ClientConfig>) -> Result<Sender, Ag
         })?
 }
 
-/// Runs the TLS handshake with `host` on `tcp`, then the HTTP handshake of the
+/// Runs the TLS handshake with `peer` on `tcp`, then the HTTP handshake of the
 /// protocol ALPN chose, and starts the connection's task.
 async fn handshake(
     tcp: TcpStream,
-    host: &str,
-    tls: Arc<rustls::ClientConfig>,
+    peer: &HandshakePeer<'_>,
+    tls: &Arc<rustls::ClientConfig>,
 ) -> Result<Sender, AgentError> {
+    let host = peer.host;
     let name =
         ServerName::try_from(host.to_owned()).map_err(|_| AgentError::Url(host.to_owned()))?;
-    let tls = TlsConnector::from(tls)
+    let tls = TlsConnector::from(tls.clone())
         .connect(name, tcp)
         .await
-        .map_err(|error| AgentError::Tls(handshake_failure(&error, host)))?;
+        .map_err(|error| AgentError::Tls(handshake_failure(&error, peer)))?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let io = TokioIo::new(tls);
     if h2 {

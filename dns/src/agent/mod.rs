@@ -19,7 +19,7 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::RecordType;
 
 use self::console::{ConsoleClient, Endpoints};
-use self::https::{tls_config, HttpsClient};
+use self::https::{tls_config, EndpointKind, HttpsClient, TlsClientConfig};
 use self::limits::ProxyLimits;
 use self::proxy::{serve_local, BypassList, Forwarder, LocalListener};
 use self::session::{Credentials, Session, TokenRejections, Trigger};
@@ -138,7 +138,7 @@ impl std::fmt::Debug for AgentOptions {
 pub struct Agent {
     session: Session,
     endpoints: Endpoints,
-    tls: Arc<rustls::ClientConfig>,
+    tls: TlsClientConfig,
     system_resolvers: Vec<UpstreamAddr>,
     limits: ProxyLimits,
     rejections: Arc<TokenRejections>,
@@ -152,7 +152,11 @@ impl Agent {
             .server
             .parse()
             .map_err(|_| AgentError::Url(options.server.clone()))?;
-        let console = ConsoleClient::new(HttpsClient::new(&server, tls.clone())?);
+        let console = ConsoleClient::new(HttpsClient::new(
+            &server,
+            tls.clone(),
+            EndpointKind::Console,
+        )?);
         let enrolment = console
             .enroll(&options.auth_key, &options.user, &options.device)
             .await?;
@@ -183,7 +187,7 @@ impl Agent {
             .path_and_query()
             .map_or("/dns-query", |p| p.as_str())
             .to_owned();
-        let doh = HttpsClient::new(&url, self.tls.clone())?
+        let doh = HttpsClient::new(&url, self.tls.clone(), EndpointKind::Doh)?
             .with_request_timeout(self.limits.query_deadline);
         let addrs = if self.system_resolvers.is_empty() {
             system_upstreams(std::path::Path::new("/etc/resolv.conf")).ok()

@@ -157,13 +157,13 @@ impl Session {
                     tracing::error!(
                         %error,
                         device = %self.credentials.device,
-                        retry_in_secs = delay.as_secs(),
+                        retry_in_ms = millis(delay),
                         "enrolment rejected: the authentication key is not valid for this \
                          gateway (deleted, or another tenant's); queries get SERVFAIL until \
                          enrolment succeeds"
                     );
                 } else {
-                    tracing::warn!(%error, retry_in_secs = delay.as_secs(), "token refresh failed");
+                    tracing::warn!(%error, retry_in_ms = millis(delay), "token refresh failed");
                 }
                 return Err(Instant::now() + delay);
             }
@@ -177,7 +177,7 @@ impl Session {
             let delay = self.count_failure();
             tracing::warn!(
                 expires_at = %rfc3339(enrolment.expires_at),
-                retry_in_secs = delay.as_secs(),
+                retry_in_ms = millis(delay),
                 "the new device token has already expired by this machine's clock: check the clock"
             );
             return Err(Instant::now() + delay);
@@ -256,6 +256,13 @@ fn retry_delay(failures: u32) -> Duration {
     }
 }
 
+/// Returns `delay` in whole milliseconds for the `retry_in_ms` log field. The jitter
+/// draws waits to the millisecond, so whole seconds would misstate them by up to
+/// a second.
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Returns the wait before jitter: [`FIRST_RETRY`] doubled per failure after the
 /// first, at most [`MAX_RETRY`].
 fn backoff(failures: u32) -> Duration {
@@ -274,7 +281,88 @@ fn jitter(delay: Duration, random: u64) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
+    use super::super::console::Endpoints;
+    use super::super::https::{tls_config, EndpointKind, HttpsClient};
     use super::*;
+
+    /// A tracing subscriber that keeps the fields of every event on the thread it is
+    /// the default of, each value in its debug form.
+    #[derive(Clone, Default)]
+    struct EventCapture(Arc<Mutex<Vec<HashMap<String, String>>>>);
+
+    impl tracing::Subscriber for EventCapture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = HashMap::new();
+            event.record(
+                &mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+                    fields.insert(field.name().to_owned(), format!("{value:?}"));
+                },
+            );
+            self.0.lock().expect("capture lock").push(fields);
+        }
+
+        fn enter(&self, _: &tracing::span::Id) {}
+
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn failed_refresh_logs_retry_in_milliseconds() {
+        let capture = EventCapture::default();
+        let _guard = tracing::subscriber::set_default(capture.clone());
+        // A console port that nothing listens on, so that the renewal fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let url: http::Uri = format!("https://127.0.0.1:{port}")
+            .parse()
+            .expect("a valid URL");
+        let tls = tls_config(None).expect("the TLS configuration");
+        let https = HttpsClient::new(&url, tls, EndpointKind::Console).expect("a client");
+        let enrolment = Enrolment {
+            token: "token-1".to_owned(),
+            expires_at: swg_identity::unix_now() + 3_600,
+            endpoints: Endpoints {
+                doh_url: "https://127.0.0.1/dns-query".to_owned(),
+            },
+        };
+        let credentials = Credentials {
+            auth_key: "swgk_secret".to_owned(),
+            user: "alice".to_owned(),
+            device: "laptop".to_owned(),
+        };
+        let mut session = Session::new(ConsoleClient::new(https), credentials, &enrolment);
+
+        assert!(session.refresh(Trigger::Schedule).await.is_err());
+        let events = capture.0.lock().expect("capture lock").clone();
+        let Some(failed) = events.iter().find(|fields| {
+            fields.get("message").map(String::as_str) == Some("token refresh failed")
+        }) else {
+            panic!("no line `token refresh failed` in {events:?}");
+        };
+        // The wait is drawn to the millisecond, and the log shows all of it.
+        assert_eq!(
+            failed.get("retry_in_ms"),
+            Some(&session.retry_after.as_millis().to_string()),
+            "{failed:?}"
+        );
+        assert!(!failed.contains_key("retry_in_secs"), "{failed:?}");
+    }
 
     #[test]
     fn renewal_at_half_the_lifetime_with_a_floor() {

@@ -2,41 +2,90 @@
 //! endpoint, in place of the type and variant names that rustls's own messages
 //! show, with a hint for each usual cause.
 
+use std::path::Path;
+
+use http::Uri;
 use rustls::pki_types::UnixTime;
-use rustls::{AlertDescription, CertificateError};
+use rustls::{AlertDescription, CertificateError, InvalidMessage, OtherError};
 
 use super::console::rfc3339;
+use super::https::EndpointKind;
 
-/// The fix for a certificate from a CA the agent does not trust.
-const CA_FILE_HINT: &str = "If this is swg's own root CA, pass it with --ca-file \
-                            (`swg ca export --format pem --out swg-root.pem`)";
+/// The command that writes swg's root CA as a PEM file for --ca-file.
+const CA_EXPORT_COMMAND: &str = "swg ca export --format pem --out swg-root.pem";
 
-/// The fix for a certificate that does not name the host of the URL.
-const HOST_NAME_HINT: &str = "use the host name it was made for in the URL (swg's \
-                              console.host_name for the console and dns.doh_host for DoH, \
-                              `localhost` by default)";
+/// The text of webpki's error for a CA certificate in the place of the server's
+/// own certificate, as rustls passes it on (see [`other_certificate_reason`]).
+const CA_USED_AS_END_ENTITY: &str = "CaUsedAsEndEntity";
 
-/// Describes a failed TLS handshake with `host`: a sentence for the certificate
-/// errors and alerts an operator can act on, rustls's own text for the rest, and
-/// the I/O error's text when rustls did not cause it.
-pub(crate) fn handshake_failure(error: &std::io::Error, host: &str) -> String {
+/// The server end of a failed TLS handshake, with where its URL and the CAs the
+/// agent trusts come from.
+pub(crate) struct HandshakePeer<'a> {
+    /// The URL the connection was opened for: `--server`, or the DoH URL.
+    pub(crate) url: &'a Uri,
+    /// The host connected to and verified, without the brackets of an IPv6 literal.
+    pub(crate) host: &'a str,
+    pub(crate) port: u16,
+    pub(crate) endpoint: EndpointKind,
+    /// The PEM file given with `--ca-file`, if any.
+    pub(crate) ca_file: Option<&'a Path>,
+}
+
+impl HandshakePeer<'_> {
+    /// Returns `host:port`, with an IPv6 host in brackets.
+    fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Returns the instruction that makes the endpoint's URL use `change`: in the
+    /// `--server` URL for the console, and in `[console] doh_url` on the server for
+    /// DoH, because the agent receives the DoH URL from the console at enrolment.
+    fn url_fix(&self, change: &str) -> String {
+        match self.endpoint {
+            EndpointKind::Console => format!("use {change} in the --server URL"),
+            EndpointKind::Doh => format!(
+                "set `[console] doh_url` on the server to use {change}, because the DoH URL \
+                 {} comes from the console's configuration",
+                self.url
+            ),
+        }
+    }
+
+    /// Returns the setting that names the host on the certificate of the endpoint.
+    fn host_name_setting(&self) -> &'static str {
+        match self.endpoint {
+            EndpointKind::Console => "`[console] host_name`",
+            EndpointKind::Doh => "`[dns] doh_host`",
+        }
+    }
+}
+
+/// Describes a failed TLS handshake with `peer`: a sentence for the certificate
+/// errors, alerts and malformed messages an operator can act on, rustls's own text
+/// for the rest, and the I/O error's text when rustls did not cause it.
+pub(crate) fn handshake_failure(error: &std::io::Error, peer: &HandshakePeer<'_>) -> String {
     // tokio-rustls returns rustls's error wrapped in the I/O error.
     let cause = error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>());
     match cause {
-        Some(tls) => describe(tls, host),
+        Some(tls) => describe(tls, peer),
         None => error.to_string(),
     }
 }
 
-/// Describes `error`, raised by the TLS connection to `host`.
-fn describe(error: &rustls::Error, host: &str) -> String {
+/// Describes `error`, raised by the TLS connection to `peer`.
+fn describe(error: &rustls::Error, peer: &HandshakePeer<'_>) -> String {
     match error {
         rustls::Error::InvalidCertificate(certificate) => {
-            certificate_reason(certificate, host).unwrap_or_else(|| error.to_string())
+            certificate_reason(certificate, peer).unwrap_or_else(|| error.to_string())
         }
-        rustls::Error::AlertReceived(alert) => alert_reason(*alert, host),
+        rustls::Error::AlertReceived(alert) => alert_reason(*alert, peer),
+        rustls::Error::InvalidMessage(message) => invalid_message_reason(message, peer),
         rustls::Error::NoCertificatesPresented => {
             "the server sent no certificate in the TLS handshake".to_owned()
         }
@@ -44,9 +93,39 @@ fn describe(error: &rustls::Error, host: &str) -> String {
     }
 }
 
+/// Describes a message from the server that rustls could not decode.
+fn invalid_message_reason(error: &InvalidMessage, peer: &HandshakePeer<'_>) -> String {
+    let address = peer.address();
+    match error {
+        // rustls raises these two for a record header with an unknown content type or
+        // a version other than 3.x, which is what the first bytes of a plain-HTTP
+        // response (`HTTP/1.1 ...`) or of any other protocol look like.
+        InvalidMessage::InvalidContentType | InvalidMessage::UnknownProtocolVersion => {
+            let port_change = match peer.endpoint {
+                EndpointKind::Console => {
+                    "the port of swg's console (`[console] listen`, 9443 by default)"
+                }
+                EndpointKind::Doh => "the port of swg's DoH listener (`[dns] doh_listen`)",
+            };
+            format!(
+                "the server at {address} did not answer with TLS, so the port may be a \
+                 plain-HTTP one. If so, {}",
+                peer.url_fix(port_change)
+            )
+        }
+        _ => format!("the server at {address} sent a malformed TLS message"),
+    }
+}
+
 /// Describes why the server's certificate was rejected, or returns `None` for the
 /// errors that have no plainer wording than rustls's.
-fn certificate_reason(error: &CertificateError, host: &str) -> Option<String> {
+fn certificate_reason(error: &CertificateError, peer: &HandshakePeer<'_>) -> Option<String> {
+    let host_name_fix = || {
+        peer.url_fix(&format!(
+            "the host name it was made for (swg's {}, `localhost` by default)",
+            peer.host_name_setting()
+        ))
+    };
     let reason = match error {
         CertificateError::NotValidForNameContext {
             expected,
@@ -55,8 +134,8 @@ fn certificate_reason(error: &CertificateError, host: &str) -> Option<String> {
             let expected = expected.to_str();
             match names_phrase(presented) {
                 Some(names) => format!(
-                    "the server's certificate is for {names}, not for {expected}, so \
-                     {HOST_NAME_HINT}"
+                    "the server's certificate is for {names}, not for {expected}, so {}",
+                    host_name_fix()
                 ),
                 None => format!(
                     "the server's certificate names no host in its subjectAltName \
@@ -64,13 +143,12 @@ fn certificate_reason(error: &CertificateError, host: &str) -> Option<String> {
                 ),
             }
         }
-        CertificateError::NotValidForName => {
-            format!("the server's certificate does not name {host}, so {HOST_NAME_HINT}")
-        }
-        CertificateError::UnknownIssuer => format!(
-            "the server's certificate was issued by a CA the agent does not trust. \
-             {CA_FILE_HINT}",
+        CertificateError::NotValidForName => format!(
+            "the server's certificate does not name {}, so {}",
+            peer.host,
+            host_name_fix()
         ),
+        CertificateError::UnknownIssuer => unknown_issuer_reason(peer.ca_file),
         CertificateError::ExpiredContext { time, not_after } => format!(
             "the server's certificate has expired (valid until {}, and this machine's \
              clock reads {}). Renew it on the server, or correct this machine's clock",
@@ -90,12 +168,11 @@ fn certificate_reason(error: &CertificateError, host: &str) -> Option<String> {
             "the server's certificate is not valid yet. Correct this machine's clock".to_owned()
         }
         CertificateError::Revoked => "the server's certificate has been revoked".to_owned(),
-        CertificateError::BadSignature => "the server's certificate has a signature that \
-                                           its issuer's key does not verify. A --ca-file \
-                                           with an older swg root CA of the same name \
-                                           causes this, so export the current one with \
-                                           `swg ca export --format pem --out swg-root.pem`"
-            .to_owned(),
+        CertificateError::BadSignature => format!(
+            "the server's certificate has a signature that its issuer's key does not \
+             verify. A --ca-file with an older swg root CA of the same name causes this, \
+             so export the current one with `{CA_EXPORT_COMMAND}`"
+        ),
         #[allow(deprecated)]
         CertificateError::UnsupportedSignatureAlgorithm
         | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
@@ -117,9 +194,66 @@ fn certificate_reason(error: &CertificateError, host: &str) -> Option<String> {
              serverAuth"
                 .to_owned()
         }
+        CertificateError::Other(other) => other_certificate_reason(other, peer.ca_file),
         _ => return None,
     };
     Some(reason)
+}
+
+/// Describes a certificate from an issuer that neither the webpki roots nor the
+/// CA file `ca_file` contain.
+fn unknown_issuer_reason(ca_file: Option<&Path>) -> String {
+    let untrusted = "the server's certificate was issued by a CA the agent does not trust";
+    match ca_file {
+        None => format!(
+            "{untrusted}. If this is swg's own root CA, pass it with --ca-file \
+             (`{CA_EXPORT_COMMAND}`)"
+        ),
+        Some(path) => format!(
+            "{untrusted}. The CA file {} does not contain the CA that issued the server's \
+             certificate, and no public root CA issued it either. If the server uses swg's \
+             own root CA, export it with `{CA_EXPORT_COMMAND}` and pass that file with \
+             --ca-file",
+            path.display()
+        ),
+    }
+}
+
+/// Describes a certificate error that rustls passes on from webpki as
+/// [`CertificateError::Other`], without the Rust debug form that rustls's own
+/// message shows.
+fn other_certificate_reason(error: &OtherError, ca_file: Option<&Path>) -> String {
+    // NOTE: rustls 0.23 wraps webpki's errors that it has no variant for, such as
+    // CaUsedAsEndEntity, in `OtherError`. Downcasting to `webpki::Error` would need
+    // rustls-webpki as a direct dependency of this crate, which it is not, so the
+    // error is recognised by its text: the Display of rustls-webpki 0.103 writes the
+    // variant name.
+    let text = error.to_string();
+    if text == CA_USED_AS_END_ENTITY {
+        let ca_certificate = "the server presented a CA certificate instead of a server \
+                              certificate, and the agent cannot use a CA certificate as the \
+                              server's identity. Its basicConstraints extension has CA:TRUE, \
+                              which `openssl req -x509` sets by default on a self-signed \
+                              certificate. Give the server a certificate for its host name \
+                              that a CA issued, without CA:TRUE";
+        return match ca_file {
+            Some(_) => ca_certificate.to_owned(),
+            None => format!(
+                "{ca_certificate}. Without --ca-file the agent trusts only public root CAs, \
+                 so if swg's own root CA issues the server's certificate, pass it with \
+                 --ca-file (`{CA_EXPORT_COMMAND}`)"
+            ),
+        };
+    }
+    // A bare variant name is worth showing, as a term to search for. Anything else
+    // may be a debug form with nested types, which is left out.
+    let is_name =
+        !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
+    if is_name {
+        format!("the agent rejected the server's certificate (the verifier's reason: {text})")
+    } else {
+        "the agent rejected the server's certificate".to_owned()
+    }
 }
 
 /// Joins the names of a certificate as `a`, `a or b`, `a, b or c`, and returns
@@ -172,26 +306,44 @@ fn unix_time(time: UnixTime) -> String {
 
 /// Describes the alert that ended the handshake, with its cause for the alerts
 /// that imply one.
-fn alert_reason(alert: AlertDescription, host: &str) -> String {
+fn alert_reason(alert: AlertDescription, peer: &HandshakePeer<'_>) -> String {
     let ended = format!(
         "the server ended the TLS handshake with the alert {}",
         alert_name(alert)
     );
+    let host = peer.host;
     let cause = match alert {
-        AlertDescription::AccessDenied => format!(
-            "it rejected the host name {host}. swg's DoH listener serves only the name in \
-             its dns.doh_host, so use that name in the URL"
+        AlertDescription::AccessDenied => match peer.endpoint {
+            EndpointKind::Console => format!(
+                "it rejected the host name {host}, so {}",
+                peer.url_fix("a host name it serves")
+            ),
+            EndpointKind::Doh => format!(
+                "it rejected the host name {host}. swg's DoH listener serves only the name \
+                 in its `[dns] doh_host`, so {}",
+                peer.url_fix("that name")
+            ),
+        },
+        AlertDescription::UnrecognisedName => format!(
+            "it does not serve the host name {host}, so {}",
+            peer.url_fix("a host name it serves")
         ),
-        AlertDescription::UnrecognisedName => {
-            format!("it does not serve the host name {host}, so use a name it serves in the URL")
-        }
         AlertDescription::NoApplicationProtocol => "it speaks neither HTTP/2 nor HTTP/1.1, \
                                                     the protocols the agent offers"
             .to_owned(),
         AlertDescription::ProtocolVersion => {
             "it supports neither TLS 1.2 nor TLS 1.3, the versions the agent offers".to_owned()
         }
-        AlertDescription::HandshakeFailure | AlertDescription::InsufficientSecurity => {
+        // Servers send handshake_failure for any failed negotiation, and a TLS 1.2
+        // server also sends it when it requires a client certificate and gets none.
+        AlertDescription::HandshakeFailure => {
+            return format!(
+                "{ended}, possibly because it shares no cipher suite or key exchange group \
+                 with the agent, or because it requires a client certificate, which the \
+                 agent does not have"
+            );
+        }
+        AlertDescription::InsufficientSecurity => {
             "it shares no cipher suite or key exchange group with the agent".to_owned()
         }
         AlertDescription::CertificateRequired => {
@@ -256,29 +408,85 @@ mod tests {
     use super::*;
 
     /// Spellings of rustls's Rust types that must not reach an operator.
-    const RUST_SPELLINGS: [&str; 6] = [
+    const RUST_SPELLINGS: [&str; 12] = [
         "DnsName(",
         "IpAddress(",
         "Context",
         "NotValid",
         "UnknownIssuer",
         "AlertReceived",
+        "Other(",
+        "OtherError",
+        "CaUsedAsEndEntity",
+        "InvalidMessage",
+        "InvalidContentType",
+        "UnknownProtocolVersion",
     ];
 
+    /// The DoH URL of the tests that fail a handshake with the DoH endpoint.
+    const DOH_URL: &str = "https://dns.example:8053/dns-query";
+
+    /// An error whose text is `0`, such as webpki's errors that rustls wraps in
+    /// [`OtherError`].
+    #[derive(Debug)]
+    struct VerifierError(&'static str);
+
+    impl std::fmt::Display for VerifierError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for VerifierError {}
+
+    /// Returns the message for `error` in a handshake with the console at
+    /// `https://{host}:9443`, or with the DoH endpoint at [`DOH_URL`].
+    fn failure(
+        error: rustls::Error,
+        endpoint: EndpointKind,
+        host: &str,
+        ca_file: Option<&Path>,
+    ) -> String {
+        let (url, port) = match endpoint {
+            EndpointKind::Console if host.contains(':') => (format!("https://[{host}]:9443"), 9443),
+            EndpointKind::Console => (format!("https://{host}:9443"), 9443),
+            EndpointKind::Doh => (DOH_URL.to_owned(), 8053),
+        };
+        let url: Uri = match url.parse() {
+            Ok(url) => url,
+            Err(error) => panic!("{url}: {error}"),
+        };
+        let peer = HandshakePeer {
+            url: &url,
+            host,
+            port,
+            endpoint,
+            ca_file,
+        };
+        let error = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+        handshake_failure(&error, &peer)
+    }
+
     fn certificate_failure(error: CertificateError) -> String {
-        let error = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
+        failure(
             rustls::Error::InvalidCertificate(error),
-        );
-        handshake_failure(&error, "127.0.0.1")
+            EndpointKind::Console,
+            "127.0.0.1",
+            None,
+        )
     }
 
     fn alert_failure(alert: AlertDescription, host: &str) -> String {
-        let error = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
+        failure(
             rustls::Error::AlertReceived(alert),
-        );
-        handshake_failure(&error, host)
+            EndpointKind::Console,
+            host,
+            None,
+        )
+    }
+
+    fn other_certificate_error(text: &'static str) -> CertificateError {
+        CertificateError::Other(OtherError(std::sync::Arc::new(VerifierError(text))))
     }
 
     fn assert_plain(message: &str) {
@@ -395,13 +603,26 @@ mod tests {
             rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus)
                 .to_string()
         );
+        let url = Uri::from_static("https://localhost:9443");
+        let peer = HandshakePeer {
+            url: &url,
+            host: "localhost",
+            port: 9443,
+            endpoint: EndpointKind::Console,
+            ca_file: None,
+        };
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
-        assert_eq!(handshake_failure(&io, "localhost"), "reset by peer");
+        assert_eq!(handshake_failure(&io, &peer), "reset by peer");
     }
 
     #[test]
     fn alerts_show_rfc_names_and_causes() {
-        let denied = alert_failure(AlertDescription::AccessDenied, "dns.example");
+        let denied = failure(
+            rustls::Error::AlertReceived(AlertDescription::AccessDenied),
+            EndpointKind::Doh,
+            "dns.example",
+            None,
+        );
         assert!(
             denied.starts_with(
                 "the server ended the TLS handshake with the alert access_denied because \
@@ -409,7 +630,7 @@ mod tests {
             ),
             "{denied}"
         );
-        assert!(denied.contains("dns.doh_host"), "{denied}");
+        assert!(denied.contains("`[dns] doh_host`"), "{denied}");
 
         let no_protocol = alert_failure(AlertDescription::NoApplicationProtocol, "localhost");
         assert!(
@@ -433,6 +654,204 @@ mod tests {
         );
         for message in [denied, no_protocol, version, bare, unknown] {
             assert_plain(&message);
+        }
+    }
+
+    #[test]
+    fn handshake_failure_alert_lists_causes() {
+        let message = alert_failure(AlertDescription::HandshakeFailure, "localhost");
+        assert!(
+            message.starts_with(
+                "the server ended the TLS handshake with the alert handshake_failure, \
+                 possibly because it shares no cipher suite or key exchange group with the \
+                 agent, or because"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("it requires a client certificate, which the agent does not have"),
+            "{message}"
+        );
+        assert_plain(&message);
+    }
+
+    #[test]
+    fn doh_url_fix_points_to_console_setting() {
+        let Ok(expected) = ServerName::try_from("localhost") else {
+            panic!("localhost is a valid server name");
+        };
+        let wrong_name = || CertificateError::NotValidForNameContext {
+            expected: expected.to_owned(),
+            presented: vec!["DnsName(\"dns.example.test\")".to_owned()],
+        };
+        let cases = [
+            rustls::Error::InvalidCertificate(wrong_name()),
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+            rustls::Error::AlertReceived(AlertDescription::AccessDenied),
+            rustls::Error::AlertReceived(AlertDescription::UnrecognisedName),
+            rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType),
+        ];
+        for error in cases {
+            let doh = failure(error.clone(), EndpointKind::Doh, "localhost", None);
+            assert!(
+                doh.contains("set `[console] doh_url` on the server to use"),
+                "{doh}"
+            );
+            assert!(
+                doh.contains(&format!(
+                    "because the DoH URL {DOH_URL} comes from the console's configuration"
+                )),
+                "{doh}"
+            );
+            assert_plain(&doh);
+
+            let console = failure(error, EndpointKind::Console, "localhost", None);
+            assert!(console.contains("in the --server URL"), "{console}");
+            assert_plain(&console);
+        }
+
+        let doh = failure(
+            rustls::Error::InvalidCertificate(wrong_name()),
+            EndpointKind::Doh,
+            "localhost",
+            None,
+        );
+        assert_eq!(
+            doh,
+            format!(
+                "the server's certificate is for dns.example.test, not for localhost, so set \
+                 `[console] doh_url` on the server to use the host name it was made for \
+                 (swg's `[dns] doh_host`, `localhost` by default), because the DoH URL \
+                 {DOH_URL} comes from the console's configuration"
+            )
+        );
+        let console = failure(
+            rustls::Error::InvalidCertificate(wrong_name()),
+            EndpointKind::Console,
+            "localhost",
+            None,
+        );
+        assert_eq!(
+            console,
+            "the server's certificate is for dns.example.test, not for localhost, so use the \
+             host name it was made for (swg's `[console] host_name`, `localhost` by default) \
+             in the --server URL"
+        );
+    }
+
+    #[test]
+    fn unknown_issuer_names_given_ca_file() {
+        let path = Path::new("/etc/swg/other-root.pem");
+        let message = failure(
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+            EndpointKind::Console,
+            "localhost",
+            Some(path),
+        );
+        assert!(
+            message.contains(
+                "The CA file /etc/swg/other-root.pem does not contain the CA that issued the \
+                 server's certificate"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("export it with `swg ca export --format pem --out swg-root.pem`"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("If this is swg's own root CA"),
+            "{message}"
+        );
+        assert_plain(&message);
+    }
+
+    #[test]
+    fn ca_certificate_as_server_certificate_is_explained() {
+        let error =
+            || rustls::Error::InvalidCertificate(other_certificate_error("CaUsedAsEndEntity"));
+        let with_ca_file = failure(
+            error(),
+            EndpointKind::Console,
+            "localhost",
+            Some(Path::new("ca.pem")),
+        );
+        assert!(
+            with_ca_file.starts_with(
+                "the server presented a CA certificate instead of a server certificate"
+            ),
+            "{with_ca_file}"
+        );
+        assert!(
+            with_ca_file.contains("basicConstraints extension has CA:TRUE"),
+            "{with_ca_file}"
+        );
+        // Given a CA file, the message ends without the --ca-file hint.
+        assert!(with_ca_file.ends_with("without CA:TRUE"), "{with_ca_file}");
+        assert_plain(&with_ca_file);
+
+        let without_ca_file = failure(error(), EndpointKind::Console, "localhost", None);
+        assert!(
+            without_ca_file.starts_with("the server presented a CA certificate"),
+            "{without_ca_file}"
+        );
+        assert!(
+            without_ca_file.contains("pass it with --ca-file (`swg ca export"),
+            "{without_ca_file}"
+        );
+        assert_plain(&without_ca_file);
+    }
+
+    #[test]
+    fn other_certificate_errors_hide_debug_form() {
+        let named = certificate_failure(other_certificate_error("NameConstraintViolation"));
+        assert_eq!(
+            named,
+            "the agent rejected the server's certificate (the verifier's reason: \
+             NameConstraintViolation)"
+        );
+        let nested = certificate_failure(other_certificate_error("Custom(Inner { code: 3 })"));
+        assert_eq!(nested, "the agent rejected the server's certificate");
+        for message in [named, nested] {
+            assert_plain(&message);
+        }
+    }
+
+    #[test]
+    fn invalid_messages_are_sentences() {
+        for not_tls in [
+            InvalidMessage::InvalidContentType,
+            InvalidMessage::UnknownProtocolVersion,
+        ] {
+            let message = failure(
+                rustls::Error::InvalidMessage(not_tls),
+                EndpointKind::Console,
+                "::1",
+                None,
+            );
+            assert!(
+                message.starts_with(
+                    "the server at [::1]:9443 did not answer with TLS, so the port may be a \
+                     plain-HTTP one. If so, use the port of swg's console"
+                ),
+                "{message}"
+            );
+            assert_plain(&message);
+        }
+        for malformed in [
+            InvalidMessage::MessageTooShort,
+            InvalidMessage::DuplicateExtension(43),
+        ] {
+            let message = failure(
+                rustls::Error::InvalidMessage(malformed),
+                EndpointKind::Doh,
+                "dns.example",
+                None,
+            );
+            assert_eq!(
+                message,
+                "the server at dns.example:8053 sent a malformed TLS message"
+            );
         }
     }
 }
