@@ -231,29 +231,48 @@ impl Config {
     }
 
     /// Checks that agents connect to the DoH listener under the one host name it
-    /// serves: `console.doh_url`, when set, must name `dns.doh_host` (or an IP
-    /// address, which sends no server name). Otherwise every agent's handshake
-    /// fails with an access-denied alert that does not say why.
+    /// serves: `console.doh_url`, when set, must name `dns.doh_host`. Otherwise every
+    /// agent's handshake fails, with an access-denied alert for another name or a
+    /// certificate for the wrong name for an IP address (which sends no server
+    /// name, so it gets `dns.doh_host`'s certificate).
     fn check_doh_host_name(&self) -> Result<(), SectionError> {
         if self.console.doh_url == swg_console::ConsoleConfig::default().doh_url {
             // Left at its default, the URL is derived from dns.doh_host at start.
             return Ok(());
         }
-        let Some(host) = url::Url::parse(&self.console.doh_url)
-            .ok()
-            .and_then(|url| url.domain().map(str::to_owned))
-        else {
+        let Ok(url) = url::Url::parse(&self.console.doh_url) else {
             return Ok(());
         };
         let wanted = self.dns.doh_host.trim_end_matches('.');
-        if host.trim_end_matches('.').eq_ignore_ascii_case(wanted) {
-            Ok(())
-        } else {
-            Err(format!(
-                "console.doh_url names host {host:?}, but the DoH listener serves only \
-                 dns.doh_host = {wanted:?}; set both to the same host name"
+        match url.host() {
+            Some(url::Host::Domain(host)) => {
+                if host.trim_end_matches('.').eq_ignore_ascii_case(wanted) {
+                    return Ok(());
+                }
+                Err(format!(
+                    "console.doh_url names host {host:?}, but the DoH listener serves only \
+                     dns.doh_host = {wanted:?}; set both to the same host name"
+                )
+                .into())
+            }
+            Some(url::Host::Ipv4(address)) => {
+                if address.to_string() == wanted {
+                    return Ok(());
+                }
+                Err(format!(
+                    "console.doh_url names the address {address}, but the DoH certificate \
+                     names only dns.doh_host = {wanted:?}, so agents would reject it; set \
+                     dns.doh_host = \"{address}\" or put {wanted:?} in console.doh_url"
+                )
+                .into())
+            }
+            Some(url::Host::Ipv6(address)) => Err(format!(
+                "console.doh_url names the IPv6 address {address}, but dns.doh_host \
+                 cannot be an IPv6 address, so the DoH certificate cannot name it; put \
+                 {wanted:?} in console.doh_url"
             )
-            .into())
+            .into()),
+            None => Ok(()),
         }
     }
 
@@ -482,9 +501,24 @@ listen = "[::1]:9191"
             "{message}"
         );
 
+        // An address sends no server name, so it gets dns.doh_host's certificate.
+        for (url, expected) in [
+            (
+                "https://127.0.0.1:8053/dns-query",
+                "dns.doh_host = \"127.0.0.1\"",
+            ),
+            ("https://[::1]:8053/dns-query", "IPv6 address ::1"),
+        ] {
+            let text =
+                format!("[console]\ndoh_url = \"{url}\"\n[dns]\ndoh_host = \"dns.example.net\"\n");
+            let config = Config::from_toml(&text, Path::new("swg.toml")).unwrap();
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains(expected), "{message}");
+        }
+
         for fine in [
             "[console]\ndoh_url = \"https://DNS.example.net:8053/dns-query\"\n[dns]\ndoh_host = \"dns.example.net\"\n",
-            "[console]\ndoh_url = \"https://127.0.0.1:8053/dns-query\"\n[dns]\ndoh_host = \"dns.example.net\"\n",
+            "[console]\ndoh_url = \"https://127.0.0.1:8053/dns-query\"\n[dns]\ndoh_host = \"127.0.0.1\"\n",
             "[dns]\ndoh_host = \"dns.example.net\"\n",
         ] {
             let config = Config::from_toml(fine, Path::new("swg.toml")).unwrap();
