@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustls::pki_types::ServerName;
+use support::frames::{self, frame};
 use support::gate::{Gated, ReadGate};
 use support::{origin, Harness};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -198,16 +199,6 @@ async fn trickle_beside_cancelled_downloads() {
     .await;
 }
 
-/// Returns an HTTP/2 frame header of `kind` with `flags` on `stream`, followed by
-/// `payload`.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    out.extend_from_slice(&[kind, flags]);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// Returns a SETTINGS frame that sets SETTINGS_INITIAL_WINDOW_SIZE to `window`.
 fn initial_window_settings(window: u32) -> Vec<u8> {
     let mut payload = vec![0, 4];
@@ -215,15 +206,9 @@ fn initial_window_settings(window: u32) -> Vec<u8> {
     frame(0x4, 0, 0, &payload)
 }
 
-/// Returns a HEADERS frame that ends `stream` with a GET for https://`authority``path`,
-/// with literal fields that need no HPACK table.
-fn get_headers(stream: u32, authority: &str, path: &str) -> Vec<u8> {
-    // Indexed :method GET and :scheme https, then :authority and :path literals.
-    let mut block = vec![0x82, 0x87, 0x01, authority.len() as u8];
-    block.extend_from_slice(authority.as_bytes());
-    block.extend_from_slice(&[0x04, path.len() as u8]);
-    block.extend_from_slice(path.as_bytes());
-    frame(0x1, 0x5, stream, &block)
+/// Returns a HEADERS frame that ends `stream` with a GET for https://`authority``path`.
+fn get_request(stream: u32, authority: &str, path: &str) -> Vec<u8> {
+    frame(0x1, 0x5, stream, &frames::get_headers(authority, path))
 }
 
 type RawWriter = Arc<
@@ -305,7 +290,7 @@ async fn lowered_windows_stop_forgetting() {
     let authority = format!("origin.test:{}", origin.port());
     let path = format!("/zeros?{body_len}");
     for index in 0..streams {
-        let headers = get_headers(1 + 2 * index, &authority, &path);
+        let headers = get_request(1 + 2 * index, &authority, &path);
         writer.lock().await.write_all(&headers).await.unwrap();
     }
     wait_until(Duration::from_secs(10), "send queue filled", || {

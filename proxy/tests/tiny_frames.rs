@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use support::frames::{frame, get_headers, resident_bytes};
 use support::Harness;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -35,38 +36,6 @@ const FLAG_END_STREAM_AND_HEADERS: u8 = 0x5;
 const ROUNDS: usize = 20_000;
 /// Payload of each ignored frame, under the default maximum frame size.
 const FILLER_LEN: usize = 16_000;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut frame = length[1..].to_vec();
-    frame.extend([kind, flags]);
-    frame.extend(stream.to_be_bytes());
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// Returns the HPACK block of `GET https://authority/path` (literals without
-/// indexing, both values shorter than 127 bytes).
-fn get_headers(authority: &str, path: &str) -> Vec<u8> {
-    let mut block = vec![0x82, 0x87];
-    for (index, value) in [(1u8, authority), (4u8, path)] {
-        block.push(index);
-        block.push(u8::try_from(value.len()).unwrap());
-        block.extend_from_slice(value.as_bytes());
-    }
-    block
-}
-
-/// Returns the resident set size of this process, from /proc/self/status.
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
 
 /// Starts the origin for `tiny.test` on a free loopback port. It responds to every
 /// request with `:status 200` and then [`ROUNDS`] rounds, counted in `sent`.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod frames;
 pub mod gate;
 pub mod origin;
 pub mod pki;
