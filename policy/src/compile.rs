@@ -397,12 +397,14 @@ impl Compiler {
 
     fn tenant_id(&mut self, file: &FileContext<'_>, raw: &RawTenant) -> String {
         let Some(id) = &raw.id else {
-            self.report(
-                file,
-                raw.span.clone(),
-                DiagnosticKind::MissingKey,
-                "a tenant needs an `id`".into(),
-            );
+            if !raw.id_unreadable {
+                self.report(
+                    file,
+                    raw.span.clone(),
+                    DiagnosticKind::MissingKey,
+                    "a tenant needs an `id`".into(),
+                );
+            }
             return format!("#{}", self.tenants.len());
         };
         self.check_id(file, id, "tenant id");
@@ -431,22 +433,26 @@ impl Compiler {
 
     /// Returns the id of a tenant item (`what`: location, group, feed, policy) when it is
     /// present and not a duplicate in this tenant, reporting it otherwise. A present id is
-    /// also checked for its allowed characters.
+    /// also checked for its allowed characters. An id that is there but `unreadable` has
+    /// been reported while reading.
     fn item_id<'r>(
         &mut self,
         file: &FileContext<'_>,
         id: &'r Option<Sp<String>>,
+        unreadable: bool,
         item_span: &Range<usize>,
         what: &str,
         is_duplicate: impl FnOnce(&str) -> bool,
     ) -> Option<&'r Sp<String>> {
         let Some(id) = id else {
-            self.report(
-                file,
-                item_span.clone(),
-                DiagnosticKind::MissingKey,
-                format!("a {what} needs an `id`"),
-            );
+            if !unreadable {
+                self.report(
+                    file,
+                    item_span.clone(),
+                    DiagnosticKind::MissingKey,
+                    format!("a {what} needs an `id`"),
+                );
+            }
             return None;
         };
         self.check_id(file, id, &format!("{what} id"));
@@ -591,6 +597,7 @@ impl Compiler {
             let Some(id) = self.item_id(
                 file,
                 &raw_location.id,
+                raw_location.id_unreadable,
                 &raw_location.span,
                 "location",
                 |id| locations.iter().any(|l| l.id == id),
@@ -700,9 +707,14 @@ impl Compiler {
     fn groups(&mut self, file: &FileContext<'_>, raw: &RawTenant) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
         for raw_group in &raw.groups {
-            let Some(id) = self.item_id(file, &raw_group.id, &raw_group.span, "group", |id| {
-                groups.iter().any(|g| g.id == id)
-            }) else {
+            let Some(id) = self.item_id(
+                file,
+                &raw_group.id,
+                raw_group.id_unreadable,
+                &raw_group.span,
+                "group",
+                |id| groups.iter().any(|g| g.id == id),
+            ) else {
                 continue;
             };
             groups.push(Group {
@@ -726,9 +738,14 @@ impl Compiler {
         let mut used = Vec::new();
         self.failed_feed_ids.clear();
         for raw_feed in &raw.feeds {
-            let Some(id) = self.item_id(file, &raw_feed.id, &raw_feed.span, "feed", |id| {
-                feeds.iter().any(|f| f.id == id)
-            }) else {
+            let Some(id) = self.item_id(
+                file,
+                &raw_feed.id,
+                raw_feed.id_unreadable,
+                &raw_feed.span,
+                "feed",
+                |id| feeds.iter().any(|f| f.id == id),
+            ) else {
                 continue;
             };
             if let Some(feed) = self.feed(file, raw_feed, id) {
@@ -987,9 +1004,14 @@ impl Compiler {
         ids: &mut HashMap<String, Range<usize>>,
         stats: &mut TenantStats,
     ) -> Option<Policy> {
-        let id = self.item_id(file, &raw.id, &raw.span, "policy", |id| {
-            ids.contains_key(id)
-        })?;
+        let id = self.item_id(
+            file,
+            &raw.id,
+            raw.id_unreadable,
+            &raw.span,
+            "policy",
+            |id| ids.contains_key(id),
+        )?;
         ids.insert(id.value.clone(), id.span.clone());
 
         let target = self.target(file, raw, context.groups, context.locations);

@@ -44,6 +44,9 @@ pub(crate) struct RawFile {
 pub(crate) struct RawTenant {
     pub(crate) span: Range<usize>,
     pub(crate) id: Option<Sp<String>>,
+    /// The table has an `id` that could not be read (a syntax error in it, or the
+    /// wrong type), which is reported already.
+    pub(crate) id_unreadable: bool,
     pub(crate) name: Option<Sp<String>>,
     pub(crate) block_private_relay: Option<bool>,
     pub(crate) additional_browsers: Vec<Sp<String>>,
@@ -61,6 +64,9 @@ pub(crate) struct RawTenant {
 pub(crate) struct RawLocation {
     pub(crate) span: Range<usize>,
     pub(crate) id: Option<Sp<String>>,
+    /// The table has an `id` that could not be read (a syntax error in it, or the
+    /// wrong type), which is reported already.
+    pub(crate) id_unreadable: bool,
     pub(crate) name: Option<Sp<String>>,
     pub(crate) cidrs: Vec<Sp<String>>,
 }
@@ -69,6 +75,9 @@ pub(crate) struct RawLocation {
 pub(crate) struct RawGroup {
     pub(crate) span: Range<usize>,
     pub(crate) id: Option<Sp<String>>,
+    /// The table has an `id` that could not be read (a syntax error in it, or the
+    /// wrong type), which is reported already.
+    pub(crate) id_unreadable: bool,
     pub(crate) name: Option<Sp<String>>,
     pub(crate) users: Vec<Sp<String>>,
 }
@@ -77,6 +86,9 @@ pub(crate) struct RawGroup {
 pub(crate) struct RawFeed {
     pub(crate) span: Range<usize>,
     pub(crate) id: Option<Sp<String>>,
+    /// The table has an `id` that could not be read (a syntax error in it, or the
+    /// wrong type), which is reported already.
+    pub(crate) id_unreadable: bool,
     pub(crate) path: Option<Sp<String>>,
     pub(crate) format: Option<Sp<String>>,
     pub(crate) category: Option<Sp<String>>,
@@ -86,6 +98,9 @@ pub(crate) struct RawFeed {
 pub(crate) struct RawPolicy {
     pub(crate) span: Range<usize>,
     pub(crate) id: Option<Sp<String>>,
+    /// The table has an `id` that could not be read (a syntax error in it, or the
+    /// wrong type), which is reported already.
+    pub(crate) id_unreadable: bool,
     pub(crate) name: Option<Sp<String>>,
     pub(crate) users: Option<Sp<Vec<Sp<String>>>>,
     pub(crate) groups: Option<Sp<Vec<Sp<String>>>>,
@@ -311,6 +326,14 @@ impl<'t> Walker<'t> {
         }
     }
 
+    /// Reads the `id` of `table`, and returns whether the key is there but could not
+    /// be read.
+    fn id(&mut self, table: &DeTable<'_>) -> (Option<Sp<String>>, bool) {
+        let id = self.string(table, "id");
+        let unreadable = id.is_none() && table.contains_key("id");
+        (id, unreadable)
+    }
+
     fn boolean(&mut self, table: &DeTable<'_>, key: &str) -> Option<bool> {
         let entry = self.entry(table, key)?;
         match entry.value.get_ref() {
@@ -405,9 +428,11 @@ impl<'t> Walker<'t> {
             format!("[[{}]]", prefix.trim_end_matches('.'))
         };
         self.check_keys(table, TENANT_KEYS, &context);
+        let (id, id_unreadable) = self.id(table);
         let mut tenant = RawTenant {
             span,
-            id: self.string(table, "id"),
+            id,
+            id_unreadable,
             name: self.string(table, "name"),
             block_private_relay: self.boolean(table, "block_private_relay"),
             additional_browsers: self.strings(table, "additional_browsers"),
@@ -431,9 +456,11 @@ impl<'t> Walker<'t> {
                 &["id", "name", "cidrs"],
                 &format!("[[{prefix}locations]]"),
             );
+            let (id, id_unreadable) = self.id(location);
             tenant.locations.push(RawLocation {
                 span,
-                id: self.string(location, "id"),
+                id,
+                id_unreadable,
                 name: self.string(location, "name"),
                 cidrs: self.strings(location, "cidrs"),
             });
@@ -444,9 +471,11 @@ impl<'t> Walker<'t> {
                 &["id", "name", "users"],
                 &format!("[[{prefix}groups]]"),
             );
+            let (id, id_unreadable) = self.id(group);
             tenant.groups.push(RawGroup {
                 span,
-                id: self.string(group, "id"),
+                id,
+                id_unreadable,
                 name: self.string(group, "name"),
                 users: self.strings(group, "users"),
             });
@@ -457,9 +486,11 @@ impl<'t> Walker<'t> {
                 &["id", "path", "format", "category"],
                 &format!("[[{prefix}feeds]]"),
             );
+            let (id, id_unreadable) = self.id(feed);
             tenant.feeds.push(RawFeed {
                 span,
-                id: self.string(feed, "id"),
+                id,
+                id_unreadable,
                 path: self.string(feed, "path"),
                 format: self.string(feed, "format"),
                 category: self.string(feed, "category"),
@@ -489,9 +520,11 @@ impl<'t> Walker<'t> {
             ],
             &format!("[[{path}]]"),
         );
+        let (id, id_unreadable) = self.id(table);
         let mut policy = RawPolicy {
             span,
-            id: self.string(table, "id"),
+            id,
+            id_unreadable,
             name: self.string(table, "name"),
             users: self.strings_spanned(table, "users"),
             groups: self.strings_spanned(table, "groups"),

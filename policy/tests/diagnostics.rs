@@ -386,3 +386,36 @@ fn syntax_error_on_next_line_keeps_key_checks() {
         found.join("\n")
     );
 }
+
+#[test]
+fn broken_id_reports_syntax_only() {
+    for text in [
+        "id = =\nname = \"x\"\n",
+        "[[tenants]]\nid = =\n",
+        "id = \"t\"\n[[locations]]\nid = =\ncidrs = [\"10.0.0.0/8\"]\n",
+    ] {
+        let errors = errors_of(text);
+        let kinds: Vec<_> = errors.diagnostics.iter().map(|d| d.kind).collect();
+        assert!(
+            kinds.iter().all(|kind| *kind == DiagnosticKind::Syntax),
+            "{text:?}: {:?}",
+            messages(&errors)
+        );
+        assert!(!kinds.is_empty(), "{text:?}");
+    }
+
+    // An id of the wrong type is reported as such, not as missing as well.
+    let errors = errors_of("id = 5\n");
+    assert_eq!(messages(&errors).len(), 1, "{:?}", messages(&errors));
+    assert_eq!(errors.diagnostics[0].kind, DiagnosticKind::WrongType);
+
+    // A table with no syntax error still needs its id.
+    let errors = errors_of("id = \"t\"\n[[locations]]\ncidrs = [\"10.0.0.0/8\"]\n");
+    assert!(
+        messages(&errors)
+            .iter()
+            .any(|message| message.contains("a location needs an `id`")),
+        "{:?}",
+        messages(&errors)
+    );
+}
