@@ -137,8 +137,8 @@ pub enum ConfigError {
         /// The reason it is invalid.
         reason: &'static str,
     },
-    /// `doh_host` is empty or not a DNS name.
-    #[error("dns.doh_host {0:?} is not a host name")]
+    /// `doh_host` is empty, or neither a DNS name nor a dotted-quad IPv4 address.
+    #[error("dns.doh_host {0:?} is not a host name or an IPv4 address such as 192.0.2.1")]
     InvalidDohHost(String),
 }
 
@@ -232,6 +232,12 @@ impl DnsConfig {
             "32 to 128",
         )?;
 
+        // A name whose last label is all digits can only be an IPv4 address, and then
+        // only in dotted-quad form: `127.1` would be rewritten by URL parsers.
+        let numeric =
+            self.doh_host.rsplit('.').next().is_some_and(|label| {
+                !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit())
+            });
         let host_ok = !self.doh_host.is_empty()
             && self.doh_host.len() <= 253
             && self.doh_host.split('.').all(|label| {
@@ -239,7 +245,8 @@ impl DnsConfig {
                     && label
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
+            })
+            && (!numeric || self.doh_host.parse::<std::net::Ipv4Addr>().is_ok());
         if !host_ok {
             return Err(ConfigError::InvalidDohHost(self.doh_host.clone()));
         }
@@ -323,6 +330,34 @@ mod tests {
             Some("dns.client_ipv6_prefix_len = 129 is out of range; allowed: 32 to 128")
         );
         assert!(with_prefix_len(16).validate().is_err());
+    }
+
+    #[test]
+    fn doh_host_numeric_forms() {
+        let with_host = |host: &str| DnsConfig {
+            doh_host: host.to_owned(),
+            ..DnsConfig::default()
+        };
+        for fine in [
+            "localhost",
+            "dns.example.net",
+            "127.0.0.1",
+            "1.example",
+            "a-1.b2",
+        ] {
+            assert!(with_host(fine).validate().is_ok(), "{fine}");
+        }
+        for rejected in ["127.1", "2130706433", "1.2.3.4.5", "300.1.1.1", "", "a..b"] {
+            let message = with_host(rejected).validate().err().map(|e| e.to_string());
+            assert_eq!(
+                message,
+                Some(format!(
+                    "dns.doh_host {rejected:?} is not a host name or an IPv4 address such as \
+                     192.0.2.1"
+                )),
+                "{rejected}"
+            );
+        }
     }
 
     #[test]

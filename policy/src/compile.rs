@@ -395,6 +395,8 @@ impl Compiler {
         });
     }
 
+    /// Returns the tenant's id, or a stand-in (see [`stand_in_id`]) after reporting
+    /// that it is missing.
     fn tenant_id(&mut self, file: &FileContext<'_>, raw: &RawTenant) -> String {
         let Some(id) = &raw.id else {
             if !raw.id_unreadable {
@@ -405,7 +407,7 @@ impl Compiler {
                     "a tenant needs an `id`".into(),
                 );
             }
-            return format!("#{}", self.tenants.len());
+            return stand_in_id(self.tenants.len());
         };
         self.check_id(file, id, "tenant id");
         let (line, column) = file.lines.position(id.span.start);
@@ -658,6 +660,16 @@ impl Compiler {
         let mut seen = HashSet::new();
         for (first, second) in overlapping_pairs(&self.location_nets) {
             let (a, b) = (&self.location_nets[first], &self.location_nets[second]);
+            // A tenant without a readable id is reported already, and its stand-in id
+            // means nothing to the reader.
+            let unnamed = |net: &LocationNet| {
+                self.tenants
+                    .get(net.tenant)
+                    .is_some_and(|draft| is_stand_in_id(&draft.tenant.id))
+            };
+            if unnamed(a) || unnamed(b) {
+                continue;
+            }
             let (a_uploaded, b_uploaded) = (uploaded(a), uploaded(b));
             let (a, b) = if b_uploaded && !a_uploaded {
                 (b, a)
@@ -763,24 +775,28 @@ impl Compiler {
 
     fn feed(&mut self, file: &FileContext<'_>, raw: &RawFeed, id: &Sp<String>) -> Option<u32> {
         let Some(path) = &raw.path else {
-            self.report(
-                file,
-                raw.span.clone(),
-                DiagnosticKind::MissingKey,
-                format!("feed `{}` needs a `path`", id.value),
-            );
+            if !raw.path_unreadable {
+                self.report(
+                    file,
+                    raw.span.clone(),
+                    DiagnosticKind::MissingKey,
+                    format!("feed `{}` needs a `path`", id.value),
+                );
+            }
             return None;
         };
         let Some(format_text) = &raw.format else {
-            self.report(
-                file,
-                raw.span.clone(),
-                DiagnosticKind::MissingKey,
-                format!(
-                    "feed `{}` needs a `format`: hosts, domains, adblock or directory",
-                    id.value
-                ),
-            );
+            if !raw.format_unreadable {
+                self.report(
+                    file,
+                    raw.span.clone(),
+                    DiagnosticKind::MissingKey,
+                    format!(
+                        "feed `{}` needs a `format`: hosts, domains, adblock or directory",
+                        id.value
+                    ),
+                );
+            }
             return None;
         };
         let Some(format) = FeedFormat::parse(&format_text.value) else {
@@ -1370,6 +1386,17 @@ fn list_or_none(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// Returns the placeholder for the missing id of the tenant at `index`. It starts
+/// with `#`, which no valid tenant id contains, and the set is rejected anyway.
+fn stand_in_id(index: usize) -> String {
+    format!("#{index}")
+}
+
+/// Tells whether `id` is a stand-in from [`stand_in_id`].
+fn is_stand_in_id(id: &str) -> bool {
+    id.starts_with('#')
 }
 
 #[cfg(test)]

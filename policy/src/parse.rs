@@ -90,7 +90,11 @@ pub(crate) struct RawFeed {
     /// wrong type), which is reported already.
     pub(crate) id_unreadable: bool,
     pub(crate) path: Option<Sp<String>>,
+    /// `path` is there but could not be read.
+    pub(crate) path_unreadable: bool,
     pub(crate) format: Option<Sp<String>>,
+    /// `format` is there but could not be read.
+    pub(crate) format_unreadable: bool,
     pub(crate) category: Option<Sp<String>>,
 }
 
@@ -312,8 +316,13 @@ impl<'t> Walker<'t> {
         });
     }
 
+    /// Reads a string. A damaged value reads as absent: the parser's stand-in (such
+    /// as an empty string for `id =`) would only cause follow-up problems.
     fn string(&mut self, table: &DeTable<'_>, key: &str) -> Option<Sp<String>> {
         let entry = self.entry(table, key)?;
+        if entry.damaged {
+            return None;
+        }
         match entry.value.get_ref() {
             DeValue::String(text) => Some(Sp {
                 span: entry.value.span(),
@@ -326,16 +335,20 @@ impl<'t> Walker<'t> {
         }
     }
 
-    /// Reads the `id` of `table`, and returns whether the key is there but could not
-    /// be read.
-    fn id(&mut self, table: &DeTable<'_>) -> (Option<Sp<String>>, bool) {
-        let id = self.string(table, "id");
-        let unreadable = id.is_none() && table.contains_key("id");
-        (id, unreadable)
+    /// Reads a string that the table needs, and returns whether the key is there but
+    /// could not be read (a problem reported already), so that it is not also called
+    /// missing.
+    fn required_string(&mut self, table: &DeTable<'_>, key: &str) -> (Option<Sp<String>>, bool) {
+        let value = self.string(table, key);
+        let unreadable = value.is_none() && table.contains_key(key);
+        (value, unreadable)
     }
 
     fn boolean(&mut self, table: &DeTable<'_>, key: &str) -> Option<bool> {
         let entry = self.entry(table, key)?;
+        if entry.damaged {
+            return None;
+        }
         match entry.value.get_ref() {
             DeValue::Boolean(flag) => Some(*flag),
             _ => {
@@ -428,7 +441,7 @@ impl<'t> Walker<'t> {
             format!("[[{}]]", prefix.trim_end_matches('.'))
         };
         self.check_keys(table, TENANT_KEYS, &context);
-        let (id, id_unreadable) = self.id(table);
+        let (id, id_unreadable) = self.required_string(table, "id");
         let mut tenant = RawTenant {
             span,
             id,
@@ -456,7 +469,7 @@ impl<'t> Walker<'t> {
                 &["id", "name", "cidrs"],
                 &format!("[[{prefix}locations]]"),
             );
-            let (id, id_unreadable) = self.id(location);
+            let (id, id_unreadable) = self.required_string(location, "id");
             tenant.locations.push(RawLocation {
                 span,
                 id,
@@ -471,7 +484,7 @@ impl<'t> Walker<'t> {
                 &["id", "name", "users"],
                 &format!("[[{prefix}groups]]"),
             );
-            let (id, id_unreadable) = self.id(group);
+            let (id, id_unreadable) = self.required_string(group, "id");
             tenant.groups.push(RawGroup {
                 span,
                 id,
@@ -486,13 +499,17 @@ impl<'t> Walker<'t> {
                 &["id", "path", "format", "category"],
                 &format!("[[{prefix}feeds]]"),
             );
-            let (id, id_unreadable) = self.id(feed);
+            let (id, id_unreadable) = self.required_string(feed, "id");
+            let (path, path_unreadable) = self.required_string(feed, "path");
+            let (format, format_unreadable) = self.required_string(feed, "format");
             tenant.feeds.push(RawFeed {
                 span,
                 id,
                 id_unreadable,
-                path: self.string(feed, "path"),
-                format: self.string(feed, "format"),
+                path,
+                path_unreadable,
+                format,
+                format_unreadable,
                 category: self.string(feed, "category"),
             });
         }
@@ -520,7 +537,7 @@ impl<'t> Walker<'t> {
             ],
             &format!("[[{path}]]"),
         );
-        let (id, id_unreadable) = self.id(table);
+        let (id, id_unreadable) = self.required_string(table, "id");
         let mut policy = RawPolicy {
             span,
             id,

@@ -391,8 +391,12 @@ fn syntax_error_on_next_line_keeps_key_checks() {
 fn broken_id_reports_syntax_only() {
     for text in [
         "id = =\nname = \"x\"\n",
+        "id =\nname = \"x\"\n",
+        "id = \"\\q\"\n",
         "[[tenants]]\nid = =\n",
+        "[[tenants]]\nid =\n[[tenants]]\nid =\n",
         "id = \"t\"\n[[locations]]\nid = =\ncidrs = [\"10.0.0.0/8\"]\n",
+        "id = \"t\"\n[[feeds]]\nid = \"f\"\npath =\nformat =\n",
     ] {
         let errors = errors_of(text);
         let kinds: Vec<_> = errors.diagnostics.iter().map(|d| d.kind).collect();
@@ -408,6 +412,19 @@ fn broken_id_reports_syntax_only() {
     let errors = errors_of("id = 5\n");
     assert_eq!(messages(&errors).len(), 1, "{:?}", messages(&errors));
     assert_eq!(errors.diagnostics[0].kind, DiagnosticKind::WrongType);
+
+    // Tenants without a readable id are not named by a stand-in in other messages.
+    let errors = errors_of(
+        "[[tenants]]\nid = =\n[[tenants.locations]]\nid = \"a\"\ncidrs = [\"10.0.0.0/8\"]\n\
+         [[tenants]]\nid = 4\n[[tenants.locations]]\nid = \"a\"\ncidrs = [\"10.0.0.0/8\"]\n",
+    );
+    assert!(
+        messages(&errors)
+            .iter()
+            .all(|message| !message.contains('#')),
+        "{:?}",
+        messages(&errors)
+    );
 
     // A table with no syntax error still needs its id.
     let errors = errors_of("id = \"t\"\n[[locations]]\ncidrs = [\"10.0.0.0/8\"]\n");
