@@ -1,14 +1,16 @@
 //! The agent's messages when the TLS handshake with the console fails. Real rustls
 //! servers on loopback present a certificate for another name, from an untrusted
 //! CA, expired, or a CA certificate in place of a server certificate, or offer no
-//! protocol the agent speaks. A plain-HTTP server stands for a wrong port. Each
-//! message is plain text, without rustls's type and variant names.
+//! protocol the agent speaks, or require a client certificate. A plain-HTTP server
+//! stands for a wrong port. Each message is plain text, without rustls's type and
+//! variant names.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use swg_dns::agent::limits::ProxyLimits;
 use swg_dns::agent::{Agent, AgentError, AgentOptions};
@@ -405,4 +407,71 @@ async fn alert_from_the_server_is_explained() {
     );
     assert!(message.contains("neither HTTP/2 nor HTTP/1.1"), "{message}");
     assert_plain(&message);
+}
+
+/// Starts a TLS 1.3 server on loopback that requires a client certificate issued by
+/// `client_ca`, presents `leaf` and offers `alpn`, and returns its port.
+async fn start_client_auth_server(
+    leaf: (CertificateDer<'static>, PrivateKeyDer<'static>),
+    client_ca: &TestCa,
+    alpn: &[&[u8]],
+) -> u16 {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+    let mut client_roots = rustls::RootCertStore::empty();
+    let ca_certificate = CertificateDer::from_pem_file(client_ca.pem_path()).unwrap();
+    client_roots.add(ca_certificate).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(client_roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+
+    let (certificate, key) = leaf;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![certificate], key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = acceptor.accept(stream).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn required_client_certificate_is_explained() {
+    // In TLS 1.3 the client's side of the handshake is complete before the server
+    // checks the client's certificate, so the server's alert arrives while the agent
+    // already sends its first HTTP request.
+    let ca = TestCa::new("agent test CA");
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let port = start_client_auth_server(ca.leaf(&["localhost"], |_| {}), &ca, &[alpn]).await;
+
+        let message = enrolment_error("localhost", port, Some(ca.pem_path())).await;
+        assert!(
+            message
+                .contains("the server ended the TLS handshake with the alert certificate_required"),
+            "{message}"
+        );
+        assert!(
+            message.contains("it requires a client certificate, which the agent does not have"),
+            "{message}"
+        );
+        assert!(!message.contains("connection error"), "{message}");
+        assert!(!message.contains("channel closed"), "{message}");
+        assert_plain(&message);
+    }
 }

@@ -2,7 +2,9 @@
 //! offers it, reopened when it fails, with deadlines on connecting, the handshakes
 //! and each request.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,11 +14,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::tls_errors::{handshake_failure, HandshakePeer};
+use super::tls_errors::{describe, handshake_failure, rustls_cause, HandshakePeer};
 use super::AgentError;
 
 /// Largest response body the agent reads, in bytes.
@@ -101,9 +105,19 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// Wait for the reply to an HTTP/2 ping before the connection counts as failed.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The sending half of an open connection.
+/// The latest rustls error that a read or write on one connection returned.
+type TlsErrorSlot = Arc<std::sync::Mutex<Option<rustls::Error>>>;
+
+/// The sending half of an open connection, with the connection's latest TLS error.
 #[derive(Clone)]
-enum Sender {
+struct Sender {
+    requests: Requests,
+    tls_error: TlsErrorSlot,
+}
+
+/// The hyper handle that sends requests on a connection.
+#[derive(Clone)]
+enum Requests {
     H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
     /// HTTP/1.1 carries one request at a time, so requests take turns.
     Http11(Arc<Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>),
@@ -113,10 +127,189 @@ impl Sender {
     /// Returns whether the connection is closed. An HTTP/1.1 connection busy with
     /// another request counts as open.
     fn is_closed(&self) -> bool {
-        match self {
-            Sender::H2(sender) => sender.is_closed(),
-            Sender::Http11(sender) => sender.try_lock().is_ok_and(|sender| sender.is_closed()),
+        match &self.requests {
+            Requests::H2(sender) => sender.is_closed(),
+            Requests::Http11(sender) => sender.try_lock().is_ok_and(|sender| sender.is_closed()),
         }
+    }
+}
+
+/// A TLS stream that stores the rustls error of each failed read or write in a
+/// [`TlsErrorSlot`].
+///
+/// A TLS 1.3 server checks the client's certificate after the client has finished
+/// its side of the handshake, so its alert (such as certificate_required) arrives
+/// during the HTTP exchange. h2 0.4 passes an I/O error on to requests and to the
+/// connection's task as its kind and text only, without the rustls error, so the
+/// failing request reads the error from the slot instead.
+struct RecordingStream {
+    inner: TlsStream<TcpStream>,
+    tls_error: TlsErrorSlot,
+    /// The error of a write that failed because the connection was closed, kept
+    /// while [`RecordingStream::poll_pending_alert`] waits to read.
+    write_failure: Option<std::io::Error>,
+}
+
+/// Maximum number of application-data reads that
+/// [`RecordingStream::poll_pending_alert`] skips while it looks for an alert.
+const PENDING_READS: usize = 8;
+
+impl RecordingStream {
+    /// Stores the rustls error behind a failed read, and returns `poll` unchanged.
+    fn record_read<T>(&self, poll: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(error)) = &poll {
+            if let Some(tls) = rustls_cause(error) {
+                *lock_slot(&self.tls_error) = Some(tls.clone());
+            }
+        }
+        poll
+    }
+
+    /// Stores the rustls error behind a failed write. A write that failed because
+    /// the connection was closed or reset first waits for what the server sent
+    /// before, through [`Self::poll_pending_alert`].
+    fn record_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        let Poll::Ready(Err(error)) = poll else {
+            return poll;
+        };
+        if let Some(tls) = rustls_cause(&error) {
+            *lock_slot(&self.tls_error) = Some(tls.clone());
+            return Poll::Ready(Err(error));
+        }
+        let closed = matches!(
+            error.kind(),
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+        );
+        if !closed {
+            return Poll::Ready(Err(error));
+        }
+        self.write_failure = Some(error);
+        self.poll_pending_alert(cx)
+    }
+
+    /// Reads what the server sent before the failed write in `write_failure`, and
+    /// fails with the rustls error of an alert found there, or else with the write's
+    /// error.
+    ///
+    /// A server that sends an alert and closes its socket resets the connection when
+    /// the agent's request arrives. The next write then fails with a broken pipe,
+    /// while the alert still waits unread. A reset socket is readable, so the
+    /// read ends soon with the alert, the end of the stream or an error. The
+    /// connection has failed, so application data read here is discarded.
+    fn poll_pending_alert<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let mut scratch = [0u8; 4096];
+        for _ in 0..PENDING_READS {
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(Ok(())) => break,
+                Poll::Ready(Err(error)) => {
+                    if let Some(tls) = rustls_cause(&error) {
+                        *lock_slot(&self.tls_error) = Some(tls.clone());
+                        self.write_failure = None;
+                        return Poll::Ready(Err(error));
+                    }
+                    break;
+                }
+            }
+        }
+        let error = self
+            .write_failure
+            .take()
+            .unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        Poll::Ready(Err(error))
+    }
+}
+
+impl AsyncRead for RecordingStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.record_read(poll)
+    }
+}
+
+impl AsyncWrite for RecordingStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.write_failure.is_some() {
+            return self.poll_pending_alert(cx);
+        }
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.record_write(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.write_failure.is_some() {
+            return self.poll_pending_alert(cx);
+        }
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.record_write(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.write_failure.is_some() {
+            return self.poll_pending_alert(cx);
+        }
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.record_write(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.write_failure.is_some() {
+            return self.poll_pending_alert(cx);
+        }
+        let poll = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.record_write(cx, poll)
+    }
+}
+
+fn lock_slot(slot: &TlsErrorSlot) -> std::sync::MutexGuard<'_, Option<rustls::Error>> {
+    // A poisoned lock still holds a whole value: the slot is only ever assigned.
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Converts the failure of an HTTP exchange or handshake on a connection to `peer`
+/// into the error to report. A rustls error in `error`'s sources, or else in the
+/// connection's `tls_error`, gives [`AgentError::Tls`] with its description.
+/// Without one, the HTTP error's text gives [`AgentError::Http`].
+///
+/// The slot is read only after the exchange has failed. By then it contains any TLS
+/// error behind the failure, because the stream stores the error before it returns
+/// the error to hyper.
+fn http_failure(
+    error: &(dyn std::error::Error + 'static),
+    peer: &HandshakePeer<'_>,
+    tls_error: &TlsErrorSlot,
+) -> AgentError {
+    if let Some(tls) = rustls_cause(error) {
+        return AgentError::Tls(describe(tls, peer));
+    }
+    match lock_slot(tls_error).as_ref() {
+        Some(tls) => AgentError::Tls(describe(tls, peer)),
+        None => AgentError::Http(error.to_string()),
     }
 }
 
@@ -214,6 +407,18 @@ impl HttpsClient {
             })?
     }
 
+    /// Returns the server end of this client's connections, for messages about
+    /// their TLS errors.
+    fn peer(&self) -> HandshakePeer<'_> {
+        HandshakePeer {
+            url: &self.origin,
+            host: connect_host(&self.origin),
+            port: self.origin.port_u16().unwrap_or(443),
+            endpoint: self.endpoint,
+            ca_file: self.tls.ca_file.as_deref(),
+        }
+    }
+
     /// Returns `host:port` of the origin, for messages.
     fn endpoint(&self) -> String {
         let port = self.origin.port_u16().unwrap_or(443);
@@ -305,14 +510,17 @@ impl HttpsClient {
         let host = connect_host(&self.origin).to_owned();
         let authority = self.origin.authority().map_or(host, |a| a.to_string());
 
-        let response = match sender {
-            Sender::H2(sender) => {
+        let failed = |error: &(dyn std::error::Error + 'static)| {
+            http_failure(error, &self.peer(), &sender.tls_error)
+        };
+        let response = match &sender.requests {
+            Requests::H2(sender) => {
                 *request.uri_mut() = format!("https://{authority}{path}")
                     .parse()
                     .map_err(|_| AgentError::Url(path.clone()))?;
                 sender.clone().send_request(request).await
             }
-            Sender::Http11(sender) => {
+            Requests::Http11(sender) => {
                 *request.uri_mut() = path.parse().map_err(|_| AgentError::Url(path.clone()))?;
                 let host_header = http::HeaderValue::from_str(&authority)
                     .map_err(|_| AgentError::Url(authority.clone()))?;
@@ -320,20 +528,17 @@ impl HttpsClient {
                     .headers_mut()
                     .insert(http::header::HOST, host_header);
                 let mut sender = sender.lock().await;
-                sender
-                    .ready()
-                    .await
-                    .map_err(|error| AgentError::Http(error.to_string()))?;
+                sender.ready().await.map_err(|error| failed(&error))?;
                 sender.send_request(request).await
             }
         }
-        .map_err(|error| AgentError::Http(error.to_string()))?;
+        .map_err(|error| failed(&error))?;
 
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_BODY)
             .collect()
             .await
-            .map_err(|error| AgentError::Http(error.to_string()))?
+            .map_err(|error| failed(&*error))?
             .to_bytes();
         Ok(Response::from_parts(parts, body))
     }
@@ -387,23 +592,45 @@ async fn handshake(
         .await
         .map_err(|error| AgentError::Tls(handshake_failure(&error, peer)))?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = TokioIo::new(tls);
-    if h2 {
+    let tls_error = TlsErrorSlot::default();
+    let io = TokioIo::new(RecordingStream {
+        inner: tls,
+        tls_error: tls_error.clone(),
+        write_failure: None,
+    });
+    let failed = |error: hyper::Error| http_failure(&error, peer, &tls_error);
+    let address = format!("{host}:{}", peer.port);
+    let requests = if h2 {
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .handshake(io)
             .await
-            .map_err(|error| AgentError::Http(error.to_string()))?;
-        tokio::spawn(connection);
-        Ok(Sender::H2(sender))
+            .map_err(failed)?;
+        tokio::spawn(log_connection_end(connection, address));
+        Requests::H2(sender)
     } else {
         let (sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|error| AgentError::Http(error.to_string()))?;
-        tokio::spawn(connection);
-        Ok(Sender::Http11(Arc::new(Mutex::new(sender))))
+            .map_err(failed)?;
+        tokio::spawn(log_connection_end(connection, address));
+        Requests::Http11(Arc::new(Mutex::new(sender)))
+    };
+    Ok(Sender {
+        requests,
+        tls_error,
+    })
+}
+
+/// Drives `connection` to its end and logs its error, if any, at debug level: the
+/// requests on the connection fail too and report the error to their callers.
+async fn log_connection_end(
+    connection: impl std::future::Future<Output = Result<(), hyper::Error>>,
+    address: String,
+) {
+    if let Err(error) = connection.await {
+        tracing::debug!(endpoint = %address, %error, "HTTPS connection ended with an error");
     }
 }
 

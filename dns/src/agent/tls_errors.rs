@@ -78,8 +78,29 @@ pub(crate) fn handshake_failure(error: &std::io::Error, peer: &HandshakePeer<'_>
     }
 }
 
-/// Describes `error`, raised by the TLS connection to `peer`.
-fn describe(error: &rustls::Error, peer: &HandshakePeer<'_>) -> String {
+/// Returns the rustls error in the chain of `error`'s sources, looking also inside
+/// each I/O error, whose `source()` skips the error it wraps.
+pub(crate) fn rustls_cause<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e rustls::Error> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    None
+}
+
+/// Describes `error`, raised by the TLS connection to `peer` during the handshake
+/// or after it.
+pub(crate) fn describe(error: &rustls::Error, peer: &HandshakePeer<'_>) -> String {
     match error {
         rustls::Error::InvalidCertificate(certificate) => {
             certificate_reason(certificate, peer).unwrap_or_else(|| error.to_string())
@@ -120,6 +141,11 @@ fn invalid_message_reason(error: &InvalidMessage, peer: &HandshakePeer<'_>) -> S
 /// Describes why the server's certificate was rejected, or returns `None` for the
 /// errors that have no plainer wording than rustls's.
 fn certificate_reason(error: &CertificateError, peer: &HandshakePeer<'_>) -> Option<String> {
+    if peer.endpoint == EndpointKind::Doh {
+        if let Some(fact) = doh_trust_fact(error) {
+            return Some(doh_trust_reason(&fact, peer));
+        }
+    }
     let host_name_fix = || {
         peer.url_fix(&format!(
             "the host name it was made for (swg's {}, `localhost` by default)",
@@ -200,6 +226,87 @@ fn certificate_reason(error: &CertificateError, peer: &HandshakePeer<'_>) -> Opt
     Some(reason)
 }
 
+/// Returns what is wrong with the DoH server's certificate, as the rest of a
+/// sentence whose subject is the certificate, for the errors other than a wrong
+/// host name. Returns `None` for the errors that [`doh_trust_reason`] does not
+/// explain.
+fn doh_trust_fact(error: &CertificateError) -> Option<String> {
+    let fact = match error {
+        CertificateError::UnknownIssuer => "was issued by a CA the agent does not trust".to_owned(),
+        CertificateError::BadSignature => {
+            "has a signature that its issuer's key does not verify".to_owned()
+        }
+        CertificateError::ExpiredContext { time, not_after } => format!(
+            "has expired (valid until {}, and this machine's clock reads {})",
+            unix_time(*not_after),
+            unix_time(*time)
+        ),
+        CertificateError::Expired => "has expired".to_owned(),
+        CertificateError::NotValidYetContext { time, not_before } => format!(
+            "is not valid yet (valid from {}, and this machine's clock reads {})",
+            unix_time(*not_before),
+            unix_time(*time)
+        ),
+        CertificateError::NotValidYet => "is not valid yet".to_owned(),
+        CertificateError::Revoked => "has been revoked".to_owned(),
+        #[allow(deprecated)]
+        CertificateError::UnsupportedSignatureAlgorithm
+        | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+        | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "is signed with an algorithm that the agent does not support".to_owned()
+        }
+        CertificateError::BadEncoding => "is not valid DER".to_owned(),
+        CertificateError::UnhandledCriticalExtension => {
+            "has a critical extension that the agent does not support".to_owned()
+        }
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "is not for TLS servers, because its extended key usage lacks serverAuth".to_owned()
+        }
+        CertificateError::Other(other) => {
+            let text = other.to_string();
+            if text == CA_USED_AS_END_ENTITY {
+                "is a CA certificate (its basicConstraints extension has CA:TRUE), not a \
+                 server certificate"
+                    .to_owned()
+            } else if is_variant_name(&text) {
+                format!("failed verification (the verifier's reason: {text})")
+            } else {
+                "failed verification".to_owned()
+            }
+        }
+        _ => return None,
+    };
+    Some(fact)
+}
+
+/// Describes a DoH server certificate that failed verification for `fact`.
+///
+/// The agent trusted the console's certificate with the same roots and CA file
+/// before it received the DoH URL. So the likelier cause is a DoH URL that leads
+/// to another server, or to one whose certificate another CA issued.
+fn doh_trust_reason(fact: &str, peer: &HandshakePeer<'_>) -> String {
+    let trust = match peer.ca_file {
+        Some(path) => format!("the CA file {} and the public root CAs", path.display()),
+        None => "the public root CAs".to_owned(),
+    };
+    format!(
+        "the certificate of the DoH server at {url} {fact}. The agent received this DoH URL \
+         from the console, which takes it from `[console] doh_url` on the server. The \
+         console's certificate verified with the same trust ({trust}), so the DoH URL \
+         probably points at a server other than this swg's DoH listener, or at one whose \
+         certificate another CA issued. If so, set `[console] doh_url` to the URL of swg's \
+         DoH listener",
+        url = peer.url
+    )
+}
+
+/// Returns whether `text` is a bare variant name, short and alphanumeric, which is
+/// worth showing as a term to search for. Anything else may be a debug form with
+/// nested types.
+fn is_variant_name(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 /// Describes a certificate from an issuer that neither the webpki roots nor the
 /// CA file `ca_file` contain.
 fn unknown_issuer_reason(ca_file: Option<&Path>) -> String {
@@ -245,11 +352,7 @@ fn other_certificate_reason(error: &OtherError, ca_file: Option<&Path>) -> Strin
             ),
         };
     }
-    // A bare variant name is worth showing, as a term to search for. Anything else
-    // may be a debug form with nested types, which is left out.
-    let is_name =
-        !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric());
-    if is_name {
+    if is_variant_name(&text) {
         format!("the agent rejected the server's certificate (the verifier's reason: {text})")
     } else {
         "the agent rejected the server's certificate".to_owned()
@@ -347,7 +450,7 @@ fn alert_reason(alert: AlertDescription, peer: &HandshakePeer<'_>) -> String {
             "it shares no cipher suite or key exchange group with the agent".to_owned()
         }
         AlertDescription::CertificateRequired => {
-            "it requires a client certificate, which the agent does not send".to_owned()
+            "it requires a client certificate, which the agent does not have".to_owned()
         }
         AlertDescription::InternalError => {
             "of an error on the server, which its log may explain".to_owned()
@@ -737,6 +840,143 @@ mod tests {
              host name it was made for (swg's `[console] host_name`, `localhost` by default) \
              in the --server URL"
         );
+    }
+
+    /// Asserts that `message` explains a DoH certificate that failed verification
+    /// for `fact` by the DoH URL from `[console] doh_url`, not by the CA file.
+    fn assert_doh_trust(message: &str, fact: &str) {
+        assert!(
+            message.starts_with(&format!(
+                "the certificate of the DoH server at {DOH_URL} {fact}. "
+            )),
+            "{message}"
+        );
+        assert!(
+            message.contains("which takes it from `[console] doh_url` on the server"),
+            "{message}"
+        );
+        assert!(
+            message.contains("console's certificate verified with the same trust"),
+            "{message}"
+        );
+        assert!(
+            message.contains("probably points at a server other than this swg's DoH listener"),
+            "{message}"
+        );
+        assert!(!message.contains("swg ca export"), "{message}");
+        assert_plain(message);
+    }
+
+    fn doh_certificate_failure(error: CertificateError, ca_file: Option<&Path>) -> String {
+        failure(
+            rustls::Error::InvalidCertificate(error),
+            EndpointKind::Doh,
+            "dns.example",
+            ca_file,
+        )
+    }
+
+    #[test]
+    fn doh_unknown_issuer_blames_doh_url() {
+        let path = Path::new("/etc/swg/root.pem");
+        let message = doh_certificate_failure(CertificateError::UnknownIssuer, Some(path));
+        assert_doh_trust(&message, "was issued by a CA the agent does not trust");
+        assert!(
+            message.contains("the same trust (the CA file /etc/swg/root.pem and the public"),
+            "{message}"
+        );
+        assert!(!message.contains("does not contain the CA"), "{message}");
+
+        let without_ca_file = doh_certificate_failure(CertificateError::UnknownIssuer, None);
+        assert_doh_trust(
+            &without_ca_file,
+            "was issued by a CA the agent does not trust",
+        );
+        assert!(
+            without_ca_file.contains("the same trust (the public root CAs)"),
+            "{without_ca_file}"
+        );
+    }
+
+    #[test]
+    fn doh_bad_signature_blames_doh_url() {
+        let message =
+            doh_certificate_failure(CertificateError::BadSignature, Some(Path::new("ca.pem")));
+        assert_doh_trust(
+            &message,
+            "has a signature that its issuer's key does not verify",
+        );
+        assert!(!message.contains("older swg root CA"), "{message}");
+    }
+
+    #[test]
+    fn doh_expired_certificate_blames_doh_url() {
+        let message = doh_certificate_failure(
+            CertificateError::ExpiredContext {
+                time: UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_700_000_000)),
+                not_after: UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                    1_600_000_000,
+                )),
+            },
+            Some(Path::new("ca.pem")),
+        );
+        assert_doh_trust(
+            &message,
+            "has expired (valid until 2020-09-13T12:26:40Z, and this machine's clock reads \
+             2023-11-14T22:13:20Z)",
+        );
+    }
+
+    #[test]
+    fn doh_other_trust_errors_blame_doh_url() {
+        let cases = [
+            (
+                CertificateError::NotValidYetContext {
+                    time: UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_600_000_000)),
+                    not_before: UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                        1_700_000_000,
+                    )),
+                },
+                "is not valid yet (valid from 2023-11-14T22:13:20Z",
+            ),
+            (
+                other_certificate_error("CaUsedAsEndEntity"),
+                "is a CA certificate (its basicConstraints extension has CA:TRUE)",
+            ),
+            (
+                other_certificate_error("EndEntityUsedAsCa"),
+                "failed verification (the verifier's reason: EndEntityUsedAsCa)",
+            ),
+            (CertificateError::InvalidPurpose, "is not for TLS servers"),
+        ];
+        for (error, fact) in cases {
+            let message = doh_certificate_failure(error, Some(Path::new("ca.pem")));
+            assert!(
+                message.starts_with(&format!("the certificate of the DoH server at {DOH_URL} ")),
+                "{message}"
+            );
+            assert!(message.contains(fact), "{message}");
+            assert!(
+                message.contains("which takes it from `[console] doh_url` on the server"),
+                "{message}"
+            );
+            assert_plain(&message);
+        }
+    }
+
+    #[test]
+    fn console_trust_errors_keep_ca_file_hints() {
+        let bad_signature = failure(
+            rustls::Error::InvalidCertificate(CertificateError::BadSignature),
+            EndpointKind::Console,
+            "localhost",
+            Some(Path::new("ca.pem")),
+        );
+        assert!(
+            bad_signature.contains("A --ca-file with an older swg root CA"),
+            "{bad_signature}"
+        );
+        assert!(!bad_signature.contains("doh_url"), "{bad_signature}");
     }
 
     #[test]
