@@ -529,8 +529,8 @@ mod tests {
     /// The DoH URL of the tests that fail a handshake with the DoH endpoint.
     const DOH_URL: &str = "https://dns.example:8053/dns-query";
 
-    /// An error whose text is `0`, such as webpki's errors that rustls wraps in
-    /// [`OtherError`].
+    /// An error whose text is the name it wraps, like the webpki errors that rustls
+    /// wraps in [`OtherError`].
     #[derive(Debug)]
     struct VerifierError(&'static str);
 
